@@ -1,0 +1,88 @@
+//! CPU feature detection that picks the default AEAD.
+
+use serde::Serialize;
+
+use crate::aead::AeadId;
+
+/// Hardware features relevant to the primitives in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct CryptoAcceleration {
+    /// AES-NI and carry-less multiply: AES-256-GCM runs in hardware.
+    pub has_aes_ni: bool,
+    /// AVX2: the ML-KEM / ML-DSA / ChaCha20 vector paths.
+    pub has_avx2: bool,
+    /// SHA extensions.
+    pub has_sha_extensions: bool,
+    /// The RDRAND instruction.
+    pub has_rdrand: bool,
+}
+
+/// Which ChaCha20 code path the hardware allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChaCha20Config {
+    /// 256-bit vector implementation.
+    Avx2,
+    /// Portable implementation.
+    Portable,
+}
+
+impl CryptoAcceleration {
+    /// Reads the running CPU's features. Off x86-64 every flag is false (the portable answer).
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Self {
+                has_aes_ni: std::arch::is_x86_feature_detected!("aes")
+                    && std::arch::is_x86_feature_detected!("pclmulqdq"),
+                has_avx2: std::arch::is_x86_feature_detected!("avx2"),
+                has_sha_extensions: std::arch::is_x86_feature_detected!("sha"),
+                has_rdrand: std::arch::is_x86_feature_detected!("rdrand"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Self::default()
+        }
+    }
+
+    /// AES-256-GCM where AES-NI makes it the fastest AEAD; ChaCha20-Poly1305 otherwise, since
+    /// software AES is slower and harder to keep constant-time.
+    pub fn preferred_aead(&self) -> AeadId {
+        if self.has_aes_ni {
+            AeadId::Aes256Gcm
+        } else {
+            AeadId::ChaCha20Poly1305
+        }
+    }
+
+    /// The ChaCha20 path the hardware allows.
+    pub fn optimize_chacha20(&self) -> ChaCha20Config {
+        if self.has_avx2 {
+            ChaCha20Config::Avx2
+        } else {
+            ChaCha20Config::Portable
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aead_choice_follows_aes_ni() {
+        let mut a = CryptoAcceleration::default();
+        assert_eq!(a.preferred_aead(), AeadId::ChaCha20Poly1305);
+        assert_eq!(a.optimize_chacha20(), ChaCha20Config::Portable);
+        a.has_aes_ni = true;
+        a.has_avx2 = true;
+        assert_eq!(a.preferred_aead(), AeadId::Aes256Gcm);
+        assert_eq!(a.optimize_chacha20(), ChaCha20Config::Avx2);
+    }
+
+    #[test]
+    fn detect_is_stable() {
+        assert_eq!(CryptoAcceleration::detect(), CryptoAcceleration::detect());
+    }
+}

@@ -1,0 +1,54 @@
+//! Nano-Messenger cryptography: three suites, sealed envelopes, and the performance machinery.
+//!
+//! Pure computation: no I/O, no async runtime. Data flows bottom-up:
+//!
+//! ```text
+//! primitives/   vetted implementations behind typed wrappers (aws-lc-rs, libcrux, dalek)
+//!   ├─ kem      one KEM per CryptoMode (DHKEM-X25519 | X-Wing | ML-KEM-1024)
+//!   ├─ sign     one signature per CryptoMode (Ed25519 | ML-DSA-65+Ed25519 | ML-DSA-87)
+//!   ├─ aead     ChaCha20-Poly1305 | AES-256-GCM, chosen by accel
+//!   └─ kdf      HKDF-SHA256 with one label per use
+//! identity      key pairs for a minimum mode and every stronger one; public bundles + PoP
+//! envelope      seal/open: KEM → HKDF → AEAD(header as AAD) → signature over everything
+//! adaptive      AdaptiveCryptoConfig::select_mode(MessageContext), raised to policy floors
+//! key_cache     bounded LRU + TTL of ephemeral KEM key pairs and derived keys
+//! batch         BatchVerifier: Ed25519 batch equation, ML-DSA across cores, fallback per item
+//! secret        small zeroizing, constant-time, `***`-printing secrets
+//! secure_mem    mlock'ed pages for long-lived keys (the crate's only unsafe code)
+//! error         CryptoError and its stable wire codes
+//! ```
+#![deny(unsafe_code)]
+
+pub mod accel;
+pub mod adaptive;
+pub mod aead;
+pub mod batch;
+mod codec;
+pub mod envelope;
+pub mod error;
+pub mod identity;
+pub mod kdf;
+pub mod kem;
+pub mod key_cache;
+pub mod mode;
+pub mod primitives;
+pub mod secret;
+pub mod secure_mem;
+pub mod sign;
+
+pub use accel::CryptoAcceleration;
+pub use adaptive::{AdaptiveCryptoConfig, DataClass, MessageContext, ThreatLevel};
+pub use aead::{AeadId, AeadKey};
+pub use batch::{BatchVerifier, VerificationResult, VerificationTask};
+pub use envelope::{Envelope, EnvelopeHeader, open, seal};
+pub use error::{CryptoError, Result};
+pub use identity::{Fingerprint, Identity, PublicBundle, negotiate_modes};
+pub use kem::{KemCiphertext, KemKeyPair, KemPublicKey};
+pub use key_cache::{Clock, KeyCache, KeyCacheStats, ManualClock, MonotonicClock};
+pub use mode::CryptoMode;
+pub use secret::{SecretBytes, SharedSecret, SymmetricKey};
+pub use secure_mem::{SecureAllocator, SecureBox, SecureMemoryStats};
+pub use sign::{SigContext, Signature, SigningKeyPair, VerifyingKey};
+
+/// The operating system's CSPRNG, the default randomness source.
+pub use rand_core::OsRng;

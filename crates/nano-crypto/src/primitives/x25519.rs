@@ -1,0 +1,105 @@
+//! X25519 (aws-lc-rs) and the classical DHKEM built on it.
+//!
+//! DHKEM (ephemeral-static, as in RFC 9180 §4.1 but with our own label): the sender makes an
+//! ephemeral key `e`, sends `enc = X25519(e, G)`, and both sides derive
+//! `ss = HKDF-SHA256(salt = "", ikm = X25519(e, pkR), info = label ‖ enc ‖ pkR)`, binding both
+//! public keys into the secret. An all-zero DH output (a low-order peer point) is rejected.
+
+use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
+
+use crate::error::{CryptoError, Result};
+use crate::kdf::{self, KdfLabel};
+use crate::secret::{SecretBytes, SharedSecret};
+use crate::secure_mem::SecureBox;
+
+/// Public key / encapsulation length.
+pub const PUBLIC_KEY_LEN: usize = 32;
+/// Secret key (seed) length.
+pub const SECRET_KEY_LEN: usize = 32;
+
+/// An X25519 static key pair.
+pub struct X25519KeyPair {
+    secret: SecureBox,
+    key: PrivateKey,
+    public: [u8; PUBLIC_KEY_LEN],
+}
+
+impl core::fmt::Debug for X25519KeyPair {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("X25519KeyPair")
+            .field("public", &hex_short(&self.public))
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn hex_short(b: &[u8]) -> String {
+    b.iter()
+        .take(8)
+        .map(|x| format!("{x:02x}"))
+        .collect::<String>()
+        + "…"
+}
+
+impl X25519KeyPair {
+    /// Builds the key pair from its 32 secret bytes (clamped by X25519 itself).
+    pub fn from_secret(secret: &[u8; SECRET_KEY_LEN]) -> Result<Self> {
+        let key = PrivateKey::from_private_key(&X25519, secret)
+            .map_err(|_| CryptoError::InvalidKey("x25519"))?;
+        let pk = key
+            .compute_public_key()
+            .map_err(|_| CryptoError::Internal("x25519 public key"))?;
+        let mut public = [0u8; PUBLIC_KEY_LEN];
+        if pk.as_ref().len() != PUBLIC_KEY_LEN {
+            return Err(CryptoError::Internal("x25519 public key length"));
+        }
+        public.copy_from_slice(pk.as_ref());
+        Ok(Self {
+            secret: SecureBox::from_slice(secret),
+            key,
+            public,
+        })
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.public
+    }
+
+    /// The secret bytes (for encrypted storage only).
+    pub fn secret_bytes(&self) -> &[u8] {
+        self.secret.as_slice()
+    }
+
+    /// Raw X25519 with `peer`. Fails on a low-order peer point (all-zero output).
+    pub fn diffie_hellman(&self, peer: &[u8; PUBLIC_KEY_LEN]) -> Result<SharedSecret> {
+        agreement::agree(
+            &self.key,
+            UnparsedPublicKey::new(&X25519, peer),
+            CryptoError::KeyAgreement,
+            |dh| SecretBytes::from_slice(dh).ok_or(CryptoError::KeyAgreement),
+        )
+    }
+
+    /// DHKEM decapsulation of `enc`.
+    pub fn decapsulate(&self, enc: &[u8; PUBLIC_KEY_LEN]) -> Result<SharedSecret> {
+        let dh = self.diffie_hellman(enc)?;
+        Ok(kdf::derive(
+            KdfLabel::X25519Kem,
+            b"",
+            dh.expose(),
+            &[enc, &self.public],
+        ))
+    }
+}
+
+/// DHKEM encapsulation to `pk` with ephemeral secret `eph` (uniform random, used once).
+pub fn encapsulate_derand(
+    pk: &[u8; PUBLIC_KEY_LEN],
+    eph: &[u8; SECRET_KEY_LEN],
+) -> Result<([u8; PUBLIC_KEY_LEN], SharedSecret)> {
+    let e = X25519KeyPair::from_secret(eph)?;
+    let dh = e.diffie_hellman(pk)?;
+    let enc = e.public;
+    let ss = kdf::derive(KdfLabel::X25519Kem, b"", dh.expose(), &[&enc, pk]);
+    Ok((enc, ss))
+}
