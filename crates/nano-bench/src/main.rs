@@ -1,1 +1,32 @@
-fn main() {}
+//! `nano-bench`: measures Nano-Messenger on this machine.
+//!
+//! ```text
+//! main.rs     argument parsing and dispatch
+//! measure.rs  the timing harness: warm-up, fixed-length batches, median; one or all cores
+//! crypto.rs   the guide's crypto table (5 operations × 3 modes) and the raw primitive figures
+//! ```
+#![forbid(unsafe_code)]
+
+mod crypto;
+mod measure;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "nano-bench", version, about = "Nano-Messenger benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The guide's crypto table (ops/s), on one core and on all cores, with raw primitives.
+    Crypto(crypto::CryptoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crypto(args) => crypto::run(&args),
+    }
+}

@@ -1,14 +1,15 @@
 //! Batch signature verification.
 //!
 //! Tasks queue until `batch_size` is reached or the oldest has waited `batch_timeout`. A flush
-//! checks every Ed25519 signature (classical, and the Ed25519 half of hybrid) in one batch
-//! equation, and every ML-DSA signature spread across cores, both at the same time. If the batch
+//! checks every Ed25519 signature (classical, and the Ed25519 half of hybrid) in one cofactored
+//! batch equation (ed25519-zebra, which agrees exactly with single verification), and every ML-DSA signature spread across cores, both at the same time. If the batch
 //! equation fails, each Ed25519 item is re-checked on its own, so one bad signature never rejects
 //! the good ones. A hybrid task passes only if both of its halves pass.
 
 use std::time::Duration;
 
-use ed25519_dalek::Signature as DalekSig;
+use rand::SeedableRng;
+use rand_core::RngCore;
 use rayon::prelude::*;
 
 use crate::error::{CryptoError, Result};
@@ -103,10 +104,8 @@ pub fn verify_all(tasks: &[VerificationTask]) -> Vec<VerificationResult> {
 /// The Ed25519 outcome for each task (`Ok` for tasks with no Ed25519 part).
 fn verify_ed25519(tasks: &[VerificationTask]) -> Vec<Result<()>> {
     let mut out: Vec<Result<()>> = vec![Ok(()); tasks.len()];
-    let mut idx = Vec::new();
-    let mut msgs: Vec<&[u8]> = Vec::new();
-    let mut sigs: Vec<DalekSig> = Vec::new();
-    let mut keys = Vec::new();
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    let mut queued = Vec::new();
     for (i, t) in tasks.iter().enumerate() {
         let Some((key, sig)) = t.ed25519_part() else {
             if matches!(t.key, VerifyingKey::Hybrid(..)) {
@@ -116,20 +115,31 @@ fn verify_ed25519(tasks: &[VerificationTask]) -> Vec<Result<()>> {
         };
         match ed25519::parse_signature(sig) {
             Ok(s) => {
-                idx.push(i);
-                msgs.push(&t.tbs);
-                sigs.push(s);
-                keys.push(*key.dalek());
+                let item = ed25519_zebra::batch::Item::from((
+                    ed25519_zebra::VerificationKeyBytes::from(*key.as_bytes()),
+                    s,
+                    &t.tbs,
+                ));
+                batch.queue(item.clone());
+                queued.push((i, item));
             }
             Err(e) => out[i] = Err(e),
         }
     }
-    if idx.is_empty() {
+    if queued.is_empty() {
         return out;
     }
-    if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_err() {
-        for (n, &i) in idx.iter().enumerate() {
-            if keys[n].verify_strict(msgs[n], &sigs[n]).is_err() {
+    // The batch's random coefficients must be unpredictable to signers: seed them from the OS.
+    let mut seed = [0u8; 32];
+    if rand_core::OsRng.try_fill_bytes(&mut seed).is_err() {
+        for (i, _) in queued {
+            out[i] = Err(CryptoError::Rng);
+        }
+        return out;
+    }
+    if batch.verify(rand::rngs::StdRng::from_seed(seed)).is_err() {
+        for (i, item) in queued {
+            if item.verify_single().is_err() {
                 out[i] = Err(CryptoError::BadSignature);
             }
         }

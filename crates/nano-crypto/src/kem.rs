@@ -51,6 +51,7 @@ pub const fn encaps_rand_len(mode: CryptoMode) -> usize {
 
 /// A KEM key pair of one mode.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // few, long-lived values; boxing buys nothing
 pub enum KemKeyPair {
     /// DHKEM-X25519.
     Classical(X25519KeyPair),
@@ -62,6 +63,7 @@ pub enum KemKeyPair {
 
 /// A KEM public key of one mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // few, long-lived values; boxing buys nothing
 pub enum KemPublicKey {
     /// X25519 public key.
     Classical([u8; x25519::PUBLIC_KEY_LEN]),

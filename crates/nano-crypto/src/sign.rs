@@ -97,6 +97,7 @@ pub const fn seed_len(mode: CryptoMode) -> usize {
 
 /// A signing key pair of one mode.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // few, long-lived values; boxing buys nothing
 pub enum SigningKeyPair {
     /// Ed25519.
     Classical(Ed25519KeyPair),
@@ -108,6 +109,7 @@ pub enum SigningKeyPair {
 
 /// A verification key of one mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // few, long-lived values; boxing buys nothing
 pub enum VerifyingKey {
     /// Ed25519.
     Classical(Ed25519PublicKey),

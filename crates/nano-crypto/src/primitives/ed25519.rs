@@ -1,12 +1,15 @@
-//! Ed25519: signing with aws-lc-rs (fastest here), verification with ed25519-dalek's strict
-//! checks (fastest verify, and the batch equation the [`crate::BatchVerifier`] uses).
+//! Ed25519: signing with aws-lc-rs (fastest here), verification with ed25519-zebra.
 //!
-//! Public keys are rejected at decode time when they are non-canonical encodings or of small
-//! order ("weak"); signatures with a non-canonical `s` or a small-order `R` never verify.
+//! Verification uses the cofactored equation `[8][s]B = [8]R + [8][k]A` (ZIP 215), for which
+//! single and batch verification provably agree, so the [`crate::BatchVerifier`] never accepts
+//! what a single check rejects or vice versa. On top of that we are strict where it is cheap and
+//! closes malleability: `s` must be canonical (`s < L`), `R` must be a canonical encoding of a
+//! point not of small order, and public keys must be canonical encodings of points not of small
+//! order (checked once, when decoded).
 
 use aws_lc_rs::signature::{Ed25519KeyPair as AwsKeyPair, KeyPair as _};
 use curve25519_dalek::edwards::CompressedEdwardsY;
-use ed25519_dalek::{Signature as DalekSig, VerifyingKey};
+use ed25519_zebra::{Signature as ZebraSig, VerificationKey};
 
 use crate::error::{CryptoError, Result};
 use crate::secure_mem::SecureBox;
@@ -37,7 +40,7 @@ impl core::fmt::Debug for Ed25519KeyPair {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Ed25519PublicKey {
     bytes: [u8; PUBLIC_KEY_LEN],
-    key: VerifyingKey,
+    key: VerificationKey,
 }
 
 impl core::fmt::Debug for Ed25519PublicKey {
@@ -84,10 +87,10 @@ impl Ed25519PublicKey {
         crate::codec::exact_len(bytes, PUBLIC_KEY_LEN, "Ed25519 public key")?;
         let mut arr = [0u8; PUBLIC_KEY_LEN];
         arr.copy_from_slice(bytes);
-        let key = VerifyingKey::from_bytes(&arr).map_err(|_| CryptoError::InvalidKey("ed25519"))?;
-        if key.is_weak() || key.to_edwards().compress().to_bytes() != arr {
+        if !canonical_large_order(arr) {
             return Err(CryptoError::InvalidKey("ed25519"));
         }
+        let key = VerificationKey::try_from(arr).map_err(|_| CryptoError::InvalidKey("ed25519"))?;
         Ok(Self { bytes: arr, key })
     }
 
@@ -96,22 +99,25 @@ impl Ed25519PublicKey {
         &self.bytes
     }
 
-    pub(crate) fn dalek(&self) -> &VerifyingKey {
-        &self.key
-    }
-
-    /// Verifies with dalek's `verify_strict` (rejects small-order `R`, non-canonical `s`).
+    /// Verifies `sig` over `msg` (cofactored; strict `s`, `R` and key encodings).
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
         let sig = parse_signature(sig)?;
         self.key
-            .verify_strict(msg, &sig)
+            .verify(&sig, msg)
             .map_err(|_| CryptoError::BadSignature)
     }
 }
 
-/// Parses a signature, rejecting it up front when `R` is not a canonical point of large order
-/// (so the batch equation, which is cofactorless like `verify_strict`, sees only such inputs).
-pub(crate) fn parse_signature(sig: &[u8]) -> Result<DalekSig> {
+/// Whether `enc` is the canonical encoding of a curve point not of small order.
+fn canonical_large_order(enc: [u8; 32]) -> bool {
+    CompressedEdwardsY(enc)
+        .decompress()
+        .is_some_and(|p| !p.is_small_order() && p.compress().to_bytes() == enc)
+}
+
+/// Parses a signature, rejecting it up front when `R` is not a canonical encoding of a point of
+/// large order (`s` is checked for canonicity by the verification itself).
+pub(crate) fn parse_signature(sig: &[u8]) -> Result<ZebraSig> {
     let arr: [u8; SIGNATURE_LEN] = sig.try_into().map_err(|_| CryptoError::InvalidLength {
         what: "Ed25519 signature",
         expected: SIGNATURE_LEN,
@@ -119,11 +125,8 @@ pub(crate) fn parse_signature(sig: &[u8]) -> Result<DalekSig> {
     })?;
     let mut r = [0u8; 32];
     r.copy_from_slice(&arr[..32]);
-    let point = CompressedEdwardsY(r)
-        .decompress()
-        .ok_or(CryptoError::BadSignature)?;
-    if point.is_small_order() || point.compress().to_bytes() != r {
+    if !canonical_large_order(r) {
         return Err(CryptoError::BadSignature);
     }
-    Ok(DalekSig::from_bytes(&arr))
+    Ok(ZebraSig::from_bytes(&arr))
 }
