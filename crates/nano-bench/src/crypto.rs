@@ -23,7 +23,7 @@ pub(crate) struct CryptoArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
-    /// Shorter measurement windows (about 5× faster, noisier).
+    /// Short measurement windows (about 10× faster, much noisier): a smoke run, not a result.
     #[arg(long)]
     quick: bool,
 }

@@ -26,9 +26,9 @@ impl Budget {
 
     pub(crate) fn quick() -> Self {
         Self {
-            warmup: Duration::from_millis(50),
-            total: Duration::from_millis(250),
-            batch: Duration::from_millis(10),
+            warmup: Duration::from_millis(20),
+            total: Duration::from_millis(120),
+            batch: Duration::from_millis(5),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! adaptive      AdaptiveCryptoConfig::select_mode(MessageContext), raised to policy floors
 //! key_cache     bounded LRU + TTL of ephemeral KEM key pairs and derived keys
 //! batch         BatchVerifier: Ed25519 batch equation, ML-DSA across cores, fallback per item
+//! tagged        standalone `mode ‖ value` encodings for keys, ciphertexts, signatures
 //! secret        small zeroizing, constant-time, `***`-printing secrets
 //! secure_mem    mlock'ed pages for long-lived keys (the crate's only unsafe code)
 //! error         CryptoError and its stable wire codes
@@ -35,6 +36,7 @@ pub mod primitives;
 pub mod secret;
 pub mod secure_mem;
 pub mod sign;
+pub mod tagged;
 
 pub use accel::CryptoAcceleration;
 pub use adaptive::{AdaptiveCryptoConfig, DataClass, MessageContext, ThreatLevel};
@@ -49,6 +51,7 @@ pub use mode::CryptoMode;
 pub use secret::{SecretBytes, SharedSecret, SymmetricKey};
 pub use secure_mem::{SecureAllocator, SecureBox, SecureMemoryStats};
 pub use sign::{SigContext, Signature, SigningKeyPair, VerifyingKey};
+pub use tagged::ModeTagged;
 
 /// The operating system's CSPRNG, the default randomness source.
 pub use rand_core::OsRng;

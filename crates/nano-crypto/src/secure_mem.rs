@@ -191,6 +191,21 @@ impl Clone for SecureBox {
     }
 }
 
+impl subtle::ConstantTimeEq for SecureBox {
+    fn ct_eq(&self, other: &Self) -> subtle::Choice {
+        // Lengths are public; contents are compared in constant time.
+        self.as_slice().ct_eq(other.as_slice())
+    }
+}
+
+impl PartialEq for SecureBox {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self, other).into()
+    }
+}
+
+impl Eq for SecureBox {}
+
 impl fmt::Debug for SecureBox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
@@ -315,6 +330,9 @@ mod tests {
         let b = SecureBox::from_slice(b"secret");
         let c = b.clone();
         assert_eq!(c.as_slice(), b"secret");
+        assert_eq!(c, b);
+        assert_ne!(c, SecureBox::from_slice(b"secreT"));
+        assert_ne!(c, SecureBox::from_slice(b"secrets"));
         assert_eq!(format!("{c:?}"), "***");
     }
 }

@@ -92,14 +92,37 @@ impl X25519KeyPair {
     }
 }
 
+/// An ephemeral X25519 exchange with `peer`: returns (`X25519(eph, G)`, `X25519(eph, peer)`).
+/// The ephemeral key lives only inside aws-lc for the duration of the call (no locked pages:
+/// it is gone before the call returns).
+pub fn ephemeral_exchange(
+    eph: &[u8; SECRET_KEY_LEN],
+    peer: &[u8; PUBLIC_KEY_LEN],
+) -> Result<([u8; PUBLIC_KEY_LEN], SharedSecret)> {
+    let key = PrivateKey::from_private_key(&X25519, eph)
+        .map_err(|_| CryptoError::InvalidKey("x25519"))?;
+    let pk = key
+        .compute_public_key()
+        .map_err(|_| CryptoError::Internal("x25519 public key"))?;
+    let public: [u8; PUBLIC_KEY_LEN] = pk
+        .as_ref()
+        .try_into()
+        .map_err(|_| CryptoError::Internal("x25519 public key length"))?;
+    let dh = agreement::agree(
+        &key,
+        UnparsedPublicKey::new(&X25519, peer),
+        CryptoError::KeyAgreement,
+        |dh| SecretBytes::from_slice(dh).ok_or(CryptoError::KeyAgreement),
+    )?;
+    Ok((public, dh))
+}
+
 /// DHKEM encapsulation to `pk` with ephemeral secret `eph` (uniform random, used once).
 pub fn encapsulate_derand(
     pk: &[u8; PUBLIC_KEY_LEN],
     eph: &[u8; SECRET_KEY_LEN],
 ) -> Result<([u8; PUBLIC_KEY_LEN], SharedSecret)> {
-    let e = X25519KeyPair::from_secret(eph)?;
-    let dh = e.diffie_hellman(pk)?;
-    let enc = e.public;
+    let (enc, dh) = ephemeral_exchange(eph, pk)?;
     let ss = kdf::derive(KdfLabel::X25519Kem, b"", dh.expose(), &[&enc, pk]);
     Ok((enc, ss))
 }

@@ -90,12 +90,10 @@ impl XWingPublicKey {
         let mut ek = [0u8; 32];
         ek.copy_from_slice(&eseed[32..]);
         let (ct_m, ss_m) = self.mlkem.encapsulate_derand(&m);
-        let eph = X25519KeyPair::from_secret(&ek);
+        let exchanged = x25519::ephemeral_exchange(&ek, &self.x25519);
         m.zeroize();
         ek.zeroize();
-        let eph = eph?;
-        let ss_x = eph.diffie_hellman(&self.x25519)?;
-        let ct_x = *eph.public_key();
+        let (ct_x, ss_x) = exchanged?;
         let ss = combine(ss_m.expose(), ss_x.expose(), &ct_x, &self.x25519);
         let mut ct = Vec::with_capacity(CIPHERTEXT_LEN);
         ct.extend_from_slice(&ct_m);

@@ -1,0 +1,48 @@
+//! `nano-bench crypto --json` prints the documented object with a positive rate in every cell.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+#[test]
+fn crypto_json_has_every_cell() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nano-bench"))
+        .args(["crypto", "--json", "--quick"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for table in ["single_core", "all_cores"] {
+        for mode in ["classical", "hybrid", "quantum"] {
+            for op in ["keygen", "key_exchange", "sign", "verify", "symmetric"] {
+                let n = v[table][mode][op].as_u64();
+                assert!(n.is_some_and(|n| n > 0), "{table}.{mode}.{op} = {n:?}");
+            }
+            assert_eq!(v[table][mode].as_object().unwrap().len(), 5);
+        }
+    }
+    let prims = v["primitives"].as_object().unwrap();
+    for name in [
+        "x25519_dh",
+        "xwing_encaps",
+        "xwing_decaps",
+        "mlkem1024_decaps",
+        "mldsa87_verify_1k",
+        "aes256gcm_seal_1k",
+    ] {
+        assert!(prims[name].as_u64().is_some_and(|n| n > 0), "{name}");
+    }
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nano-bench"))
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+}

@@ -1,0 +1,163 @@
+//! Standalone, self-describing encodings: `mode (1) ‖ raw value`.
+//!
+//! Inside a bundle or an envelope the mode is carried once by the container; a key, ciphertext
+//! or signature that travels on its own (a relay frame, a config file) uses this form, so its
+//! decoder can refuse a mode other than the one the context expects.
+
+use crate::error::{CryptoError, Result};
+use crate::kem::{KemCiphertext, KemPublicKey};
+use crate::mode::CryptoMode;
+use crate::sign::{Signature, VerifyingKey};
+
+/// A value whose encoding is prefixed with its mode byte.
+pub trait ModeTagged: Sized {
+    /// What the value is, for error messages.
+    const WHAT: &'static str;
+
+    /// The value's mode.
+    fn tag_mode(&self) -> CryptoMode;
+
+    /// The raw encoding, without the tag.
+    fn raw_bytes(&self) -> Vec<u8>;
+
+    /// Decodes the raw encoding of `mode`.
+    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self>;
+
+    /// `mode ‖ raw`.
+    fn to_tagged_bytes(&self) -> Vec<u8> {
+        let raw = self.raw_bytes();
+        let mut out = Vec::with_capacity(1 + raw.len());
+        out.push(self.tag_mode().to_byte());
+        out.extend_from_slice(&raw);
+        out
+    }
+
+    /// Decodes `mode ‖ raw`. With `expected`, any other mode is [`CryptoError::ModeMismatch`];
+    /// the raw part must have exactly the mode's length.
+    fn from_tagged_bytes(bytes: &[u8], expected: Option<CryptoMode>) -> Result<Self> {
+        let (&tag, raw) = bytes
+            .split_first()
+            .ok_or(CryptoError::Truncated { what: Self::WHAT })?;
+        let mode = CryptoMode::from_byte(tag)?;
+        if let Some(expected) = expected {
+            crate::kem::expect_mode(expected, mode)?;
+        }
+        Self::from_raw(mode, raw)
+    }
+}
+
+impl ModeTagged for KemPublicKey {
+    const WHAT: &'static str = "KEM public key";
+    fn tag_mode(&self) -> CryptoMode {
+        self.mode()
+    }
+    fn raw_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
+        Self::from_bytes(mode, raw)
+    }
+}
+
+impl ModeTagged for KemCiphertext {
+    const WHAT: &'static str = "KEM ciphertext";
+    fn tag_mode(&self) -> CryptoMode {
+        self.mode()
+    }
+    fn raw_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
+        Self::from_bytes(mode, raw)
+    }
+}
+
+impl ModeTagged for VerifyingKey {
+    const WHAT: &'static str = "signature public key";
+    fn tag_mode(&self) -> CryptoMode {
+        self.mode()
+    }
+    fn raw_bytes(&self) -> Vec<u8> {
+        self.to_bytes()
+    }
+    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
+        Self::from_bytes(mode, raw)
+    }
+}
+
+impl ModeTagged for Signature {
+    const WHAT: &'static str = "signature";
+    fn tag_mode(&self) -> CryptoMode {
+        self.mode()
+    }
+    fn raw_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
+        Self::from_bytes(mode, raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::SigContext;
+    use crate::{KemKeyPair, SigningKeyPair};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn check<T: ModeTagged + PartialEq + core::fmt::Debug>(v: &T) {
+        let mode = v.tag_mode();
+        let bytes = v.to_tagged_bytes();
+        assert_eq!(bytes[0], mode.to_byte());
+        assert_eq!(T::from_tagged_bytes(&bytes, Some(mode)).as_ref(), Ok(v));
+        assert_eq!(T::from_tagged_bytes(&bytes, None).as_ref(), Ok(v));
+        for other in CryptoMode::ALL.into_iter().filter(|m| *m != mode) {
+            assert_eq!(
+                T::from_tagged_bytes(&bytes, Some(other)),
+                Err(CryptoError::ModeMismatch {
+                    expected: other,
+                    got: mode
+                })
+            );
+            // Relabelled as another mode without an expectation: the length no longer fits.
+            let mut relabelled = bytes.clone();
+            relabelled[0] = other.to_byte();
+            assert!(T::from_tagged_bytes(&relabelled, None).is_err());
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(
+            T::from_tagged_bytes(&long, Some(mode)),
+            Err(CryptoError::InvalidLength { .. })
+        ));
+        assert!(matches!(
+            T::from_tagged_bytes(&bytes[..bytes.len() - 1], Some(mode)),
+            Err(CryptoError::InvalidLength { .. })
+        ));
+        assert_eq!(
+            T::from_tagged_bytes(&[], None),
+            Err(CryptoError::Truncated { what: T::WHAT })
+        );
+        assert_eq!(
+            T::from_tagged_bytes(&[9], None),
+            Err(CryptoError::UnknownMode(9))
+        );
+    }
+
+    #[test]
+    fn tagged_encodings_round_trip_and_reject_confusion() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        for mode in CryptoMode::ALL {
+            let kem = KemKeyPair::generate(mode, &mut rng).unwrap();
+            let pk = kem.public_key();
+            let (ct, _) = pk.encapsulate(&mut rng).unwrap();
+            let sk = SigningKeyPair::generate(mode, &mut rng).unwrap();
+            let sig = sk.sign(SigContext::RelayAuth, b"x", &mut rng).unwrap();
+            check(&pk);
+            check(&ct);
+            check(&sk.verifying_key());
+            check(&sig);
+        }
+    }
+}
