@@ -153,8 +153,75 @@ fn seed<const N: usize>() -> [u8; N] {
     s
 }
 
+/// Keygen, encapsulation and decapsulation of one ML-KEM parameter set.
+macro_rules! kem_primitives {
+    ($kp:ty, $name:literal, $kg:expr, $enc:expr, $dec:expr) => {
+        [
+            Primitive {
+                name: concat!($name, "_keygen"),
+                baseline_us: $kg,
+                make: || Ok(Box::new(|| (1, bb(<$kp>::from_seed(&seed()))))),
+            },
+            Primitive {
+                name: concat!($name, "_encaps"),
+                baseline_us: $enc,
+                make: || {
+                    let pk = <$kp>::from_seed(&seed()).public_key().clone();
+                    Ok(Box::new(move || (1, bb(pk.encapsulate_derand(&seed())))))
+                },
+            },
+            Primitive {
+                name: concat!($name, "_decaps"),
+                baseline_us: $dec,
+                make: || {
+                    let k = <$kp>::from_seed(&seed());
+                    let (ct, _) = k.public_key().encapsulate_derand(&seed());
+                    Ok(Box::new(move || {
+                        (u64::from(k.decapsulate(&ct).is_ok()), ())
+                    }))
+                },
+            },
+        ]
+    };
+}
+
+/// Keygen, signing and verification (1 KiB) of one ML-DSA parameter set.
+macro_rules! dsa_primitives {
+    ($kp:ty, $name:literal, $kg:expr, $sign:expr, $verify:expr) => {
+        [
+            Primitive {
+                name: concat!($name, "_keygen"),
+                baseline_us: $kg,
+                make: || Ok(Box::new(|| (1, bb(<$kp>::from_seed(&seed()))))),
+            },
+            Primitive {
+                name: concat!($name, "_sign_1k"),
+                baseline_us: $sign,
+                make: || {
+                    let k = <$kp>::from_seed(&seed());
+                    Ok(Box::new(move || {
+                        (u64::from(k.sign(&KIB, b"", &seed()).is_ok()), ())
+                    }))
+                },
+            },
+            Primitive {
+                name: concat!($name, "_verify_1k"),
+                baseline_us: $verify,
+                make: || {
+                    let k = <$kp>::from_seed(&seed());
+                    let s = k.sign(&KIB, b"", &seed())?;
+                    let pk = k.public_key().clone();
+                    Ok(Box::new(move || {
+                        (u64::from(pk.verify(&KIB, b"", &s).is_ok()), ())
+                    }))
+                },
+            },
+        ]
+    };
+}
+
 fn primitives() -> Vec<Primitive> {
-    vec![
+    let mut all = vec![
         Primitive {
             name: "x25519_keygen",
             baseline_us: 5.07,
@@ -233,74 +300,22 @@ fn primitives() -> Vec<Primitive> {
                 }))
             },
         },
-        Primitive {
-            name: "mlkem768_keygen",
-            baseline_us: 9.2,
-            make: || {
-                Ok(Box::new(|| {
-                    (
-                        u64::from(!mlkem::MlKem768KeyPair::from_seed(&seed()).seed().is_empty()),
-                        (),
-                    )
-                }))
-            },
-        },
-        Primitive {
-            name: "mlkem768_encaps",
-            baseline_us: 9.0,
-            make: || {
-                let k = mlkem::MlKem768KeyPair::from_seed(&seed());
-                let pk = k.public_key().clone();
-                Ok(Box::new(move || (1, bb(pk.encapsulate_derand(&seed())))))
-            },
-        },
-        Primitive {
-            name: "mlkem768_decaps",
-            baseline_us: 9.6,
-            make: || {
-                let k = mlkem::MlKem768KeyPair::from_seed(&seed());
-                let (ct, _) = k.public_key().encapsulate_derand(&seed());
-                Ok(Box::new(move || {
-                    (u64::from(k.decapsulate(&ct).is_ok()), ())
-                }))
-            },
-        },
-        Primitive {
-            name: "mlkem1024_keygen",
-            baseline_us: 12.6,
-            make: || {
-                Ok(Box::new(|| {
-                    (
-                        u64::from(
-                            !mlkem::MlKem1024KeyPair::from_seed(&seed())
-                                .seed()
-                                .is_empty(),
-                        ),
-                        (),
-                    )
-                }))
-            },
-        },
-        Primitive {
-            name: "mlkem1024_encaps",
-            baseline_us: 12.2,
-            make: || {
-                let k = mlkem::MlKem1024KeyPair::from_seed(&seed());
-                let pk = k.public_key().clone();
-                Ok(Box::new(move || (1, bb(pk.encapsulate_derand(&seed())))))
-            },
-        },
-        Primitive {
-            name: "mlkem1024_decaps",
-            baseline_us: 13.3,
-            make: || {
-                let k = mlkem::MlKem1024KeyPair::from_seed(&seed());
-                let (ct, _) = k.public_key().encapsulate_derand(&seed());
-                Ok(Box::new(move || {
-                    (u64::from(k.decapsulate(&ct).is_ok()), ())
-                }))
-            },
-        },
+    ];
+    all.extend(kem_primitives!(
+        mlkem::MlKem768KeyPair,
+        "mlkem768",
+        9.2,
+        9.0,
+        9.6
+    ));
+    all.extend(kem_primitives!(
+        mlkem::MlKem1024KeyPair,
+        "mlkem1024",
+        12.6,
+        12.2,
+        13.3
+    ));
+    all.extend([
         Primitive {
             name: "xwing_keygen",
             baseline_us: 41.7,
@@ -335,74 +350,22 @@ fn primitives() -> Vec<Primitive> {
                 }))
             },
         },
-        Primitive {
-            name: "mldsa65_keygen",
-            baseline_us: 27.3,
-            make: || {
-                Ok(Box::new(|| {
-                    (
-                        u64::from(!mldsa::MlDsa65KeyPair::from_seed(&seed()).seed().is_empty()),
-                        (),
-                    )
-                }))
-            },
-        },
-        Primitive {
-            name: "mldsa65_sign_1k",
-            baseline_us: 85.0,
-            make: || {
-                let k = mldsa::MlDsa65KeyPair::from_seed(&seed());
-                Ok(Box::new(move || {
-                    (u64::from(k.sign(&KIB, b"", &seed()).is_ok()), ())
-                }))
-            },
-        },
-        Primitive {
-            name: "mldsa65_verify_1k",
-            baseline_us: 31.8,
-            make: || {
-                let k = mldsa::MlDsa65KeyPair::from_seed(&seed());
-                let s = k.sign(&KIB, b"", &seed())?;
-                let pk = k.public_key().clone();
-                Ok(Box::new(move || {
-                    (u64::from(pk.verify(&KIB, b"", &s).is_ok()), ())
-                }))
-            },
-        },
-        Primitive {
-            name: "mldsa87_keygen",
-            baseline_us: 47.6,
-            make: || {
-                Ok(Box::new(|| {
-                    (
-                        u64::from(!mldsa::MlDsa87KeyPair::from_seed(&seed()).seed().is_empty()),
-                        (),
-                    )
-                }))
-            },
-        },
-        Primitive {
-            name: "mldsa87_sign_1k",
-            baseline_us: 100.1,
-            make: || {
-                let k = mldsa::MlDsa87KeyPair::from_seed(&seed());
-                Ok(Box::new(move || {
-                    (u64::from(k.sign(&KIB, b"", &seed()).is_ok()), ())
-                }))
-            },
-        },
-        Primitive {
-            name: "mldsa87_verify_1k",
-            baseline_us: 52.5,
-            make: || {
-                let k = mldsa::MlDsa87KeyPair::from_seed(&seed());
-                let s = k.sign(&KIB, b"", &seed())?;
-                let pk = k.public_key().clone();
-                Ok(Box::new(move || {
-                    (u64::from(pk.verify(&KIB, b"", &s).is_ok()), ())
-                }))
-            },
-        },
+    ]);
+    all.extend(dsa_primitives!(
+        mldsa::MlDsa65KeyPair,
+        "mldsa65",
+        27.3,
+        85.0,
+        31.8
+    ));
+    all.extend(dsa_primitives!(
+        mldsa::MlDsa87KeyPair,
+        "mldsa87",
+        47.6,
+        100.1,
+        52.5
+    ));
+    all.extend([
         Primitive {
             name: "chacha20poly1305_seal_1k",
             baseline_us: 0.52,
@@ -438,7 +401,8 @@ fn primitives() -> Vec<Primitive> {
                 }))
             },
         },
-    ]
+    ]);
+    all
 }
 
 fn aead_bench(id: AeadId) -> anyhow::Result<Bench> {

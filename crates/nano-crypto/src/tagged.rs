@@ -46,57 +46,28 @@ pub trait ModeTagged: Sized {
     }
 }
 
-impl ModeTagged for KemPublicKey {
-    const WHAT: &'static str = "KEM public key";
-    fn tag_mode(&self) -> CryptoMode {
-        self.mode()
-    }
-    fn raw_bytes(&self) -> Vec<u8> {
-        self.as_bytes().to_vec()
-    }
-    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
-        Self::from_bytes(mode, raw)
-    }
+macro_rules! mode_tagged {
+    ($ty:ty, $what:literal, |$v:ident| $raw:expr) => {
+        impl ModeTagged for $ty {
+            const WHAT: &'static str = $what;
+            fn tag_mode(&self) -> CryptoMode {
+                self.mode()
+            }
+            fn raw_bytes(&self) -> Vec<u8> {
+                let $v = self;
+                $raw
+            }
+            fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
+                Self::from_bytes(mode, raw)
+            }
+        }
+    };
 }
 
-impl ModeTagged for KemCiphertext {
-    const WHAT: &'static str = "KEM ciphertext";
-    fn tag_mode(&self) -> CryptoMode {
-        self.mode()
-    }
-    fn raw_bytes(&self) -> Vec<u8> {
-        self.as_bytes().to_vec()
-    }
-    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
-        Self::from_bytes(mode, raw)
-    }
-}
-
-impl ModeTagged for VerifyingKey {
-    const WHAT: &'static str = "signature public key";
-    fn tag_mode(&self) -> CryptoMode {
-        self.mode()
-    }
-    fn raw_bytes(&self) -> Vec<u8> {
-        self.to_bytes()
-    }
-    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
-        Self::from_bytes(mode, raw)
-    }
-}
-
-impl ModeTagged for Signature {
-    const WHAT: &'static str = "signature";
-    fn tag_mode(&self) -> CryptoMode {
-        self.mode()
-    }
-    fn raw_bytes(&self) -> Vec<u8> {
-        self.as_bytes().to_vec()
-    }
-    fn from_raw(mode: CryptoMode, raw: &[u8]) -> Result<Self> {
-        Self::from_bytes(mode, raw)
-    }
-}
+mode_tagged!(KemPublicKey, "KEM public key", |v| v.as_bytes().to_vec());
+mode_tagged!(KemCiphertext, "KEM ciphertext", |v| v.as_bytes().to_vec());
+mode_tagged!(VerifyingKey, "signature public key", |v| v.to_bytes());
+mode_tagged!(Signature, "signature", |v| v.as_bytes().to_vec());
 
 #[cfg(test)]
 mod tests {
