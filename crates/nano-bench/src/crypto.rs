@@ -26,6 +26,10 @@ pub(crate) struct CryptoArgs {
     /// Short measurement windows (about 10× faster, much noisier): a smoke run, not a result.
     #[arg(long)]
     quick: bool,
+    /// Repeat the whole measurement this many times and report each figure's median across
+    /// runs (a shared machine's speed drifts between runs; the median is the honest figure).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=15))]
+    runs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -418,6 +422,63 @@ struct Report {
     primitives: BTreeMap<&'static str, u64>,
 }
 
+fn measure_once(budget: Budget, aead: AeadId) -> anyhow::Result<Report> {
+    let single_core = measure_table(budget, aead, false)?;
+    let all_cores = measure_table(budget, aead, true)?;
+    let mut primitives = BTreeMap::new();
+    for p in self::primitives() {
+        let mut bench = (p.make)().with_context(|| p.name)?;
+        let rate = measure::ops_per_sec(budget, &mut bench);
+        primitives.insert(p.name, rate.round() as u64);
+    }
+    Ok(Report {
+        single_core,
+        all_cores,
+        primitives,
+    })
+}
+
+/// Each figure's median across `reports` (all have the same keys).
+fn median_report(reports: &[Report]) -> Report {
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let table = |pick: fn(&Report) -> &ModeTable| -> ModeTable {
+        let first = reports.first().map(pick).cloned().unwrap_or_default();
+        first
+            .into_iter()
+            .map(|(mode, row)| {
+                let row = row
+                    .into_keys()
+                    .map(|op| {
+                        let vals = reports.iter().map(|r| pick(r)[mode][op]).collect();
+                        (op, median(vals))
+                    })
+                    .collect();
+                (mode, row)
+            })
+            .collect()
+    };
+    let primitives = reports
+        .first()
+        .map(|r| r.primitives.keys().copied().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                median(reports.iter().map(|r| r.primitives[name]).collect()),
+            )
+        })
+        .collect();
+    Report {
+        single_core: table(|r| &r.single_core),
+        all_cores: table(|r| &r.all_cores),
+        primitives,
+    }
+}
+
 fn measure_table(budget: Budget, aead: AeadId, all_cores: bool) -> anyhow::Result<ModeTable> {
     let mut table = ModeTable::new();
     for mode in CryptoMode::ALL {
@@ -447,28 +508,26 @@ pub(crate) fn run(args: &CryptoArgs) -> anyhow::Result<()> {
     };
     let accel = CryptoAcceleration::detect();
     let aead = accel.preferred_aead();
-    let single_core = measure_table(budget, aead, false)?;
-    let all_cores = measure_table(budget, aead, true)?;
-    let mut prims = Vec::new();
-    for p in primitives() {
-        let mut bench = (p.make)().with_context(|| p.name)?;
-        let rate = measure::ops_per_sec(budget, &mut bench);
-        prims.push((p.name, p.baseline_us, rate));
-    }
-    let report = Report {
-        single_core,
-        all_cores,
-        primitives: prims
-            .iter()
-            .map(|(n, _, r)| (*n, r.round() as u64))
-            .collect(),
-    };
+    let reports = (0..args.runs)
+        .map(|_| measure_once(budget, aead))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let report = median_report(&reports);
+    let prims: Vec<(&str, f64, f64)> = primitives()
+        .iter()
+        .map(|p| {
+            let rate = report.primitives.get(p.name).copied().unwrap_or(0) as f64;
+            (p.name, p.baseline_us, rate)
+        })
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("nano-bench crypto — ops/s (median of 20 ms batches); AEAD {aead}; {accel:?}");
+    println!(
+        "nano-bench crypto — ops/s (median of 20 ms batches; median of {} run(s)); AEAD {aead}; {accel:?}",
+        args.runs
+    );
     print_table("One core", &report.single_core);
     print_table(&format!("All cores ({cores})"), &report.all_cores);
     println!("\nRaw primitives, one core (baseline = best library in perf/crypto-baseline.md)");
