@@ -1,14 +1,16 @@
 //! `nano-bench`: measures Nano-Messenger on this machine.
 //!
 //! ```text
-//! main.rs     argument parsing and dispatch
-//! measure.rs  the timing harness: warm-up, fixed-length batches, median; one or all cores
-//! crypto.rs   the guide's crypto table (5 operations × 3 modes) and the raw primitive figures
+//! main.rs       argument parsing and dispatch
+//! measure.rs    the timing harness: warm-up, fixed-length batches, median; one or all cores
+//! crypto.rs     the guide's crypto table (5 operations × 3 modes), reports, printing
+//! primitives.rs the raw primitive figures beneath it
 //! ```
 #![forbid(unsafe_code)]
 
 mod crypto;
 mod measure;
+mod primitives;
 
 use clap::{Parser, Subcommand};
 

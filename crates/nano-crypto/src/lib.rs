@@ -3,7 +3,7 @@
 //! Pure computation: no I/O, no async runtime. Data flows bottom-up:
 //!
 //! ```text
-//! primitives/   vetted implementations behind typed wrappers (aws-lc-rs, libcrux, dalek)
+//! primitives/   vetted implementations behind typed wrappers (aws-lc-rs, libcrux, zebra)
 //!   ├─ kem      one KEM per CryptoMode (DHKEM-X25519 | X-Wing | ML-KEM-1024)
 //!   ├─ sign     one signature per CryptoMode (Ed25519 | ML-DSA-65+Ed25519 | ML-DSA-87)
 //!   ├─ aead     ChaCha20-Poly1305 | AES-256-GCM, chosen by accel

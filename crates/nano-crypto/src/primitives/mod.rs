@@ -3,7 +3,7 @@
 //! | primitive | implementation | why |
 //! |---|---|---|
 //! | X25519, Ed25519 sign, AEADs | aws-lc-rs | fastest measured here; FIPS-validated lineage |
-//! | Ed25519 verify (single + batch) | ed25519-dalek | fastest verify; batch equation; strict checks |
+//! | Ed25519 verify (single + batch) | ed25519-zebra | cofactored: single and batch agree exactly |
 //! | ML-KEM-768/1024 | libcrux-ml-kem | formally verified; deterministic API for KATs |
 //! | ML-DSA-65/87 | libcrux-ml-dsa | fastest ML-DSA-65 here; deterministic API for KATs |
 //! | SHA3/SHAKE, HKDF | RustCrypto sha3, hkdf | fastest HKDF; SHAKE for X-Wing key expansion |
