@@ -144,7 +144,9 @@ pub fn seal(
     seal_with(sender, recipient, plaintext, params, &mut rng)
 }
 
-/// Seals with explicit parameters and randomness (deterministic given a seeded `rng`).
+/// Seals with explicit parameters and randomness. `rng` must be a CSPRNG: the envelope key and
+/// nonce come from the KEM randomness it supplies, so a seeded RNG reused with different
+/// plaintexts repeats key and nonce. A seeded RNG is for test vectors only.
 pub fn seal_with(
     sender: &Identity,
     recipient: &PublicBundle,
@@ -224,7 +226,14 @@ impl Envelope {
         let kem_ct =
             KemCiphertext::from_bytes(mode, r.take(kem::ciphertext_len(mode), "KEM ciphertext")?)?;
         let body_len = r.u32("body length")? as usize;
-        if !(TAG_LEN..=MAX_PLAINTEXT_LEN + TAG_LEN).contains(&body_len) {
+        if body_len < TAG_LEN {
+            return Err(CryptoError::InvalidLength {
+                what: "envelope body",
+                expected: TAG_LEN,
+                got: body_len,
+            });
+        }
+        if body_len > MAX_PLAINTEXT_LEN + TAG_LEN {
             return Err(CryptoError::TooLarge {
                 what: "envelope body",
                 max: MAX_PLAINTEXT_LEN + TAG_LEN,

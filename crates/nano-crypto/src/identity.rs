@@ -202,7 +202,14 @@ impl Identity {
     /// Encodes the secret seeds: `version ‖ min_mode ‖ { mode ‖ kem_seed ‖ sig_seed }*`.
     /// Store only encrypted.
     pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(vec![SECRET_VERSION, self.min_mode.to_byte()]);
+        // Sized up front: a reallocation would leave seed copies in freed memory.
+        let len = 2 + self
+            .keys
+            .iter()
+            .map(|k| 1 + kem::seed_len(k.kem.mode()) + sign::seed_len(k.kem.mode()))
+            .sum::<usize>();
+        let mut out = Zeroizing::new(Vec::with_capacity(len));
+        out.extend_from_slice(&[SECRET_VERSION, self.min_mode.to_byte()]);
         for k in &self.keys {
             out.push(k.kem.mode().to_byte());
             out.extend_from_slice(k.kem.seed());

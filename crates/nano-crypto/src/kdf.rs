@@ -3,10 +3,18 @@
 //! Every derivation in the protocol names its purpose with a [`KdfLabel`]; the enum is closed, so a
 //! key derived for one purpose can never be confused with a key for another.
 
-use hkdf::Hkdf;
-use sha2::Sha256;
+use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
 
 use crate::secret::SecretBytes;
+
+/// An output length for aws-lc's HKDF.
+struct Len(usize);
+
+impl KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
 
 /// The purposes keys are derived for. The byte strings are part of the protocol
 /// (`docs/PROTOCOL.md` §KDF labels) and never change.
@@ -35,23 +43,25 @@ impl KdfLabel {
     }
 }
 
-/// HKDF-SHA256: `Extract(salt, ikm)` then `Expand(prk, label || context, N)`.
-///
-/// `N` is at most 255 × 32 bytes by construction of the callers (all outputs are ≤ 64 bytes).
+/// HKDF-SHA256 (aws-lc, whose PRK zeroizes on drop): `Extract(salt, ikm)` then
+/// `Expand(prk, label ‖ context…, N)`.
 pub fn derive<const N: usize>(
     label: KdfLabel,
     salt: &[u8],
     ikm: &[u8],
     context: &[&[u8]],
 ) -> SecretBytes<N> {
-    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
+    // HKDF-Expand is defined up to 255 hash lengths; checked at compile time, so the expansion
+    // below cannot fail.
+    const { assert!(N <= 255 * 32) };
+    let prk = Salt::new(HKDF_SHA256, salt).extract(ikm);
     let mut info: Vec<&[u8]> = Vec::with_capacity(context.len() + 1);
     info.push(label.as_bytes());
     info.extend_from_slice(context);
     let mut out = [0u8; N];
-    // Only fails for N > 8160, which no caller asks for; the zero output would then fail loudly
-    // in every AEAD check rather than silently weakening anything.
-    let _ = hk.expand_multi_info(&info, &mut out);
+    if let Ok(okm) = prk.expand(&info, Len(N)) {
+        let _ = okm.fill(&mut out);
+    }
     let secret = SecretBytes::new(out);
     zeroize::Zeroize::zeroize(&mut out);
     secret
@@ -86,7 +96,7 @@ mod tests {
         let ikm = [0x0bu8; 22];
         let salt: Vec<u8> = (0u8..=12).collect();
         let info: Vec<u8> = (0xf0u8..=0xf9).collect();
-        let hk = Hkdf::<Sha256>::new(Some(&salt), &ikm);
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), &ikm);
         let mut okm = [0u8; 42];
         assert!(hk.expand(&info, &mut okm).is_ok());
         assert_eq!(

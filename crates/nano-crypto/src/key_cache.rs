@@ -1,8 +1,11 @@
 //! A bounded LRU + TTL cache of ephemeral KEM key pairs (per mode) and derived symmetric keys.
 //!
 //! Why: generating an ML-KEM or X-Wing key pair costs tens of microseconds; a relay answering
-//! `key_exchange` serves the same signed ephemeral key for `key_cache_ttl_seconds`. Entries are
-//! dropped on expiry or eviction, and every cached secret zeroizes on drop. Time comes from an
+//! `key_exchange` serves the same signed ephemeral key for `key_cache_ttl_seconds`. An expired
+//! entry is never served; it is dropped when next looked up, when evicted for room, or by
+//! [`KeyCache::purge_expired`] (which callers run on a timer), and every cached secret zeroizes
+//! on drop. Derived keys are indexed by an HMAC of their inputs under a random per-cache key,
+//! so the index reveals nothing about the inputs. Time comes from an
 //! injected [`Clock`] so expiry is testable without sleeping.
 
 use std::num::NonZeroUsize;
@@ -10,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::hmac;
 use lru::LruCache;
 use rand_core::CryptoRngCore;
-use sha2::{Digest, Sha256};
 
 use crate::error::Result;
 use crate::kdf::{self, KdfLabel};
@@ -101,13 +104,24 @@ struct Entry<T> {
 }
 
 /// The cache. Not internally synchronized: wrap it in a mutex to share it.
-#[derive(Debug)]
 pub struct KeyCache<C: Clock = MonotonicClock> {
     keypairs: LruCache<CryptoMode, Entry<Arc<KemKeyPair>>>,
     symmetric: LruCache<[u8; 32], Entry<SymmetricKey>>,
+    index_key: hmac::Key,
     ttl: Duration,
     clock: C,
     stats: KeyCacheStats,
+}
+
+impl<C: Clock> core::fmt::Debug for KeyCache<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("keypairs", &self.keypairs.len())
+            .field("symmetric", &self.symmetric.len())
+            .field("ttl", &self.ttl)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyCache<MonotonicClock> {
@@ -122,9 +136,13 @@ impl<C: Clock> KeyCache<C> {
     pub fn with_clock(max_entries: usize, ttl: Duration, clock: C) -> Self {
         let cap = NonZeroUsize::new(max_entries).unwrap_or(NonZeroUsize::MIN);
         let modes = NonZeroUsize::new(CryptoMode::ALL.len()).unwrap_or(NonZeroUsize::MIN);
+        // A random index key per cache: the OS RNG failing here is a broken host, not input.
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut *k);
         Self {
             keypairs: LruCache::new(modes),
             symmetric: LruCache::new(cap),
+            index_key: hmac::Key::new(hmac::HMAC_SHA256, &*k),
             ttl,
             clock,
             stats: KeyCacheStats::default(),
@@ -178,15 +196,16 @@ impl<C: Clock> KeyCache<C> {
     }
 
     /// HKDF-derives a 32-byte key for (`label`, `ikm`, `info`), served from the cache when the
-    /// same inputs were derived within the TTL. The map key is a SHA-256 of the inputs, so the
-    /// cache never holds `ikm` itself.
+    /// same inputs were derived within the TTL. The map key is an HMAC of the inputs under the
+    /// cache's random key, so the cache never holds `ikm` nor a guessable digest of it.
     pub fn symmetric_key(&mut self, label: KdfLabel, ikm: &[u8], info: &[u8]) -> SymmetricKey {
-        let mut h = Sha256::new();
+        let mut h = hmac::Context::with_key(&self.index_key);
         h.update(label.as_bytes());
-        h.update((ikm.len() as u64).to_be_bytes());
+        h.update(&(ikm.len() as u64).to_be_bytes());
         h.update(ikm);
         h.update(info);
-        let id: [u8; 32] = h.finalize().into();
+        let mut id = [0u8; 32];
+        id.copy_from_slice(h.sign().as_ref());
         let now = self.clock.now();
         if let Some(e) = self.symmetric.get(&id) {
             if now.saturating_sub(e.created) < self.ttl {

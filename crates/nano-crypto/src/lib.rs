@@ -3,6 +3,7 @@
 //! Pure computation: no I/O, no async runtime. Data flows bottom-up:
 //!
 //! ```text
+//! mode          CryptoMode (classical < hybrid < quantum) and its encodings
 //! primitives/   vetted implementations behind typed wrappers (aws-lc-rs, libcrux, zebra)
 //!   ├─ kem      one KEM per CryptoMode (DHKEM-X25519 | X-Wing | ML-KEM-1024)
 //!   ├─ sign     one signature per CryptoMode (Ed25519 | ML-DSA-65+Ed25519 | ML-DSA-87)
@@ -16,6 +17,8 @@
 //! tagged        standalone `mode ‖ value` encodings for keys, ciphertexts, signatures
 //! secret        small zeroizing, constant-time, `***`-printing secrets
 //! secure_mem    mlock'ed pages for long-lived keys (the crate's only unsafe code)
+//! accel         CPU feature detection; picks the default AEAD
+//! codec         the bounds-checked reader every decoder uses
 //! error         CryptoError and its stable wire codes
 //! ```
 #![deny(unsafe_code)]

@@ -42,7 +42,8 @@ pub struct SecureAllocator {
     locked_bytes: AtomicUsize,
     mlock_failures: AtomicU64,
     over_cap: AtomicU64,
-    warned: Once,
+    warned_cap: Once,
+    warned_refused: Once,
 }
 
 static GLOBAL: SecureAllocator = SecureAllocator::new(true, 64 * 1024 * 1024);
@@ -56,7 +57,8 @@ impl SecureAllocator {
             locked_bytes: AtomicUsize::new(0),
             mlock_failures: AtomicU64::new(0),
             over_cap: AtomicU64::new(0),
-            warned: Once::new(),
+            warned_cap: Once::new(),
+            warned_refused: Once::new(),
         }
     }
 
@@ -85,7 +87,9 @@ impl SecureAllocator {
     /// Allocates `len` zeroed bytes, locked when enabled and under the cap.
     pub fn allocate(&'static self, len: usize) -> SecureBox {
         let page = page_size();
-        let size = len.max(1).div_ceil(page) * page;
+        let Some(size) = len.max(1).checked_next_multiple_of(page) else {
+            handle_alloc_error(Layout::new::<u8>())
+        };
         let Ok(layout) = Layout::from_size_align(size, page) else {
             handle_alloc_error(Layout::new::<u8>())
         };
@@ -114,7 +118,12 @@ impl SecureAllocator {
             .is_ok();
         if !reserved {
             self.over_cap.fetch_add(1, Ordering::Relaxed);
-            self.warn_once("locked-memory cap reached; secret keys stay in ordinary memory");
+            self.warned_cap.call_once(|| {
+                tracing::warn!(
+                    target: "nano_crypto::secure_mem",
+                    "locked-memory cap reached; further secret keys stay in ordinary memory"
+                );
+            });
             return false;
         }
         if os::lock(ptr, size) {
@@ -122,14 +131,14 @@ impl SecureAllocator {
         } else {
             self.locked_bytes.fetch_sub(size, Ordering::AcqRel);
             self.mlock_failures.fetch_add(1, Ordering::Relaxed);
-            self.warn_once("mlock refused by the OS; secret keys stay in ordinary memory");
+            self.warned_refused.call_once(|| {
+                tracing::warn!(
+                    target: "nano_crypto::secure_mem",
+                    "mlock refused by the OS; secret keys stay in ordinary memory"
+                );
+            });
             false
         }
-    }
-
-    fn warn_once(&self, msg: &'static str) {
-        self.warned
-            .call_once(|| tracing::warn!(target: "nano_crypto::secure_mem", "{msg}"));
     }
 }
 
@@ -254,6 +263,10 @@ mod os {
     }
 
     pub(super) fn unlock(ptr: NonNull<u8>, size: usize) {
+        // Give the pages back to core dumps before the allocator reuses them.
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range is one owned, page-aligned allocation.
+        let _ = unsafe { libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_DODUMP) };
         // SAFETY: the range was locked by `lock` and is still owned.
         let _ = unsafe { libc::munlock(ptr.as_ptr().cast(), size) };
     }

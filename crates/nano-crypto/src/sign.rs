@@ -129,12 +129,10 @@ pub struct Signature {
 impl SigningKeyPair {
     /// A fresh key pair.
     pub fn generate(mode: CryptoMode, rng: &mut impl CryptoRngCore) -> Result<Self> {
-        let mut seed = vec![0u8; seed_len(mode)];
+        let mut seed = zeroize::Zeroizing::new(vec![0u8; seed_len(mode)]);
         rng.try_fill_bytes(&mut seed)
             .map_err(|_| CryptoError::Rng)?;
-        let kp = Self::from_seed(mode, &seed);
-        seed.zeroize();
-        kp
+        Self::from_seed(mode, &seed)
     }
 
     /// Re-derives a key pair from its stored seed (hybrid: ML-DSA ξ ‖ Ed25519 seed).

@@ -32,17 +32,21 @@ pub trait ModeTagged: Sized {
         out
     }
 
-    /// Decodes `mode ‖ raw`. With `expected`, any other mode is [`CryptoError::ModeMismatch`];
-    /// the raw part must have exactly the mode's length.
-    fn from_tagged_bytes(bytes: &[u8], expected: Option<CryptoMode>) -> Result<Self> {
+    /// Decodes `mode ‖ raw` where the context requires `expected`: any other mode is
+    /// [`CryptoError::ModeMismatch`]; the raw part must have exactly the mode's length.
+    fn from_tagged_bytes(bytes: &[u8], expected: CryptoMode) -> Result<Self> {
+        let v = Self::from_tagged_bytes_any_mode(bytes)?;
+        crate::kem::expect_mode(expected, v.tag_mode())?;
+        Ok(v)
+    }
+
+    /// Decodes `mode ‖ raw` of whatever mode it carries. Only for contexts where every mode is
+    /// acceptable: the caller must check the result's mode against its policy.
+    fn from_tagged_bytes_any_mode(bytes: &[u8]) -> Result<Self> {
         let (&tag, raw) = bytes
             .split_first()
             .ok_or(CryptoError::Truncated { what: Self::WHAT })?;
-        let mode = CryptoMode::from_byte(tag)?;
-        if let Some(expected) = expected {
-            crate::kem::expect_mode(expected, mode)?;
-        }
-        Self::from_raw(mode, raw)
+        Self::from_raw(CryptoMode::from_byte(tag)?, raw)
     }
 }
 
@@ -81,11 +85,11 @@ mod tests {
         let mode = v.tag_mode();
         let bytes = v.to_tagged_bytes();
         assert_eq!(bytes[0], mode.to_byte());
-        assert_eq!(T::from_tagged_bytes(&bytes, Some(mode)).as_ref(), Ok(v));
-        assert_eq!(T::from_tagged_bytes(&bytes, None).as_ref(), Ok(v));
+        assert_eq!(T::from_tagged_bytes(&bytes, mode).as_ref(), Ok(v));
+        assert_eq!(T::from_tagged_bytes_any_mode(&bytes).as_ref(), Ok(v));
         for other in CryptoMode::ALL.into_iter().filter(|m| *m != mode) {
             assert_eq!(
-                T::from_tagged_bytes(&bytes, Some(other)),
+                T::from_tagged_bytes(&bytes, other),
                 Err(CryptoError::ModeMismatch {
                     expected: other,
                     got: mode
@@ -94,24 +98,24 @@ mod tests {
             // Relabelled as another mode without an expectation: the length no longer fits.
             let mut relabelled = bytes.clone();
             relabelled[0] = other.to_byte();
-            assert!(T::from_tagged_bytes(&relabelled, None).is_err());
+            assert!(T::from_tagged_bytes_any_mode(&relabelled).is_err());
         }
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(
-            T::from_tagged_bytes(&long, Some(mode)),
+            T::from_tagged_bytes(&long, mode),
             Err(CryptoError::InvalidLength { .. })
         ));
         assert!(matches!(
-            T::from_tagged_bytes(&bytes[..bytes.len() - 1], Some(mode)),
+            T::from_tagged_bytes(&bytes[..bytes.len() - 1], mode),
             Err(CryptoError::InvalidLength { .. })
         ));
         assert_eq!(
-            T::from_tagged_bytes(&[], None),
+            T::from_tagged_bytes_any_mode(&[]),
             Err(CryptoError::Truncated { what: T::WHAT })
         );
         assert_eq!(
-            T::from_tagged_bytes(&[9], None),
+            T::from_tagged_bytes_any_mode(&[9]),
             Err(CryptoError::UnknownMode(9))
         );
     }

@@ -7,8 +7,8 @@
 //! `ss = SHA3-256(ss_M ‖ ss_X ‖ ct_X ‖ pk_X ‖ "\.//^\")`. An all-zero X25519 output is rejected
 //! (RFC 7748 §6.1 permits the check); honest peers never produce one.
 
-use sha3::digest::{Digest, ExtendableOutput, Update, XofReader};
-use sha3::{Sha3_256, Shake256};
+use sha3::{Digest, Sha3_256};
+use shake::{ExtendableOutput, Shake256, Update, XofReader};
 use zeroize::Zeroize;
 
 use super::mlkem::{MlKem768KeyPair, MlKem768PublicKey};
