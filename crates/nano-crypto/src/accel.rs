@@ -5,12 +5,12 @@
 //! other flags are reported (startup log, `GET /v1/relay`) for operators; the primitive
 //! libraries dispatch on them by themselves.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aead::AeadId;
 
 /// Hardware features relevant to the primitives in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CryptoAcceleration {
     /// AES-NI and carry-less multiply: AES-256-GCM runs in hardware.
     pub has_aes_ni: bool,

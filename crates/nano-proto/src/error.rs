@@ -1,0 +1,139 @@
+//! The crate's error type and the stable wire codes of every error a peer can be told about.
+//!
+//! `ErrorCode` is the vocabulary of `error` frames and HTTP error bodies across the whole system;
+//! [`ProtoError::code`] is the one place decoding failures become codes.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code. The string forms never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not valid JSON / not a valid binary frame.
+    MalformedFrame,
+    /// The frame's `type` names no known message.
+    UnknownType,
+    /// A field is missing, has the wrong type, or an invalid value.
+    InvalidField,
+    /// The frame exceeds a size limit.
+    FrameTooLarge,
+    /// The message payload exceeds a size limit.
+    MessageTooLarge,
+    /// The operation needs authentication.
+    Unauthorized,
+    /// Authentication failed (bad signature, unknown user, stale challenge).
+    AuthFailed,
+    /// The crypto mode is below the relay's or a user's floor, or not held by a user.
+    ModeNotAllowed,
+    /// The recipient is not registered.
+    UnknownRecipient,
+    /// The user does not exist.
+    NotFound,
+    /// The username is already registered.
+    NameTaken,
+    /// A key bundle or signature failed verification.
+    InvalidKey,
+    /// Too many requests.
+    RateLimited,
+    /// The recipient's inbox is full.
+    InboxFull,
+    /// The relay is shutting down or its storage is unavailable.
+    Unavailable,
+    /// An unexpected server-side failure (details only in the relay's logs).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedFrame => "malformed_frame",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidField => "invalid_field",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::MessageTooLarge => "message_too_large",
+            Self::Unauthorized => "unauthorized",
+            Self::AuthFailed => "auth_failed",
+            Self::ModeNotAllowed => "mode_not_allowed",
+            Self::UnknownRecipient => "unknown_recipient",
+            Self::NotFound => "not_found",
+            Self::NameTaken => "name_taken",
+            Self::InvalidKey => "invalid_key",
+            Self::RateLimited => "rate_limited",
+            Self::InboxFull => "inbox_full",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a frame or body could not be decoded. Messages name the field, never echo its content.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    /// Not JSON, truncated binary, bad UTF-8, trailing bytes.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// An unknown frame type.
+    #[error("unknown frame type {0:?}")]
+    UnknownType(String),
+    /// A field missing or invalid.
+    #[error("invalid field {field}: {reason}")]
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A frame over the size limit.
+    #[error("frame of {got} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// The limit.
+        max: usize,
+        /// The size.
+        got: usize,
+    },
+    /// A message payload over the size limit.
+    #[error("message of {got} bytes exceeds the limit of {max}")]
+    MessageTooLarge {
+        /// The limit.
+        max: usize,
+        /// The size.
+        got: usize,
+    },
+    /// A cryptographic value (key, bundle, signature) that does not decode or verify.
+    #[error("invalid key material: {0}")]
+    Crypto(#[from] nano_crypto::CryptoError),
+}
+
+impl ProtoError {
+    /// The wire code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Malformed(_) => ErrorCode::MalformedFrame,
+            Self::UnknownType(_) => ErrorCode::UnknownType,
+            Self::InvalidField { .. } => ErrorCode::InvalidField,
+            Self::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            Self::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            Self::Crypto(nano_crypto::CryptoError::ModeNotAllowed { .. })
+            | Self::Crypto(nano_crypto::CryptoError::NoCommonMode) => ErrorCode::ModeNotAllowed,
+            Self::Crypto(_) => ErrorCode::InvalidKey,
+        }
+    }
+
+    pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

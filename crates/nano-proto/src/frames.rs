@@ -1,0 +1,303 @@
+//! The WebSocket messages, in their JSON text form.
+//!
+//! Client → relay: `auth`, `send_message`, `ack`, `read`, `fetch`, `key_exchange`.
+//! Relay → client: `challenge`, `auth_ok`, `message`, `sent`, `key_exchange`,
+//! `key_exchange_ok`, `error`. The guide's frames parse exactly as written, e.g.
+//! `{"type":"send_message","recipient":"user_42","message":"…","crypto_mode":"hybrid"}` and
+//! `{"type":"key_exchange","crypto_mode":"hybrid"}`. Unknown fields are rejected, so a typo is
+//! an error rather than a silently ignored option.
+
+use nano_crypto::CryptoMode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorCode, ProtoError};
+use crate::types::{Bytes, MessageId, Username};
+use crate::{MAX_IDS_PER_FRAME, MAX_MESSAGE_BYTES};
+
+/// A frame from a client to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Answer to `challenge`: a signature over (nonce, relay id, label) by `username`'s key for
+    /// `crypto_mode`.
+    Auth {
+        /// Who is authenticating.
+        username: Username,
+        /// Which of the user's keys signed.
+        crypto_mode: CryptoMode,
+        /// The signature (raw encoding of that mode).
+        signature: Bytes,
+    },
+    /// Store and forward `message` (opaque to the relay: normally a base64 sealed envelope).
+    SendMessage {
+        /// The recipient.
+        recipient: Username,
+        /// The payload.
+        message: String,
+        /// The suite the payload was sealed with.
+        crypto_mode: CryptoMode,
+        /// The sender's message id; the relay assigns one when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<MessageId>,
+    },
+    /// Remove delivered messages from the inbox.
+    Ack {
+        /// The messages.
+        ids: Vec<MessageId>,
+    },
+    /// Mark messages read.
+    Read {
+        /// The messages.
+        ids: Vec<MessageId>,
+    },
+    /// Ask for pending messages after inbox sequence `after`, at most `limit`.
+    Fetch {
+        /// Exclusive lower bound on the inbox sequence number.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// Page size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Without `ciphertext`: ask for the relay's ephemeral KEM key for `crypto_mode`. With
+    /// `key_id` and `ciphertext`: the encapsulation to that key, completing the exchange.
+    KeyExchange {
+        /// The suite.
+        crypto_mode: CryptoMode,
+        /// The relay key the ciphertext is for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<u64>,
+        /// The client's encapsulation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ciphertext: Option<Bytes>,
+    },
+}
+
+/// A frame from the relay to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RelayFrame {
+    /// Sent on connect: sign it to authenticate.
+    Challenge {
+        /// 32 random bytes, valid for this connection only.
+        nonce: Bytes,
+        /// The relay's identity fingerprint (hex).
+        relay_id: String,
+    },
+    /// Authentication succeeded.
+    AuthOk {
+        /// The authenticated user.
+        username: Username,
+        /// Messages waiting in the inbox.
+        pending: u64,
+    },
+    /// A delivered message.
+    Message {
+        /// The sender's message id.
+        id: MessageId,
+        /// Position in the recipient's inbox (for `fetch`).
+        seq: u64,
+        /// The authenticated sender, absent for anonymous sends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sender: Option<Username>,
+        /// The suite.
+        crypto_mode: CryptoMode,
+        /// When the relay accepted it, milliseconds since the Unix epoch.
+        timestamp_ms: u64,
+        /// The payload, as sent.
+        message: String,
+    },
+    /// The message is durably stored.
+    Sent {
+        /// Its id.
+        id: MessageId,
+        /// True when this id had already been stored (the repeat was not stored again).
+        duplicate: bool,
+    },
+    /// The relay's ephemeral KEM key for a mode, signed by the relay's identity key.
+    KeyExchange {
+        /// The suite.
+        crypto_mode: CryptoMode,
+        /// Identifies this key in the follow-up.
+        key_id: u64,
+        /// The KEM public key (raw encoding of the mode).
+        public_key: Bytes,
+        /// Relay signature (context `relay-key-exchange`) over key_id ‖ public key.
+        signature: Bytes,
+        /// Seconds the key remains valid.
+        expires_in_s: u64,
+    },
+    /// The exchange completed: both sides hold the channel key.
+    KeyExchangeOk {
+        /// The relay key used.
+        key_id: u64,
+        /// Proof the relay derived the same key (HMAC of a fixed label under the channel key).
+        confirmation: Bytes,
+    },
+    /// Something went wrong; the connection stays open where it can.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Human-readable explanation (never echoes message content).
+        message: String,
+        /// The message the error concerns, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<MessageId>,
+    },
+}
+
+const CLIENT_TYPES: [&str; 6] = [
+    "auth",
+    "send_message",
+    "ack",
+    "read",
+    "fetch",
+    "key_exchange",
+];
+const RELAY_TYPES: [&str; 7] = [
+    "challenge",
+    "auth_ok",
+    "message",
+    "sent",
+    "key_exchange",
+    "key_exchange_ok",
+    "error",
+];
+
+#[derive(Deserialize)]
+struct TypeProbe {
+    #[serde(rename = "type")]
+    ty: Option<serde_json::Value>,
+}
+
+/// Turns a serde failure into a typed error without echoing the input.
+fn classify(text: &str, err: &serde_json::Error, known: &[&str]) -> ProtoError {
+    use serde_json::error::Category;
+    if matches!(
+        err.classify(),
+        Category::Syntax | Category::Eof | Category::Io
+    ) {
+        return ProtoError::Malformed(format!("not valid JSON (column {})", err.column()));
+    }
+    match serde_json::from_str::<TypeProbe>(text) {
+        Err(_) => ProtoError::Malformed("a frame must be a JSON object".into()),
+        Ok(TypeProbe { ty: None }) => ProtoError::field("type", "missing"),
+        Ok(TypeProbe {
+            ty: Some(serde_json::Value::String(t)),
+        }) if !known.contains(&t.as_str()) => ProtoError::UnknownType(t.chars().take(32).collect()),
+        Ok(TypeProbe {
+            ty: Some(serde_json::Value::String(_)),
+        }) => ProtoError::field(
+            "frame",
+            format!(
+                "a field is missing, unknown or of the wrong type (column {})",
+                err.column()
+            ),
+        ),
+        Ok(_) => ProtoError::field("type", "must be a string"),
+    }
+}
+
+fn check_ids(ids: &[MessageId]) -> Result<(), ProtoError> {
+    if ids.is_empty() || ids.len() > MAX_IDS_PER_FRAME {
+        return Err(ProtoError::field("ids", "must list 1 to 1024 message ids"));
+    }
+    Ok(())
+}
+
+fn check_message(message: &str) -> Result<(), ProtoError> {
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(ProtoError::MessageTooLarge {
+            max: MAX_MESSAGE_BYTES,
+            got: message.len(),
+        });
+    }
+    Ok(())
+}
+
+impl ClientFrame {
+    /// The frame's `type` string.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Auth { .. } => "auth",
+            Self::SendMessage { .. } => "send_message",
+            Self::Ack { .. } => "ack",
+            Self::Read { .. } => "read",
+            Self::Fetch { .. } => "fetch",
+            Self::KeyExchange { .. } => "key_exchange",
+        }
+    }
+
+    /// Checks the rules the schema alone cannot express (counts, sizes, field combinations).
+    pub fn validate(&self) -> Result<(), ProtoError> {
+        match self {
+            Self::SendMessage { message, .. } => check_message(message),
+            Self::Ack { ids } | Self::Read { ids } => check_ids(ids),
+            Self::Fetch { limit: Some(0), .. } => Err(ProtoError::field("limit", "must be ≥ 1")),
+            Self::KeyExchange {
+                key_id, ciphertext, ..
+            } if key_id.is_some() != ciphertext.is_some() => Err(ProtoError::field(
+                "ciphertext",
+                "key_id and ciphertext go together",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses and validates a JSON text frame.
+    pub fn from_json(text: &str) -> Result<Self, ProtoError> {
+        let f: Self = serde_json::from_str(text).map_err(|e| classify(text, &e, &CLIENT_TYPES))?;
+        f.validate()?;
+        Ok(f)
+    }
+
+    /// The JSON text form.
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every field is a string, number, bool or list.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl RelayFrame {
+    /// The frame's `type` string.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Challenge { .. } => "challenge",
+            Self::AuthOk { .. } => "auth_ok",
+            Self::Message { .. } => "message",
+            Self::Sent { .. } => "sent",
+            Self::KeyExchange { .. } => "key_exchange",
+            Self::KeyExchangeOk { .. } => "key_exchange_ok",
+            Self::Error { .. } => "error",
+        }
+    }
+
+    /// An `error` frame for `err`.
+    pub fn error(err: &ProtoError, id: Option<MessageId>) -> Self {
+        Self::Error {
+            code: err.code(),
+            message: err.to_string(),
+            id,
+        }
+    }
+
+    /// Checks size rules.
+    pub fn validate(&self) -> Result<(), ProtoError> {
+        match self {
+            Self::Message { message, .. } => check_message(message),
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses and validates a JSON text frame.
+    pub fn from_json(text: &str) -> Result<Self, ProtoError> {
+        let f: Self = serde_json::from_str(text).map_err(|e| classify(text, &e, &RELAY_TYPES))?;
+        f.validate()?;
+        Ok(f)
+    }
+
+    /// The JSON text form.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,136 @@
+//! Bodies of the relay's HTTP API (JSON).
+//!
+//! Key bundles travel as base64 of [`nano_crypto::PublicBundle::to_bytes`]; decoding one here
+//! verifies every proof of possession, so a handler holding a [`RegisterRequest`] that passed
+//! [`RegisterRequest::bundle`] holds a verified bundle.
+
+use nano_crypto::{CryptoAcceleration, CryptoMode, PublicBundle, Signature};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorCode, ProtoError};
+use crate::types::{Bytes, Username};
+
+/// `POST /v1/users`: claim `username` for `bundle`. `signature` is made with the bundle's key
+/// for `crypto_mode` (context `proof-of-possession`) over the claim (see [`claim_content`]),
+/// binding the name to the keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The name to claim.
+    pub username: Username,
+    /// The public key bundle.
+    pub bundle: Bytes,
+    /// Which of the bundle's signature keys signed the claim.
+    pub crypto_mode: CryptoMode,
+    /// The claim signature.
+    pub signature: Bytes,
+}
+
+/// `PUT /v1/users/{name}/keys`: replace the bundle. Signed with the *current* bundle's key for
+/// `crypto_mode` (context `key-rotation`) over the claim of the new bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeysRequest {
+    /// The new bundle.
+    pub bundle: Bytes,
+    /// Which current key signed.
+    pub crypto_mode: CryptoMode,
+    /// The rotation signature.
+    pub signature: Bytes,
+}
+
+/// `GET /v1/users/{name}` and the body of a successful registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserResponse {
+    /// The name.
+    pub username: Username,
+    /// The bundle.
+    pub bundle: Bytes,
+    /// The bundle's fingerprint (hex).
+    pub fingerprint: String,
+    /// The weakest mode the user accepts.
+    pub min_mode: CryptoMode,
+}
+
+/// `GET /v1/relay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// Relay software version.
+    pub version: String,
+    /// The relay's identity fingerprint (hex); clients pin it.
+    pub relay_id: String,
+    /// The relay's public bundle (its signature keys sign challenges and `key_exchange` keys).
+    pub identity: Bytes,
+    /// The WebSocket URL clients should use.
+    pub websocket_url: String,
+    /// Modes the relay accepts.
+    pub modes: Vec<CryptoMode>,
+    /// The relay's policy floor.
+    pub minimum_crypto_mode: CryptoMode,
+    /// Whether unauthenticated `send_message` is accepted.
+    pub allow_anonymous_send: bool,
+    /// Detected CPU acceleration.
+    pub acceleration: CryptoAcceleration,
+}
+
+/// Every HTTP error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl From<&ProtoError> for ErrorBody {
+    fn from(e: &ProtoError) -> Self {
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The signed content of a claim: `"nano-messenger/v1 claim" ‖ len(username) (1) ‖ username ‖
+/// bundle fingerprint (32)`.
+pub fn claim_content(username: &Username, bundle: &PublicBundle) -> Vec<u8> {
+    let name = username.as_str().as_bytes();
+    let mut out = Vec::with_capacity(23 + 1 + name.len() + 32);
+    out.extend_from_slice(b"nano-messenger/v1 claim");
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&bundle.fingerprint().0);
+    out
+}
+
+fn decode_bundle(b: &Bytes) -> Result<PublicBundle, ProtoError> {
+    Ok(PublicBundle::from_bytes(b.as_slice())?)
+}
+
+fn decode_signature(mode: CryptoMode, b: &Bytes) -> Result<Signature, ProtoError> {
+    Ok(Signature::from_bytes(mode, b.as_slice())?)
+}
+
+impl RegisterRequest {
+    /// The decoded, proof-checked bundle.
+    pub fn bundle(&self) -> Result<PublicBundle, ProtoError> {
+        decode_bundle(&self.bundle)
+    }
+
+    /// The claim signature, length-checked for its mode.
+    pub fn signature(&self) -> Result<Signature, ProtoError> {
+        decode_signature(self.crypto_mode, &self.signature)
+    }
+}
+
+impl RotateKeysRequest {
+    /// The decoded, proof-checked new bundle.
+    pub fn bundle(&self) -> Result<PublicBundle, ProtoError> {
+        decode_bundle(&self.bundle)
+    }
+
+    /// The rotation signature, length-checked for its mode.
+    pub fn signature(&self) -> Result<Signature, ProtoError> {
+        decode_signature(self.crypto_mode, &self.signature)
+    }
+}

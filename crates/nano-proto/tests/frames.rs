@@ -1,0 +1,312 @@
+//! Frames: the guide's frames as written, JSON ↔ binary equivalence, and hostile input mapped to
+//! stable codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use nano_crypto::CryptoMode;
+use nano_proto::{Bytes, ClientFrame, ErrorCode, MessageId, RelayFrame, Username};
+use proptest::prelude::*;
+
+fn user(s: &str) -> Username {
+    Username::new(s).unwrap()
+}
+
+#[test]
+fn guide_frames_parse_as_written() {
+    let f = ClientFrame::from_json(
+        r#"{
+                  "type": "send_message",
+                  "recipient": "user_42",
+                  "message": "Load test message 1764000000000",
+                  "crypto_mode": "hybrid"
+                }"#,
+    )
+    .unwrap();
+    assert_eq!(
+        f,
+        ClientFrame::SendMessage {
+            recipient: user("user_42"),
+            message: "Load test message 1764000000000".into(),
+            crypto_mode: CryptoMode::Hybrid,
+            id: None,
+        }
+    );
+    let k = ClientFrame::from_json(r#"{"type":"key_exchange","crypto_mode":"hybrid"}"#).unwrap();
+    assert_eq!(
+        k,
+        ClientFrame::KeyExchange {
+            crypto_mode: CryptoMode::Hybrid,
+            key_id: None,
+            ciphertext: None
+        }
+    );
+}
+
+fn code_of(json: &str) -> ErrorCode {
+    ClientFrame::from_json(json).expect_err(json).code()
+}
+
+#[test]
+fn hostile_json_gets_stable_codes() {
+    let id = "ab".repeat(16);
+    let many_ids = format!(
+        r#"{{"type":"ack","ids":[{}]}}"#,
+        vec![format!("\"{id}\""); 1025].join(",")
+    );
+    let huge = format!(
+        r#"{{"type":"send_message","recipient":"u","message":"{}","crypto_mode":"hybrid"}}"#,
+        "x".repeat(nano_proto::MAX_MESSAGE_BYTES + 1)
+    );
+    let cases: Vec<(String, ErrorCode)> = vec![
+        ("".into(), ErrorCode::MalformedFrame),
+        ("{".into(), ErrorCode::MalformedFrame),
+        ("not json".into(), ErrorCode::MalformedFrame),
+        ("[]".into(), ErrorCode::MalformedFrame),
+        ("42".into(), ErrorCode::MalformedFrame),
+        (r#"{"recipient":"u"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":7}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"launch_missiles"}"#.into(), ErrorCode::UnknownType),
+        (r#"{"type":"challenge","nonce":"","relay_id":""}"#.into(), ErrorCode::UnknownType),
+        (r#"{"type":"send_message","recipient":"u","crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"send_message","recipient":"u","message":1,"crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"send_message","recipient":"bad name","message":"m","crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"send_message","recipient":"u","message":"m","crypto_mode":"post-quantum"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"send_message","recipient":"u","message":"m","crypto_mode":"hybrid","extra":1}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"send_message","recipient":"u","message":"m","crypto_mode":"hybrid","id":"xyz"}"#.into(), ErrorCode::InvalidField),
+        (huge, ErrorCode::MessageTooLarge),
+        (r#"{"type":"ack","ids":[]}"#.into(), ErrorCode::InvalidField),
+        (many_ids, ErrorCode::InvalidField),
+        (r#"{"type":"ack","ids":"all"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"fetch","limit":0}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"fetch","limit":-1}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"fetch","after":18446744073709551616}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"key_exchange","crypto_mode":"hybrid","key_id":1}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"key_exchange","crypto_mode":"hybrid","ciphertext":"%%%"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"auth","username":"u","crypto_mode":"hybrid","signature":"@@"}"#.into(), ErrorCode::InvalidField),
+    ];
+    assert!(cases.len() >= 20);
+    for (json, code) in &cases {
+        assert_eq!(code_of(json), *code, "{}", &json[..json.len().min(80)]);
+    }
+}
+
+#[test]
+fn error_messages_do_not_echo_content() {
+    let secret = "very-secret-payload-123";
+    let json = format!(
+        r#"{{"type":"send_message","recipient":"u","message":{{"x":"{secret}"}},"crypto_mode":"hybrid"}}"#
+    );
+    let err = ClientFrame::from_json(&json).unwrap_err();
+    assert!(!err.to_string().contains(secret), "{err}");
+    let bad_type = format!(r#"{{"type":"{secret}"}}"#);
+    // The unknown type is named (truncated) — it is the client's own word for the frame.
+    assert_eq!(
+        ClientFrame::from_json(&bad_type).unwrap_err().code(),
+        ErrorCode::UnknownType
+    );
+}
+
+#[test]
+fn hostile_binary_gets_stable_codes() {
+    let good = ClientFrame::SendMessage {
+        recipient: user("bob"),
+        message: "hi".into(),
+        crypto_mode: CryptoMode::Quantum,
+        id: Some(MessageId([7; 16])),
+    }
+    .to_binary();
+    for n in 0..good.len() {
+        assert!(ClientFrame::from_binary(&good[..n]).is_err(), "prefix {n}");
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(
+        ClientFrame::from_binary(&trailing).unwrap_err().code(),
+        ErrorCode::MalformedFrame
+    );
+    assert_eq!(
+        ClientFrame::from_binary(&[0x7f]).unwrap_err().code(),
+        ErrorCode::UnknownType
+    );
+    assert_eq!(
+        ClientFrame::from_binary(&[0x81]).unwrap_err().code(),
+        ErrorCode::UnknownType
+    );
+    // Bad UTF-8 in the recipient.
+    assert_eq!(
+        ClientFrame::from_binary(&[0x02, 1, 0xff])
+            .unwrap_err()
+            .code(),
+        ErrorCode::MalformedFrame
+    );
+    // A message length far beyond the cap is refused before any allocation.
+    let mut big = vec![0x02, 1, b'b'];
+    big.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(
+        ClientFrame::from_binary(&big).unwrap_err().code(),
+        ErrorCode::MessageTooLarge
+    );
+    // Unknown mode byte, bad flag byte, too many ids.
+    assert_eq!(
+        ClientFrame::from_binary(&[0x06, 9, 0, 0])
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidField
+    );
+    assert_eq!(
+        ClientFrame::from_binary(&[0x05, 2]).unwrap_err().code(),
+        ErrorCode::MalformedFrame
+    );
+    assert_eq!(
+        ClientFrame::from_binary(&[0x03, 0xff, 0xff])
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidField
+    );
+    assert_eq!(
+        ClientFrame::from_binary(&[0x03, 0, 0]).unwrap_err().code(),
+        ErrorCode::InvalidField
+    );
+}
+
+fn any_mode() -> impl Strategy<Value = CryptoMode> {
+    prop::sample::select(CryptoMode::ALL.to_vec())
+}
+
+fn any_user() -> impl Strategy<Value = Username> {
+    "[a-z0-9][a-z0-9_.-]{0,20}".prop_map(|s| Username::new(&s).unwrap())
+}
+
+fn any_id() -> impl Strategy<Value = MessageId> {
+    any::<[u8; 16]>().prop_map(MessageId)
+}
+
+fn any_bytes() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..200).prop_map(Bytes)
+}
+
+fn any_client() -> impl Strategy<Value = ClientFrame> {
+    prop_oneof![
+        (any_user(), any_mode(), any_bytes()).prop_map(|(username, crypto_mode, signature)| {
+            ClientFrame::Auth {
+                username,
+                crypto_mode,
+                signature,
+            }
+        }),
+        (
+            any_user(),
+            ".{0,300}",
+            any_mode(),
+            prop::option::of(any_id())
+        )
+            .prop_map(
+                |(recipient, message, crypto_mode, id)| ClientFrame::SendMessage {
+                    recipient,
+                    message,
+                    crypto_mode,
+                    id
+                }
+            ),
+        prop::collection::vec(any_id(), 1..20).prop_map(|ids| ClientFrame::Ack { ids }),
+        prop::collection::vec(any_id(), 1..20).prop_map(|ids| ClientFrame::Read { ids }),
+        (prop::option::of(any::<u64>()), prop::option::of(1u32..))
+            .prop_map(|(after, limit)| ClientFrame::Fetch { after, limit }),
+        (any_mode(), prop::option::of((any::<u64>(), any_bytes()))).prop_map(
+            |(crypto_mode, kc)| {
+                let (key_id, ciphertext) = match kc {
+                    Some((k, c)) => (Some(k), Some(c)),
+                    None => (None, None),
+                };
+                ClientFrame::KeyExchange {
+                    crypto_mode,
+                    key_id,
+                    ciphertext,
+                }
+            }
+        ),
+    ]
+}
+
+fn any_relay() -> impl Strategy<Value = RelayFrame> {
+    prop_oneof![
+        (any_bytes(), "[0-9a-f]{64}")
+            .prop_map(|(nonce, relay_id)| RelayFrame::Challenge { nonce, relay_id }),
+        (any_user(), any::<u64>())
+            .prop_map(|(username, pending)| RelayFrame::AuthOk { username, pending }),
+        (
+            any_id(),
+            any::<u64>(),
+            prop::option::of(any_user()),
+            any_mode(),
+            any::<u64>(),
+            ".{0,300}"
+        )
+            .prop_map(|(id, seq, sender, crypto_mode, timestamp_ms, message)| {
+                RelayFrame::Message {
+                    id,
+                    seq,
+                    sender,
+                    crypto_mode,
+                    timestamp_ms,
+                    message,
+                }
+            }),
+        (any_id(), any::<bool>()).prop_map(|(id, duplicate)| RelayFrame::Sent { id, duplicate }),
+        (
+            any_mode(),
+            any::<u64>(),
+            any_bytes(),
+            any_bytes(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(crypto_mode, key_id, public_key, signature, expires_in_s)| {
+                    RelayFrame::KeyExchange {
+                        crypto_mode,
+                        key_id,
+                        public_key,
+                        signature,
+                        expires_in_s,
+                    }
+                }
+            ),
+        (any::<u64>(), any_bytes()).prop_map(|(key_id, confirmation)| RelayFrame::KeyExchangeOk {
+            key_id,
+            confirmation
+        }),
+        (
+            prop::sample::select(vec![
+                ErrorCode::InvalidField,
+                ErrorCode::RateLimited,
+                ErrorCode::Internal
+            ]),
+            ".{0,80}",
+            prop::option::of(any_id())
+        )
+            .prop_map(|(code, message, id)| RelayFrame::Error { code, message, id }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn client_frames_round_trip_in_both_forms(f in any_client()) {
+        prop_assert_eq!(ClientFrame::from_json(&f.to_json()).unwrap(), f.clone());
+        prop_assert_eq!(ClientFrame::from_binary(&f.to_binary()).unwrap(), f);
+    }
+
+    #[test]
+    fn relay_frames_round_trip_in_both_forms(f in any_relay()) {
+        prop_assert_eq!(RelayFrame::from_json(&f.to_json()).unwrap(), f.clone());
+        prop_assert_eq!(RelayFrame::from_binary(&f.to_binary()).unwrap(), f);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = ClientFrame::from_binary(&b);
+        let _ = RelayFrame::from_binary(&b);
+        if let Ok(s) = std::str::from_utf8(&b) {
+            let _ = ClientFrame::from_json(s);
+            let _ = RelayFrame::from_json(s);
+        }
+    }
+}
