@@ -1,0 +1,585 @@
+//! `relay.toml`: every key of the performance guide's `[server]`, `[performance]`, `[memory]`,
+//! `[caching]` and `[debug]` sections, plus `[storage]`, `[security]`, `[tls]` and `[limits]`.
+//!
+//! Unknown keys and bad values are startup errors naming the key (`server.api_port`). Omitted
+//! keys take the development defaults. The storage URL, the L2 cache URL and the TLS key path can
+//! come from the environment (`NANO_STORAGE_URL`, `NANO_L2_CACHE_URL`, `NANO_TLS_KEY_PATH`), so
+//! secrets need not live in the file.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use nano_crypto::CryptoMode;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused. Always names the key.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value of the right type but outside its allowed range or combination.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `performance.message_batch_size`.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Which template to start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Loopback, SQLite, self-signed TLS, anonymous sends allowed, profiling on.
+    Development,
+    /// All interfaces, PostgreSQL + Redis, certificate files, authenticated sends only.
+    Production,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address both listeners bind to.
+    pub bind_address: IpAddr,
+    /// HTTP API port (0 = any free port).
+    pub api_port: u16,
+    /// WebSocket port (0 = any free port).
+    pub websocket_port: u16,
+    /// Tokio worker threads; 0 = one per CPU core.
+    pub worker_threads: usize,
+    /// Connections beyond this are refused with a close reason.
+    pub max_connections: usize,
+    /// Seconds a new connection has to finish its handshake.
+    pub connection_timeout_seconds: u64,
+    /// Seconds idle runtime threads are kept alive (the guide's `thread_keep_alive`).
+    pub keep_alive_seconds: u64,
+    /// Name of the runtime's threads.
+    pub thread_name: String,
+    /// Stack size of the runtime's threads, in bytes.
+    pub thread_stack_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            api_port: 8080,
+            websocket_port: 8443,
+            worker_threads: 0,
+            max_connections: 100,
+            connection_timeout_seconds: 30,
+            keep_alive_seconds: 60,
+            thread_name: "nano-messenger-worker".into(),
+            thread_stack_size: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[performance]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerformanceConfig {
+    /// Serve `key_exchange` keys from the key cache.
+    pub enable_key_caching: bool,
+    /// Derived keys the cache holds at most.
+    pub key_cache_size: usize,
+    /// Seconds a cached ephemeral key is served.
+    pub key_cache_ttl_seconds: u64,
+    /// Most messages committed in one transaction.
+    pub message_batch_size: usize,
+    /// Longest a message waits for its batch, in milliseconds.
+    pub message_batch_timeout_ms: u64,
+    /// Disable Nagle's algorithm on accepted sockets.
+    pub tcp_nodelay: bool,
+    /// Enable TCP keep-alive on accepted sockets.
+    pub tcp_keepalive: bool,
+    /// Socket send and receive buffer size, in bytes.
+    pub socket_buffer_size: usize,
+}
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        Self {
+            enable_key_caching: true,
+            key_cache_size: 100,
+            key_cache_ttl_seconds: 60,
+            message_batch_size: 10,
+            message_batch_timeout_ms: 100,
+            tcp_nodelay: true,
+            tcp_keepalive: true,
+            socket_buffer_size: 65_536,
+        }
+    }
+}
+
+/// `[memory]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Reuse key and message buffers from bounded pools.
+    pub enable_memory_pools: bool,
+    /// Key buffers kept in the pool.
+    pub key_pool_size: usize,
+    /// Message buffers kept in the pool.
+    pub message_pool_size: usize,
+    /// Keep long-lived secret keys in mlock'ed memory.
+    pub use_secure_allocator: bool,
+    /// Cap on locked memory, in MiB.
+    pub max_locked_memory_mb: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            enable_memory_pools: false,
+            key_pool_size: 1_000,
+            message_pool_size: 5_000,
+            use_secure_allocator: false,
+            max_locked_memory_mb: 64,
+        }
+    }
+}
+
+/// `[caching]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CachingConfig {
+    /// In-process cache of user bundles.
+    pub enable_l1_cache: bool,
+    /// Entries in the L1 cache.
+    pub l1_cache_size: usize,
+    /// Seconds an L1 entry is served.
+    pub l1_cache_ttl_seconds: u64,
+    /// Redis as a second cache level.
+    pub enable_l2_cache: bool,
+    /// Redis URL (`redis://…`); `NANO_L2_CACHE_URL` overrides it.
+    pub l2_cache_url: Option<String>,
+    /// Seconds an L2 entry lives.
+    pub l2_cache_ttl_seconds: u64,
+}
+
+impl Default for CachingConfig {
+    fn default() -> Self {
+        Self {
+            enable_l1_cache: true,
+            l1_cache_size: 1_000,
+            l1_cache_ttl_seconds: 300,
+            enable_l2_cache: false,
+            l2_cache_url: None,
+            l2_cache_ttl_seconds: 3_600,
+        }
+    }
+}
+
+/// `[debug]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Write CPU profiles (builds with `--features profiling`).
+    pub enable_profiling: bool,
+    /// Seconds covered by each profile.
+    pub profile_duration_seconds: u64,
+    /// Where profiles are written.
+    pub profile_dir: PathBuf,
+    /// Log each crypto operation's kind, mode and duration (never keys or content).
+    pub log_crypto_operations: bool,
+    /// Per-mode and per-code histograms in `/metrics`.
+    pub detailed_metrics: bool,
+}
+
+impl Default for DebugConfig {
+    fn default() -> Self {
+        Self {
+            enable_profiling: false,
+            profile_duration_seconds: 60,
+            profile_dir: PathBuf::from("./data/profiles"),
+            log_crypto_operations: false,
+            detailed_metrics: false,
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` or `postgres://…`; `NANO_STORAGE_URL` overrides it.
+    pub url: String,
+    /// Directory for the relay identity key, the SQLite file and generated certificates.
+    pub data_dir: PathBuf,
+    /// Database connections in the pool.
+    pub pool_size: u32,
+    /// Seconds between cleanup passes over acked and expired messages.
+    pub cleanup_interval_seconds: u64,
+    /// Days an undelivered message is kept.
+    pub message_retention_days: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://./data/relay.db".into(),
+            data_dir: PathBuf::from("./data"),
+            pool_size: 8,
+            cleanup_interval_seconds: 60,
+            message_retention_days: 30,
+        }
+    }
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The weakest mode the relay accepts for keys, auth and messages.
+    pub minimum_crypto_mode: CryptoMode,
+    /// Accept `send_message` before authentication (sealed-sender style).
+    pub allow_anonymous_send: bool,
+    /// Frames per second one connection may send (sustained).
+    pub rate_limit_per_connection: u32,
+    /// Frames per second all connections from one address may send (sustained).
+    pub rate_limit_per_address: u32,
+    /// Frames a connection may send in a burst above its rate.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            minimum_crypto_mode: CryptoMode::Classical,
+            allow_anonymous_send: true,
+            rate_limit_per_connection: 1_000,
+            rate_limit_per_address: 5_000,
+            rate_limit_burst: 200,
+        }
+    }
+}
+
+/// `[tls]`. Off by default: plain `ws://` on loopback.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Serve `wss://` on the WebSocket port.
+    pub enabled: bool,
+    /// Generate a self-signed certificate for `localhost` (development).
+    pub self_signed: bool,
+    /// PEM certificate chain (production).
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (production); `NANO_TLS_KEY_PATH` overrides it.
+    pub key_path: Option<PathBuf>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest WebSocket frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest `send_message` payload, in bytes.
+    pub max_message_bytes: usize,
+    /// Most undelivered messages one inbox holds.
+    pub inbox_quota: u64,
+    /// Seconds without traffic (pings answered count) before a connection is closed.
+    pub idle_timeout_seconds: u64,
+    /// Frames queued for one connection before it is disconnected as a slow reader.
+    pub send_queue_depth: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 256 * 1024,
+            max_message_bytes: 128 * 1024,
+            inbox_quota: 10_000,
+            idle_timeout_seconds: 300,
+            send_queue_depth: 256,
+        }
+    }
+}
+
+/// The whole `relay.toml`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[performance]`.
+    pub performance: PerformanceConfig,
+    /// `[memory]`.
+    pub memory: MemoryConfig,
+    /// `[caching]`.
+    pub caching: CachingConfig,
+    /// `[debug]`.
+    pub debug: DebugConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+    /// `[tls]`.
+    pub tls: TlsConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+}
+
+/// Checks `v` lies in `lo..=hi`.
+fn range<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
+    }
+    Ok(())
+}
+
+impl RelayConfig {
+    /// Parses TOML text and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Applies `NANO_STORAGE_URL`, `NANO_L2_CACHE_URL` and `NANO_TLS_KEY_PATH` from `env`, then
+    /// re-validates.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(url) = env("NANO_STORAGE_URL") {
+            self.storage.url = url;
+        }
+        if let Some(url) = env("NANO_L2_CACHE_URL") {
+            self.caching.l2_cache_url = Some(url);
+        }
+        if let Some(p) = env("NANO_TLS_KEY_PATH") {
+            self.tls.key_path = Some(PathBuf::from(p));
+        }
+        self.validate()
+    }
+
+    /// Checks ranges and combinations the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.api_port != 0 && s.api_port == s.websocket_port {
+            return Err(invalid(
+                "server.websocket_port",
+                "must differ from server.api_port",
+            ));
+        }
+        range("server.worker_threads", s.worker_threads, 0, 1024)?;
+        range("server.max_connections", s.max_connections, 1, 1_000_000)?;
+        range(
+            "server.connection_timeout_seconds",
+            s.connection_timeout_seconds,
+            1,
+            3600,
+        )?;
+        range("server.keep_alive_seconds", s.keep_alive_seconds, 1, 86_400)?;
+        range(
+            "server.thread_stack_size",
+            s.thread_stack_size,
+            64 * 1024,
+            64 * 1024 * 1024,
+        )?;
+        if s.thread_name.is_empty() || s.thread_name.len() > 64 {
+            return Err(invalid("server.thread_name", "must be 1 to 64 characters"));
+        }
+        let p = &self.performance;
+        range(
+            "performance.key_cache_size",
+            p.key_cache_size,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "performance.key_cache_ttl_seconds",
+            p.key_cache_ttl_seconds,
+            1,
+            86_400,
+        )?;
+        range(
+            "performance.message_batch_size",
+            p.message_batch_size,
+            1,
+            10_000,
+        )?;
+        range(
+            "performance.message_batch_timeout_ms",
+            p.message_batch_timeout_ms,
+            1,
+            60_000,
+        )?;
+        range(
+            "performance.socket_buffer_size",
+            p.socket_buffer_size,
+            4096,
+            64 * 1024 * 1024,
+        )?;
+        let m = &self.memory;
+        range("memory.key_pool_size", m.key_pool_size, 0, 10_000_000)?;
+        range(
+            "memory.message_pool_size",
+            m.message_pool_size,
+            0,
+            10_000_000,
+        )?;
+        range(
+            "memory.max_locked_memory_mb",
+            m.max_locked_memory_mb,
+            1,
+            65_536,
+        )?;
+        let c = &self.caching;
+        range("caching.l1_cache_size", c.l1_cache_size, 1, 10_000_000)?;
+        range(
+            "caching.l1_cache_ttl_seconds",
+            c.l1_cache_ttl_seconds,
+            1,
+            86_400,
+        )?;
+        range(
+            "caching.l2_cache_ttl_seconds",
+            c.l2_cache_ttl_seconds,
+            1,
+            30 * 86_400,
+        )?;
+        if c.enable_l2_cache {
+            match &c.l2_cache_url {
+                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {}
+                Some(_) => return Err(invalid("caching.l2_cache_url", "must be a redis:// URL")),
+                None => {
+                    return Err(invalid(
+                        "caching.l2_cache_url",
+                        "required when enable_l2_cache = true (or set NANO_L2_CACHE_URL)",
+                    ));
+                }
+            }
+        }
+        range(
+            "debug.profile_duration_seconds",
+            self.debug.profile_duration_seconds,
+            1,
+            86_400,
+        )?;
+        let st = &self.storage;
+        if !(st.url.starts_with("sqlite://")
+            || st.url.starts_with("postgres://")
+            || st.url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "storage.url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        if st.url == "sqlite://" {
+            return Err(invalid("storage.url", "sqlite:// needs a file path"));
+        }
+        range("storage.pool_size", st.pool_size, 1, 1024)?;
+        range(
+            "storage.cleanup_interval_seconds",
+            st.cleanup_interval_seconds,
+            1,
+            86_400,
+        )?;
+        range(
+            "storage.message_retention_days",
+            st.message_retention_days,
+            1,
+            3650,
+        )?;
+        let sec = &self.security;
+        range(
+            "security.rate_limit_per_connection",
+            sec.rate_limit_per_connection,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "security.rate_limit_per_address",
+            sec.rate_limit_per_address,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "security.rate_limit_burst",
+            sec.rate_limit_burst,
+            1,
+            10_000_000,
+        )?;
+        let t = &self.tls;
+        if t.enabled && !t.self_signed && (t.cert_path.is_none() || t.key_path.is_none()) {
+            return Err(invalid(
+                "tls.cert_path",
+                "cert_path and key_path are required unless self_signed = true",
+            ));
+        }
+        let l = &self.limits;
+        range(
+            "limits.max_frame_bytes",
+            l.max_frame_bytes,
+            1024,
+            64 * 1024 * 1024,
+        )?;
+        range(
+            "limits.max_message_bytes",
+            l.max_message_bytes,
+            1,
+            2 * 1024 * 1024,
+        )?;
+        if l.max_message_bytes >= l.max_frame_bytes {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be smaller than limits.max_frame_bytes",
+            ));
+        }
+        range("limits.inbox_quota", l.inbox_quota, 1, 100_000_000)?;
+        range(
+            "limits.idle_timeout_seconds",
+            l.idle_timeout_seconds,
+            5,
+            86_400,
+        )?;
+        range("limits.send_queue_depth", l.send_queue_depth, 1, 1_000_000)?;
+        Ok(())
+    }
+
+    /// The configuration a shipped template describes.
+    pub fn for_environment(env: Environment) -> Result<Self, ConfigError> {
+        Self::from_toml(template(env))
+    }
+}
+
+/// The commented `relay.toml` template for `env` (also shipped as `config/relay.*.toml`).
+pub fn template(env: Environment) -> &'static str {
+    match env {
+        Environment::Development => include_str!("../../../config/relay.development.toml"),
+        Environment::Production => include_str!("../../../config/relay.production.toml"),
+    }
+}
