@@ -4,9 +4,13 @@
 //! config   relay.toml: the guide's [server] [performance] [memory] [caching] [debug] sections
 //!          plus [storage] [security] [tls] [limits]; parsing, validation, environment
 //!          overrides, and the development / production templates
+//! l1_cache   bounded LRU + TTL cache of user bundles (the L1 of L1 → L2 → database)
+//! rate_limit token buckets per connection and per address (bounded LRU of addresses)
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod l1_cache;
+pub mod rate_limit;
 
 pub use config::{ConfigError, Environment, RelayConfig};

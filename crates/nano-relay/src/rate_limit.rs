@@ -1,0 +1,154 @@
+//! Token-bucket rate limits, per connection and per remote address (`[security]`).
+//!
+//! A bucket holds up to `burst` tokens and refills at `rate` tokens per second; each frame takes
+//! one. The per-address table is an LRU bounded by `max_addresses`, so a flood of distinct
+//! addresses cannot grow memory: the least recently seen address is forgotten and starts again
+//! with a full bucket (its connections' own buckets still apply). Time comes from an injected
+//! [`Clock`].
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use lru::LruCache;
+use nano_crypto::Clock;
+
+/// One token bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Duration,
+}
+
+impl TokenBucket {
+    /// A full bucket refilling at `rate` per second up to `burst` (both at least 1).
+    pub fn new(rate: u32, burst: u32, now: Duration) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(rate.max(1)),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Duration) -> bool {
+        let elapsed = now.saturating_sub(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-address buckets, bounded.
+pub struct AddressLimiter<C: Clock> {
+    buckets: LruCache<IpAddr, TokenBucket>,
+    rate: u32,
+    burst: u32,
+    clock: C,
+}
+
+impl<C: Clock> std::fmt::Debug for AddressLimiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressLimiter")
+            .field("addresses", &self.buckets.len())
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .finish()
+    }
+}
+
+impl<C: Clock> AddressLimiter<C> {
+    /// A limiter remembering at most `max_addresses` addresses.
+    pub fn new(rate: u32, burst: u32, max_addresses: usize, clock: C) -> Self {
+        Self {
+            buckets: LruCache::new(NonZeroUsize::new(max_addresses).unwrap_or(NonZeroUsize::MIN)),
+            rate,
+            burst,
+            clock,
+        }
+    }
+
+    /// Whether `addr` may send one more frame now.
+    pub fn allow(&mut self, addr: IpAddr) -> bool {
+        let now = self.clock.now();
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets
+            .get_or_insert_mut(addr, || TokenBucket::new(rate, burst, now))
+            .try_take(now)
+    }
+
+    /// Addresses currently tracked.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no address is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nano_crypto::ManualClock;
+
+    #[test]
+    fn burst_then_refill_at_rate() {
+        let clock = ManualClock::new();
+        let mut b = TokenBucket::new(10, 3, clock.now());
+        assert!((0..3).all(|_| b.try_take(clock.now())));
+        assert!(!b.try_take(clock.now()));
+        clock.advance(Duration::from_millis(99));
+        assert!(!b.try_take(clock.now()));
+        clock.advance(Duration::from_millis(1));
+        assert!(b.try_take(clock.now()));
+        assert!(!b.try_take(clock.now()));
+        // A long pause refills only up to the burst.
+        clock.advance(Duration::from_secs(60));
+        assert_eq!((0..10).filter(|_| b.try_take(clock.now())).count(), 3);
+    }
+
+    #[test]
+    fn zero_settings_mean_one() {
+        let mut b = TokenBucket::new(0, 0, Duration::ZERO);
+        assert!(b.try_take(Duration::ZERO));
+        assert!(!b.try_take(Duration::ZERO));
+        assert!(b.try_take(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn time_going_backwards_never_adds_tokens() {
+        let mut b = TokenBucket::new(1, 1, Duration::from_secs(10));
+        assert!(b.try_take(Duration::from_secs(10)));
+        assert!(!b.try_take(Duration::from_secs(5)));
+        assert!(!b.try_take(Duration::from_secs(10)));
+        assert!(b.try_take(Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn addresses_are_independent_and_bounded() {
+        let clock = ManualClock::new();
+        let mut l = AddressLimiter::new(1, 2, 4, clock.clone());
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "::1".parse().unwrap();
+        assert!(l.allow(a) && l.allow(a));
+        assert!(!l.allow(a));
+        assert!(l.allow(b));
+        for i in 0..100u8 {
+            l.allow(IpAddr::from([10, 0, 0, i]));
+            assert!(l.len() <= 4);
+        }
+        clock.advance(Duration::from_secs(1));
+        assert!(l.allow(b));
+    }
+}
