@@ -4,7 +4,7 @@
 //! frame   = type (1) ‖ fields, in declaration order, nothing after the last
 //! client  = 0x01 auth | 0x02 send_message | 0x03 ack | 0x04 read | 0x05 fetch | 0x06 key_exchange
 //! relay   = 0x81 challenge | 0x82 auth_ok | 0x83 message | 0x84 sent | 0x85 key_exchange
-//!           | 0x86 key_exchange_ok | 0x87 error
+//!           | 0x86 key_exchange_ok | 0x87 error | 0x88 fetched
 //! name    = len (1) ‖ UTF-8              usernames, relay id, error code
 //! text    = len (4, BE) ‖ UTF-8          message payloads, error messages
 //! bytes   = len (2, BE) ‖ bytes          keys, signatures, nonces, ciphertexts
@@ -183,8 +183,9 @@ fn error_code(s: &str) -> Result<ErrorCode, ProtoError> {
 }
 
 impl ClientFrame {
-    /// The binary form.
-    pub fn to_binary(&self) -> Vec<u8> {
+    /// The binary form of a valid frame (validation bounds every length the format stores).
+    pub fn to_binary(&self) -> Result<Vec<u8>, ProtoError> {
+        self.validate()?;
         let mut w = W(Vec::new());
         match self {
             Self::Auth {
@@ -233,7 +234,7 @@ impl ClientFrame {
                 w.opt(ciphertext.as_ref(), W::bytes);
             }
         }
-        w.0
+        Ok(w.0)
     }
 
     /// Parses and validates a binary frame.
@@ -271,8 +272,9 @@ impl ClientFrame {
 }
 
 impl RelayFrame {
-    /// The binary form.
-    pub fn to_binary(&self) -> Vec<u8> {
+    /// The binary form of a valid frame (validation bounds every length the format stores).
+    pub fn to_binary(&self) -> Result<Vec<u8>, ProtoError> {
+        self.validate()?;
         let mut w = W(Vec::new());
         match self {
             Self::Challenge { nonce, relay_id } => {
@@ -311,14 +313,24 @@ impl RelayFrame {
                 key_id,
                 public_key,
                 signature,
-                expires_in_s,
+                expires_at_ms,
             } => {
                 w.u8(0x85);
                 w.mode(*crypto_mode);
                 w.u64(*key_id);
                 w.bytes(public_key);
                 w.bytes(signature);
-                w.u64(*expires_in_s);
+                w.u64(*expires_at_ms);
+            }
+            Self::Fetched {
+                count,
+                last_seq,
+                more,
+            } => {
+                w.u8(0x88);
+                w.u32(*count);
+                w.opt(last_seq.as_ref(), |w, v| w.u64(*v));
+                w.u8(u8::from(*more));
             }
             Self::KeyExchangeOk {
                 key_id,
@@ -335,7 +347,7 @@ impl RelayFrame {
                 w.opt(id.as_ref(), W::id);
             }
         }
-        w.0
+        Ok(w.0)
     }
 
     /// Parses and validates a binary frame.
@@ -367,7 +379,12 @@ impl RelayFrame {
                 key_id: r.u64()?,
                 public_key: r.bytes()?,
                 signature: r.bytes()?,
-                expires_in_s: r.u64()?,
+                expires_at_ms: r.u64()?,
+            },
+            0x88 => Self::Fetched {
+                count: r.u32()?,
+                last_seq: r.opt(R::u64)?,
+                more: r.bool()?,
             },
             0x86 => Self::KeyExchangeOk {
                 key_id: r.u64()?,

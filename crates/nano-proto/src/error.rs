@@ -126,6 +126,9 @@ impl ProtoError {
             Self::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             Self::Crypto(nano_crypto::CryptoError::ModeNotAllowed { .. })
             | Self::Crypto(nano_crypto::CryptoError::NoCommonMode) => ErrorCode::ModeNotAllowed,
+            // Our own failures, not the peer's.
+            Self::Crypto(nano_crypto::CryptoError::Rng)
+            | Self::Crypto(nano_crypto::CryptoError::Internal(_)) => ErrorCode::Internal,
             Self::Crypto(_) => ErrorCode::InvalidKey,
         }
     }

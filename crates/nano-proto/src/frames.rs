@@ -2,7 +2,7 @@
 //!
 //! Client → relay: `auth`, `send_message`, `ack`, `read`, `fetch`, `key_exchange`.
 //! Relay → client: `challenge`, `auth_ok`, `message`, `sent`, `key_exchange`,
-//! `key_exchange_ok`, `error`. The guide's frames parse exactly as written, e.g.
+//! `fetched`, `key_exchange_ok`, `error`. The guide's frames parse exactly as written, e.g.
 //! `{"type":"send_message","recipient":"user_42","message":"…","crypto_mode":"hybrid"}` and
 //! `{"type":"key_exchange","crypto_mode":"hybrid"}`. Unknown fields are rejected, so a typo is
 //! an error rather than a silently ignored option.
@@ -122,10 +122,21 @@ pub enum RelayFrame {
         key_id: u64,
         /// The KEM public key (raw encoding of the mode).
         public_key: Bytes,
-        /// Relay signature (context `relay-key-exchange`) over key_id ‖ public key.
+        /// Relay signature (context `relay-key-exchange`) over
+        /// [`crate::signed::key_exchange_content`].
         signature: Bytes,
-        /// Seconds the key remains valid.
-        expires_in_s: u64,
+        /// When the key stops being served, milliseconds since the Unix epoch (signed).
+        expires_at_ms: u64,
+    },
+    /// The end of one page of inbox messages (after `auth` and after each `fetch`).
+    Fetched {
+        /// Messages in this page.
+        count: u32,
+        /// The last page message's sequence number (for the next `fetch`'s `after`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
+        /// Whether more messages are waiting.
+        more: bool,
     },
     /// The exchange completed: both sides hold the channel key.
     KeyExchangeOk {
@@ -154,15 +165,25 @@ const CLIENT_TYPES: [&str; 6] = [
     "fetch",
     "key_exchange",
 ];
-const RELAY_TYPES: [&str; 7] = [
+const RELAY_TYPES: [&str; 8] = [
     "challenge",
     "auth_ok",
     "message",
     "sent",
     "key_exchange",
+    "fetched",
     "key_exchange_ok",
     "error",
 ];
+
+/// Largest `fetch` page.
+pub const MAX_FETCH_LIMIT: u32 = 500;
+/// Largest integer a JavaScript client reads exactly (2^53 − 1): the bound on `key_id`.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+/// Longest `error` message, in bytes.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// Challenge nonce length.
+pub const NONCE_LEN: usize = 32;
 
 #[derive(Deserialize)]
 struct TypeProbe {
@@ -184,7 +205,13 @@ fn classify(text: &str, err: &serde_json::Error, known: &[&str]) -> ProtoError {
         Ok(TypeProbe { ty: None }) => ProtoError::field("type", "missing"),
         Ok(TypeProbe {
             ty: Some(serde_json::Value::String(t)),
-        }) if !known.contains(&t.as_str()) => ProtoError::UnknownType(t.chars().take(32).collect()),
+        }) if !known.contains(&t.as_str()) => {
+            // Named back only when it looks like a type name: never control characters or
+            // arbitrary peer text in errors and logs.
+            let plain =
+                (1..=32).contains(&t.len()) && t.bytes().all(|b| matches!(b, b'a'..=b'z' | b'_'));
+            ProtoError::UnknownType(if plain { t } else { "(not a type name)".into() })
+        }
         Ok(TypeProbe {
             ty: Some(serde_json::Value::String(_)),
         }) => ProtoError::field(
@@ -201,6 +228,20 @@ fn classify(text: &str, err: &serde_json::Error, known: &[&str]) -> ProtoError {
 fn check_ids(ids: &[MessageId]) -> Result<(), ProtoError> {
     if ids.is_empty() || ids.len() > MAX_IDS_PER_FRAME {
         return Err(ProtoError::field("ids", "must list 1 to 1024 message ids"));
+    }
+    Ok(())
+}
+
+fn check_bytes(field: &'static str, b: &Bytes) -> Result<(), ProtoError> {
+    if b.as_slice().len() > crate::MAX_FIELD_BYTES {
+        return Err(ProtoError::field(field, "longer than the field limit"));
+    }
+    Ok(())
+}
+
+fn check_key_id(id: u64) -> Result<(), ProtoError> {
+    if id > MAX_SAFE_INTEGER {
+        return Err(ProtoError::field("key_id", "must be at most 2^53 - 1"));
     }
     Ok(())
 }
@@ -233,13 +274,24 @@ impl ClientFrame {
         match self {
             Self::SendMessage { message, .. } => check_message(message),
             Self::Ack { ids } | Self::Read { ids } => check_ids(ids),
-            Self::Fetch { limit: Some(0), .. } => Err(ProtoError::field("limit", "must be ≥ 1")),
+            Self::Fetch { limit: Some(l), .. } if *l == 0 || *l > MAX_FETCH_LIMIT => {
+                Err(ProtoError::field("limit", "must be 1 to 500"))
+            }
             Self::KeyExchange {
                 key_id, ciphertext, ..
-            } if key_id.is_some() != ciphertext.is_some() => Err(ProtoError::field(
-                "ciphertext",
-                "key_id and ciphertext go together",
-            )),
+            } => {
+                if key_id.is_some() != ciphertext.is_some() {
+                    return Err(ProtoError::field(
+                        "ciphertext",
+                        "key_id and ciphertext go together",
+                    ));
+                }
+                check_key_id(key_id.unwrap_or(0))?;
+                ciphertext
+                    .as_ref()
+                    .map_or(Ok(()), |c| check_bytes("ciphertext", c))
+            }
+            Self::Auth { signature, .. } => check_bytes("signature", signature),
             _ => Ok(()),
         }
     }
@@ -251,10 +303,10 @@ impl ClientFrame {
         Ok(f)
     }
 
-    /// The JSON text form.
-    pub fn to_json(&self) -> String {
-        // Serializing these types cannot fail: every field is a string, number, bool or list.
-        serde_json::to_string(self).unwrap_or_default()
+    /// The JSON text form of a valid frame.
+    pub fn to_json(&self) -> Result<String, ProtoError> {
+        self.validate()?;
+        serde_json::to_string(self).map_err(|e| ProtoError::Malformed(e.to_string()))
     }
 }
 
@@ -267,24 +319,65 @@ impl RelayFrame {
             Self::Message { .. } => "message",
             Self::Sent { .. } => "sent",
             Self::KeyExchange { .. } => "key_exchange",
+            Self::Fetched { .. } => "fetched",
             Self::KeyExchangeOk { .. } => "key_exchange_ok",
             Self::Error { .. } => "error",
         }
     }
 
-    /// An `error` frame for `err`.
+    /// An `error` frame for `err` (its message cut to the limit at a character boundary).
     pub fn error(err: &ProtoError, id: Option<MessageId>) -> Self {
+        let mut message = err.to_string();
+        while message.len() > MAX_ERROR_MESSAGE_BYTES {
+            message.pop();
+        }
         Self::Error {
             code: err.code(),
-            message: err.to_string(),
+            message,
             id,
         }
     }
 
-    /// Checks size rules.
+    /// Checks size and format rules (the same for both encodings).
     pub fn validate(&self) -> Result<(), ProtoError> {
         match self {
             Self::Message { message, .. } => check_message(message),
+            Self::Challenge { nonce, relay_id } => {
+                if nonce.as_slice().len() != NONCE_LEN {
+                    return Err(ProtoError::field("nonce", "must be 32 bytes"));
+                }
+                if relay_id.len() != 64
+                    || !relay_id
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                {
+                    return Err(ProtoError::field(
+                        "relay_id",
+                        "must be 64 lowercase hex digits",
+                    ));
+                }
+                Ok(())
+            }
+            Self::KeyExchange {
+                key_id,
+                public_key,
+                signature,
+                ..
+            } => {
+                check_key_id(*key_id)?;
+                check_bytes("public_key", public_key)?;
+                check_bytes("signature", signature)
+            }
+            Self::KeyExchangeOk {
+                key_id,
+                confirmation,
+            } => {
+                check_key_id(*key_id)?;
+                check_bytes("confirmation", confirmation)
+            }
+            Self::Error { message, .. } if message.len() > MAX_ERROR_MESSAGE_BYTES => {
+                Err(ProtoError::field("message", "longer than 1024 bytes"))
+            }
             _ => Ok(()),
         }
     }
@@ -296,8 +389,9 @@ impl RelayFrame {
         Ok(f)
     }
 
-    /// The JSON text form.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    /// The JSON text form of a valid frame.
+    pub fn to_json(&self) -> Result<String, ProtoError> {
+        self.validate()?;
+        serde_json::to_string(self).map_err(|e| ProtoError::Malformed(e.to_string()))
     }
 }

@@ -4,6 +4,7 @@
 //! types     Username, MessageId, Bytes (base64 in JSON): validated on construction
 //! frames    ClientFrame / RelayFrame: the WebSocket messages, JSON text form
 //! binary    the compact binary form of the same frames
+//! signed    the exact bytes of every signed statement (claims, rotation, auth, key exchange)
 //! rest      bodies of the HTTP API (registration, lookup, rotation, relay info, errors)
 //! error     ProtoError and ErrorCode: every failure's stable wire code, in one place
 //! ```
@@ -17,6 +18,7 @@ pub mod binary;
 pub mod error;
 pub mod frames;
 pub mod rest;
+pub mod signed;
 pub mod types;
 
 pub use error::{ErrorCode, ProtoError};

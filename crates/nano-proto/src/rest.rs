@@ -27,7 +27,7 @@ pub struct RegisterRequest {
 }
 
 /// `PUT /v1/users/{name}/keys`: replace the bundle. Signed with the *current* bundle's key for
-/// `crypto_mode` (context `key-rotation`) over the claim of the new bundle.
+/// `crypto_mode` (context `key-rotation`) over [`rotation_content`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeysRequest {
@@ -91,17 +91,7 @@ impl From<&ProtoError> for ErrorBody {
     }
 }
 
-/// The signed content of a claim: `"nano-messenger/v1 claim" ‖ len(username) (1) ‖ username ‖
-/// bundle fingerprint (32)`.
-pub fn claim_content(username: &Username, bundle: &PublicBundle) -> Vec<u8> {
-    let name = username.as_str().as_bytes();
-    let mut out = Vec::with_capacity(23 + 1 + name.len() + 32);
-    out.extend_from_slice(b"nano-messenger/v1 claim");
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-    out.extend_from_slice(&bundle.fingerprint().0);
-    out
-}
+pub use crate::signed::{claim_content, rotation_content};
 
 fn decode_bundle(b: &Bytes) -> Result<PublicBundle, ProtoError> {
     Ok(PublicBundle::from_bytes(b.as_slice())?)

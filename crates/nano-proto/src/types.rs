@@ -85,10 +85,10 @@ impl MessageId {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Parses 32 hex digits (either case).
+    /// Parses exactly 32 lowercase hex digits (the one canonical form).
     pub fn from_hex(s: &str) -> Result<Self, ProtoError> {
-        if s.len() != 32 || !s.is_ascii() {
-            return Err(ProtoError::field("id", "must be 32 hex digits"));
+        if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ProtoError::field("id", "must be 32 lowercase hex digits"));
         }
         let mut out = [0u8; 16];
         for (i, o) in out.iter_mut().enumerate() {
@@ -146,9 +146,13 @@ impl Bytes {
         if s.len() > crate::MAX_FIELD_BYTES.div_ceil(3) * 4 {
             return Err(ProtoError::field("bytes", "longer than the field limit"));
         }
-        B64.decode(s)
-            .map(Self)
-            .map_err(|_| ProtoError::field("bytes", "not valid base64"))
+        let v = B64
+            .decode(s)
+            .map_err(|_| ProtoError::field("bytes", "not valid base64"))?;
+        if v.len() > crate::MAX_FIELD_BYTES {
+            return Err(ProtoError::field("bytes", "longer than the field limit"));
+        }
+        Ok(Self(v))
     }
 }
 
@@ -209,10 +213,11 @@ mod tests {
     fn message_ids() {
         let id = MessageId([0xab; 16]);
         assert_eq!(MessageId::from_hex(&id.to_hex()), Ok(id));
-        assert_eq!(MessageId::from_hex(&id.to_hex().to_uppercase()), Ok(id));
+        assert!(MessageId::from_hex(&id.to_hex().to_uppercase()).is_err());
         for bad in [
             "",
             "ab",
+            "+a+a+a+a+a+a+a+a+a+a+a+a+a+a+a+a",
             &"g".repeat(32),
             &"a".repeat(33),
             "ééééééééééééééééé",

@@ -77,6 +77,9 @@ fn hostile_json_gets_stable_codes() {
         (many_ids, ErrorCode::InvalidField),
         (r#"{"type":"ack","ids":"all"}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"fetch","limit":0}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"fetch","limit":501}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"key_exchange","crypto_mode":"hybrid","key_id":9007199254740992,"ciphertext":""}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"ack","ids":["ABABABABABABABABABABABABABABABAB"]}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"fetch","limit":-1}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"fetch","after":18446744073709551616}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"key_exchange","crypto_mode":"hybrid","key_id":1}"#.into(), ErrorCode::InvalidField),
@@ -106,6 +109,35 @@ fn error_messages_do_not_echo_content() {
 }
 
 #[test]
+fn invalid_frames_cannot_be_encoded() {
+    let too_long = RelayFrame::Challenge {
+        nonce: Bytes(vec![0; 31]),
+        relay_id: "ab".repeat(32),
+    };
+    assert_eq!(
+        too_long.to_binary().unwrap_err().code(),
+        ErrorCode::InvalidField
+    );
+    assert!(too_long.to_json().is_err());
+    let bad_id = RelayFrame::Challenge {
+        nonce: Bytes(vec![0; 32]),
+        relay_id: "x".repeat(300),
+    };
+    assert!(bad_id.to_binary().is_err());
+    let huge = Bytes(vec![0; nano_proto::MAX_FIELD_BYTES + 1]);
+    let f = ClientFrame::Auth {
+        username: user("a"),
+        crypto_mode: CryptoMode::Hybrid,
+        signature: huge,
+    };
+    assert!(f.to_binary().is_err() && f.to_json().is_err());
+    // Error frames built from any error fit the limit.
+    let long = nano_proto::ProtoError::Malformed("é".repeat(4000));
+    let e = RelayFrame::error(&long, None);
+    assert!(e.to_binary().is_ok());
+}
+
+#[test]
 fn hostile_binary_gets_stable_codes() {
     let good = ClientFrame::SendMessage {
         recipient: user("bob"),
@@ -113,7 +145,8 @@ fn hostile_binary_gets_stable_codes() {
         crypto_mode: CryptoMode::Quantum,
         id: Some(MessageId([7; 16])),
     }
-    .to_binary();
+    .to_binary()
+    .unwrap();
     for n in 0..good.len() {
         assert!(ClientFrame::from_binary(&good[..n]).is_err(), "prefix {n}");
     }
@@ -209,10 +242,13 @@ fn any_client() -> impl Strategy<Value = ClientFrame> {
             ),
         prop::collection::vec(any_id(), 1..20).prop_map(|ids| ClientFrame::Ack { ids }),
         prop::collection::vec(any_id(), 1..20).prop_map(|ids| ClientFrame::Read { ids }),
-        (prop::option::of(any::<u64>()), prop::option::of(1u32..))
+        (prop::option::of(any::<u64>()), prop::option::of(1u32..=500))
             .prop_map(|(after, limit)| ClientFrame::Fetch { after, limit }),
-        (any_mode(), prop::option::of((any::<u64>(), any_bytes()))).prop_map(
-            |(crypto_mode, kc)| {
+        (
+            any_mode(),
+            prop::option::of((0..=nano_proto::frames::MAX_SAFE_INTEGER, any_bytes()))
+        )
+            .prop_map(|(crypto_mode, kc)| {
                 let (key_id, ciphertext) = match kc {
                     Some((k, c)) => (Some(k), Some(c)),
                     None => (None, None),
@@ -222,14 +258,16 @@ fn any_client() -> impl Strategy<Value = ClientFrame> {
                     key_id,
                     ciphertext,
                 }
-            }
-        ),
+            }),
     ]
 }
 
 fn any_relay() -> impl Strategy<Value = RelayFrame> {
     prop_oneof![
-        (any_bytes(), "[0-9a-f]{64}")
+        (
+            any::<[u8; 32]>().prop_map(|n| Bytes(n.to_vec())),
+            "[0-9a-f]{64}"
+        )
             .prop_map(|(nonce, relay_id)| RelayFrame::Challenge { nonce, relay_id }),
         (any_user(), any::<u64>())
             .prop_map(|(username, pending)| RelayFrame::AuthOk { username, pending }),
@@ -254,26 +292,37 @@ fn any_relay() -> impl Strategy<Value = RelayFrame> {
         (any_id(), any::<bool>()).prop_map(|(id, duplicate)| RelayFrame::Sent { id, duplicate }),
         (
             any_mode(),
-            any::<u64>(),
+            0..=nano_proto::frames::MAX_SAFE_INTEGER,
             any_bytes(),
             any_bytes(),
             any::<u64>()
         )
             .prop_map(
-                |(crypto_mode, key_id, public_key, signature, expires_in_s)| {
+                |(crypto_mode, key_id, public_key, signature, expires_at_ms)| {
                     RelayFrame::KeyExchange {
                         crypto_mode,
                         key_id,
                         public_key,
                         signature,
-                        expires_in_s,
+                        expires_at_ms,
                     }
                 }
             ),
-        (any::<u64>(), any_bytes()).prop_map(|(key_id, confirmation)| RelayFrame::KeyExchangeOk {
-            key_id,
-            confirmation
-        }),
+        (prop::option::of(any::<u64>()), any::<u32>(), any::<bool>()).prop_map(
+            |(last_seq, count, more)| {
+                RelayFrame::Fetched {
+                    count,
+                    last_seq,
+                    more,
+                }
+            }
+        ),
+        (0..=nano_proto::frames::MAX_SAFE_INTEGER, any_bytes()).prop_map(
+            |(key_id, confirmation)| RelayFrame::KeyExchangeOk {
+                key_id,
+                confirmation
+            }
+        ),
         (
             prop::sample::select(vec![
                 ErrorCode::InvalidField,
@@ -290,14 +339,14 @@ fn any_relay() -> impl Strategy<Value = RelayFrame> {
 proptest! {
     #[test]
     fn client_frames_round_trip_in_both_forms(f in any_client()) {
-        prop_assert_eq!(ClientFrame::from_json(&f.to_json()).unwrap(), f.clone());
-        prop_assert_eq!(ClientFrame::from_binary(&f.to_binary()).unwrap(), f);
+        prop_assert_eq!(ClientFrame::from_json(&f.to_json().unwrap()).unwrap(), f.clone());
+        prop_assert_eq!(ClientFrame::from_binary(&f.to_binary().unwrap()).unwrap(), f);
     }
 
     #[test]
     fn relay_frames_round_trip_in_both_forms(f in any_relay()) {
-        prop_assert_eq!(RelayFrame::from_json(&f.to_json()).unwrap(), f.clone());
-        prop_assert_eq!(RelayFrame::from_binary(&f.to_binary()).unwrap(), f);
+        prop_assert_eq!(RelayFrame::from_json(&f.to_json().unwrap()).unwrap(), f.clone());
+        prop_assert_eq!(RelayFrame::from_binary(&f.to_binary().unwrap()).unwrap(), f);
     }
 
     #[test]

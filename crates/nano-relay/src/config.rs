@@ -353,25 +353,48 @@ fn range<T: PartialOrd + std::fmt::Display>(
 }
 
 impl RelayConfig {
+    /// Parses TOML text (unknown keys and wrong types are errors) without range checks.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
     /// Parses TOML text and validates it.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg = Self::parse(text)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Reads, parses and validates a file.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+    fn read(path: &std::path::Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
-        })?;
-        Self::from_toml(&text)
+        })
     }
 
-    /// Applies `NANO_STORAGE_URL`, `NANO_L2_CACHE_URL` and `NANO_TLS_KEY_PATH` from `env`, then
-    /// re-validates.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    /// Reads, parses and validates a file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::from_toml(&Self::read(path)?)
+    }
+
+    /// What the relay runs with: the file (or the defaults without one), then the environment
+    /// overrides, then one validation of the result.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => Self::parse(&Self::read(p)?)?,
+            None => Self::default(),
+        };
+        cfg.apply_env(env);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies `NANO_STORAGE_URL`, `NANO_L2_CACHE_URL` and `NANO_TLS_KEY_PATH` from `env`. Call
+    /// [`RelayConfig::validate`] afterwards (as [`RelayConfig::load`] does).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
         if let Some(url) = env("NANO_STORAGE_URL") {
             self.storage.url = url;
         }
@@ -381,7 +404,6 @@ impl RelayConfig {
         if let Some(p) = env("NANO_TLS_KEY_PATH") {
             self.tls.key_path = Some(PathBuf::from(p));
         }
-        self.validate()
     }
 
     /// Checks ranges and combinations the types alone cannot express.
@@ -408,8 +430,14 @@ impl RelayConfig {
             64 * 1024,
             64 * 1024 * 1024,
         )?;
-        if s.thread_name.is_empty() || s.thread_name.len() > 64 {
-            return Err(invalid("server.thread_name", "must be 1 to 64 characters"));
+        if s.thread_name.is_empty()
+            || s.thread_name.len() > 64
+            || s.thread_name.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "server.thread_name",
+                "must be 1 to 64 printable characters",
+            ));
         }
         let p = &self.performance;
         range(
@@ -458,11 +486,13 @@ impl RelayConfig {
         )?;
         let c = &self.caching;
         range("caching.l1_cache_size", c.l1_cache_size, 1, 10_000_000)?;
+        // Other relays' L1 caches learn of a key rotation only through pub/sub; a short TTL
+        // bounds how long a rotated-away key could be served if a notice is lost.
         range(
             "caching.l1_cache_ttl_seconds",
             c.l1_cache_ttl_seconds,
             1,
-            86_400,
+            600,
         )?;
         range(
             "caching.l2_cache_ttl_seconds",
@@ -534,6 +564,19 @@ impl RelayConfig {
             10_000_000,
         )?;
         let t = &self.tls;
+        let files = t.cert_path.is_some() || t.key_path.is_some();
+        if !t.enabled && (t.self_signed || files) {
+            return Err(invalid(
+                "tls.enabled",
+                "self_signed, cert_path and key_path need enabled = true",
+            ));
+        }
+        if t.self_signed && files {
+            return Err(invalid(
+                "tls.self_signed",
+                "choose either self_signed = true or cert_path and key_path",
+            ));
+        }
         if t.enabled && !t.self_signed && (t.cert_path.is_none() || t.key_path.is_none()) {
             return Err(invalid(
                 "tls.cert_path",
@@ -541,11 +584,13 @@ impl RelayConfig {
             ));
         }
         let l = &self.limits;
+        // A frame must fit the largest auth signature (a quantum one is ~6.2 KiB in base64) and
+        // a whole message with its fields; a frame is parsed in memory, so it stays small.
         range(
             "limits.max_frame_bytes",
             l.max_frame_bytes,
-            1024,
-            64 * 1024 * 1024,
+            16 * 1024,
+            4 * 1024 * 1024,
         )?;
         range(
             "limits.max_message_bytes",
@@ -553,10 +598,10 @@ impl RelayConfig {
             1,
             2 * 1024 * 1024,
         )?;
-        if l.max_message_bytes >= l.max_frame_bytes {
+        if l.max_message_bytes + 16 * 1024 > l.max_frame_bytes {
             return Err(invalid(
                 "limits.max_message_bytes",
-                "must be smaller than limits.max_frame_bytes",
+                "must be at least 16 KiB smaller than limits.max_frame_bytes",
             ));
         }
         range("limits.inbox_quota", l.inbox_quota, 1, 100_000_000)?;

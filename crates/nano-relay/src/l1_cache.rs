@@ -3,6 +3,11 @@
 //!
 //! Lookups go L1 → L2 (Redis) → database; a key rotation removes the user from every level.
 //! An expired entry is never returned; it is dropped when next looked up or evicted for room.
+//!
+//! A load races a rotation: the loader reads the old bundle, the rotation invalidates, then the
+//! loader would cache the old bundle again. So a loader takes a [`LoadTicket`] *before* reading
+//! the lower level, and [`TtlCache::insert_loaded`] discards the value if any invalidation
+//! happened since.
 
 use std::hash::Hash;
 use std::num::NonZeroUsize;
@@ -22,9 +27,14 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
+/// Taken before reading a lower cache level; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadTicket(u64);
+
 /// A bounded LRU whose entries expire `ttl` after insertion.
 pub struct TtlCache<K: Hash + Eq, V, C: Clock> {
     map: LruCache<K, (V, Duration)>,
+    generation: u64,
     ttl: Duration,
     clock: C,
     stats: CacheStats,
@@ -45,6 +55,7 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
     pub fn new(capacity: usize, ttl: Duration, clock: C) -> Self {
         Self {
             map: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
+            generation: 0,
             ttl,
             clock,
             stats: CacheStats::default(),
@@ -72,7 +83,23 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
         }
     }
 
-    /// Stores `value` for `key`, evicting the least recently used entry when full.
+    /// A ticket for a load about to read a lower level.
+    pub fn begin_load(&self) -> LoadTicket {
+        LoadTicket(self.generation)
+    }
+
+    /// Caches a loaded value unless an invalidation happened since `ticket` was taken. Returns
+    /// whether it was cached.
+    pub fn insert_loaded(&mut self, key: K, value: V, ticket: LoadTicket) -> bool {
+        if ticket.0 != self.generation {
+            return false;
+        }
+        self.insert(key, value);
+        true
+    }
+
+    /// Stores `value` for `key` (a value the caller itself just wrote below, e.g. a new
+    /// registration), evicting the least recently used entry when full.
     pub fn insert(&mut self, key: K, value: V) {
         let now = self.clock.now();
         let replaced_same_key = self.map.contains(&key);
@@ -81,8 +108,9 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
         }
     }
 
-    /// Removes `key` (key rotation).
+    /// Removes `key` (key rotation) and voids every load in flight.
     pub fn invalidate(&mut self, key: &K) {
+        self.generation = self.generation.wrapping_add(1);
         if self.map.pop(key).is_some() {
             self.stats.evictions += 1;
         }
@@ -154,6 +182,19 @@ mod tests {
         c.invalidate(&"a");
         assert_eq!(c.get(&"a"), None);
         assert_eq!(c.stats().evictions, 2);
+    }
+
+    #[test]
+    fn a_load_racing_an_invalidation_is_discarded() {
+        let (mut c, _) = cache(4);
+        c.insert("alice", 1);
+        let ticket = c.begin_load();
+        c.invalidate(&"alice"); // the rotation lands while the loader reads the database
+        assert!(!c.insert_loaded("alice", 1, ticket));
+        assert_eq!(c.get(&"alice"), None);
+        let fresh = c.begin_load();
+        assert!(c.insert_loaded("alice", 2, fresh));
+        assert_eq!(c.get(&"alice"), Some(2));
     }
 
     #[test]

@@ -77,8 +77,10 @@ impl<C: Clock> AddressLimiter<C> {
         }
     }
 
-    /// Whether `addr` may send one more frame now.
+    /// Whether `addr` may send one more frame now. IPv6 addresses count per /64 (one host
+    /// usually owns a whole /64); IPv4-mapped IPv6 addresses count as their IPv4 address.
     pub fn allow(&mut self, addr: IpAddr) -> bool {
+        let addr = limit_key(addr);
         let now = self.clock.now();
         let (rate, burst) = (self.rate, self.burst);
         self.buckets
@@ -94,6 +96,17 @@ impl<C: Clock> AddressLimiter<C> {
     /// Whether no address is tracked.
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
+    }
+}
+
+/// The address a limit applies to.
+fn limit_key(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -150,5 +163,15 @@ mod tests {
         }
         clock.advance(Duration::from_secs(1));
         assert!(l.allow(b));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let mut l = AddressLimiter::new(1, 1, 16, ManualClock::new());
+        assert!(l.allow("2001:db8::1".parse().unwrap()));
+        assert!(!l.allow("2001:db8::ffff:2".parse().unwrap()));
+        assert!(l.allow("2001:db8:0:1::1".parse().unwrap()));
+        assert!(l.allow("192.0.2.1".parse().unwrap()));
+        assert!(!l.allow("::ffff:192.0.2.1".parse().unwrap()));
     }
 }

@@ -187,6 +187,27 @@ fn bad_values_name_the_key() {
         ),
         ("[server]\nthread_name = \"\"\n", "server.thread_name"),
         (
+            "[server]\nthread_name = \"a\\u0000b\"\n",
+            "server.thread_name",
+        ),
+        (
+            "[caching]\nl1_cache_ttl_seconds = 3600\n",
+            "caching.l1_cache_ttl_seconds",
+        ),
+        ("[tls]\nself_signed = true\n", "tls.enabled"),
+        (
+            "[tls]\nenabled = true\nself_signed = true\ncert_path = \"c.pem\"\n",
+            "tls.self_signed",
+        ),
+        (
+            "[limits]\nmax_frame_bytes = 8192\n",
+            "limits.max_frame_bytes",
+        ),
+        (
+            "[limits]\nmax_frame_bytes = 100000000\n",
+            "limits.max_frame_bytes",
+        ),
+        (
             "[performance]\nmessage_batch_size = 0\n",
             "performance.message_batch_size",
         ),
@@ -235,16 +256,25 @@ fn bad_values_name_the_key() {
 
 #[test]
 fn environment_supplies_secrets_and_urls() {
-    let mut c = RelayConfig::from_toml("[caching]\nenable_l2_cache = false\n").unwrap();
-    c.caching.enable_l2_cache = true;
-    assert!(c.validate().is_err());
+    let dir = std::env::temp_dir().join(format!("nano-relay-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("relay.toml");
+    std::fs::write(
+        &path,
+        "[caching]\nenable_l2_cache = true\n[tls]\nenabled = true\ncert_path = \"c.pem\"\n",
+    )
+    .unwrap();
+    // Without the environment the file is incomplete; with it, it loads.
+    assert!(RelayConfig::load(Some(&path), |_| None).is_err());
     let env = |k: &str| match k {
         "NANO_STORAGE_URL" => Some("postgres://postgres@127.0.0.1:5432/test".to_owned()),
         "NANO_L2_CACHE_URL" => Some("redis://127.0.0.1:6379".to_owned()),
         "NANO_TLS_KEY_PATH" => Some("/run/secrets/key.pem".to_owned()),
         _ => None,
     };
-    c.apply_env(env).unwrap();
+    let c = RelayConfig::load(Some(&path), env).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(c.caching.enable_l2_cache);
     assert_eq!(c.storage.url, "postgres://postgres@127.0.0.1:5432/test");
     assert_eq!(
         c.caching.l2_cache_url.as_deref(),
@@ -255,10 +285,19 @@ fn environment_supplies_secrets_and_urls() {
         Some(std::path::Path::new("/run/secrets/key.pem"))
     );
     // A bad value from the environment is refused like one from the file.
-    let mut c = RelayConfig::default();
-    assert!(
-        c.apply_env(|k| (k == "NANO_STORAGE_URL").then(|| "ftp://x".to_owned()))
-            .is_err()
+    let e = RelayConfig::load(None, |k| {
+        (k == "NANO_STORAGE_URL").then(|| "ftp://x".to_owned())
+    });
+    assert!(matches!(
+        e,
+        Err(ConfigError::Invalid {
+            key: "storage.url",
+            ..
+        })
+    ));
+    assert_eq!(
+        RelayConfig::load(None, |_| None).unwrap(),
+        RelayConfig::default()
     );
     // A missing file is a clear error.
     let e = RelayConfig::from_file(std::path::Path::new("/nonexistent/relay.toml")).unwrap_err();
