@@ -5,6 +5,8 @@
 //!          plus [storage] [security] [tls] [limits]; parsing, validation, environment
 //!          overrides, and the development / production templates
 //! l1_cache   bounded LRU + TTL cache of user bundles (the L1 of L1 → L2 → database)
+//! storage    one synchronous Storage trait (users, messages, migrations) and its SQLite
+//!            backend (WAL); the guide's four message indexes
 //! rate_limit token buckets per connection and per address (bounded LRU of addresses)
 //! ```
 #![forbid(unsafe_code)]
@@ -12,5 +14,6 @@
 pub mod config;
 pub mod l1_cache;
 pub mod rate_limit;
+pub mod storage;
 
 pub use config::{ConfigError, Environment, RelayConfig};

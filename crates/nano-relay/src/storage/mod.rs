@@ -1,0 +1,149 @@
+//! Durable storage: one trait, two backends (embedded SQLite; PostgreSQL in production).
+//!
+//! The trait is synchronous on purpose: it is driven by the batch writer and by blocking tasks,
+//! never from the socket I/O workers, and each call is one short transaction. Message rows carry
+//! only what the relay may know: recipient, sender (absent for anonymous sends), mode, time and
+//! the opaque payload.
+
+pub mod schema;
+pub mod sqlite;
+
+use nano_crypto::CryptoMode;
+
+/// Why a storage call failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The username is registered already.
+    #[error("username is taken")]
+    NameTaken,
+    /// The user does not exist.
+    #[error("no such user")]
+    NotFound,
+    /// The stored bundle changed since it was read (a concurrent rotation).
+    #[error("the key bundle changed concurrently")]
+    Conflict,
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Backend(String),
+    /// The schema is newer than this build understands.
+    #[error("database schema version {found} is newer than supported {supported}")]
+    SchemaTooNew {
+        /// Version in the database.
+        found: u32,
+        /// Highest version this build knows.
+        supported: u32,
+    },
+}
+
+/// Shorthand.
+pub type Result<T, E = StorageError> = core::result::Result<T, E>;
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Row id, used as `recipient_id` / `sender_id`.
+    pub id: i64,
+    /// The name.
+    pub username: String,
+    /// Encoded public bundle.
+    pub bundle: Vec<u8>,
+    /// Its fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Its minimum mode.
+    pub min_mode: CryptoMode,
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Sender-chosen id; unique per recipient.
+    pub message_id: [u8; 16],
+    /// Recipient's user id.
+    pub recipient_id: i64,
+    /// Sender's user id, `None` for anonymous sends.
+    pub sender_id: Option<i64>,
+    /// The suite.
+    pub crypto_mode: CryptoMode,
+    /// When the relay accepted it (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// The opaque payload.
+    pub payload: String,
+}
+
+/// What happened to one message of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored with this inbox sequence number.
+    Stored(i64),
+    /// The same id was stored for this recipient before (sequence of the original).
+    Duplicate(i64),
+    /// The recipient's inbox is full; not stored.
+    InboxFull,
+}
+
+/// A stored, undelivered-or-unacked message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Inbox sequence number (increasing).
+    pub seq: i64,
+    /// Sender-chosen id.
+    pub message_id: [u8; 16],
+    /// The sender's name, `None` for anonymous sends.
+    pub sender: Option<String>,
+    /// The suite.
+    pub crypto_mode: CryptoMode,
+    /// Acceptance time (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// The opaque payload.
+    pub payload: String,
+    /// When the recipient marked it read.
+    pub read_at: Option<i64>,
+}
+
+/// The storage operations the relay needs.
+pub trait Storage: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+    /// Applies pending migrations; returns the schema version now in place.
+    fn migrate(&self) -> Result<u32>;
+    /// The schema version in the database (0 before any migration).
+    fn schema_version(&self) -> Result<u32>;
+    /// Cheap liveness check (for `/ready`).
+    fn ping(&self) -> Result<()>;
+    /// Registers a user; [`StorageError::NameTaken`] if the name exists.
+    fn create_user(
+        &self,
+        username: &str,
+        bundle: &[u8],
+        fingerprint: &[u8; 32],
+        min_mode: CryptoMode,
+        now_ms: i64,
+    ) -> Result<UserRecord>;
+    /// Looks a user up by name.
+    fn user(&self, username: &str) -> Result<Option<UserRecord>>;
+    /// Replaces a user's bundle if its fingerprint is still `expected`.
+    fn replace_bundle(
+        &self,
+        username: &str,
+        expected: &[u8; 32],
+        bundle: &[u8],
+        fingerprint: &[u8; 32],
+        min_mode: CryptoMode,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Stores a batch in one transaction, deduplicating by (recipient, id) and enforcing
+    /// `inbox_quota` undelivered messages per recipient. Outcomes are in input order.
+    fn store_batch(&self, batch: &[NewMessage], inbox_quota: u64) -> Result<Vec<StoreOutcome>>;
+    /// Up to `limit` unacked messages for `recipient_id` with `seq > after`, in order.
+    fn pending(&self, recipient_id: i64, after: i64, limit: u32) -> Result<Vec<StoredMessage>>;
+    /// Number of unacked messages for `recipient_id`.
+    fn pending_count(&self, recipient_id: i64) -> Result<u64>;
+    /// Acknowledges (removes from the inbox) the given ids; returns how many changed.
+    fn ack(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64>;
+    /// Marks the given ids read; returns how many changed.
+    fn mark_read(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64>;
+    /// Deletes up to `limit` rows that are acked, or older than `expire_before_ms`; returns how
+    /// many were deleted.
+    fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64>;
+}

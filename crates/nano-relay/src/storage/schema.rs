@@ -1,0 +1,42 @@
+//! Versioned schema migrations, one list per backend, applied in order inside a transaction
+//! each and recorded in `schema_migrations`. Both backends have the same tables and the
+//! performance guide's four indexes (recipient+timestamp, sender+timestamp, partial unread,
+//! partial cleanup), plus the inbox-paging and acked-cleanup indexes the relay's queries use.
+
+/// SQLite migrations: (version, SQL).
+pub const SQLITE: &[(u32, &str)] = &[(
+    1,
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        bundle BLOB NOT NULL,
+        fingerprint BLOB NOT NULL,
+        min_mode INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id BLOB NOT NULL,
+        recipient_id INTEGER NOT NULL REFERENCES users (id),
+        sender_id INTEGER REFERENCES users (id),
+        crypto_mode INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        read_at INTEGER,
+        deleted_at INTEGER,
+        UNIQUE (recipient_id, message_id)
+    );
+    CREATE INDEX idx_messages_recipient_timestamp ON messages (recipient_id, timestamp DESC);
+    CREATE INDEX idx_messages_sender_timestamp ON messages (sender_id, timestamp DESC);
+    CREATE INDEX idx_messages_unread ON messages (recipient_id, timestamp DESC)
+        WHERE read_at IS NULL;
+    CREATE INDEX idx_messages_cleanup ON messages (timestamp) WHERE deleted_at IS NULL;
+    CREATE INDEX idx_messages_inbox ON messages (recipient_id, seq) WHERE deleted_at IS NULL;
+    CREATE INDEX idx_messages_acked ON messages (deleted_at) WHERE deleted_at IS NOT NULL;",
+)];
+
+/// The highest schema version this build knows.
+pub fn latest(migrations: &[(u32, &str)]) -> u32 {
+    migrations.last().map_or(0, |(v, _)| *v)
+}

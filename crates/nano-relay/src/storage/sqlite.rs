@@ -1,0 +1,406 @@
+//! The embedded SQLite backend (WAL journal, one connection behind a mutex).
+//!
+//! One writer at a time is SQLite's model anyway; the batch writer keeps transactions short and
+//! large, so the mutex is rarely contended.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use nano_crypto::CryptoMode;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    NewMessage, Result, Storage, StorageError, StoreOutcome, StoredMessage, UserRecord, schema,
+};
+
+/// SQLite storage.
+#[derive(Debug)]
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+}
+
+fn backend(e: rusqlite::Error) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+fn mode(v: i64) -> Result<CryptoMode> {
+    u8::try_from(v)
+        .ok()
+        .and_then(|b| CryptoMode::from_byte(b).ok())
+        .ok_or_else(|| StorageError::Backend(format!("invalid crypto_mode {v} in database")))
+}
+
+fn fixed<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N]> {
+    v.try_into()
+        .map_err(|_| StorageError::Backend(format!("invalid {what} length in database")))
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database file at `path` in WAL mode.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StorageError::Backend(e.to_string()))?;
+        }
+        Self::setup(Connection::open(path).map_err(backend)?)
+    }
+
+    /// An in-memory database (tests, benchmarks).
+    pub fn in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn setup(conn: Connection) -> Result<Self> {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
+        )
+        .map_err(backend)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done transaction behind (rusqlite
+        // rolls back on drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `users` columns as read: id, username, bundle, fingerprint, min_mode.
+type UserRow = (i64, String, Vec<u8>, Vec<u8>, i64);
+
+fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+impl Storage for SqliteStorage {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn migrate(&self) -> Result<u32> {
+        let mut conn = self.conn();
+        let current: u32 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        let latest = schema::latest(schema::SQLITE);
+        if current > latest {
+            return Err(StorageError::SchemaTooNew {
+                found: current,
+                supported: latest,
+            });
+        }
+        for (version, sql) in schema::SQLITE.iter().filter(|(v, _)| *v > current) {
+            let tx = conn.transaction().map_err(backend)?;
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+                params![version],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        Ok(latest)
+    }
+
+    fn schema_version(&self) -> Result<u32> {
+        self.conn()
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.conn()
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(backend)
+    }
+
+    fn create_user(
+        &self,
+        username: &str,
+        bundle: &[u8],
+        fingerprint: &[u8; 32],
+        min_mode: CryptoMode,
+        now_ms: i64,
+    ) -> Result<UserRecord> {
+        let conn = self.conn();
+        let res = conn.execute(
+            "INSERT INTO users (username, bundle, fingerprint, min_mode, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![
+                username,
+                bundle,
+                &fingerprint[..],
+                min_mode.to_byte(),
+                now_ms
+            ],
+        );
+        match res {
+            Ok(_) => Ok(UserRecord {
+                id: conn.last_insert_rowid(),
+                username: username.to_owned(),
+                bundle: bundle.to_vec(),
+                fingerprint: *fingerprint,
+                min_mode,
+            }),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StorageError::NameTaken)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    fn user(&self, username: &str) -> Result<Option<UserRecord>> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT id, username, bundle, fingerprint, min_mode FROM users WHERE username = ?1",
+                params![username],
+                user_row,
+            )
+            .optional()
+            .map_err(backend)?;
+        row.map(|(id, username, bundle, fp, m)| {
+            Ok(UserRecord {
+                id,
+                username,
+                bundle,
+                fingerprint: fixed(fp, "fingerprint")?,
+                min_mode: mode(m)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn replace_bundle(
+        &self,
+        username: &str,
+        expected: &[u8; 32],
+        bundle: &[u8],
+        fingerprint: &[u8; 32],
+        min_mode: CryptoMode,
+        now_ms: i64,
+    ) -> Result<()> {
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "UPDATE users SET bundle = ?1, fingerprint = ?2, min_mode = ?3, updated_at = ?4
+                 WHERE username = ?5 AND fingerprint = ?6",
+                params![
+                    bundle,
+                    &fingerprint[..],
+                    min_mode.to_byte(),
+                    now_ms,
+                    username,
+                    &expected[..]
+                ],
+            )
+            .map_err(backend)?;
+        if n == 1 {
+            return Ok(());
+        }
+        let exists: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+                params![username],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        Err(if exists {
+            StorageError::Conflict
+        } else {
+            StorageError::NotFound
+        })
+    }
+
+    fn store_batch(&self, batch: &[NewMessage], inbox_quota: u64) -> Result<Vec<StoreOutcome>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let mut counts: HashMap<i64, u64> = HashMap::new();
+        let mut out = Vec::with_capacity(batch.len());
+        {
+            let mut existing = tx
+                .prepare_cached(
+                    "SELECT seq FROM messages WHERE recipient_id = ?1 AND message_id = ?2",
+                )
+                .map_err(backend)?;
+            let mut count = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM messages WHERE recipient_id = ?1 AND deleted_at IS NULL",
+                )
+                .map_err(backend)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(backend)?;
+            for m in batch {
+                let prior: Option<i64> = existing
+                    .query_row(params![m.recipient_id, &m.message_id[..]], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                if let Some(seq) = prior {
+                    out.push(StoreOutcome::Duplicate(seq));
+                    continue;
+                }
+                let pending = match counts.get(&m.recipient_id) {
+                    Some(n) => *n,
+                    None => count
+                        .query_row(params![m.recipient_id], |r| r.get::<_, i64>(0))
+                        .map_err(backend)?
+                        .try_into()
+                        .unwrap_or(u64::MAX),
+                };
+                if pending >= inbox_quota {
+                    counts.insert(m.recipient_id, pending);
+                    out.push(StoreOutcome::InboxFull);
+                    continue;
+                }
+                insert
+                    .execute(params![
+                        &m.message_id[..],
+                        m.recipient_id,
+                        m.sender_id,
+                        m.crypto_mode.to_byte(),
+                        m.timestamp_ms,
+                        m.payload
+                    ])
+                    .map_err(backend)?;
+                counts.insert(m.recipient_id, pending + 1);
+                out.push(StoreOutcome::Stored(tx.last_insert_rowid()));
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(out)
+    }
+
+    fn pending(&self, recipient_id: i64, after: i64, limit: u32) -> Result<Vec<StoredMessage>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT m.seq, m.message_id, u.username, m.crypto_mode, m.timestamp, m.payload, m.read_at
+                 FROM messages m LEFT JOIN users u ON u.id = m.sender_id
+                 WHERE m.recipient_id = ?1 AND m.deleted_at IS NULL AND m.seq > ?2
+                 ORDER BY m.seq LIMIT ?3",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![recipient_id, after, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                ))
+            })
+            .map_err(backend)?;
+        rows.map(|row| {
+            let (seq, id, sender, m, timestamp_ms, payload, read_at) = row.map_err(backend)?;
+            Ok(StoredMessage {
+                seq,
+                message_id: fixed(id, "message_id")?,
+                sender,
+                crypto_mode: mode(m)?,
+                timestamp_ms,
+                payload,
+                read_at,
+            })
+        })
+        .collect()
+    }
+
+    fn pending_count(&self, recipient_id: i64) -> Result<u64> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE recipient_id = ?1 AND deleted_at IS NULL",
+                params![recipient_id],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn ack(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
+        self.update_ids(
+            "UPDATE messages SET deleted_at = ?1
+             WHERE recipient_id = ?2 AND message_id = ?3 AND deleted_at IS NULL",
+            recipient_id,
+            ids,
+            now_ms,
+        )
+    }
+
+    fn mark_read(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
+        self.update_ids(
+            "UPDATE messages SET read_at = ?1
+             WHERE recipient_id = ?2 AND message_id = ?3 AND read_at IS NULL",
+            recipient_id,
+            ids,
+            now_ms,
+        )
+    }
+
+    fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM messages WHERE seq IN (
+                     SELECT seq FROM messages WHERE deleted_at IS NOT NULL
+                     UNION ALL
+                     SELECT seq FROM messages WHERE deleted_at IS NULL AND timestamp < ?1
+                     LIMIT ?2)",
+                params![expire_before_ms, limit],
+            )
+            .map_err(backend)?;
+        Ok(n as u64)
+    }
+}
+
+impl SqliteStorage {
+    fn update_ids(
+        &self,
+        sql: &str,
+        recipient_id: i64,
+        ids: &[[u8; 16]],
+        now_ms: i64,
+    ) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let mut n = 0u64;
+        {
+            let mut stmt = tx.prepare_cached(sql).map_err(backend)?;
+            for id in ids {
+                n += stmt
+                    .execute(params![now_ms, recipient_id, &id[..]])
+                    .map_err(backend)? as u64;
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(n)
+    }
+}
