@@ -5,8 +5,8 @@
 //!          plus [storage] [security] [tls] [limits]; parsing, validation, environment
 //!          overrides, and the development / production templates
 //! l1_cache   bounded LRU + TTL cache of user bundles (the L1 of L1 → L2 → database)
-//! storage    one synchronous Storage trait (users, messages, migrations) and its SQLite
-//!            backend (WAL); the guide's four message indexes
+//! storage    one synchronous Storage trait (users, messages, migrations) and two backends:
+//!            SQLite (WAL, embedded) and PostgreSQL (shared); the guide's four indexes
 //! rate_limit token buckets per connection and per address (bounded LRU of addresses)
 //! ```
 #![forbid(unsafe_code)]

@@ -5,6 +5,7 @@
 //! only what the relay may know: recipient, sender (absent for anonymous sends), mode, time and
 //! the opaque payload.
 
+pub mod postgres;
 pub mod schema;
 pub mod sqlite;
 

@@ -36,6 +36,39 @@ pub const SQLITE: &[(u32, &str)] = &[(
     CREATE INDEX idx_messages_acked ON messages (deleted_at) WHERE deleted_at IS NOT NULL;",
 )];
 
+/// PostgreSQL migrations: (version, SQL).
+pub const POSTGRES: &[(u32, &str)] = &[(
+    1,
+    "CREATE TABLE users (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        bundle BYTEA NOT NULL,
+        fingerprint BYTEA NOT NULL,
+        min_mode SMALLINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE messages (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        message_id BYTEA NOT NULL,
+        recipient_id BIGINT NOT NULL REFERENCES users (id),
+        sender_id BIGINT REFERENCES users (id),
+        crypto_mode SMALLINT NOT NULL,
+        timestamp BIGINT NOT NULL,
+        payload TEXT NOT NULL,
+        read_at BIGINT,
+        deleted_at BIGINT,
+        UNIQUE (recipient_id, message_id)
+    );
+    CREATE INDEX idx_messages_recipient_timestamp ON messages (recipient_id, timestamp DESC);
+    CREATE INDEX idx_messages_sender_timestamp ON messages (sender_id, timestamp DESC);
+    CREATE INDEX idx_messages_unread ON messages (recipient_id, timestamp DESC)
+        WHERE read_at IS NULL;
+    CREATE INDEX idx_messages_cleanup ON messages (timestamp) WHERE deleted_at IS NULL;
+    CREATE INDEX idx_messages_inbox ON messages (recipient_id, seq) WHERE deleted_at IS NULL;
+    CREATE INDEX idx_messages_acked ON messages (deleted_at) WHERE deleted_at IS NOT NULL;",
+)];
+
 /// The highest schema version this build knows.
 pub fn latest(migrations: &[(u32, &str)]) -> u32 {
     migrations.last().map_or(0, |(v, _)| *v)

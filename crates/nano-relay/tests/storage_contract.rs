@@ -1,0 +1,200 @@
+//! The storage contract, run against every backend: SQLite always, PostgreSQL when
+//! `NANO_TEST_POSTGRES_URL` is set (each test in its own schema, so parallel tests never share
+//! rows). Without the URL the PostgreSQL cases print why they skip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use nano_crypto::CryptoMode;
+use nano_relay::storage::postgres::PostgresStorage;
+use nano_relay::storage::{NewMessage, Storage, StorageError, StoreOutcome};
+
+fn msg(id: u8, to: i64, from: Option<i64>, t: i64) -> NewMessage {
+    NewMessage {
+        message_id: [id; 16],
+        recipient_id: to,
+        sender_id: from,
+        crypto_mode: CryptoMode::Hybrid,
+        timestamp_ms: t,
+        payload: format!("payload {id}"),
+    }
+}
+
+fn setup(s: &dyn Storage) -> (i64, i64) {
+    assert_eq!(s.migrate().unwrap(), 1);
+    assert_eq!(s.migrate().unwrap(), 1);
+    s.ping().unwrap();
+    let a = s
+        .create_user("alice", b"bundle-a", &[1; 32], CryptoMode::Classical, 1)
+        .unwrap();
+    let b = s
+        .create_user("bob", b"bundle-b", &[2; 32], CryptoMode::Hybrid, 1)
+        .unwrap();
+    (a.id, b.id)
+}
+
+/// A fresh PostgreSQL schema for one test, dropped afterwards.
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+fn postgres(test: &str) -> Option<(PostgresStorage, PgSchema)> {
+    let Ok(url) = std::env::var("NANO_TEST_POSTGRES_URL") else {
+        eprintln!("skipping PostgreSQL case of {test}: NANO_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!("nano_test_{test}_{}_{nanos}", std::process::id());
+    let s = PostgresStorage::connect(&url, Some(&name)).unwrap();
+    Some((s, PgSchema { url, name }))
+}
+
+macro_rules! contract {
+    ($($name:ident),*) => {
+        mod sqlite_backend {
+            $(#[test]
+            fn $name() {
+                super::$name(&nano_relay::storage::sqlite::SqliteStorage::in_memory().unwrap());
+            })*
+        }
+        mod postgres_backend {
+            $(#[test]
+            fn $name() {
+                if let Some((s, _schema)) = super::postgres(stringify!($name)) {
+                    super::$name(&s);
+                }
+            })*
+        }
+    };
+}
+
+contract!(
+    users_register_once_and_rotate_only_from_the_current_key,
+    batches_dedup_enforce_quota_and_page_in_order,
+    ack_read_and_cleanup
+);
+
+fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
+    let (a, _) = setup(s);
+    assert!(matches!(
+        s.create_user("alice", b"other", &[9; 32], CryptoMode::Quantum, 2),
+        Err(StorageError::NameTaken)
+    ));
+    let u = s.user("alice").unwrap().unwrap();
+    assert_eq!(
+        (u.id, u.bundle.as_slice(), u.fingerprint, u.min_mode),
+        (a, &b"bundle-a"[..], [1; 32], CryptoMode::Classical)
+    );
+    assert_eq!(s.user("nobody").unwrap(), None);
+    s.replace_bundle(
+        "alice",
+        &[1; 32],
+        b"bundle-a2",
+        &[3; 32],
+        CryptoMode::Hybrid,
+        5,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.replace_bundle("alice", &[1; 32], b"x", &[4; 32], CryptoMode::Hybrid, 6),
+        Err(StorageError::Conflict)
+    ));
+    assert!(matches!(
+        s.replace_bundle("nobody", &[1; 32], b"x", &[4; 32], CryptoMode::Hybrid, 6),
+        Err(StorageError::NotFound)
+    ));
+    let u = s.user("alice").unwrap().unwrap();
+    assert_eq!((u.fingerprint, u.min_mode), ([3; 32], CryptoMode::Hybrid));
+}
+
+fn batches_dedup_enforce_quota_and_page_in_order(s: &dyn Storage) {
+    let (alice, bob) = setup(s);
+    let out = s
+        .store_batch(
+            &[
+                msg(1, bob, Some(alice), 10),
+                msg(2, bob, None, 11),
+                msg(1, bob, Some(alice), 12),
+            ],
+            3,
+        )
+        .unwrap();
+    let StoreOutcome::Stored(first) = out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(matches!(out[1], StoreOutcome::Stored(s2) if s2 > first));
+    assert_eq!(out[2], StoreOutcome::Duplicate(first));
+    // Same id to another recipient is a different message.
+    let out = s
+        .store_batch(
+            &[
+                msg(1, alice, Some(bob), 13),
+                msg(3, bob, None, 14),
+                msg(4, bob, None, 15),
+            ],
+            3,
+        )
+        .unwrap();
+    assert!(matches!(out[0], StoreOutcome::Stored(_)));
+    assert!(matches!(out[1], StoreOutcome::Stored(_)));
+    assert_eq!(out[2], StoreOutcome::InboxFull);
+    assert_eq!(s.pending_count(bob).unwrap(), 3);
+    let page = s.pending(bob, 0, 2).unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.message_id[0]).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(page[0].sender.as_deref(), Some("alice"));
+    assert_eq!(page[1].sender, None);
+    assert_eq!(page[0].payload, "payload 1");
+    assert_eq!(page[0].crypto_mode, CryptoMode::Hybrid);
+    let rest = s.pending(bob, page[1].seq, 10).unwrap();
+    assert_eq!(
+        rest.iter().map(|m| m.message_id[0]).collect::<Vec<_>>(),
+        vec![3]
+    );
+}
+
+fn ack_read_and_cleanup(s: &dyn Storage) {
+    let (alice, bob) = setup(s);
+    s.store_batch(
+        &(1..=5)
+            .map(|i| msg(i, bob, Some(alice), i64::from(i) * 100))
+            .collect::<Vec<_>>(),
+        100,
+    )
+    .unwrap();
+    assert_eq!(
+        s.mark_read(bob, &[[1; 16], [2; 16], [9; 16]], 1000)
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.mark_read(bob, &[[1; 16]], 1001).unwrap(), 0);
+    assert_eq!(s.pending(bob, 0, 10).unwrap()[0].read_at, Some(1000));
+    // Another user cannot ack bob's messages.
+    assert_eq!(s.ack(alice, &[[1; 16]], 1100).unwrap(), 0);
+    assert_eq!(s.ack(bob, &[[1; 16], [2; 16]], 1100).unwrap(), 2);
+    assert_eq!(s.ack(bob, &[[1; 16]], 1101).unwrap(), 0);
+    assert_eq!(s.pending_count(bob).unwrap(), 3);
+    // Cleanup removes acked rows and undelivered ones older than the cut-off, in bounded batches.
+    assert_eq!(s.cleanup(350, 1).unwrap(), 1);
+    assert_eq!(s.cleanup(350, 100).unwrap(), 2);
+    assert_eq!(s.cleanup(350, 100).unwrap(), 0);
+    let left: Vec<u8> = s
+        .pending(bob, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.message_id[0])
+        .collect();
+    assert_eq!(left, vec![4, 5]);
+}
