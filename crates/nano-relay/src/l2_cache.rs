@@ -1,0 +1,137 @@
+//! The Redis (L2) cache of user bundles and the invalidation channel (`[caching]
+//! enable_l2_cache`, `l2_cache_url`, `l2_cache_ttl_seconds`).
+//!
+//! Entries are `SET key value EX ttl` under a key prefix (one per deployment, or per test so
+//! tests never share keys). Invalidation deletes the key and publishes the username on the
+//! prefix's invalidation channel, so every relay drops it from its L1 too. The connection is
+//! synchronous, used from blocking tasks only, with a bounded timeout; after an I/O error it is
+//! re-established on the next call, so a Redis restart costs one failed lookup, never a
+//! stuck relay. A cache failure is never fatal: callers fall through to the database.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Why a cache call failed (the caller falls back to the next level).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("L2 cache unavailable: {0}")]
+pub struct CacheError(String);
+
+impl From<redis::RedisError> for CacheError {
+    fn from(e: redis::RedisError) -> Self {
+        // Redis errors carry no credentials or values; the URL is never part of them.
+        Self(e.to_string())
+    }
+}
+
+/// A Redis-backed cache level.
+pub struct RedisCache {
+    client: redis::Client,
+    conn: Mutex<Option<redis::Connection>>,
+    prefix: String,
+    ttl_seconds: u64,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never printed.
+        f.debug_struct("RedisCache")
+            .field("prefix", &self.prefix)
+            .field("ttl_seconds", &self.ttl_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCache {
+    /// Connects to `url`; keys live under `prefix`, entries for `ttl_seconds` (at least 1).
+    pub fn connect(
+        url: &str,
+        prefix: &str,
+        ttl_seconds: u64,
+        timeout: Duration,
+    ) -> Result<Self, CacheError> {
+        let client = redis::Client::open(url)?;
+        let cache = Self {
+            client,
+            conn: Mutex::new(None),
+            prefix: prefix.to_owned(),
+            ttl_seconds: ttl_seconds.max(1),
+            timeout,
+        };
+        cache.with_conn(|c| redis::cmd("PING").query::<String>(c).map(|_| ()))?;
+        Ok(cache)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<redis::Connection>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, CacheError> {
+        let mut guard = self.lock();
+        if guard.is_none() {
+            let c = self.client.get_connection_with_timeout(self.timeout)?;
+            c.set_read_timeout(Some(self.timeout))?;
+            c.set_write_timeout(Some(self.timeout))?;
+            *guard = Some(c);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(CacheError("no connection".into()));
+        };
+        let res = f(conn);
+        if let Err(e) = &res {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                *guard = None;
+            }
+        }
+        Ok(res?)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}user:{name}", self.prefix)
+    }
+
+    /// The invalidation channel every relay of this deployment subscribes to.
+    pub fn invalidation_channel(&self) -> String {
+        format!("{}invalidate", self.prefix)
+    }
+
+    /// The cached value for `name`.
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let key = self.key(name);
+        self.with_conn(|c| redis::cmd("GET").arg(&key).query(c))
+    }
+
+    /// Caches `value` for `name` with the configured TTL.
+    pub fn put(&self, name: &str, value: &[u8]) -> Result<(), CacheError> {
+        let key = self.key(name);
+        let ttl = self.ttl_seconds;
+        self.with_conn(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("EX")
+                .arg(ttl)
+                .query(c)
+        })
+    }
+
+    /// Removes `name` and tells every relay to drop it from L1; returns how many relays heard.
+    pub fn invalidate(&self, name: &str) -> Result<u64, CacheError> {
+        let key = self.key(name);
+        let channel = self.invalidation_channel();
+        self.with_conn(|c| {
+            redis::cmd("DEL").arg(&key).query::<u64>(c)?;
+            redis::cmd("PUBLISH").arg(&channel).arg(name).query(c)
+        })
+    }
+
+    /// Seconds until `name`'s entry expires (`None` when absent).
+    pub fn ttl(&self, name: &str) -> Result<Option<u64>, CacheError> {
+        let key = self.key(name);
+        let t: i64 = self.with_conn(|c| redis::cmd("TTL").arg(&key).query(c))?;
+        Ok(u64::try_from(t).ok())
+    }
+}
