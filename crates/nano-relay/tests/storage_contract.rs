@@ -3,20 +3,12 @@
 //! rows). Without the URL the PostgreSQL cases print why they skip.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::msg;
 use nano_crypto::CryptoMode;
 use nano_relay::storage::postgres::PostgresStorage;
-use nano_relay::storage::{NewMessage, Storage, StorageError, StoreOutcome};
-
-fn msg(id: u8, to: i64, from: Option<i64>, t: i64) -> NewMessage {
-    NewMessage {
-        message_id: [id; 16],
-        recipient_id: to,
-        sender_id: from,
-        crypto_mode: CryptoMode::Hybrid,
-        timestamp_ms: t,
-        payload: format!("payload {id}"),
-    }
-}
+use nano_relay::storage::{Storage, StorageError, StoreOutcome};
 
 fn setup(s: &dyn Storage) -> (i64, i64) {
     assert_eq!(s.migrate().unwrap(), 1);

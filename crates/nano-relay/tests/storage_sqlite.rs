@@ -5,9 +5,12 @@
 
 use std::path::PathBuf;
 
+mod common;
+
+use common::msg;
 use nano_crypto::CryptoMode;
 use nano_relay::storage::sqlite::SqliteStorage;
-use nano_relay::storage::{NewMessage, Storage, StorageError};
+use nano_relay::storage::{Storage, StorageError};
 
 struct TempDir(PathBuf);
 
@@ -23,17 +26,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn msg(id: u8, to: i64, from: Option<i64>, t: i64) -> NewMessage {
-    NewMessage {
-        message_id: [id; 16],
-        recipient_id: to,
-        sender_id: from,
-        crypto_mode: CryptoMode::Hybrid,
-        timestamp_ms: t,
-        payload: format!("payload {id}"),
     }
 }
 

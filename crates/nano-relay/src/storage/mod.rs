@@ -40,6 +40,20 @@ pub enum StorageError {
 /// Shorthand.
 pub type Result<T, E = StorageError> = core::result::Result<T, E>;
 
+/// A crypto mode read back from a database column.
+pub(crate) fn mode_from_db(v: i64) -> Result<CryptoMode> {
+    u8::try_from(v)
+        .ok()
+        .and_then(|b| CryptoMode::from_byte(b).ok())
+        .ok_or_else(|| StorageError::Backend(format!("invalid crypto_mode {v} in database")))
+}
+
+/// A fixed-size byte column read back from the database.
+pub(crate) fn fixed_from_db<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N]> {
+    v.try_into()
+        .map_err(|_| StorageError::Backend(format!("invalid {what} length in database")))
+}
+
 /// A registered user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {

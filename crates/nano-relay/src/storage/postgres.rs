@@ -13,7 +13,8 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
 use super::{
-    NewMessage, Result, Storage, StorageError, StoreOutcome, StoredMessage, UserRecord, schema,
+    NewMessage, Result, Storage, StorageError, StoreOutcome, StoredMessage, UserRecord,
+    fixed_from_db, schema,
 };
 
 /// PostgreSQL storage.
@@ -38,15 +39,7 @@ fn backend(e: postgres::Error) -> StorageError {
 }
 
 fn mode(v: i16) -> Result<CryptoMode> {
-    u8::try_from(v)
-        .ok()
-        .and_then(|b| CryptoMode::from_byte(b).ok())
-        .ok_or_else(|| StorageError::Backend(format!("invalid crypto_mode {v} in database")))
-}
-
-fn fixed<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N]> {
-    v.try_into()
-        .map_err(|_| StorageError::Backend(format!("invalid {what} length in database")))
+    super::mode_from_db(i64::from(v))
 }
 
 const MIGRATION_LOCK: i64 = 0x6e61_6e6f_6d73_6731; // "nanomsg1"
@@ -213,7 +206,7 @@ impl Storage for PostgresStorage {
                 id: r.get(0),
                 username: r.get(1),
                 bundle: r.get(2),
-                fingerprint: fixed(r.get(3), "fingerprint")?,
+                fingerprint: fixed_from_db(r.get(3), "fingerprint")?,
                 min_mode: mode(r.get(4))?,
             })
         })
@@ -339,7 +332,7 @@ impl Storage for PostgresStorage {
             .map(|r| {
                 Ok(StoredMessage {
                     seq: r.get(0),
-                    message_id: fixed(r.get(1), "message_id")?,
+                    message_id: fixed_from_db(r.get(1), "message_id")?,
                     sender: r.get(2),
                     crypto_mode: mode(r.get(3))?,
                     timestamp_ms: r.get(4),

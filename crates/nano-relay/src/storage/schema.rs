@@ -3,10 +3,27 @@
 //! performance guide's four indexes (recipient+timestamp, sender+timestamp, partial unread,
 //! partial cleanup), plus the inbox-paging and acked-cleanup indexes the relay's queries use.
 
+/// The message indexes, the same on both backends: the guide's four (recipient+timestamp,
+/// sender+timestamp, partial unread, partial cleanup) and the relay's inbox-paging and
+/// acked-cleanup indexes.
+macro_rules! message_indexes {
+    () => {
+        "
+    CREATE INDEX idx_messages_recipient_timestamp ON messages (recipient_id, timestamp DESC);
+    CREATE INDEX idx_messages_sender_timestamp ON messages (sender_id, timestamp DESC);
+    CREATE INDEX idx_messages_unread ON messages (recipient_id, timestamp DESC)
+        WHERE read_at IS NULL;
+    CREATE INDEX idx_messages_cleanup ON messages (timestamp) WHERE deleted_at IS NULL;
+    CREATE INDEX idx_messages_inbox ON messages (recipient_id, seq) WHERE deleted_at IS NULL;
+    CREATE INDEX idx_messages_acked ON messages (deleted_at) WHERE deleted_at IS NOT NULL;"
+    };
+}
+
 /// SQLite migrations: (version, SQL).
 pub const SQLITE: &[(u32, &str)] = &[(
     1,
-    "CREATE TABLE users (
+    concat!(
+        "CREATE TABLE users (
         id INTEGER PRIMARY KEY,
         username TEXT NOT NULL UNIQUE,
         bundle BLOB NOT NULL,
@@ -27,19 +44,16 @@ pub const SQLITE: &[(u32, &str)] = &[(
         deleted_at INTEGER,
         UNIQUE (recipient_id, message_id)
     );
-    CREATE INDEX idx_messages_recipient_timestamp ON messages (recipient_id, timestamp DESC);
-    CREATE INDEX idx_messages_sender_timestamp ON messages (sender_id, timestamp DESC);
-    CREATE INDEX idx_messages_unread ON messages (recipient_id, timestamp DESC)
-        WHERE read_at IS NULL;
-    CREATE INDEX idx_messages_cleanup ON messages (timestamp) WHERE deleted_at IS NULL;
-    CREATE INDEX idx_messages_inbox ON messages (recipient_id, seq) WHERE deleted_at IS NULL;
-    CREATE INDEX idx_messages_acked ON messages (deleted_at) WHERE deleted_at IS NOT NULL;",
+    ",
+        message_indexes!()
+    ),
 )];
 
 /// PostgreSQL migrations: (version, SQL).
 pub const POSTGRES: &[(u32, &str)] = &[(
     1,
-    "CREATE TABLE users (
+    concat!(
+        "CREATE TABLE users (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         username TEXT NOT NULL UNIQUE,
         bundle BYTEA NOT NULL,
@@ -60,13 +74,9 @@ pub const POSTGRES: &[(u32, &str)] = &[(
         deleted_at BIGINT,
         UNIQUE (recipient_id, message_id)
     );
-    CREATE INDEX idx_messages_recipient_timestamp ON messages (recipient_id, timestamp DESC);
-    CREATE INDEX idx_messages_sender_timestamp ON messages (sender_id, timestamp DESC);
-    CREATE INDEX idx_messages_unread ON messages (recipient_id, timestamp DESC)
-        WHERE read_at IS NULL;
-    CREATE INDEX idx_messages_cleanup ON messages (timestamp) WHERE deleted_at IS NULL;
-    CREATE INDEX idx_messages_inbox ON messages (recipient_id, seq) WHERE deleted_at IS NULL;
-    CREATE INDEX idx_messages_acked ON messages (deleted_at) WHERE deleted_at IS NOT NULL;",
+    ",
+        message_indexes!()
+    ),
 )];
 
 /// The highest schema version this build knows.

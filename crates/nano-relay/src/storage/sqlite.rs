@@ -11,7 +11,8 @@ use nano_crypto::CryptoMode;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    NewMessage, Result, Storage, StorageError, StoreOutcome, StoredMessage, UserRecord, schema,
+    NewMessage, Result, Storage, StorageError, StoreOutcome, StoredMessage, UserRecord,
+    fixed_from_db, mode_from_db, schema,
 };
 
 /// SQLite storage.
@@ -22,18 +23,6 @@ pub struct SqliteStorage {
 
 fn backend(e: rusqlite::Error) -> StorageError {
     StorageError::Backend(e.to_string())
-}
-
-fn mode(v: i64) -> Result<CryptoMode> {
-    u8::try_from(v)
-        .ok()
-        .and_then(|b| CryptoMode::from_byte(b).ok())
-        .ok_or_else(|| StorageError::Backend(format!("invalid crypto_mode {v} in database")))
-}
-
-fn fixed<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N]> {
-    v.try_into()
-        .map_err(|_| StorageError::Backend(format!("invalid {what} length in database")))
 }
 
 impl SqliteStorage {
@@ -185,8 +174,8 @@ impl Storage for SqliteStorage {
                 id,
                 username,
                 bundle,
-                fingerprint: fixed(fp, "fingerprint")?,
-                min_mode: mode(m)?,
+                fingerprint: fixed_from_db(fp, "fingerprint")?,
+                min_mode: mode_from_db(m)?,
             })
         })
         .transpose()
@@ -322,9 +311,9 @@ impl Storage for SqliteStorage {
             let (seq, id, sender, m, timestamp_ms, payload, read_at) = row.map_err(backend)?;
             Ok(StoredMessage {
                 seq,
-                message_id: fixed(id, "message_id")?,
+                message_id: fixed_from_db(id, "message_id")?,
                 sender,
-                crypto_mode: mode(m)?,
+                crypto_mode: mode_from_db(m)?,
                 timestamp_ms,
                 payload,
                 read_at,
