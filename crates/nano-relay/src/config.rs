@@ -12,33 +12,10 @@ use std::path::PathBuf;
 use nano_crypto::CryptoMode;
 use serde::{Deserialize, Serialize};
 
-/// Why a configuration was refused. Always names the key.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
-    #[error("{0}")]
-    Parse(String),
-    /// A value of the right type but outside its allowed range or combination.
-    #[error("{key}: {reason}")]
-    Invalid {
-        /// The dotted key, e.g. `performance.message_batch_size`.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Io {
-        /// The path.
-        path: String,
-        /// The OS error.
-        reason: String,
-    },
-}
+use crate::error::RelayError;
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+fn invalid(key: &'static str, reason: impl Into<String>) -> RelayError {
+    RelayError::ConfigInvalid {
         key,
         reason: reason.into(),
     }
@@ -345,7 +322,7 @@ fn range<T: PartialOrd + std::fmt::Display>(
     v: T,
     lo: T,
     hi: T,
-) -> Result<(), ConfigError> {
+) -> Result<(), RelayError> {
     if v < lo || v > hi {
         return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
     }
@@ -354,26 +331,26 @@ fn range<T: PartialOrd + std::fmt::Display>(
 
 impl RelayConfig {
     /// Parses TOML text (unknown keys and wrong types are errors) without range checks.
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    pub fn parse(text: &str) -> Result<Self, RelayError> {
+        toml::from_str(text).map_err(|e| RelayError::ConfigParse(e.to_string()))
     }
 
     /// Parses TOML text and validates it.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+    pub fn from_toml(text: &str) -> Result<Self, RelayError> {
         let cfg = Self::parse(text)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn read(path: &std::path::Path) -> Result<String, ConfigError> {
-        std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+    fn read(path: &std::path::Path) -> Result<String, RelayError> {
+        std::fs::read_to_string(path).map_err(|e| RelayError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
         })
     }
 
     /// Reads, parses and validates a file.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, RelayError> {
         Self::from_toml(&Self::read(path)?)
     }
 
@@ -382,7 +359,7 @@ impl RelayConfig {
     pub fn load(
         path: Option<&std::path::Path>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, RelayError> {
         let mut cfg = match path {
             Some(p) => Self::parse(&Self::read(p)?)?,
             None => Self::default(),
@@ -407,7 +384,7 @@ impl RelayConfig {
     }
 
     /// Checks ranges and combinations the types alone cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), RelayError> {
         let s = &self.server;
         if s.api_port != 0 && s.api_port == s.websocket_port {
             return Err(invalid(
@@ -616,7 +593,7 @@ impl RelayConfig {
     }
 
     /// The configuration a shipped template describes.
-    pub fn for_environment(env: Environment) -> Result<Self, ConfigError> {
+    pub fn for_environment(env: Environment) -> Result<Self, RelayError> {
         Self::from_toml(template(env))
     }
 }

@@ -11,15 +11,12 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Why a cache call failed (the caller falls back to the next level).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("L2 cache unavailable: {0}")]
-pub struct CacheError(String);
+use crate::error::RelayError;
 
-impl From<redis::RedisError> for CacheError {
+impl From<redis::RedisError> for RelayError {
     fn from(e: redis::RedisError) -> Self {
         // Redis errors carry no credentials or values; the URL is never part of them.
-        Self(e.to_string())
+        Self::Cache(e.to_string())
     }
 }
 
@@ -49,7 +46,7 @@ impl RedisCache {
         prefix: &str,
         ttl_seconds: u64,
         timeout: Duration,
-    ) -> Result<Self, CacheError> {
+    ) -> Result<Self, RelayError> {
         let client = redis::Client::open(url)?;
         let cache = Self {
             client,
@@ -69,7 +66,7 @@ impl RedisCache {
     fn with_conn<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, CacheError> {
+    ) -> Result<T, RelayError> {
         let mut guard = self.lock();
         if guard.is_none() {
             let c = self.client.get_connection_with_timeout(self.timeout)?;
@@ -78,7 +75,7 @@ impl RedisCache {
             *guard = Some(c);
         }
         let Some(conn) = guard.as_mut() else {
-            return Err(CacheError("no connection".into()));
+            return Err(RelayError::Cache("no connection".into()));
         };
         let res = f(conn);
         if let Err(e) = &res {
@@ -99,13 +96,13 @@ impl RedisCache {
     }
 
     /// The cached value for `name`.
-    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, RelayError> {
         let key = self.key(name);
         self.with_conn(|c| redis::cmd("GET").arg(&key).query(c))
     }
 
     /// Caches `value` for `name` with the configured TTL.
-    pub fn put(&self, name: &str, value: &[u8]) -> Result<(), CacheError> {
+    pub fn put(&self, name: &str, value: &[u8]) -> Result<(), RelayError> {
         let key = self.key(name);
         let ttl = self.ttl_seconds;
         self.with_conn(|c| {
@@ -119,7 +116,7 @@ impl RedisCache {
     }
 
     /// Removes `name` and tells every relay to drop it from L1; returns how many relays heard.
-    pub fn invalidate(&self, name: &str) -> Result<u64, CacheError> {
+    pub fn invalidate(&self, name: &str) -> Result<u64, RelayError> {
         let key = self.key(name);
         let channel = self.invalidation_channel();
         self.with_conn(|c| {
@@ -129,7 +126,7 @@ impl RedisCache {
     }
 
     /// Seconds until `name`'s entry expires (`None` when absent).
-    pub fn ttl(&self, name: &str) -> Result<Option<u64>, CacheError> {
+    pub fn ttl(&self, name: &str) -> Result<Option<u64>, RelayError> {
         let key = self.key(name);
         let t: i64 = self.with_conn(|c| redis::cmd("TTL").arg(&key).query(c))?;
         Ok(u64::try_from(t).ok())

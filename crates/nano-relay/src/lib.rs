@@ -1,6 +1,7 @@
 //! The Nano-Messenger relay.
 //!
 //! ```text
+//! error      RelayError, the crate's one error type, and its wire codes
 //! config   relay.toml: the guide's [server] [performance] [memory] [caching] [debug] sections
 //!          plus [storage] [security] [tls] [limits]; parsing, validation, environment
 //!          overrides, and the development / production templates
@@ -13,9 +14,11 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod error;
 pub mod l1_cache;
 pub mod l2_cache;
 pub mod rate_limit;
 pub mod storage;
 
-pub use config::{ConfigError, Environment, RelayConfig};
+pub use config::{Environment, RelayConfig};
+pub use error::RelayError;

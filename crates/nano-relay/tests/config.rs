@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nano_crypto::CryptoMode;
-use nano_relay::config::{ConfigError, Environment, RelayConfig, template};
+use nano_relay::RelayError;
+use nano_relay::config::{Environment, RelayConfig, template};
 
 /// The performance guide's "High-Performance relay.toml", verbatim.
 const GUIDE_PRODUCTION: &str = r#"
@@ -248,7 +249,7 @@ fn bad_values_name_the_key() {
         ),
     ] {
         match RelayConfig::from_toml(text) {
-            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text:?}"),
+            Err(RelayError::ConfigInvalid { key: k, .. }) => assert_eq!(k, key, "{text:?}"),
             other => panic!("{text:?}: {other:?}"),
         }
     }
@@ -290,7 +291,7 @@ fn environment_supplies_secrets_and_urls() {
     });
     assert!(matches!(
         e,
-        Err(ConfigError::Invalid {
+        Err(RelayError::ConfigInvalid {
             key: "storage.url",
             ..
         })

@@ -8,7 +8,7 @@ mod common;
 use common::msg;
 use nano_crypto::CryptoMode;
 use nano_relay::storage::postgres::PostgresStorage;
-use nano_relay::storage::{Storage, StorageError, StoreOutcome};
+use nano_relay::storage::{RelayError, Storage, StoreOutcome};
 
 fn setup(s: &dyn Storage) -> (i64, i64) {
     assert_eq!(s.migrate().unwrap(), 1);
@@ -80,7 +80,7 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
     let (a, _) = setup(s);
     assert!(matches!(
         s.create_user("alice", b"other", &[9; 32], CryptoMode::Quantum, 2),
-        Err(StorageError::NameTaken)
+        Err(RelayError::NameTaken)
     ));
     let u = s.user("alice").unwrap().unwrap();
     assert_eq!(
@@ -99,11 +99,11 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
     .unwrap();
     assert!(matches!(
         s.replace_bundle("alice", &[1; 32], b"x", &[4; 32], CryptoMode::Hybrid, 6),
-        Err(StorageError::Conflict)
+        Err(RelayError::Conflict)
     ));
     assert!(matches!(
         s.replace_bundle("nobody", &[1; 32], b"x", &[4; 32], CryptoMode::Hybrid, 6),
-        Err(StorageError::NotFound)
+        Err(RelayError::NotFound)
     ));
     let u = s.user("alice").unwrap().unwrap();
     assert_eq!((u.fingerprint, u.min_mode), ([3; 32], CryptoMode::Hybrid));

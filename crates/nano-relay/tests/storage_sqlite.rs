@@ -10,7 +10,7 @@ mod common;
 use common::msg;
 use nano_crypto::CryptoMode;
 use nano_relay::storage::sqlite::SqliteStorage;
-use nano_relay::storage::{Storage, StorageError};
+use nano_relay::storage::{RelayError, Storage};
 
 struct TempDir(PathBuf);
 
@@ -78,7 +78,7 @@ fn migrations_are_versioned_idempotent_and_create_the_guides_indexes() {
         .unwrap();
     assert!(matches!(
         s.migrate(),
-        Err(StorageError::SchemaTooNew {
+        Err(RelayError::SchemaTooNew {
             found: 99,
             supported: 1
         })

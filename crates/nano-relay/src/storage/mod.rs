@@ -11,47 +11,23 @@ pub mod sqlite;
 
 use nano_crypto::CryptoMode;
 
-/// Why a storage call failed.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// The username is registered already.
-    #[error("username is taken")]
-    NameTaken,
-    /// The user does not exist.
-    #[error("no such user")]
-    NotFound,
-    /// The stored bundle changed since it was read (a concurrent rotation).
-    #[error("the key bundle changed concurrently")]
-    Conflict,
-    /// The database reported an error.
-    #[error("database error: {0}")]
-    Backend(String),
-    /// The schema is newer than this build understands.
-    #[error("database schema version {found} is newer than supported {supported}")]
-    SchemaTooNew {
-        /// Version in the database.
-        found: u32,
-        /// Highest version this build knows.
-        supported: u32,
-    },
-}
+pub use crate::error::RelayError;
 
 /// Shorthand.
-pub type Result<T, E = StorageError> = core::result::Result<T, E>;
+pub type Result<T, E = RelayError> = core::result::Result<T, E>;
 
 /// A crypto mode read back from a database column.
 pub(crate) fn mode_from_db(v: i64) -> Result<CryptoMode> {
     u8::try_from(v)
         .ok()
         .and_then(|b| CryptoMode::from_byte(b).ok())
-        .ok_or_else(|| StorageError::Backend(format!("invalid crypto_mode {v} in database")))
+        .ok_or_else(|| RelayError::Storage(format!("invalid crypto_mode {v} in database")))
 }
 
 /// A fixed-size byte column read back from the database.
 pub(crate) fn fixed_from_db<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N]> {
     v.try_into()
-        .map_err(|_| StorageError::Backend(format!("invalid {what} length in database")))
+        .map_err(|_| RelayError::Storage(format!("invalid {what} length in database")))
 }
 
 /// A registered user.
@@ -126,7 +102,7 @@ pub trait Storage: Send + Sync + 'static {
     fn schema_version(&self) -> Result<u32>;
     /// Cheap liveness check (for `/ready`).
     fn ping(&self) -> Result<()>;
-    /// Registers a user; [`StorageError::NameTaken`] if the name exists.
+    /// Registers a user; [`RelayError::NameTaken`] if the name exists.
     fn create_user(
         &self,
         username: &str,

@@ -13,7 +13,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
 use super::{
-    NewMessage, Result, Storage, StorageError, StoreOutcome, StoredMessage, UserRecord,
+    NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage, UserRecord,
     fixed_from_db, schema,
 };
 
@@ -29,13 +29,13 @@ impl std::fmt::Debug for PostgresStorage {
     }
 }
 
-fn backend(e: postgres::Error) -> StorageError {
+fn backend(e: postgres::Error) -> RelayError {
     // The server's message says what went wrong; the client's Display says only "db error".
     let msg = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
     };
-    StorageError::Backend(msg)
+    RelayError::Storage(msg)
 }
 
 fn mode(v: i16) -> Result<CryptoMode> {
@@ -54,9 +54,7 @@ impl PostgresStorage {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             {
-                return Err(StorageError::Backend(
-                    "schema name must be [a-z0-9_]+".into(),
-                ));
+                return Err(RelayError::Storage("schema name must be [a-z0-9_]+".into()));
             }
         }
         let mut client = Client::connect(url, NoTls).map_err(backend)?;
@@ -128,7 +126,7 @@ impl Storage for PostgresStorage {
             .get(0);
         let current = u32::try_from(current).unwrap_or(0);
         if current > latest {
-            return Err(StorageError::SchemaTooNew {
+            return Err(RelayError::SchemaTooNew {
                 found: current,
                 supported: latest,
             });
@@ -188,7 +186,7 @@ impl Storage for PostgresStorage {
                 fingerprint: *fingerprint,
                 min_mode,
             }),
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(StorageError::NameTaken),
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(RelayError::NameTaken),
             Err(e) => Err(backend(e)),
         }
     }
@@ -249,9 +247,9 @@ impl Storage for PostgresStorage {
             .map_err(backend)?
             .get(0);
         Err(if exists {
-            StorageError::Conflict
+            RelayError::Conflict
         } else {
-            StorageError::NotFound
+            RelayError::NotFound
         })
     }
 

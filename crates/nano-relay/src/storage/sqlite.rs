@@ -11,7 +11,7 @@ use nano_crypto::CryptoMode;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    NewMessage, Result, Storage, StorageError, StoreOutcome, StoredMessage, UserRecord,
+    NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage, UserRecord,
     fixed_from_db, mode_from_db, schema,
 };
 
@@ -21,15 +21,15 @@ pub struct SqliteStorage {
     conn: Mutex<Connection>,
 }
 
-fn backend(e: rusqlite::Error) -> StorageError {
-    StorageError::Backend(e.to_string())
+fn backend(e: rusqlite::Error) -> RelayError {
+    RelayError::Storage(e.to_string())
 }
 
 impl SqliteStorage {
     /// Opens (creating if needed) the database file at `path` in WAL mode.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StorageError::Backend(e.to_string()))?;
+            std::fs::create_dir_all(dir).map_err(|e| RelayError::Storage(e.to_string()))?;
         }
         Self::setup(Connection::open(path).map_err(backend)?)
     }
@@ -88,7 +88,7 @@ impl Storage for SqliteStorage {
             .map_err(backend)?;
         let latest = schema::latest(schema::SQLITE);
         if current > latest {
-            return Err(StorageError::SchemaTooNew {
+            return Err(RelayError::SchemaTooNew {
                 found: current,
                 supported: latest,
             });
@@ -153,7 +153,7 @@ impl Storage for SqliteStorage {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(StorageError::NameTaken)
+                Err(RelayError::NameTaken)
             }
             Err(e) => Err(backend(e)),
         }
@@ -216,9 +216,9 @@ impl Storage for SqliteStorage {
             )
             .map_err(backend)?;
         Err(if exists {
-            StorageError::Conflict
+            RelayError::Conflict
         } else {
-            StorageError::NotFound
+            RelayError::NotFound
         })
     }
 
