@@ -76,3 +76,12 @@ pub(crate) fn exact_len(bytes: &[u8], expected: usize, what: &'static str) -> Re
         })
     }
 }
+
+/// Borrows exactly `N` bytes as an array.
+pub(crate) fn arr<const N: usize>(b: &[u8]) -> Result<&[u8; N]> {
+    b.try_into().map_err(|_| CryptoError::InvalidLength {
+        what: "key material",
+        expected: N,
+        got: b.len(),
+    })
+}

@@ -99,7 +99,9 @@ impl EnvelopeHeader {
 pub struct Envelope {
     header: EnvelopeHeader,
     kem_ct: KemCiphertext,
-    body: Vec<u8>,
+    /// Where the AEAD body starts in `bytes` (it ends at `signed_len`): kept as an offset so a
+    /// 1 MiB body is held once.
+    body_start: usize,
     signature: Signature,
     signed_len: usize,
     bytes: Vec<u8>,
@@ -240,7 +242,8 @@ impl Envelope {
                 got: body_len,
             });
         }
-        let body = r.take(body_len, "body")?.to_vec();
+        let body_start = bytes.len() - r.rest_len();
+        r.take(body_len, "body")?;
         let signed_len = bytes.len() - r.rest_len();
         let signature =
             Signature::from_bytes(mode, r.take(sign::signature_len(mode), "signature")?)?;
@@ -248,7 +251,7 @@ impl Envelope {
         Ok(Self {
             header,
             kem_ct,
-            body,
+            body_start,
             signature,
             signed_len,
             bytes: bytes.to_vec(),
@@ -314,9 +317,13 @@ impl Envelope {
             .ok_or(CryptoError::ModeNotAllowed { mode, floor })?
             .verify(SigContext::Envelope, self.signed_part(), &self.signature)?;
         let ss = kem.decapsulate(&self.kem_ct)?;
-        let header = self.header.to_bytes();
-        let (key, nonce) = derive_key(&ss, &header, self.kem_ct.as_bytes());
-        AeadKey::new(self.header.aead, &key)?.open(&nonce, &header, &self.body)
+        // The header as received: parsing accepted exactly the canonical encoding.
+        let header: &[u8; HEADER_LEN] = self.bytes[..HEADER_LEN]
+            .try_into()
+            .map_err(|_| CryptoError::Internal("envelope header"))?;
+        let (key, nonce) = derive_key(&ss, header, self.kem_ct.as_bytes());
+        let body = &self.bytes[self.body_start..self.signed_len];
+        AeadKey::new(self.header.aead, &key)?.open(&nonce, header, body)
     }
 }
 

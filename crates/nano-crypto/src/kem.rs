@@ -6,6 +6,7 @@
 use rand_core::CryptoRngCore;
 use zeroize::Zeroize;
 
+use crate::codec::arr;
 use crate::error::{CryptoError, Result};
 use crate::mode::CryptoMode;
 use crate::primitives::mlkem::{MlKem1024KeyPair, MlKem1024PublicKey};
@@ -232,12 +233,4 @@ pub(crate) fn expect_mode(expected: CryptoMode, got: CryptoMode) -> Result<()> {
     } else {
         Err(CryptoError::ModeMismatch { expected, got })
     }
-}
-
-fn arr<const N: usize>(b: &[u8]) -> Result<&[u8; N]> {
-    b.try_into().map_err(|_| CryptoError::InvalidLength {
-        what: "key material",
-        expected: N,
-        got: b.len(),
-    })
 }

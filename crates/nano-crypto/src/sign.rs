@@ -15,6 +15,7 @@ use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha512};
 use zeroize::Zeroize;
 
+use crate::codec::arr;
 use crate::error::{CryptoError, Result};
 use crate::kem::expect_mode;
 use crate::mode::CryptoMode;
@@ -296,12 +297,4 @@ impl Signature {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
-}
-
-fn arr<const N: usize>(b: &[u8]) -> Result<&[u8; N]> {
-    b.try_into().map_err(|_| CryptoError::InvalidLength {
-        what: "key material",
-        expected: N,
-        got: b.len(),
-    })
 }
