@@ -14,13 +14,7 @@ fn setup(s: &dyn Storage) -> (i64, i64) {
     assert_eq!(s.migrate().unwrap(), 1);
     assert_eq!(s.migrate().unwrap(), 1);
     s.ping().unwrap();
-    let a = s
-        .create_user("alice", b"bundle-a", &[1; 32], CryptoMode::Classical, 1)
-        .unwrap();
-    let b = s
-        .create_user("bob", b"bundle-b", &[2; 32], CryptoMode::Hybrid, 1)
-        .unwrap();
-    (a.id, b.id)
+    common::two_users(s)
 }
 
 /// A fresh PostgreSQL schema for one test, dropped afterwards.

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 mod common;
 
 use common::msg;
-use nano_crypto::CryptoMode;
 use nano_relay::storage::sqlite::SqliteStorage;
 use nano_relay::storage::{RelayError, Storage};
 
@@ -31,13 +30,7 @@ impl Drop for TempDir {
 
 fn setup(s: &SqliteStorage) -> (i64, i64) {
     assert_eq!(s.migrate().unwrap(), 1);
-    let a = s
-        .create_user("alice", b"bundle-a", &[1; 32], CryptoMode::Classical, 1)
-        .unwrap();
-    let b = s
-        .create_user("bob", b"bundle-b", &[2; 32], CryptoMode::Hybrid, 1)
-        .unwrap();
-    (a.id, b.id)
+    common::two_users(s)
 }
 
 #[test]

@@ -9,6 +9,8 @@ pub mod postgres;
 pub mod schema;
 pub mod sqlite;
 
+use std::collections::HashMap;
+
 use nano_crypto::CryptoMode;
 
 pub use crate::error::RelayError;
@@ -28,6 +30,45 @@ pub(crate) fn mode_from_db(v: i64) -> Result<CryptoMode> {
 pub(crate) fn fixed_from_db<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N]> {
     v.try_into()
         .map_err(|_| RelayError::Storage(format!("invalid {what} length in database")))
+}
+
+/// The three queries storing a batch needs, run by a backend inside one transaction.
+pub(crate) trait BatchQueries {
+    /// The sequence number of an already stored (recipient, id), if any.
+    fn existing_seq(&mut self, m: &NewMessage) -> Result<Option<i64>>;
+    /// Unacked messages in `recipient_id`'s inbox.
+    fn pending_count(&mut self, recipient_id: i64) -> Result<u64>;
+    /// Inserts `m`, returning its sequence number.
+    fn insert(&mut self, m: &NewMessage) -> Result<i64>;
+}
+
+/// Deduplication, inbox quota and insertion for a batch: the same rules on every backend.
+pub(crate) fn store_with(
+    q: &mut impl BatchQueries,
+    batch: &[NewMessage],
+    inbox_quota: u64,
+) -> Result<Vec<StoreOutcome>> {
+    let mut counts: HashMap<i64, u64> = HashMap::new();
+    let mut out = Vec::with_capacity(batch.len());
+    for m in batch {
+        if let Some(seq) = q.existing_seq(m)? {
+            out.push(StoreOutcome::Duplicate(seq));
+            continue;
+        }
+        let pending = match counts.get(&m.recipient_id) {
+            Some(n) => *n,
+            None => q.pending_count(m.recipient_id)?,
+        };
+        if pending >= inbox_quota {
+            counts.insert(m.recipient_id, pending);
+            out.push(StoreOutcome::InboxFull);
+            continue;
+        }
+        let seq = q.insert(m)?;
+        counts.insert(m.recipient_id, pending + 1);
+        out.push(StoreOutcome::Stored(seq));
+    }
+    Ok(out)
 }
 
 /// A registered user.

@@ -5,7 +5,6 @@
 //! apply each version once. The guide's indexes are created in the first migration, on empty
 //! tables, so they need no `CONCURRENTLY`.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use nano_crypto::CryptoMode;
@@ -103,6 +102,52 @@ impl PostgresStorage {
         }
         tx.commit().map_err(backend)?;
         Ok(n)
+    }
+}
+
+/// The batch queries inside one PostgreSQL transaction.
+struct PgBatch<'a, 'c> {
+    tx: &'a mut postgres::Transaction<'c>,
+    existing: postgres::Statement,
+    count: postgres::Statement,
+    insert: postgres::Statement,
+}
+
+impl super::BatchQueries for PgBatch<'_, '_> {
+    fn existing_seq(&mut self, m: &NewMessage) -> Result<Option<i64>> {
+        let row = self
+            .tx
+            .query_opt(&self.existing, &[&m.recipient_id, &&m.message_id[..]])
+            .map_err(backend)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn pending_count(&mut self, recipient_id: i64) -> Result<u64> {
+        let n: i64 = self
+            .tx
+            .query_one(&self.count, &[&recipient_id])
+            .map_err(backend)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    fn insert(&mut self, m: &NewMessage) -> Result<i64> {
+        let mode = i16::from(m.crypto_mode.to_byte());
+        let row = self
+            .tx
+            .query_one(
+                &self.insert,
+                &[
+                    &&m.message_id[..],
+                    &m.recipient_id,
+                    &m.sender_id,
+                    &mode,
+                    &m.timestamp_ms,
+                    &m.payload,
+                ],
+            )
+            .map_err(backend)?;
+        Ok(row.get(0))
     }
 }
 
@@ -268,49 +313,13 @@ impl Storage for PostgresStorage {
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
             )
             .map_err(backend)?;
-        let mut counts: HashMap<i64, u64> = HashMap::new();
-        let mut out = Vec::with_capacity(batch.len());
-        for m in batch {
-            let id = &m.message_id[..];
-            if let Some(row) = tx
-                .query_opt(&existing, &[&m.recipient_id, &id])
-                .map_err(backend)?
-            {
-                out.push(StoreOutcome::Duplicate(row.get(0)));
-                continue;
-            }
-            let pending = match counts.get(&m.recipient_id) {
-                Some(n) => *n,
-                None => {
-                    let n: i64 = tx
-                        .query_one(&count, &[&m.recipient_id])
-                        .map_err(backend)?
-                        .get(0);
-                    u64::try_from(n).unwrap_or(u64::MAX)
-                }
-            };
-            if pending >= inbox_quota {
-                counts.insert(m.recipient_id, pending);
-                out.push(StoreOutcome::InboxFull);
-                continue;
-            }
-            let mode = i16::from(m.crypto_mode.to_byte());
-            let row = tx
-                .query_one(
-                    &insert,
-                    &[
-                        &id,
-                        &m.recipient_id,
-                        &m.sender_id,
-                        &mode,
-                        &m.timestamp_ms,
-                        &m.payload,
-                    ],
-                )
-                .map_err(backend)?;
-            counts.insert(m.recipient_id, pending + 1);
-            out.push(StoreOutcome::Stored(row.get(0)));
-        }
+        let mut q = PgBatch {
+            tx: &mut tx,
+            existing,
+            count,
+            insert,
+        };
+        let out = super::store_with(&mut q, batch, inbox_quota)?;
         tx.commit().map_err(backend)?;
         Ok(out)
     }

@@ -3,7 +3,6 @@
 //! One writer at a time is SQLite's model anyway; the batch writer keeps transactions short and
 //! large, so the mutex is rarely contended.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -225,61 +224,28 @@ impl Storage for SqliteStorage {
     fn store_batch(&self, batch: &[NewMessage], inbox_quota: u64) -> Result<Vec<StoreOutcome>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
-        let mut counts: HashMap<i64, u64> = HashMap::new();
-        let mut out = Vec::with_capacity(batch.len());
-        {
-            let mut existing = tx
-                .prepare_cached(
-                    "SELECT seq FROM messages WHERE recipient_id = ?1 AND message_id = ?2",
-                )
-                .map_err(backend)?;
-            let mut count = tx
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM messages WHERE recipient_id = ?1 AND deleted_at IS NULL",
-                )
-                .map_err(backend)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(backend)?;
-            for m in batch {
-                let prior: Option<i64> = existing
-                    .query_row(params![m.recipient_id, &m.message_id[..]], |r| r.get(0))
-                    .optional()
-                    .map_err(backend)?;
-                if let Some(seq) = prior {
-                    out.push(StoreOutcome::Duplicate(seq));
-                    continue;
-                }
-                let pending = match counts.get(&m.recipient_id) {
-                    Some(n) => *n,
-                    None => count
-                        .query_row(params![m.recipient_id], |r| r.get::<_, i64>(0))
-                        .map_err(backend)?
-                        .try_into()
-                        .unwrap_or(u64::MAX),
-                };
-                if pending >= inbox_quota {
-                    counts.insert(m.recipient_id, pending);
-                    out.push(StoreOutcome::InboxFull);
-                    continue;
-                }
-                insert
-                    .execute(params![
-                        &m.message_id[..],
-                        m.recipient_id,
-                        m.sender_id,
-                        m.crypto_mode.to_byte(),
-                        m.timestamp_ms,
-                        m.payload
-                    ])
-                    .map_err(backend)?;
-                counts.insert(m.recipient_id, pending + 1);
-                out.push(StoreOutcome::Stored(tx.last_insert_rowid()));
-            }
-        }
+        let out = {
+            let mut q = SqliteBatch {
+                tx: &tx,
+                existing: tx
+                    .prepare_cached(
+                        "SELECT seq FROM messages WHERE recipient_id = ?1 AND message_id = ?2",
+                    )
+                    .map_err(backend)?,
+                count: tx
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM messages WHERE recipient_id = ?1 AND deleted_at IS NULL",
+                    )
+                    .map_err(backend)?,
+                insert: tx
+                    .prepare_cached(
+                        "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(backend)?,
+            };
+            super::store_with(&mut q, batch, inbox_quota)?
+        };
         tx.commit().map_err(backend)?;
         Ok(out)
     }
@@ -367,6 +333,45 @@ impl Storage for SqliteStorage {
             )
             .map_err(backend)?;
         Ok(n as u64)
+    }
+}
+
+/// The batch queries inside one SQLite transaction.
+struct SqliteBatch<'t> {
+    tx: &'t rusqlite::Transaction<'t>,
+    existing: rusqlite::CachedStatement<'t>,
+    count: rusqlite::CachedStatement<'t>,
+    insert: rusqlite::CachedStatement<'t>,
+}
+
+impl super::BatchQueries for SqliteBatch<'_> {
+    fn existing_seq(&mut self, m: &NewMessage) -> Result<Option<i64>> {
+        self.existing
+            .query_row(params![m.recipient_id, &m.message_id[..]], |r| r.get(0))
+            .optional()
+            .map_err(backend)
+    }
+
+    fn pending_count(&mut self, recipient_id: i64) -> Result<u64> {
+        let n: i64 = self
+            .count
+            .query_row(params![recipient_id], |r| r.get(0))
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    fn insert(&mut self, m: &NewMessage) -> Result<i64> {
+        self.insert
+            .execute(params![
+                &m.message_id[..],
+                m.recipient_id,
+                m.sender_id,
+                m.crypto_mode.to_byte(),
+                m.timestamp_ms,
+                m.payload
+            ])
+            .map_err(backend)?;
+        Ok(self.tx.last_insert_rowid())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Helpers shared by the storage tests.
+#![allow(clippy::unwrap_used, dead_code)]
 
 use nano_crypto::CryptoMode;
-use nano_relay::storage::NewMessage;
+use nano_relay::storage::{NewMessage, Storage};
 
 /// A hybrid message with id `[id; 16]` from `from` to `to` at time `t`.
 pub(crate) fn msg(id: u8, to: i64, from: Option<i64>, t: i64) -> NewMessage {
@@ -13,4 +14,15 @@ pub(crate) fn msg(id: u8, to: i64, from: Option<i64>, t: i64) -> NewMessage {
         timestamp_ms: t,
         payload: format!("payload {id}"),
     }
+}
+
+/// Registers alice (classical) and bob (hybrid); returns their ids.
+pub(crate) fn two_users(s: &dyn Storage) -> (i64, i64) {
+    let a = s
+        .create_user("alice", b"bundle-a", &[1; 32], CryptoMode::Classical, 1)
+        .unwrap();
+    let b = s
+        .create_user("bob", b"bundle-b", &[2; 32], CryptoMode::Hybrid, 1)
+        .unwrap();
+    (a.id, b.id)
 }
