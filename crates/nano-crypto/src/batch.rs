@@ -59,6 +59,12 @@ impl VerificationTask {
         self.id
     }
 
+    /// The same check under another id (a batcher renumbering tasks from many callers).
+    pub fn with_id(mut self, id: u64) -> Self {
+        self.id = id;
+        self
+    }
+
     /// The Ed25519 part, if any: key and signature bytes.
     fn ed25519_part(&self) -> Option<(&Ed25519PublicKey, &[u8])> {
         match &self.key {

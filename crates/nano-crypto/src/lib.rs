@@ -20,6 +20,7 @@
 //! accel         CPU feature detection; picks the default AEAD
 //! codec         the bounds-checked reader every decoder uses
 //! error         CryptoError and its stable wire codes
+//! channel       the relay key_exchange channel key and its HMAC confirmation
 //! ```
 #![deny(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod accel;
 pub mod adaptive;
 pub mod aead;
 pub mod batch;
+pub mod channel;
 mod codec;
 pub mod envelope;
 pub mod error;

@@ -60,14 +60,6 @@ pub fn key_exchange_content(
     out
 }
 
-/// The `key_exchange_ok` confirmation input: HMAC-SHA256 under the channel key of
-/// `"nano-messenger/v1 kex-confirm" ‖ key_id (8)`.
-pub fn key_exchange_confirm_input(key_id: u64) -> Vec<u8> {
-    let mut out = b"nano-messenger/v1 kex-confirm".to_vec();
-    out.extend_from_slice(&key_id.to_be_bytes());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +84,5 @@ mod tests {
             rotation_content(&u, &Fingerprint([4; 32]), &Fingerprint([5; 32])),
             rotation_content(&u, &Fingerprint([5; 32]), &Fingerprint([4; 32]))
         );
-        assert_eq!(key_exchange_confirm_input(1).len(), 29 + 8);
     }
 }

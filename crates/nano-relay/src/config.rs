@@ -3,7 +3,8 @@
 //!
 //! Unknown keys and bad values are startup errors naming the key (`server.api_port`). Omitted
 //! keys take the development defaults. The storage URL, the L2 cache URL and the TLS key path can
-//! come from the environment (`NANO_STORAGE_URL`, `NANO_L2_CACHE_URL`, `NANO_TLS_KEY_PATH`), so
+//! come from the environment (`NANO_STORAGE_URL`, `NANO_L2_CACHE_URL`, `NANO_L2_KEY_PREFIX`,
+//! `NANO_TLS_KEY_PATH`), so
 //! secrets need not live in the file.
 
 use std::net::IpAddr;
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     pub thread_name: String,
     /// Stack size of the runtime's threads, in bytes.
     pub thread_stack_size: usize,
+    /// The WebSocket URL announced in `/v1/relay` (behind a proxy or load balancer); derived
+    /// from the bind address and port when absent.
+    pub public_websocket_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
             keep_alive_seconds: 60,
             thread_name: "nano-messenger-worker".into(),
             thread_stack_size: 2 * 1024 * 1024,
+            public_websocket_url: None,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct CachingConfig {
     pub l2_cache_url: Option<String>,
     /// Seconds an L2 entry lives.
     pub l2_cache_ttl_seconds: u64,
+    /// Prefix of every Redis key and channel: relays of one deployment share it.
+    pub l2_key_prefix: String,
 }
 
 impl Default for CachingConfig {
@@ -162,6 +169,7 @@ impl Default for CachingConfig {
             enable_l2_cache: false,
             l2_cache_url: None,
             l2_cache_ttl_seconds: 3_600,
+            l2_key_prefix: "nano:".into(),
         }
     }
 }
@@ -378,6 +386,9 @@ impl RelayConfig {
         if let Some(url) = env("NANO_L2_CACHE_URL") {
             self.caching.l2_cache_url = Some(url);
         }
+        if let Some(p) = env("NANO_L2_KEY_PREFIX") {
+            self.caching.l2_key_prefix = p;
+        }
         if let Some(p) = env("NANO_TLS_KEY_PATH") {
             self.tls.key_path = Some(PathBuf::from(p));
         }
@@ -487,6 +498,23 @@ impl RelayConfig {
                         "required when enable_l2_cache = true (or set NANO_L2_CACHE_URL)",
                     ));
                 }
+            }
+        }
+        if c.l2_key_prefix.is_empty()
+            || c.l2_key_prefix.len() > 64
+            || !c.l2_key_prefix.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(invalid(
+                "caching.l2_key_prefix",
+                "must be 1 to 64 printable ASCII characters without spaces",
+            ));
+        }
+        if let Some(u) = &s.public_websocket_url {
+            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
+                return Err(invalid(
+                    "server.public_websocket_url",
+                    "must start with ws:// or wss://",
+                ));
             }
         }
         range(

@@ -49,9 +49,71 @@ pub enum RelayError {
     /// The L2 cache failed (callers fall back to the database).
     #[error("L2 cache unavailable: {0}")]
     Cache(String),
+    /// A peer's frame or body could not be decoded or was invalid.
+    #[error(transparent)]
+    Proto(#[from] nano_proto::ProtoError),
+    /// A crypto operation failed on a peer's input (bad key, bad signature, wrong mode).
+    #[error("{0}")]
+    Crypto(#[from] nano_crypto::CryptoError),
+    /// The request needs an authenticated connection.
+    #[error("authenticate first")]
+    Unauthorized,
+    /// Authentication failed: unknown user, mode not held, bad signature or a spent challenge.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// The crypto mode is below the relay's or a user's floor.
+    #[error("crypto mode {mode} is not allowed (minimum {floor})")]
+    ModeNotAllowed {
+        /// What was asked for.
+        mode: nano_crypto::CryptoMode,
+        /// The floor.
+        floor: nano_crypto::CryptoMode,
+    },
+    /// The recipient is not registered.
+    #[error("unknown recipient")]
+    UnknownRecipient,
+    /// The recipient's inbox holds its quota of undelivered messages.
+    #[error("the recipient's inbox is full")]
+    InboxFull,
+    /// Too many requests from this connection or address.
+    #[error("rate limit exceeded")]
+    RateLimited,
+    /// The relay is draining or overloaded.
+    #[error("the relay is shutting down or overloaded")]
+    Unavailable,
+    /// TLS setup failed (certificate or key unreadable or invalid).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// An unexpected internal failure (details in the relay's logs only).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl RelayError {
+    /// The message a peer is told: our own failures are summarised, the peer's named.
+    pub fn public_message(&self) -> String {
+        match self.code() {
+            ErrorCode::Internal => "internal error".into(),
+            ErrorCode::Unavailable => "the relay is temporarily unavailable".into(),
+            _ => self.to_string(),
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> u16 {
+        match self.code() {
+            ErrorCode::NotFound | ErrorCode::UnknownRecipient => 404,
+            ErrorCode::NameTaken => 409,
+            ErrorCode::Unauthorized | ErrorCode::AuthFailed => 401,
+            ErrorCode::InvalidKey | ErrorCode::ModeNotAllowed => 403,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::FrameTooLarge | ErrorCode::MessageTooLarge => 413,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+            _ => 400,
+        }
+    }
+
     /// The wire code a peer is told (details stay in the relay's logs).
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -59,10 +121,22 @@ impl RelayError {
             Self::NotFound => ErrorCode::NotFound,
             // The key that signed the rotation is no longer the current one.
             Self::Conflict => ErrorCode::InvalidKey,
-            Self::Storage(_) | Self::SchemaTooNew { .. } | Self::Cache(_) => ErrorCode::Unavailable,
-            Self::ConfigParse(_) | Self::ConfigInvalid { .. } | Self::Io { .. } => {
-                ErrorCode::Internal
+            Self::Storage(_) | Self::SchemaTooNew { .. } | Self::Cache(_) | Self::Unavailable => {
+                ErrorCode::Unavailable
             }
+            Self::Proto(e) => e.code(),
+            Self::Crypto(e) => nano_proto::ProtoError::Crypto(e.clone()).code(),
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::AuthFailed => ErrorCode::AuthFailed,
+            Self::ModeNotAllowed { .. } => ErrorCode::ModeNotAllowed,
+            Self::UnknownRecipient => ErrorCode::UnknownRecipient,
+            Self::InboxFull => ErrorCode::InboxFull,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::ConfigParse(_)
+            | Self::ConfigInvalid { .. }
+            | Self::Io { .. }
+            | Self::Tls(_)
+            | Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }

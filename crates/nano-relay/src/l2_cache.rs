@@ -125,6 +125,33 @@ impl RedisCache {
         })
     }
 
+    /// `prefix ‖ name`: a channel of this deployment.
+    pub fn channel(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Publishes each of `payloads` on `channel`, in one round trip.
+    pub fn publish(&self, channel: &str, payloads: &[String]) -> Result<(), RelayError> {
+        self.with_conn(|c| {
+            let mut p = redis::pipe();
+            for m in payloads {
+                p.cmd("PUBLISH").arg(channel).arg(m).ignore();
+            }
+            p.query::<()>(c)
+        })
+    }
+
+    /// A new connection for subscribing, with `read_timeout` so the subscriber can notice
+    /// shutdown.
+    pub fn subscriber_connection(
+        &self,
+        read_timeout: Duration,
+    ) -> Result<redis::Connection, RelayError> {
+        let c = self.client.get_connection_with_timeout(self.timeout)?;
+        c.set_read_timeout(Some(read_timeout))?;
+        Ok(c)
+    }
+
     /// Seconds until `name`'s entry expires (`None` when absent).
     pub fn ttl(&self, name: &str) -> Result<Option<u64>, RelayError> {
         let key = self.key(name);

@@ -1,24 +1,57 @@
-//! The Nano-Messenger relay.
+//! The Nano-Messenger relay: stores and forwards ciphertext it cannot read.
 //!
 //! ```text
-//! error      RelayError, the crate's one error type, and its wire codes
-//! config   relay.toml: the guide's [server] [performance] [memory] [caching] [debug] sections
-//!          plus [storage] [security] [tls] [limits]; parsing, validation, environment
-//!          overrides, and the development / production templates
-//! l2_cache   Redis L2 of user bundles and the cross-relay invalidation channel
-//! l1_cache   bounded LRU + TTL cache of user bundles (the L1 of L1 → L2 → database)
-//! storage    one synchronous Storage trait (users, messages, migrations) and two backends:
-//!            SQLite (WAL, embedded) and PostgreSQL (shared); the guide's four indexes
-//! rate_limit token buckets per connection and per address (bounded LRU of addresses)
+//! main (bin)   CLI, relay.toml, Tokio runtime from [server], signals → server::start / shutdown
+//! server       wires everything below; the one shutdown sequence
+//!
+//! request flow (the guide's three-stage pipeline):
+//!   ws          accept, TLS, limits, per-connection I/O loop        (async I/O workers)
+//!   session     challenge/auth, send, inbox paging, ack/read, key_exchange  (protocol state)
+//!   auth        batched auth signature checks through BatchVerifier ┐
+//!   kex         ephemeral KEM keys from the KeyCache, signed        ├ crypto_pool (bounded)
+//!   writer      bounded queue → batched commits → hub push          (storage stage)
+//!   hub         authenticated sessions by user; bounded delivery queues
+//!   fanout      Redis pub/sub between relays: delivery wake-ups, cache invalidation
+//!   http        health, ready, metrics, /v1/relay, users, keys, openapi.json
+//!
+//! building blocks:
+//!   config      relay.toml: the guide's sections plus [storage] [security] [tls] [limits]
+//!   storage     one Storage trait; SQLite (WAL) and PostgreSQL; migrations, the four indexes
+//!   directory   users through L1 (l1_cache) → L2 (l2_cache, Redis) → storage
+//!   tls         rustls server config; self-signed certificate for development
+//!   relay_identity  the relay's long-term keys in the data directory
+//!   rate_limit  token buckets per connection and per address
+//!   metrics     Prometheus metrics with the guide's names
+//!   cleanup     timed deletion of acked and expired rows
+//!   profiling   pprof flame graphs (feature `profiling`)
+//!   error       RelayError and its wire codes, in one place
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod cleanup;
 pub mod config;
+pub mod crypto_pool;
+pub mod directory;
 pub mod error;
+pub mod fanout;
+pub mod http;
+pub mod hub;
+pub mod kex;
 pub mod l1_cache;
 pub mod l2_cache;
+pub mod metrics;
+pub mod profiling;
 pub mod rate_limit;
+pub mod relay_identity;
+pub mod server;
+pub mod session;
+pub mod state;
 pub mod storage;
+pub mod tls;
+pub mod writer;
+pub mod ws;
 
 pub use config::{Environment, RelayConfig};
 pub use error::RelayError;
+pub use server::{RunningRelay, start};

@@ -134,7 +134,7 @@ pub struct StoredMessage {
 }
 
 /// The storage operations the relay needs.
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations; returns the schema version now in place.
@@ -178,4 +178,19 @@ pub trait Storage: Send + Sync + 'static {
     /// Deletes up to `limit` rows that are acked, or older than `expire_before_ms`; returns how
     /// many were deleted.
     fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64>;
+}
+
+/// Opens the backend `url` names (`sqlite://PATH` or `postgres://…`) and applies migrations.
+pub fn open(url: &str) -> Result<std::sync::Arc<dyn Storage>> {
+    let storage: std::sync::Arc<dyn Storage> = if let Some(path) = url.strip_prefix("sqlite://") {
+        std::sync::Arc::new(sqlite::SqliteStorage::open(std::path::Path::new(path))?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        std::sync::Arc::new(postgres::PostgresStorage::connect(url, None)?)
+    } else {
+        return Err(RelayError::Storage(
+            "storage URL must start with sqlite:// or postgres://".into(),
+        ));
+    };
+    storage.migrate()?;
+    Ok(storage)
 }

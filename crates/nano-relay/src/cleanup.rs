@@ -1,0 +1,50 @@
+//! Expiry: every `storage.cleanup_interval_seconds`, acked messages and messages older than
+//! `storage.message_retention_days` are deleted in bounded batches, so one pass never holds a
+//! long transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::state::{Shared, now_ms};
+
+/// Rows deleted per transaction.
+pub const BATCH: u32 = 1_000;
+/// Batches per pass at most; the rest waits for the next tick.
+const MAX_BATCHES_PER_PASS: u32 = 100;
+
+/// Runs until shutdown.
+pub async fn run(shared: Arc<Shared>) {
+    let every = Duration::from_secs(shared.config.storage.cleanup_interval_seconds);
+    let retention_ms = i64::from(shared.config.storage.message_retention_days) * 86_400_000;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut total = 0u64;
+        for _ in 0..MAX_BATCHES_PER_PASS {
+            let before = now_ms().saturating_sub(retention_ms);
+            match shared
+                .blocking(move |s| s.storage.cleanup(before, BATCH))
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    shared.metrics.cleanup_deleted.inc_by(n);
+                    if n < u64::from(BATCH) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cleanup pass failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::debug!(deleted = total, "cleanup pass");
+        }
+    }
+}

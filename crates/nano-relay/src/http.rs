@@ -1,0 +1,292 @@
+//! The HTTP API on `api_port`: health, readiness, metrics, relay information, user registration,
+//! lookup and key rotation, and the OpenAPI document.
+//!
+//! Bodies are parsed by hand, not by an extractor, so every malformed request gets the same JSON
+//! error body with a stable `code` as everything else. Signature checks run on the crypto pool,
+//! database work on blocking threads.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes as Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use nano_crypto::{CryptoMode, SigContext};
+use nano_proto::rest::{
+    ErrorBody, RegisterRequest, RelayInfo, RotateKeysRequest, UserResponse, claim_content,
+    rotation_content,
+};
+use nano_proto::{Bytes, ProtoError, Username};
+use serde::Serialize;
+
+use crate::directory::UserEntry;
+use crate::error::RelayError;
+use crate::state::{Shared, now_ms};
+
+/// Largest request body.
+const MAX_BODY: usize = 256 * 1024;
+
+/// The OpenAPI 3 description of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The API router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/relay", get(relay_info))
+        .route("/v1/users", post(register))
+        .route("/v1/users/{name}", get(user))
+        .route("/v1/users/{name}/keys", put(rotate))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+struct ApiError(RelayError);
+
+impl From<RelayError> for ApiError {
+    fn from(e: RelayError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<ProtoError> for ApiError {
+    fn from(e: ProtoError) -> Self {
+        Self(RelayError::Proto(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(error = %self.0, "request failed");
+        }
+        let body = ErrorBody {
+            code: self.0.code(),
+            message: self.0.public_message(),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// Parses a JSON body into `T`, classifying failures like WebSocket frames.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ProtoError::Malformed("body is not UTF-8".into()))?;
+    serde_json::from_str(text).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ProtoError::Malformed(format!("body is not valid JSON (column {})", e.column()))
+            }
+            Category::Data => ProtoError::InvalidField {
+                field: "body",
+                reason: format!(
+                    "a field is missing, unknown or of the wrong type (column {})",
+                    e.column()
+                ),
+            },
+        }
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError(RelayError::NotFound)
+}
+
+async fn health() -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    let reason = if s.is_draining() {
+        Some("draining")
+    } else {
+        let expected = crate::storage::schema::latest(match s.storage.backend() {
+            "postgres" => crate::storage::schema::POSTGRES,
+            _ => crate::storage::schema::SQLITE,
+        });
+        match s
+            .blocking(|s| {
+                s.storage.ping()?;
+                s.storage.schema_version()
+            })
+            .await
+        {
+            Ok(v) if v == expected => None,
+            Ok(_) => Some("migrations pending"),
+            Err(_) => Some("storage unreachable"),
+        }
+    };
+    match reason {
+        None => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+        Some(r) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "not_ready", "reason": r }),
+        ),
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let mut r = s.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+async fn openapi() -> Response {
+    let mut r = OPENAPI.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn relay_info(State(s): State<Arc<Shared>>) -> Response {
+    let floor = s.config.security.minimum_crypto_mode;
+    let info = RelayInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        relay_id: s.relay_id.to_hex(),
+        identity: Bytes(s.identity.public_bundle().to_bytes()),
+        websocket_url: s.ws_url.clone(),
+        modes: floor.and_stronger().collect(),
+        minimum_crypto_mode: floor,
+        allow_anonymous_send: s.config.security.allow_anonymous_send,
+        acceleration: s.acceleration,
+    };
+    json(StatusCode::OK, &info)
+}
+
+fn user_response(e: &UserEntry) -> Result<UserResponse, RelayError> {
+    Ok(UserResponse {
+        username: Username::new(&e.record.username)?,
+        bundle: Bytes(e.record.bundle.clone()),
+        fingerprint: hex::encode(e.record.fingerprint),
+        min_mode: e.record.min_mode,
+    })
+}
+
+fn check_floor(s: &Shared, mode: CryptoMode) -> Result<(), RelayError> {
+    let floor = s.config.security.minimum_crypto_mode;
+    if mode < floor {
+        return Err(RelayError::ModeNotAllowed { mode, floor });
+    }
+    Ok(())
+}
+
+async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, ApiError> {
+    let req: RegisterRequest = parse(&body)?;
+    check_floor(&s, req.crypto_mode)?;
+    let shared = Arc::clone(&s);
+    let bundle = s
+        .crypto
+        .run(move || -> Result<_, RelayError> {
+            let started = std::time::Instant::now();
+            // Decoding checks every mode's proof of possession.
+            let bundle = req.bundle()?;
+            let sig = req.signature()?;
+            let key = bundle
+                .verifying_key(req.crypto_mode)
+                .ok_or(RelayError::ModeNotAllowed {
+                    mode: req.crypto_mode,
+                    floor: bundle.min_mode(),
+                })?;
+            key.verify(
+                SigContext::ProofOfPossession,
+                &claim_content(&req.username, &bundle),
+                &sig,
+            )?;
+            shared
+                .metrics
+                .crypto_op("verify", req.crypto_mode, started.elapsed());
+            Ok((req.username, bundle))
+        })
+        .await??;
+    let (name, bundle) = bundle;
+    let record = s
+        .blocking(move |s| s.directory.register(name.as_str(), &bundle, now_ms()))
+        .await?;
+    tracing::info!("user registered");
+    let resp = UserResponse {
+        username: Username::new(&record.username)?,
+        bundle: Bytes(record.bundle),
+        fingerprint: hex::encode(record.fingerprint),
+        min_mode: record.min_mode,
+    };
+    Ok(json(StatusCode::CREATED, &resp))
+}
+
+async fn lookup(s: &Arc<Shared>, name: &str) -> Result<Arc<UserEntry>, ApiError> {
+    let name = Username::new(name)?;
+    let entry = s
+        .blocking(move |s| s.directory.lookup(name.as_str()))
+        .await?
+        .ok_or(RelayError::NotFound)?;
+    Ok(entry)
+}
+
+async fn user(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let entry = lookup(&s, &name).await?;
+    Ok(json(StatusCode::OK, &user_response(&entry)?))
+}
+
+async fn rotate(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: RotateKeysRequest = parse(&body)?;
+    check_floor(&s, req.crypto_mode)?;
+    let current = lookup(&s, &name).await?;
+    let username = Username::new(&name)?;
+    let shared = Arc::clone(&s);
+    let cur = Arc::clone(&current);
+    let new =
+        s.crypto
+            .run(move || -> Result<_, RelayError> {
+                let new = req.bundle()?;
+                let sig = req.signature()?;
+                // Signed by the *current* key of that mode.
+                let key = cur.bundle.verifying_key(req.crypto_mode).ok_or(
+                    RelayError::ModeNotAllowed {
+                        mode: req.crypto_mode,
+                        floor: cur.record.min_mode,
+                    },
+                )?;
+                let started = std::time::Instant::now();
+                key.verify(
+                    SigContext::KeyRotation,
+                    &rotation_content(&username, &cur.bundle.fingerprint(), &new.fingerprint()),
+                    &sig,
+                )?;
+                shared
+                    .metrics
+                    .crypto_op("verify", req.crypto_mode, started.elapsed());
+                Ok(new)
+            })
+            .await??;
+    let fp = current.bundle.fingerprint();
+    let n = name.clone();
+    s.blocking(move |s| s.directory.rotate(&n, &fp, &new, now_ms()))
+        .await?;
+    tracing::info!("keys rotated");
+    let entry = lookup(&s, &name).await?;
+    Ok(json(StatusCode::OK, &user_response(&entry)?))
+}

@@ -1,0 +1,537 @@
+//! One connection's protocol state: challenge, authentication, sends, inbox paging, key exchange.
+//!
+//! The session turns a decoded [`ClientFrame`] into the frames to answer with. It does no socket
+//! I/O (that is `ws.rs`); it awaits storage, the crypto pool and the writer. A `send_message` is
+//! answered later, when its batch commits, through the [`Pending`] future it returns, so one
+//! connection can have many sends in flight.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nano_crypto::{CryptoMode, OsRng, SigContext, Signature, SymmetricKey, VerificationTask};
+use nano_proto::frames::{MAX_FETCH_LIMIT, NONCE_LEN};
+use nano_proto::signed::auth_content;
+use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
+use rand_core::RngCore;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::directory::UserEntry;
+use crate::error::RelayError;
+use crate::hub::SessionEvent;
+use crate::kex::Offer;
+use crate::state::{Shared, now_ms};
+use crate::storage::{NewMessage, StoreOutcome, StoredMessage};
+use crate::writer::WriteRequest;
+
+/// Inbox page size when streaming after `auth` and on a wake-up.
+pub const PAGE: u32 = 100;
+/// Key-exchange offers one session keeps for completion (one per mode).
+const MAX_OFFERS: usize = 3;
+
+/// An answer that arrives when a send commits.
+pub type Pending = Pin<Box<dyn Future<Output = RelayFrame> + Send>>;
+
+/// What handling a frame produced.
+#[derive(Default)]
+pub struct Output {
+    /// Frames to send now, in order.
+    pub frames: Vec<RelayFrame>,
+    /// An answer to send when it is ready.
+    pub pending: Option<Pending>,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("frames", &self.frames.len())
+            .field("pending", &self.pending.is_some())
+            .finish()
+    }
+}
+
+impl From<Vec<RelayFrame>> for Output {
+    fn from(frames: Vec<RelayFrame>) -> Self {
+        Self {
+            frames,
+            pending: None,
+        }
+    }
+}
+
+/// The `error` frame for `e`, counted in the metrics.
+pub fn error_frame(shared: &Shared, e: &RelayError, id: Option<MessageId>) -> RelayFrame {
+    let code = e.code();
+    shared.metrics.error(code);
+    let mut message = e.public_message();
+    while message.len() > nano_proto::frames::MAX_ERROR_MESSAGE_BYTES {
+        message.pop();
+    }
+    RelayFrame::Error { code, message, id }
+}
+
+fn message_frame(m: &StoredMessage) -> Result<RelayFrame, RelayError> {
+    let sender = m.sender.as_deref().map(Username::new).transpose()?;
+    Ok(RelayFrame::Message {
+        id: MessageId(m.message_id),
+        seq: u64::try_from(m.seq).unwrap_or(0),
+        sender,
+        crypto_mode: m.crypto_mode,
+        timestamp_ms: u64::try_from(m.timestamp_ms).unwrap_or(0),
+        message: m.payload.clone(),
+    })
+}
+
+/// Per-connection protocol state.
+pub struct Session {
+    shared: Arc<Shared>,
+    conn_id: u64,
+    nonce: Option<[u8; NONCE_LEN]>,
+    user: Option<Arc<UserEntry>>,
+    /// Highest inbox sequence delivered on this connection.
+    cursor: i64,
+    /// True once the backlog is drained: pushes go straight out.
+    live: bool,
+    offers: HashMap<u64, Offer>,
+    channel_key: Option<SymmetricKey>,
+    events: mpsc::Sender<SessionEvent>,
+    kill: CancellationToken,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("conn_id", &self.conn_id)
+            .field("authenticated", &self.user.is_some())
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A new session; `events` and `kill` are handed to the hub once it authenticates.
+    pub fn new(
+        shared: Arc<Shared>,
+        events: mpsc::Sender<SessionEvent>,
+        kill: CancellationToken,
+    ) -> Self {
+        Self {
+            conn_id: shared.conn_id(),
+            shared,
+            nonce: None,
+            user: None,
+            cursor: 0,
+            live: false,
+            offers: HashMap::new(),
+            channel_key: None,
+            events,
+            kill,
+        }
+    }
+
+    /// Whether a channel key was established by `key_exchange`.
+    pub fn has_channel_key(&self) -> bool {
+        self.channel_key.is_some()
+    }
+
+    /// A fresh `challenge` (the previous nonce, if any, is spent).
+    pub fn challenge(&mut self) -> RelayFrame {
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        self.nonce = Some(nonce);
+        RelayFrame::Challenge {
+            nonce: Bytes(nonce.to_vec()),
+            relay_id: self.shared.relay_id.to_hex(),
+        }
+    }
+
+    fn err(&self, e: &RelayError, id: Option<MessageId>) -> RelayFrame {
+        error_frame(&self.shared, e, id)
+    }
+
+    fn require_user(&self) -> Result<&Arc<UserEntry>, RelayError> {
+        self.user.as_ref().ok_or(RelayError::Unauthorized)
+    }
+
+    fn check_mode(&self, mode: CryptoMode) -> Result<(), RelayError> {
+        let floor = self.shared.config.security.minimum_crypto_mode;
+        if mode < floor {
+            return Err(RelayError::ModeNotAllowed { mode, floor });
+        }
+        Ok(())
+    }
+
+    /// Handles one frame.
+    pub async fn handle(&mut self, frame: ClientFrame) -> Output {
+        match frame {
+            ClientFrame::Auth {
+                username,
+                crypto_mode,
+                signature,
+            } => self.auth(username, crypto_mode, signature).await,
+            ClientFrame::SendMessage {
+                recipient,
+                message,
+                crypto_mode,
+                id,
+            } => self.send(recipient, message, crypto_mode, id).await,
+            ClientFrame::Ack { ids } => self.mark(ids, true).await.into(),
+            ClientFrame::Read { ids } => self.mark(ids, false).await.into(),
+            ClientFrame::Fetch { after, limit } => {
+                let after = after.map_or(self.cursor, |a| i64::try_from(a).unwrap_or(i64::MAX));
+                match self
+                    .page(after, limit.unwrap_or(PAGE).min(MAX_FETCH_LIMIT), true)
+                    .await
+                {
+                    Ok(f) => f.into(),
+                    Err(e) => vec![self.err(&e, None)].into(),
+                }
+            }
+            ClientFrame::KeyExchange {
+                crypto_mode,
+                key_id,
+                ciphertext,
+            } => self
+                .key_exchange(crypto_mode, key_id, ciphertext)
+                .await
+                .into(),
+        }
+    }
+
+    async fn auth(&mut self, username: Username, mode: CryptoMode, signature: Bytes) -> Output {
+        if self.user.is_some() {
+            let e = RelayError::Proto(nano_proto::ProtoError::InvalidField {
+                field: "type",
+                reason: "this connection is already authenticated".into(),
+            });
+            return vec![self.err(&e, None)].into();
+        }
+        // A nonce answers one attempt: replaying a signature over it can never succeed again.
+        let Some(nonce) = self.nonce.take() else {
+            return vec![self.err(&RelayError::AuthFailed, None), self.challenge()].into();
+        };
+        match self.verify_auth(&nonce, &username, mode, &signature).await {
+            Ok(user) => self.authenticated(user).await,
+            Err(e) => {
+                tracing::debug!(conn = self.conn_id, code = %e.code(), "auth refused");
+                vec![self.err(&e, None), self.challenge()].into()
+            }
+        }
+    }
+
+    async fn verify_auth(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        username: &Username,
+        mode: CryptoMode,
+        signature: &Bytes,
+    ) -> Result<Arc<UserEntry>, RelayError> {
+        self.check_mode(mode)?;
+        let name = username.as_str().to_owned();
+        let user = self
+            .shared
+            .blocking(move |s| s.directory.lookup(&name))
+            .await?
+            .ok_or(RelayError::AuthFailed)?;
+        let key = user
+            .bundle
+            .verifying_key(mode)
+            .ok_or(RelayError::AuthFailed)?;
+        let sig = Signature::from_bytes(mode, signature.as_slice())
+            .map_err(|_| RelayError::AuthFailed)?;
+        let content = auth_content(nonce, &self.shared.relay_id, username);
+        let task = VerificationTask::new(0, key, SigContext::RelayAuth, &content, &sig)
+            .map_err(|_| RelayError::AuthFailed)?;
+        let started = Instant::now();
+        let ok = self.shared.auth.verify(task).await?;
+        self.shared
+            .metrics
+            .crypto_op("verify", mode, started.elapsed());
+        if ok {
+            Ok(user)
+        } else {
+            Err(RelayError::AuthFailed)
+        }
+    }
+
+    async fn authenticated(&mut self, user: Arc<UserEntry>) -> Output {
+        let uid = user.record.id;
+        // Registered before the inbox is read: a message committed meanwhile is either in the
+        // page or queued as an event, and events at or below the cursor are skipped.
+        self.shared
+            .hub
+            .register(uid, self.conn_id, self.events.clone(), self.kill.clone());
+        let username = match Username::new(&user.record.username) {
+            Ok(u) => u,
+            Err(e) => return vec![self.err(&e.into(), None)].into(),
+        };
+        self.user = Some(user);
+        tracing::debug!(conn = self.conn_id, "authenticated");
+        let pending = match self
+            .shared
+            .blocking(move |s| s.storage.pending_count(uid))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => return vec![self.err(&e, None)].into(),
+        };
+        let mut frames = vec![RelayFrame::AuthOk { username, pending }];
+        match self.page(0, PAGE, true).await {
+            Ok(f) => frames.extend(f),
+            Err(e) => frames.push(self.err(&e, None)),
+        }
+        frames.into()
+    }
+
+    /// Up to `limit` inbox messages after `after`, then (with `end_frame`) a `fetched` frame.
+    async fn page(
+        &mut self,
+        after: i64,
+        limit: u32,
+        end_frame: bool,
+    ) -> Result<Vec<RelayFrame>, RelayError> {
+        let uid = self.require_user()?.record.id;
+        // One more than asked tells whether more are waiting.
+        let rows = self
+            .shared
+            .blocking(move |s| s.storage.pending(uid, after, limit + 1))
+            .await?;
+        let more = rows.len() > limit as usize;
+        let mut frames = Vec::with_capacity(rows.len() + 1);
+        let mut last = None;
+        for m in rows.iter().take(limit as usize) {
+            frames.push(message_frame(m)?);
+            last = Some(m.seq);
+        }
+        if let Some(l) = last {
+            self.cursor = self.cursor.max(l);
+        }
+        self.live = !more;
+        self.shared
+            .metrics
+            .messages_delivered
+            .inc_by(frames.len() as u64);
+        if end_frame || more {
+            frames.push(RelayFrame::Fetched {
+                count: u32::try_from(frames.len()).unwrap_or(u32::MAX),
+                last_seq: last.and_then(|l| u64::try_from(l).ok()),
+                more,
+            });
+        }
+        Ok(frames)
+    }
+
+    /// Frames for an event from the hub.
+    pub async fn on_event(&mut self, ev: SessionEvent) -> Vec<RelayFrame> {
+        match ev {
+            SessionEvent::Deliver(m) if self.live && m.seq > self.cursor => {
+                self.cursor = m.seq;
+                self.shared.metrics.messages_delivered.inc();
+                match message_frame(&m) {
+                    Ok(f) => vec![f],
+                    Err(e) => vec![self.err(&e, None)],
+                }
+            }
+            SessionEvent::Wake if self.live => {
+                let cursor = self.cursor;
+                self.page(cursor, PAGE, false)
+                    .await
+                    .unwrap_or_else(|e| vec![self.err(&e, None)])
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        recipient: Username,
+        message: String,
+        mode: CryptoMode,
+        id: Option<MessageId>,
+    ) -> Output {
+        let id = id.unwrap_or_else(|| {
+            let mut b = [0u8; 16];
+            OsRng.fill_bytes(&mut b);
+            MessageId(b)
+        });
+        match self.prepare_send(recipient, message, mode, id).await {
+            Ok(pending) => Output {
+                frames: Vec::new(),
+                pending: Some(pending),
+            },
+            Err(e) => vec![self.err(&e, Some(id))].into(),
+        }
+    }
+
+    async fn prepare_send(
+        &mut self,
+        recipient: Username,
+        message: String,
+        mode: CryptoMode,
+        id: MessageId,
+    ) -> Result<Pending, RelayError> {
+        let received = Instant::now();
+        let sec = &self.shared.config.security;
+        if self.user.is_none() && !sec.allow_anonymous_send {
+            return Err(RelayError::Unauthorized);
+        }
+        self.check_mode(mode)?;
+        let max = self.shared.config.limits.max_message_bytes;
+        if message.len() > max {
+            return Err(nano_proto::ProtoError::MessageTooLarge {
+                max,
+                got: message.len(),
+            }
+            .into());
+        }
+        let entry = match self.shared.directory.cached(recipient.as_str()) {
+            Some(e) => e,
+            None => {
+                let name = recipient.as_str().to_owned();
+                self.shared
+                    .blocking(move |s| s.directory.lookup(&name))
+                    .await?
+                    .ok_or(RelayError::UnknownRecipient)?
+            }
+        };
+        if mode < entry.record.min_mode {
+            return Err(RelayError::ModeNotAllowed {
+                mode,
+                floor: entry.record.min_mode,
+            });
+        }
+        let writer = self.shared.writer().ok_or(RelayError::Unavailable)?;
+        let (tx, rx) = oneshot::channel();
+        let sender = match &self.user {
+            Some(u) => Some(Username::new(&u.record.username)?),
+            None => None,
+        };
+        writer
+            .submit(WriteRequest {
+                msg: NewMessage {
+                    message_id: id.0,
+                    recipient_id: entry.record.id,
+                    sender_id: self.user.as_ref().map(|u| u.record.id),
+                    crypto_mode: mode,
+                    timestamp_ms: now_ms(),
+                    payload: message,
+                },
+                sender,
+                received,
+                reply: tx,
+            })
+            .await?;
+        let shared = Arc::clone(&self.shared);
+        Ok(Box::pin(async move {
+            let outcome = rx.await.unwrap_or(Err(RelayError::Unavailable));
+            match outcome {
+                Ok(StoreOutcome::Stored(_)) => RelayFrame::Sent {
+                    id,
+                    duplicate: false,
+                },
+                Ok(StoreOutcome::Duplicate(_)) => RelayFrame::Sent {
+                    id,
+                    duplicate: true,
+                },
+                Ok(StoreOutcome::InboxFull) => {
+                    error_frame(&shared, &RelayError::InboxFull, Some(id))
+                }
+                Err(e) => error_frame(&shared, &e, Some(id)),
+            }
+        }))
+    }
+
+    async fn mark(&mut self, ids: Vec<MessageId>, ack: bool) -> Vec<RelayFrame> {
+        let uid = match self.require_user() {
+            Ok(u) => u.record.id,
+            Err(e) => return vec![self.err(&e, None)],
+        };
+        let raw: Vec<[u8; 16]> = ids.iter().map(|i| i.0).collect();
+        let r = self
+            .shared
+            .blocking(move |s| {
+                if ack {
+                    s.storage.ack(uid, &raw, now_ms())
+                } else {
+                    s.storage.mark_read(uid, &raw, now_ms())
+                }
+            })
+            .await;
+        match r {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![self.err(&e, None)],
+        }
+    }
+
+    async fn key_exchange(
+        &mut self,
+        mode: CryptoMode,
+        key_id: Option<u64>,
+        ciphertext: Option<Bytes>,
+    ) -> Vec<RelayFrame> {
+        match self.key_exchange_inner(mode, key_id, ciphertext).await {
+            Ok(f) => vec![f],
+            Err(e) => vec![self.err(&e, None)],
+        }
+    }
+
+    async fn key_exchange_inner(
+        &mut self,
+        mode: CryptoMode,
+        key_id: Option<u64>,
+        ciphertext: Option<Bytes>,
+    ) -> Result<RelayFrame, RelayError> {
+        self.check_mode(mode)?;
+        let shared = Arc::clone(&self.shared);
+        match (key_id, ciphertext) {
+            (Some(id), Some(ct)) => {
+                let offer = self
+                    .offers
+                    .get(&id)
+                    .filter(|o| o.keypair.mode() == mode)
+                    .cloned()
+                    .ok_or_else(|| {
+                        RelayError::Proto(nano_proto::ProtoError::InvalidField {
+                            field: "key_id",
+                            reason: "no key with this id was offered on this connection".into(),
+                        })
+                    })?;
+                let (key, frame) = self
+                    .shared
+                    .crypto
+                    .run(move || shared.kex.complete(&offer, ct.as_slice()))
+                    .await??;
+                self.offers.remove(&id);
+                self.channel_key = Some(key);
+                Ok(frame)
+            }
+            _ => {
+                let offer = self
+                    .shared
+                    .crypto
+                    .run(move || shared.kex.offer(mode))
+                    .await??;
+                if self.offers.len() >= MAX_OFFERS {
+                    self.offers.retain(|_, o| o.keypair.mode() != mode);
+                }
+                if self.offers.len() >= MAX_OFFERS {
+                    self.offers.clear();
+                }
+                let frame = offer.frame.clone();
+                self.offers.insert(offer.key_id, offer);
+                Ok(frame)
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(u) = &self.user {
+            self.shared.hub.unregister(u.record.id, self.conn_id);
+        }
+    }
+}

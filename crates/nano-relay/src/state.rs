@@ -1,0 +1,115 @@
+//! What every connection and request handler shares: configuration, storage, caches, the hub,
+//! the writer, the crypto services and the shutdown signal.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nano_crypto::{CryptoAcceleration, Fingerprint, Identity, MonotonicClock};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::AuthVerifier;
+use crate::config::RelayConfig;
+use crate::crypto_pool::CryptoPool;
+use crate::directory::Directory;
+use crate::error::RelayError;
+use crate::hub::Hub;
+use crate::kex::KexService;
+use crate::metrics::Metrics;
+use crate::rate_limit::AddressLimiter;
+use crate::storage::Storage;
+use crate::writer::WriterHandle;
+
+/// The relay's shared state.
+#[derive(Debug)]
+pub struct Shared {
+    /// The validated configuration.
+    pub config: RelayConfig,
+    /// The database.
+    pub storage: Arc<dyn Storage>,
+    /// Users through the caches.
+    pub directory: Arc<Directory>,
+    /// Connected sessions.
+    pub hub: Arc<Hub>,
+    /// The batch writer (taken at shutdown so the writer can drain and stop).
+    pub writer: Mutex<Option<WriterHandle>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The relay's long-term identity.
+    pub identity: Arc<Identity>,
+    /// Its fingerprint: the relay id.
+    pub relay_id: Fingerprint,
+    /// Ephemeral keys.
+    pub kex: KexService,
+    /// CPU-heavy work.
+    pub crypto: Arc<CryptoPool>,
+    /// Batched auth checks.
+    pub auth: AuthVerifier,
+    /// Frame rate per address.
+    pub limiter: Mutex<AddressLimiter<MonotonicClock>>,
+    /// The clock of per-connection token buckets.
+    pub clock: MonotonicClock,
+    /// Cancelled on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+    /// Set while draining: `/ready` answers 503.
+    pub draining: AtomicBool,
+    /// Connection id source.
+    pub next_conn: AtomicU64,
+    /// The WebSocket URL clients should use.
+    pub ws_url: String,
+    /// Detected CPU features.
+    pub acceleration: CryptoAcceleration,
+}
+
+impl Shared {
+    /// A handle to the writer, unless the relay is shutting down.
+    pub fn writer(&self) -> Option<WriterHandle> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether a frame from `addr` is within the per-address rate.
+    pub fn address_allows(&self, addr: IpAddr) -> bool {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow(addr)
+    }
+
+    /// Whether the relay is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Now, on the rate limiters' clock.
+    pub fn clock_now(&self) -> std::time::Duration {
+        use nano_crypto::Clock;
+        self.clock.now()
+    }
+
+    /// A fresh connection id.
+    pub fn conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs blocking storage or cache work off the I/O workers.
+    pub async fn blocking<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Self) -> Result<R, RelayError> + Send + 'static,
+    ) -> Result<R, RelayError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|_| RelayError::Internal("blocking task failed".into()))?
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

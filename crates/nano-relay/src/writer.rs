@@ -1,0 +1,194 @@
+//! The batch writer: the third stage of the pipeline. Sessions queue messages on a bounded
+//! channel; one task commits them in batches, one transaction each, then answers every sender and
+//! hands each stored message to the hub for push delivery.
+//!
+//! Batching (`message_batch_size`, `message_batch_timeout_ms`): a batch takes everything queued,
+//! up to `message_batch_size`. Under light load a message is committed at once, never held back
+//! for company; after a full batch (sustained load) the writer lingers up to
+//! `message_batch_timeout_ms` for the next batch to fill, trading a bounded delay for fewer
+//! commits. Messages arriving during a commit wait for the next one (group commit).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nano_proto::Username;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::RelayError;
+use crate::fanout::Fanout;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::storage::{NewMessage, Storage, StoreOutcome, StoredMessage};
+
+/// One message to store, and where to send the outcome.
+#[derive(Debug)]
+pub struct WriteRequest {
+    /// The row.
+    pub msg: NewMessage,
+    /// The sender's name for the push frame (`None` for anonymous sends).
+    pub sender: Option<Username>,
+    /// When the relay read the frame (for the processing-duration metric).
+    pub received: Instant,
+    /// The outcome.
+    pub reply: oneshot::Sender<Result<StoreOutcome, RelayError>>,
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Most messages per transaction.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill under sustained load.
+    pub batch_timeout: Duration,
+    /// Undelivered messages one inbox may hold.
+    pub inbox_quota: u64,
+    /// Queue capacity (messages waiting for a commit).
+    pub queue_capacity: usize,
+}
+
+/// The sending side, cloned into every session.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<WriteRequest>,
+    metrics: Metrics,
+}
+
+impl WriterHandle {
+    /// Queues `req`, waiting for room; fails only when the writer has stopped.
+    pub async fn submit(&self, req: WriteRequest) -> Result<(), RelayError> {
+        self.tx
+            .send(req)
+            .await
+            .map_err(|_| RelayError::Unavailable)?;
+        self.metrics
+            .write_queue_depth
+            .set(i64::try_from(self.depth()).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// Messages waiting.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// Starts the writer; it runs until every [`WriterHandle`] is dropped and the queue is empty.
+pub fn spawn(
+    storage: Arc<dyn Storage>,
+    cfg: WriterConfig,
+    hub: Arc<Hub>,
+    fanout: Option<Arc<Fanout>>,
+    metrics: Metrics,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+    let handle = WriterHandle {
+        tx,
+        metrics: metrics.clone(),
+    };
+    let task = tokio::spawn(run(rx, storage, cfg, hub, fanout, metrics));
+    (handle, task)
+}
+
+async fn next_batch(
+    rx: &mut mpsc::Receiver<WriteRequest>,
+    cfg: &WriterConfig,
+    linger: bool,
+) -> Option<Vec<WriteRequest>> {
+    let first = rx.recv().await?;
+    let deadline = tokio::time::Instant::now() + cfg.batch_timeout;
+    let mut batch = Vec::with_capacity(cfg.batch_size);
+    batch.push(first);
+    loop {
+        while batch.len() < cfg.batch_size {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if batch.len() >= cfg.batch_size || !linger {
+            return Some(batch);
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(r)) => batch.push(r),
+            _ => return Some(batch),
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<WriteRequest>,
+    storage: Arc<dyn Storage>,
+    cfg: WriterConfig,
+    hub: Arc<Hub>,
+    fanout: Option<Arc<Fanout>>,
+    metrics: Metrics,
+) {
+    let mut linger = false;
+    while let Some(batch) = next_batch(&mut rx, &cfg, linger).await {
+        linger = batch.len() >= cfg.batch_size;
+        metrics
+            .write_queue_depth
+            .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
+        let (msgs, rest): (Vec<NewMessage>, Vec<_>) = batch
+            .into_iter()
+            .map(|r| (r.msg, (r.sender, r.received, r.reply)))
+            .unzip();
+        let started = Instant::now();
+        let st = Arc::clone(&storage);
+        let quota = cfg.inbox_quota;
+        let result = tokio::task::spawn_blocking(move || {
+            let outcome = st.store_batch(&msgs, quota);
+            (msgs, outcome)
+        })
+        .await;
+        let (msgs, outcome) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "batch commit task failed");
+                for (_, _, reply) in rest {
+                    let _ = reply.send(Err(RelayError::Internal("commit task failed".into())));
+                }
+                continue;
+            }
+        };
+        metrics
+            .batch_commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.batch_size.observe(msgs.len() as f64);
+        match outcome {
+            Ok(outcomes) => {
+                let mut woken = Vec::new();
+                for ((msg, (sender, received, reply)), outcome) in
+                    msgs.into_iter().zip(rest).zip(outcomes)
+                {
+                    if let StoreOutcome::Stored(seq) = outcome {
+                        metrics.message_processed(msg.crypto_mode, received.elapsed());
+                        let recipient = msg.recipient_id;
+                        let stored = Arc::new(StoredMessage {
+                            seq,
+                            message_id: msg.message_id,
+                            sender: sender.map(|s| s.as_str().to_owned()),
+                            crypto_mode: msg.crypto_mode,
+                            timestamp_ms: msg.timestamp_ms,
+                            payload: msg.payload,
+                            read_at: None,
+                        });
+                        hub.deliver(recipient, &stored);
+                        woken.push(recipient);
+                    }
+                    let _ = reply.send(Ok(outcome));
+                }
+                if let (Some(f), false) = (&fanout, woken.is_empty()) {
+                    f.announce_deliveries(woken);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "batch commit failed");
+                for (_, _, reply) in rest {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+    tracing::debug!("batch writer drained");
+}

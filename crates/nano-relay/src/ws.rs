@@ -1,0 +1,353 @@
+//! The WebSocket listener and each connection's I/O loop: the pipeline's first stage.
+//!
+//! Accept → limits (connections, TLS and handshake within `connection_timeout_seconds`) →
+//! `challenge` → a loop that reads frames (rate-limited, size-checked), answers them in order,
+//! forwards hub events, pings an idle peer and closes with a reason on shutdown, idle timeout or
+//! a full send queue. The loop holds at most `MAX_IN_FLIGHT` unanswered sends and one frame being
+//! written, so a connection's memory is bounded whatever its peer does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt, StreamExt};
+use nano_proto::{ClientFrame, ProtoError, RelayFrame};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::RelayError;
+use crate::hub::SessionEvent;
+use crate::rate_limit::TokenBucket;
+use crate::session::{Session, error_frame};
+use crate::state::Shared;
+
+/// Unanswered `send_message` frames one connection may have in flight.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Longest a single frame write may take before the peer counts as a slow reader.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections refused politely at once; beyond this, excess sockets are simply dropped.
+const MAX_REFUSALS: usize = 64;
+
+/// Close reasons, stable for clients and tests.
+pub mod close_reason {
+    /// The relay holds `server.max_connections` connections.
+    pub const AT_CAPACITY: &str = "relay at max_connections";
+    /// The relay is shutting down.
+    pub const SHUTDOWN: &str = "relay shutting down";
+    /// No traffic for `limits.idle_timeout_seconds`.
+    pub const IDLE: &str = "idle timeout";
+    /// The send queue filled up.
+    pub const SLOW_READER: &str = "slow reader: send queue full";
+    /// The frame exceeded the transport limit.
+    pub const TOO_BIG: &str = "frame too large";
+}
+
+fn ws_config(shared: &Shared) -> WebSocketConfig {
+    // Frames up to twice the limit are read and answered with `frame_too_large`; beyond that the
+    // transport refuses to buffer them and closes the connection.
+    let max = shared.config.limits.max_frame_bytes * 2;
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .write_buffer_size(0)
+        .max_write_buffer_size(max + 64 * 1024)
+}
+
+fn tune_socket(shared: &Shared, stream: &TcpStream) {
+    let p = &shared.config.performance;
+    let sock = socket2::SockRef::from(stream);
+    let _ = stream.set_nodelay(p.tcp_nodelay);
+    if p.tcp_keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(shared.config.server.keep_alive_seconds));
+        let _ = sock.set_tcp_keepalive(&ka);
+    }
+    let _ = sock.set_send_buffer_size(p.socket_buffer_size);
+    let _ = sock.set_recv_buffer_size(p.socket_buffer_size);
+}
+
+/// Accepts connections until shutdown; each runs on `tracker`.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.server.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tune_socket(&shared, &stream);
+        let shared = Arc::clone(&shared);
+        let tls = tls.clone();
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                tracker.spawn(async move {
+                    shared.metrics.active_connections.inc();
+                    connection(&shared, stream, addr, tls).await;
+                    shared.metrics.active_connections.dec();
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                shared
+                    .metrics
+                    .connections_refused
+                    .with_label_values(&["max_connections"])
+                    .inc();
+                if let Ok(r) = Arc::clone(&refusals).try_acquire_owned() {
+                    tracker.spawn(async move {
+                        refuse(&shared, stream, tls).await;
+                        drop(r);
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    s: S,
+) -> Option<WebSocketStream<S>> {
+    tokio_tungstenite::accept_async_with_config(s, Some(ws_config(shared)))
+        .await
+        .ok()
+}
+
+async fn refuse(shared: &Shared, stream: TcpStream, tls: Option<TlsAcceptor>) {
+    let t = Duration::from_secs(1);
+    let _ = tokio::time::timeout(t, async {
+        let close = CloseFrame {
+            code: CloseCode::Again,
+            reason: close_reason::AT_CAPACITY.into(),
+        };
+        match tls {
+            Some(acc) => {
+                if let Ok(s) = acc.accept(stream).await {
+                    if let Some(mut ws) = handshake(shared, s).await {
+                        let _ = ws.close(Some(close)).await;
+                    }
+                }
+            }
+            None => {
+                if let Some(mut ws) = handshake(shared, stream).await {
+                    let _ = ws.close(Some(close)).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn connection(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+) {
+    let limit = Duration::from_secs(shared.config.server.connection_timeout_seconds);
+    match tls {
+        Some(acc) => {
+            let ws = tokio::time::timeout(limit, async {
+                let s = acc.accept(stream).await.ok()?;
+                handshake(shared, s).await
+            })
+            .await;
+            if let Ok(Some(ws)) = ws {
+                run(shared, ws, addr.ip()).await;
+            }
+        }
+        None => {
+            if let Ok(Some(ws)) = tokio::time::timeout(limit, handshake(shared, stream)).await {
+                run(shared, ws, addr.ip()).await;
+            }
+        }
+    }
+}
+
+fn encode(frame: &RelayFrame, binary: bool) -> Message {
+    let r = if binary {
+        frame.to_binary().map(|b| Message::Binary(b.into()))
+    } else {
+        frame.to_json().map(|t| Message::Text(t.into()))
+    };
+    r.unwrap_or_else(|e| {
+        tracing::error!(error = %e, frame = frame.type_name(), "cannot encode an outgoing frame");
+        Message::Text(r#"{"type":"error","code":"internal","message":"internal error"}"#.into())
+    })
+}
+
+/// Why the loop ended: the close frame to send, if any.
+enum End {
+    Close(CloseCode, &'static str),
+    Gone,
+}
+
+struct Conn<S> {
+    ws: WebSocketStream<S>,
+    binary: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    async fn send(&mut self, frames: Vec<RelayFrame>) -> Result<(), End> {
+        let n = frames.len();
+        for (i, f) in frames.iter().enumerate() {
+            let m = encode(f, self.binary);
+            // Batched writes: one flush after the last frame of a group.
+            let r = if i + 1 == n {
+                tokio::time::timeout(WRITE_TIMEOUT, self.ws.send(m)).await
+            } else {
+                tokio::time::timeout(WRITE_TIMEOUT, self.ws.feed(m)).await
+            };
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(End::Gone),
+                Err(_) => return Err(End::Close(CloseCode::Policy, close_reason::SLOW_READER)),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    ws: WebSocketStream<S>,
+    ip: IpAddr,
+) {
+    let (events_tx, mut events) = mpsc::channel(shared.config.limits.send_queue_depth);
+    let kill = CancellationToken::new();
+    let mut session = Session::new(Arc::clone(shared), events_tx, kill.clone());
+    let mut conn = Conn { ws, binary: false };
+    let end = drive(shared, &mut session, &mut conn, &mut events, &kill, ip).await;
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.ws.close(Some(frame))).await;
+    }
+}
+
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    conn: &mut Conn<S>,
+    events: &mut mpsc::Receiver<SessionEvent>,
+    kill: &CancellationToken,
+    ip: IpAddr,
+) -> End {
+    let sec = &shared.config.security;
+    let mut bucket = TokenBucket::new(
+        sec.rate_limit_per_connection,
+        sec.rate_limit_burst,
+        shared.clock_now(),
+    );
+    let idle = Duration::from_secs(shared.config.limits.idle_timeout_seconds);
+    let mut last_seen = Instant::now();
+    let mut tick = tokio::time::interval(idle / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = FuturesOrdered::new();
+    let max_frame = shared.config.limits.max_frame_bytes;
+    if let Err(e) = conn.send(vec![session.challenge()]).await {
+        return e;
+    }
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => {
+                // Answers already committed still go out before the close.
+                while let Some(f) = pending.next().await {
+                    if let Err(e) = conn.send(vec![f]).await { return e; }
+                }
+                return End::Close(CloseCode::Away, close_reason::SHUTDOWN);
+            }
+            _ = kill.cancelled() => {
+                shared.metrics.connections_refused.with_label_values(&["slow_reader"]).inc();
+                return End::Close(CloseCode::Policy, close_reason::SLOW_READER);
+            }
+            Some(f) = pending.next(), if !pending.is_empty() => {
+                if let Err(e) = conn.send(vec![f]).await { return e; }
+            }
+            Some(ev) = events.recv() => {
+                let frames = session.on_event(ev).await;
+                if let Err(e) = conn.send(frames).await { return e; }
+            }
+            _ = tick.tick() => {
+                let quiet = last_seen.elapsed();
+                if quiet >= idle {
+                    return End::Close(CloseCode::Normal, close_reason::IDLE);
+                }
+                if quiet >= idle / 3
+                    && tokio::time::timeout(WRITE_TIMEOUT, conn.ws.send(Message::Ping(Vec::new().into()))).await.is_err() {
+                    return End::Close(CloseCode::Policy, close_reason::SLOW_READER);
+                }
+            }
+            msg = conn.ws.next(), if pending.len() < MAX_IN_FLIGHT => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                        return End::Close(CloseCode::Size, close_reason::TOO_BIG);
+                    }
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Utf8(_))) => {
+                        return End::Close(CloseCode::Invalid, "text frame is not UTF-8");
+                    }
+                    _ => return End::Gone,
+                };
+                last_seen = Instant::now();
+                let (decoded, len) = match &msg {
+                    Message::Text(t) => {
+                        conn.binary = false;
+                        (Some(t.len()).filter(|l| *l <= max_frame).map(|_| ClientFrame::from_json(t)), t.len())
+                    }
+                    Message::Binary(b) => {
+                        conn.binary = true;
+                        (Some(b.len()).filter(|l| *l <= max_frame).map(|_| ClientFrame::from_binary(b)), b.len())
+                    }
+                    Message::Close(_) => return End::Gone,
+                    // Pings are answered by the transport; pongs only prove liveness.
+                    _ => continue,
+                };
+                if !bucket.try_take(shared.clock_now()) || !shared.address_allows(ip) {
+                    let f = error_frame(shared, &RelayError::RateLimited, None);
+                    if let Err(e) = conn.send(vec![f]).await { return e; }
+                    continue;
+                }
+                let frame = match decoded {
+                    None => Err(ProtoError::FrameTooLarge { max: max_frame, got: len }),
+                    Some(r) => r,
+                };
+                let out = match frame {
+                    Ok(f) => session.handle(f).await,
+                    Err(e) => vec![error_frame(shared, &RelayError::Proto(e), None)].into(),
+                };
+                if let Some(p) = out.pending {
+                    pending.push_back(p);
+                }
+                if !out.frames.is_empty() {
+                    if let Err(e) = conn.send(out.frames).await { return e; }
+                }
+            }
+        }
+    }
+}
