@@ -17,7 +17,7 @@ use aws_lc_rs::hmac;
 use lru::LruCache;
 use rand_core::CryptoRngCore;
 
-use crate::error::Result;
+use crate::error::{CryptoError, Result};
 use crate::kdf::{self, KdfLabel};
 use crate::kem::KemKeyPair;
 use crate::mode::CryptoMode;
@@ -170,6 +170,17 @@ impl<C: Clock> KeyCache<C> {
         mode: CryptoMode,
         rng: &mut impl CryptoRngCore,
     ) -> Result<(Arc<KemKeyPair>, Duration)> {
+        self.get_or_insert_keypair(mode, |rng| KemKeyPair::generate(mode, rng), rng)
+    }
+
+    /// As [`KeyCache::get_or_generate_keypair`], taking a new key pair from `make` (a pool of
+    /// pre-generated keys, say) when one is needed.
+    pub fn get_or_insert_keypair<R: CryptoRngCore>(
+        &mut self,
+        mode: CryptoMode,
+        make: impl FnOnce(&mut R) -> Result<KemKeyPair>,
+        rng: &mut R,
+    ) -> Result<(Arc<KemKeyPair>, Duration)> {
         if let Some(e) = self.keypairs.get(&mode) {
             let created = e.created;
             let value = Arc::clone(&e.value);
@@ -184,7 +195,14 @@ impl<C: Clock> KeyCache<C> {
             self.stats.evictions += 1;
         }
         self.stats.misses += 1;
-        let kp = Arc::new(KemKeyPair::generate(mode, rng)?);
+        let kp = make(rng)?;
+        if kp.mode() != mode {
+            return Err(CryptoError::ModeMismatch {
+                expected: mode,
+                got: kp.mode(),
+            });
+        }
+        let kp = Arc::new(kp);
         self.keypairs.put(
             mode,
             Entry {

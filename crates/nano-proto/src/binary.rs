@@ -185,8 +185,15 @@ fn error_code(s: &str) -> Result<ErrorCode, ProtoError> {
 impl ClientFrame {
     /// The binary form of a valid frame (validation bounds every length the format stores).
     pub fn to_binary(&self) -> Result<Vec<u8>, ProtoError> {
+        let mut out = Vec::new();
+        self.write_binary(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the binary form of a valid frame to `out` (a reused buffer).
+    pub fn write_binary(&self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
         self.validate()?;
-        let mut w = W(Vec::new());
+        let mut w = W(std::mem::take(out));
         match self {
             Self::Auth {
                 username,
@@ -234,7 +241,8 @@ impl ClientFrame {
                 w.opt(ciphertext.as_ref(), W::bytes);
             }
         }
-        Ok(w.0)
+        *out = w.0;
+        Ok(())
     }
 
     /// Parses and validates a binary frame.
@@ -274,8 +282,15 @@ impl ClientFrame {
 impl RelayFrame {
     /// The binary form of a valid frame (validation bounds every length the format stores).
     pub fn to_binary(&self) -> Result<Vec<u8>, ProtoError> {
+        let mut out = Vec::new();
+        self.write_binary(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the binary form of a valid frame to `out` (a reused buffer).
+    pub fn write_binary(&self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
         self.validate()?;
-        let mut w = W(Vec::new());
+        let mut w = W(std::mem::take(out));
         match self {
             Self::Challenge { nonce, relay_id } => {
                 w.u8(0x81);
@@ -347,7 +362,8 @@ impl RelayFrame {
                 w.opt(id.as_ref(), W::id);
             }
         }
-        Ok(w.0)
+        *out = w.0;
+        Ok(())
     }
 
     /// Parses and validates a binary frame.

@@ -382,6 +382,12 @@ impl RelayFrame {
         }
     }
 
+    /// Appends the JSON text form of a valid frame to `out` (a reused buffer).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+        self.validate()?;
+        serde_json::to_writer(out, self).map_err(|e| ProtoError::Malformed(e.to_string()))
+    }
+
     /// Parses and validates a JSON text frame.
     pub fn from_json(text: &str) -> Result<Self, ProtoError> {
         let f: Self = serde_json::from_str(text).map_err(|e| classify(text, &e, &RELAY_TYPES))?;

@@ -116,11 +116,11 @@ impl Default for PerformanceConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
-    /// Reuse key and message buffers from bounded pools.
+    /// Keep pre-generated key pairs and reusable frame buffers in bounded pools.
     pub enable_memory_pools: bool,
-    /// Key buffers kept in the pool.
+    /// Pre-generated ephemeral KEM key pairs kept ready (shared among the modes).
     pub key_pool_size: usize,
-    /// Message buffers kept in the pool.
+    /// Frame encoding buffers kept for reuse.
     pub message_pool_size: usize,
     /// Keep long-lived secret keys in mlock'ed memory.
     pub use_secure_allocator: bool,

@@ -40,6 +40,19 @@ impl CryptoPool {
         })
     }
 
+    /// Starts `f` on the pool without waiting (background refills); skipped when the pool is
+    /// saturated, which the caller retries on its next use.
+    pub fn spawn_detached(&self, f: impl FnOnce() + Send + 'static) -> bool {
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            return false;
+        };
+        self.pool.spawn(move || {
+            let _permit = permit;
+            f();
+        });
+        true
+    }
+
     /// Runs `f` on the pool and waits for its result.
     pub async fn run<R: Send + 'static>(
         &self,

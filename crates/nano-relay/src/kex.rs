@@ -20,6 +20,7 @@ use nano_proto::{Bytes, RelayFrame};
 
 use crate::error::RelayError;
 use crate::metrics::Metrics;
+use crate::pools::KeyPool;
 
 /// One signed ephemeral key, as offered to clients.
 #[derive(Debug, Clone)]
@@ -35,6 +36,7 @@ pub struct Offer {
 /// Ephemeral key service.
 pub struct KexService {
     identity: Arc<Identity>,
+    pool: Option<Arc<KeyPool>>,
     cache: Option<Mutex<KeyCache>>,
     offers: Mutex<HashMap<CryptoMode, Offer>>,
     ttl: Duration,
@@ -66,15 +68,18 @@ fn key_id(public_key: &[u8]) -> u64 {
 }
 
 impl KexService {
-    /// A service signing with `identity`; `cache` is `Some((entries, ttl))` with key caching.
+    /// A service signing with `identity`; `cache` is `Some((entries, ttl))` with key caching;
+    /// new keys come from `pool` when it has one ready.
     pub fn new(
         identity: Arc<Identity>,
         cache: Option<(usize, Duration)>,
         ttl: Duration,
+        pool: Option<Arc<KeyPool>>,
         metrics: Metrics,
     ) -> Self {
         Self {
             identity,
+            pool,
             cache: cache.map(|(n, ttl)| Mutex::new(KeyCache::new(n, ttl))),
             offers: Mutex::new(HashMap::new()),
             ttl,
@@ -82,25 +87,31 @@ impl KexService {
         }
     }
 
+    /// A new key pair: pre-generated when the pool has one, else generated now.
+    fn new_keypair(&self, mode: CryptoMode) -> Result<KemKeyPair, nano_crypto::CryptoError> {
+        if let Some(kp) = self.pool.as_ref().and_then(|p| p.take(mode)) {
+            return Ok(kp);
+        }
+        let started = std::time::Instant::now();
+        let kp = KemKeyPair::generate(mode, &mut OsRng)?;
+        self.metrics
+            .crypto_op("kem_keygen", mode, started.elapsed());
+        Ok(kp)
+    }
+
     /// The current offer for `mode` (blocking: may generate and sign).
     pub fn offer(&self, mode: CryptoMode) -> Result<Offer, RelayError> {
         let Some(cache) = &self.cache else {
-            let started = std::time::Instant::now();
-            let kp = Arc::new(KemKeyPair::generate(mode, &mut OsRng)?);
-            self.metrics
-                .crypto_op("kem_keygen", mode, started.elapsed());
+            let kp = Arc::new(self.new_keypair(mode)?);
             self.metrics.key_cache_misses.inc();
             return self.sign_offer(mode, kp, self.ttl);
         };
-        let started = std::time::Instant::now();
         let (kp, left) = {
             let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
             let before = c.stats().misses;
-            let r = c.get_or_generate_keypair(mode, &mut OsRng)?;
+            let r = c.get_or_insert_keypair(mode, |_| self.new_keypair(mode), &mut OsRng)?;
             if c.stats().misses > before {
                 self.metrics.key_cache_misses.inc();
-                self.metrics
-                    .crypto_op("kem_keygen", mode, started.elapsed());
             } else {
                 self.metrics.key_cache_hits.inc();
             }

@@ -22,6 +22,7 @@
 //!   relay_identity  the relay's long-term keys in the data directory
 //!   rate_limit  token buckets per connection and per address
 //!   metrics     Prometheus metrics with the guide's names
+//!   pools       [memory] pools: pre-generated key pairs, reusable frame buffers
 //!   cleanup     timed deletion of acked and expired rows
 //!   profiling   pprof flame graphs (feature `profiling`)
 //!   error       RelayError and its wire codes, in one place
@@ -41,6 +42,7 @@ pub mod kex;
 pub mod l1_cache;
 pub mod l2_cache;
 pub mod metrics;
+pub mod pools;
 pub mod profiling;
 pub mod rate_limit;
 pub mod relay_identity;

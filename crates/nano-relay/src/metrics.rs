@@ -60,6 +60,10 @@ pub struct Metrics {
     pub l2_misses: IntCounter,
     /// `nano_messenger_cleanup_deleted_total`: rows removed by the cleanup timer.
     pub cleanup_deleted: IntCounter,
+    /// `[debug] detailed_metrics`: record crypto duration histograms.
+    detailed: bool,
+    /// `[debug] log_crypto_operations`: log each crypto operation.
+    log_crypto: bool,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(
@@ -79,8 +83,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Result<Self, RelayError> {
+    /// Creates and registers every metric; `detailed` adds crypto duration histograms,
+    /// `log_crypto` logs each crypto operation (kind, mode, duration) at debug level.
+    pub fn new(detailed: bool, log_crypto: bool) -> Result<Self, RelayError> {
         let r = Registry::new();
         let hist = |name: &str, help: &str| {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
@@ -248,6 +253,8 @@ impl Metrics {
                 ),
             )?,
             registry: r,
+            detailed,
+            log_crypto,
         })
     }
 
@@ -264,9 +271,19 @@ impl Metrics {
     pub fn crypto_op(&self, op: &str, mode: CryptoMode, took: Duration) {
         let labels = [op, mode.as_str()];
         self.crypto_operations.with_label_values(&labels).inc();
-        self.crypto_operation_duration
-            .with_label_values(&labels)
-            .observe(took.as_secs_f64());
+        if self.detailed {
+            self.crypto_operation_duration
+                .with_label_values(&labels)
+                .observe(took.as_secs_f64());
+        }
+        if self.log_crypto {
+            tracing::debug!(
+                operation = op,
+                mode = mode.as_str(),
+                micros = took.as_micros() as u64,
+                "crypto operation"
+            );
+        }
     }
 
     /// Counts an error sent to a peer.

@@ -25,6 +25,7 @@ use crate::hub::Hub;
 use crate::kex::KexService;
 use crate::l2_cache::RedisCache;
 use crate::metrics::Metrics;
+use crate::pools::{BufferPool, KeyPool};
 use crate::rate_limit::AddressLimiter;
 use crate::state::Shared;
 use crate::writer::{self, WriterConfig};
@@ -86,15 +87,19 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     );
     let data_dir = config.storage.data_dir.clone();
     let url = config.storage.url.clone();
+    let pool_size = config.storage.pool_size as usize;
     let (identity, storage) = tokio::task::spawn_blocking(move || {
         let identity = crate::relay_identity::load_or_create(&data_dir)?;
-        let storage = crate::storage::open(&url)?;
+        let storage = crate::storage::open(&url, pool_size)?;
         Ok::<_, RelayError>((identity, storage))
     })
     .await
     .map_err(|e| RelayError::Internal(e.to_string()))??;
     let identity = Arc::new(identity);
-    let metrics = Metrics::new()?;
+    let metrics = Metrics::new(
+        config.debug.detailed_metrics,
+        config.debug.log_crypto_operations,
+    )?;
     let c = &config.caching;
     let l2 = match (&c.enable_l2_cache, &c.l2_cache_url) {
         (true, Some(url)) => {
@@ -142,10 +147,21 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     let crypto = Arc::new(CryptoPool::new(config.server.worker_threads, CRYPTO_QUEUE)?);
     let auth = AuthVerifier::spawn(Arc::clone(&crypto));
     let kex_ttl = Duration::from_secs(p.key_cache_ttl_seconds);
+    let m = &config.memory;
+    let key_pool = m.enable_memory_pools.then(|| {
+        let modes: Vec<_> = config.security.minimum_crypto_mode.and_stronger().collect();
+        let pool = KeyPool::new(m.key_pool_size, &modes, Arc::clone(&crypto));
+        pool.warm();
+        pool
+    });
+    let buffers = m
+        .enable_memory_pools
+        .then(|| BufferPool::new(m.message_pool_size));
     let kex = KexService::new(
         Arc::clone(&identity),
         p.enable_key_caching.then_some((p.key_cache_size, kex_ttl)),
         kex_ttl,
+        key_pool,
         metrics.clone(),
     );
     let tls = crate::tls::server_config(&config.tls, &config.storage.data_dir)?
@@ -195,6 +211,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         draining: AtomicBool::new(false),
         next_conn: AtomicU64::new(1),
         acceleration: CryptoAcceleration::detect(),
+        buffers,
     });
     let sessions = TaskTracker::new();
     let background = TaskTracker::new();

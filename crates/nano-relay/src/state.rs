@@ -60,6 +60,8 @@ pub struct Shared {
     pub ws_url: String,
     /// Detected CPU features.
     pub acceleration: CryptoAcceleration,
+    /// Reusable frame buffers (`[memory] enable_memory_pools`).
+    pub buffers: Option<Arc<crate::pools::BufferPool>>,
 }
 
 impl Shared {

@@ -19,14 +19,15 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::RelayError;
 use crate::hub::SessionEvent;
+use crate::pools::{BufferPool, PooledBuf};
 use crate::rate_limit::TokenBucket;
 use crate::session::{Session, error_frame};
 use crate::state::Shared;
@@ -187,16 +188,28 @@ async fn connection(
     }
 }
 
-fn encode(frame: &RelayFrame, binary: bool) -> Message {
-    let r = if binary {
-        frame.to_binary().map(|b| Message::Binary(b.into()))
+/// Encodes `frame` into a pooled buffer that returns to its pool once the transport has written
+/// it.
+fn encode(frame: &RelayFrame, binary: bool, pool: Option<&Arc<BufferPool>>) -> Message {
+    let mut buf = pool.map_or_else(PooledBuf::unpooled, BufferPool::take);
+    let written = if binary {
+        frame.write_binary(&mut buf.buf)
     } else {
-        frame.to_json().map(|t| Message::Text(t.into()))
+        frame.write_json(&mut buf.buf)
     };
-    r.unwrap_or_else(|e| {
+    let fallback =
+        || Message::Text(r#"{"type":"error","code":"internal","message":"internal error"}"#.into());
+    if let Err(e) = written {
         tracing::error!(error = %e, frame = frame.type_name(), "cannot encode an outgoing frame");
-        Message::Text(r#"{"type":"error","code":"internal","message":"internal error"}"#.into())
-    })
+        return fallback();
+    }
+    let bytes = bytes::Bytes::from_owner(buf);
+    if binary {
+        Message::Binary(bytes)
+    } else {
+        // serde_json writes UTF-8; the check cannot fail.
+        Utf8Bytes::try_from(bytes).map_or_else(|_| fallback(), Message::Text)
+    }
 }
 
 /// Why the loop ended: the close frame to send, if any.
@@ -208,13 +221,14 @@ enum End {
 struct Conn<S> {
     ws: WebSocketStream<S>,
     binary: bool,
+    pool: Option<Arc<BufferPool>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn send(&mut self, frames: Vec<RelayFrame>) -> Result<(), End> {
         let n = frames.len();
         for (i, f) in frames.iter().enumerate() {
-            let m = encode(f, self.binary);
+            let m = encode(f, self.binary, self.pool.as_ref());
             // Batched writes: one flush after the last frame of a group.
             let r = if i + 1 == n {
                 tokio::time::timeout(WRITE_TIMEOUT, self.ws.send(m)).await
@@ -239,7 +253,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let (events_tx, mut events) = mpsc::channel(shared.config.limits.send_queue_depth);
     let kill = CancellationToken::new();
     let mut session = Session::new(Arc::clone(shared), events_tx, kill.clone());
-    let mut conn = Conn { ws, binary: false };
+    let mut conn = Conn {
+        ws,
+        binary: false,
+        pool: shared.buffers.clone(),
+    };
     let end = drive(shared, &mut session, &mut conn, &mut events, &kill, ip).await;
     if let End::Close(code, reason) = end {
         let frame = CloseFrame {

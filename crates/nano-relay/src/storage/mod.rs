@@ -5,6 +5,7 @@
 //! only what the relay may know: recipient, sender (absent for anonymous sends), mode, time and
 //! the opaque payload.
 
+mod pool;
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;
@@ -180,12 +181,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64>;
 }
 
-/// Opens the backend `url` names (`sqlite://PATH` or `postgres://…`) and applies migrations.
-pub fn open(url: &str) -> Result<std::sync::Arc<dyn Storage>> {
+/// Opens the backend `url` names (`sqlite://PATH` or `postgres://…`) with `pool_size`
+/// connections and applies migrations.
+pub fn open(url: &str, pool_size: usize) -> Result<std::sync::Arc<dyn Storage>> {
     let storage: std::sync::Arc<dyn Storage> = if let Some(path) = url.strip_prefix("sqlite://") {
-        std::sync::Arc::new(sqlite::SqliteStorage::open(std::path::Path::new(path))?)
+        std::sync::Arc::new(sqlite::SqliteStorage::open_pool(
+            std::path::Path::new(path),
+            pool_size,
+        )?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        std::sync::Arc::new(postgres::PostgresStorage::connect(url, None)?)
+        std::sync::Arc::new(postgres::PostgresStorage::connect_pool(
+            url, None, pool_size,
+        )?)
     } else {
         return Err(RelayError::Storage(
             "storage URL must start with sqlite:// or postgres://".into(),

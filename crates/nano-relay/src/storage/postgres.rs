@@ -5,12 +5,13 @@
 //! apply each version once. The guide's indexes are created in the first migration, on empty
 //! tables, so they need no `CONCURRENTLY`.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 
 use nano_crypto::CryptoMode;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
+use super::pool::Pool;
 use super::{
     NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage, UserRecord,
     fixed_from_db, schema,
@@ -18,7 +19,7 @@ use super::{
 
 /// PostgreSQL storage.
 pub struct PostgresStorage {
-    client: Mutex<Client>,
+    clients: Pool<Client>,
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -47,6 +48,11 @@ impl PostgresStorage {
     /// Connects to `url` (`postgres://…`). With `schema`, every table lives in that schema
     /// (created if absent): tests use one schema each so they never share rows.
     pub fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
+        Self::connect_pool(url, schema, 1)
+    }
+
+    /// As [`PostgresStorage::connect`], with `connections` pooled connections.
+    pub fn connect_pool(url: &str, schema: Option<&str>, connections: usize) -> Result<Self> {
         if let Some(s) = schema {
             if s.is_empty()
                 || !s
@@ -74,14 +80,26 @@ impl PostgresStorage {
         )
         .map_err(backend)?;
         tx.commit().map_err(backend)?;
-        Ok(Self {
-            client: Mutex::new(client),
-        })
+        let mut clients = vec![client];
+        for _ in 1..connections.max(1) {
+            let mut c = Client::connect(url, NoTls).map_err(backend)?;
+            if let Some(s) = schema {
+                c.batch_execute(&format!("SET search_path TO {s}"))
+                    .map_err(backend)?;
+            }
+            clients.push(c);
+        }
+        let clients = Pool::new(clients).ok_or_else(|| RelayError::Storage("empty pool".into()))?;
+        Ok(Self { clients })
     }
 
     fn client(&self) -> MutexGuard<'_, Client> {
-        // A panic mid-transaction drops the transaction, which rolls back: safe to reuse.
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+        self.clients.get()
+    }
+
+    /// Connections in the pool.
+    pub fn pool_len(&self) -> usize {
+        self.clients.len()
     }
 
     fn update_ids(

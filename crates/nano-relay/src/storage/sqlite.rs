@@ -1,7 +1,8 @@
-//! The embedded SQLite backend (WAL journal, one connection behind a mutex).
+//! The embedded SQLite backend (WAL journal): one writing connection behind a mutex, and a pool
+//! of reading connections (`storage.pool_size − 1`).
 //!
 //! One writer at a time is SQLite's model anyway; the batch writer keeps transactions short and
-//! large, so the mutex is rarely contended.
+//! large, so the writer's mutex is rarely contended, and in WAL mode readers never wait for it.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -9,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use nano_crypto::CryptoMode;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::pool::Pool;
 use super::{
     NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage, UserRecord,
     fixed_from_db, mode_from_db, schema,
@@ -18,6 +20,7 @@ use super::{
 #[derive(Debug)]
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
+    readers: Option<Pool<Connection>>,
 }
 
 fn backend(e: rusqlite::Error) -> RelayError {
@@ -27,10 +30,30 @@ fn backend(e: rusqlite::Error) -> RelayError {
 impl SqliteStorage {
     /// Opens (creating if needed) the database file at `path` in WAL mode.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_pool(path, 1)
+    }
+
+    /// As [`SqliteStorage::open`], with `connections − 1` extra read-only connections.
+    pub fn open_pool(path: &Path, connections: usize) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| RelayError::Storage(e.to_string()))?;
         }
-        Self::setup(Connection::open(path).map_err(backend)?)
+        let mut s = Self::setup(Connection::open(path).map_err(backend)?)?;
+        let readers = (1..connections.max(1))
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(backend)?;
+                c.execute_batch("PRAGMA busy_timeout = 5000;")
+                    .map_err(backend)?;
+                Ok(c)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        s.readers = Pool::new(readers);
+        Ok(s)
     }
 
     /// An in-memory database (tests, benchmarks).
@@ -48,7 +71,16 @@ impl SqliteStorage {
         .map_err(backend)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: None,
         })
+    }
+
+    /// A connection for a read: a pooled reader, or the writer when there is none.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        match &self.readers {
+            Some(p) => p.get(),
+            None => self.conn(),
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -189,7 +221,7 @@ impl Storage for SqliteStorage {
         min_mode: CryptoMode,
         now_ms: i64,
     ) -> Result<()> {
-        let conn = self.conn();
+        let conn = self.reader();
         let n = conn
             .execute(
                 "UPDATE users SET bundle = ?1, fingerprint = ?2, min_mode = ?3, updated_at = ?4
@@ -251,7 +283,7 @@ impl Storage for SqliteStorage {
     }
 
     fn pending(&self, recipient_id: i64, after: i64, limit: u32) -> Result<Vec<StoredMessage>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT m.seq, m.message_id, u.username, m.crypto_mode, m.timestamp, m.payload, m.read_at
@@ -383,7 +415,7 @@ impl SqliteStorage {
         ids: &[[u8; 16]],
         now_ms: i64,
     ) -> Result<u64> {
-        let mut conn = self.conn();
+        let mut conn = self.reader();
         let tx = conn.transaction().map_err(backend)?;
         let mut n = 0u64;
         {
