@@ -1,0 +1,603 @@
+//! The relay's WebSocket protocol end to end, against the real binary: registration, auth,
+//! store-and-forward with push, acks and reads, the inbox on login, deduplication, the binary
+//! encoding, key exchange in every mode, the relay's crypto floor, and two relays sharing
+//! PostgreSQL and Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod relay_common;
+
+use nano_crypto::channel::{channel_key, verify_confirmation};
+use nano_crypto::{CryptoMode, KemPublicKey, OsRng, PublicBundle, SigContext, Signature};
+use nano_proto::frames::MAX_SAFE_INTEGER;
+use nano_proto::rest::{RotateKeysRequest, rotation_content};
+use nano_proto::signed::key_exchange_content;
+use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame};
+use relay_common::{
+    Config, Fetched, PgDb, Relay, User, metric, random_hex, random_id, redis_cleanup, redis_url,
+    send_frame, wait_for_subscribers,
+};
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap())
+        .unwrap()
+}
+
+/// register → auth → send → push → ack; acked messages are gone on re-fetch and on reconnect.
+async fn main_flow(cfg: Config) {
+    let relay = Relay::start(&cfg).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+
+    let (mut b, login) = bob.connect(&relay).await;
+    assert_eq!(login.pending, 0);
+    assert!(login.msgs.is_empty());
+    assert_eq!(
+        login.fetched,
+        Fetched {
+            count: 0,
+            last_seq: None,
+            more: false
+        }
+    );
+
+    let (mut a, _) = alice.connect(&relay).await;
+    let ids: Vec<MessageId> = (0..3).map(|_| random_id()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        a.send(&send_frame(
+            "bob",
+            &format!("sealed payload {i}"),
+            CryptoMode::Hybrid,
+            Some(*id),
+        ))
+        .await;
+        assert_eq!(a.expect_sent().await, (*id, false));
+    }
+    let mut pushed = Vec::new();
+    for _ in 0..3 {
+        pushed.push(b.expect_message().await);
+    }
+    assert_eq!(pushed.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    for (i, m) in pushed.iter().enumerate() {
+        assert_eq!(m.sender.as_deref(), Some("alice"));
+        assert_eq!(m.mode, CryptoMode::Hybrid);
+        assert_eq!(m.message, format!("sealed payload {i}"));
+        assert!(m.timestamp_ms > 0);
+    }
+    assert!(pushed.windows(2).all(|w| w[0].seq < w[1].seq), "{pushed:?}");
+
+    // Ack the first two: a fetch from the start returns only the third, exactly as pushed.
+    b.ack(ids[..2].to_vec()).await;
+    let (msgs, f) = b.fetch(Some(0), None).await;
+    assert_eq!(msgs, vec![pushed[2].clone()]);
+    assert_eq!(
+        f,
+        Fetched {
+            count: 1,
+            last_seq: Some(pushed[2].seq),
+            more: false
+        }
+    );
+
+    // A reconnect streams only the unacked message.
+    b.close().await;
+    let (mut b, login) = bob.connect(&relay).await;
+    assert_eq!(login.pending, 1);
+    assert_eq!(login.msgs, vec![pushed[2].clone()]);
+    b.ack(vec![ids[2]]).await;
+    let (msgs, f) = b.fetch(Some(0), None).await;
+    assert!(msgs.is_empty(), "{msgs:?}");
+    assert_eq!(f.count, 0);
+    b.close().await;
+    let (_b, login) = bob.connect(&relay).await;
+    assert_eq!(login.pending, 0);
+    assert!(login.msgs.is_empty(), "{:?}", login.msgs);
+}
+
+#[tokio::test]
+async fn main_flow_sqlite() {
+    main_flow(Config::new()).await;
+}
+
+#[tokio::test]
+async fn main_flow_postgres() {
+    let Some(db) = PgDb::create("main_flow_postgres") else {
+        return;
+    };
+    main_flow(Config::new().storage_url(&db.url)).await;
+}
+
+#[tokio::test]
+async fn offline_recipient_gets_its_inbox_in_order_on_auth() {
+    let relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+
+    // 120 messages, pipelined, while bob is offline: more than one page (100).
+    let (mut a, _) = alice.connect(&relay).await;
+    let ids: Vec<MessageId> = (0..120).map(|_| random_id()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        a.feed(&send_frame(
+            "bob",
+            &format!("m{i}"),
+            CryptoMode::Classical,
+            Some(*id),
+        ))
+        .await;
+    }
+    a.flush().await;
+    for id in &ids {
+        assert_eq!(a.expect_sent().await, (*id, false));
+    }
+
+    let (mut b, login) = bob.connect(&relay).await;
+    assert_eq!(login.pending, 120);
+    assert_eq!(login.msgs.len(), 100);
+    assert_eq!(login.fetched.count, 100);
+    assert!(login.fetched.more);
+    assert_eq!(login.fetched.last_seq, Some(login.msgs[99].seq));
+    let (rest, f) = b.fetch(login.fetched.last_seq, None).await;
+    assert_eq!(rest.len(), 20);
+    assert!(!f.more);
+    let all: Vec<_> = login.msgs.iter().chain(&rest).collect();
+    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    for (i, m) in all.iter().enumerate() {
+        assert_eq!(m.message, format!("m{i}"));
+        assert_eq!(m.sender.as_deref(), Some("alice"));
+    }
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // Caught up: the next message is pushed.
+    let id = random_id();
+    a.send(&send_frame("bob", "live", CryptoMode::Classical, Some(id)))
+        .await;
+    assert_eq!(a.expect_sent().await, (id, false));
+    let m = b.expect_message().await;
+    assert_eq!((m.id, m.message.as_str()), (id, "live"));
+}
+
+#[tokio::test]
+async fn the_guides_frames_work_as_written() {
+    let relay = Relay::start(&Config::new()).await;
+    let user = User::new("user_42", CryptoMode::Classical);
+    user.register(&relay).await;
+
+    let mut anon = relay.connect().await;
+    anon.challenge().await;
+    anon.send_text(
+        r#"{"type":"send_message","recipient":"user_42","message":"…","crypto_mode":"hybrid"}"#,
+    )
+    .await;
+    let (id, duplicate) = anon.expect_sent().await;
+    assert!(!duplicate);
+    anon.send_text(r#"{"type":"key_exchange","crypto_mode":"hybrid"}"#)
+        .await;
+    match anon.recv().await {
+        RelayFrame::KeyExchange {
+            crypto_mode,
+            public_key,
+            ..
+        } => {
+            assert_eq!(crypto_mode, CryptoMode::Hybrid);
+            assert!(KemPublicKey::from_bytes(CryptoMode::Hybrid, public_key.as_slice()).is_ok());
+        }
+        f => panic!("expected key_exchange, got {f:?}"),
+    }
+
+    let (_ws, login) = user.connect(&relay).await;
+    assert_eq!(login.pending, 1);
+    let m = &login.msgs[0];
+    assert_eq!(m.id, id);
+    assert_eq!(m.message, "…");
+    assert_eq!(m.mode, CryptoMode::Hybrid);
+    assert_eq!(m.sender, None, "anonymous sends carry no sender");
+}
+
+#[tokio::test]
+async fn minimum_crypto_mode_is_enforced() {
+    let relay =
+        Relay::start(&Config::new().set("security", "minimum_crypto_mode", "\"hybrid\"")).await;
+    let info = relay.info().await;
+    assert_eq!(info.minimum_crypto_mode, CryptoMode::Hybrid);
+    assert_eq!(info.modes, vec![CryptoMode::Hybrid, CryptoMode::Quantum]);
+
+    // alice holds classical keys too, but may not use them here.
+    let alice = User::new("alice", CryptoMode::Classical);
+    let (status, body) = relay
+        .post_json("/v1/users", &alice.claim(CryptoMode::Classical))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "mode_not_allowed");
+    alice.register_with(&relay, CryptoMode::Hybrid).await;
+    let bob = User::new("bob", CryptoMode::Hybrid);
+    bob.register(&relay).await;
+    let quinn = User::new("quinn", CryptoMode::Quantum);
+    quinn.register(&relay).await;
+
+    // Classical auth is refused, and a fresh challenge follows; hybrid auth then succeeds.
+    let mut a = relay.connect().await;
+    let ch = a.challenge().await;
+    a.send(&alice.auth(CryptoMode::Classical, &ch)).await;
+    match a.recv().await {
+        RelayFrame::Error { code, .. } => assert!(
+            matches!(code.as_str(), "mode_not_allowed" | "auth_failed"),
+            "{code}"
+        ),
+        f => panic!("expected an error, got {f:?}"),
+    }
+    let ch = a.challenge().await;
+    alice.login_with(&mut a, CryptoMode::Hybrid, &ch).await;
+
+    // Classical sends are refused, authenticated or not; so is a classical key exchange.
+    let id = random_id();
+    a.send(&send_frame("bob", "x", CryptoMode::Classical, Some(id)))
+        .await;
+    assert_eq!(a.expect_error("mode_not_allowed").await.1, Some(id));
+    let mut anon = relay.connect().await;
+    anon.challenge().await;
+    anon.send(&send_frame("bob", "x", CryptoMode::Classical, None))
+        .await;
+    anon.expect_error("mode_not_allowed").await;
+    anon.send(&ClientFrame::KeyExchange {
+        crypto_mode: CryptoMode::Classical,
+        key_id: None,
+        ciphertext: None,
+    })
+    .await;
+    anon.expect_error("mode_not_allowed").await;
+
+    // The recipient's own floor counts too: quinn takes quantum only.
+    a.send(&send_frame("quinn", "x", CryptoMode::Hybrid, None))
+        .await;
+    a.expect_error("mode_not_allowed").await;
+    let q = random_id();
+    a.send(&send_frame("quinn", "q", CryptoMode::Quantum, Some(q)))
+        .await;
+    assert_eq!(a.expect_sent().await, (q, false));
+
+    // Hybrid goes through; bob receives only that one.
+    let h = random_id();
+    a.send(&send_frame("bob", "h", CryptoMode::Hybrid, Some(h)))
+        .await;
+    assert_eq!(a.expect_sent().await, (h, false));
+    let (_b, login) = bob.connect(&relay).await;
+    assert_eq!(login.msgs.iter().map(|m| m.id).collect::<Vec<_>>(), vec![h]);
+}
+
+#[tokio::test]
+async fn a_repeated_id_is_stored_once() {
+    let relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+
+    // Offline recipient: one after the other, pipelined, and from another (anonymous) sender.
+    let (x, y) = (random_id(), random_id());
+    let fx = send_frame("bob", "x", CryptoMode::Hybrid, Some(x));
+    a.send(&fx).await;
+    assert_eq!(a.expect_sent().await, (x, false));
+    a.send(&fx).await;
+    assert_eq!(a.expect_sent().await, (x, true));
+    let fy = send_frame("bob", "y", CryptoMode::Hybrid, Some(y));
+    a.feed(&fy).await;
+    a.feed(&fy).await;
+    a.flush().await;
+    assert_eq!(a.expect_sent().await, (y, false));
+    assert_eq!(a.expect_sent().await, (y, true));
+    let mut anon = relay.connect().await;
+    anon.challenge().await;
+    anon.send(&fx).await;
+    assert_eq!(anon.expect_sent().await, (x, true));
+
+    let (mut b, login) = bob.connect(&relay).await;
+    assert_eq!(login.pending, 2);
+    assert_eq!(
+        login.msgs.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![x, y]
+    );
+
+    // Online recipient: one push for a repeated id.
+    let (z, w) = (random_id(), random_id());
+    let fz = send_frame("bob", "z", CryptoMode::Hybrid, Some(z));
+    a.send(&fz).await;
+    assert_eq!(a.expect_sent().await, (z, false));
+    a.send(&fz).await;
+    assert_eq!(a.expect_sent().await, (z, true));
+    a.send(&send_frame("bob", "w", CryptoMode::Hybrid, Some(w)))
+        .await;
+    assert_eq!(a.expect_sent().await, (w, false));
+    assert_eq!(b.expect_message().await.id, z);
+    assert_eq!(b.expect_message().await.id, w);
+    let all = b.fetch_all(0).await;
+    assert_eq!(
+        all.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![x, y, z, w]
+    );
+}
+
+#[tokio::test]
+async fn binary_frames_work_end_to_end() {
+    let relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+
+    let mut b = relay.connect().await;
+    b.binary = true;
+    let login = bob.login(&mut b, CryptoMode::Classical).await;
+    assert!(b.last_binary, "a binary auth is answered in binary");
+    assert_eq!(login.pending, 0);
+
+    let mut a = relay.connect().await;
+    a.binary = true;
+    alice.login(&mut a, CryptoMode::Quantum).await;
+    let id = random_id();
+    a.send(&send_frame(
+        "bob",
+        "binary payload",
+        CryptoMode::Quantum,
+        Some(id),
+    ))
+    .await;
+    assert_eq!(a.expect_sent().await, (id, false));
+    assert!(a.last_binary);
+
+    let m = b.expect_message().await;
+    assert!(b.last_binary, "pushes follow the connection's encoding");
+    assert_eq!(m.id, id);
+    assert_eq!(m.message, "binary payload");
+    assert_eq!(m.mode, CryptoMode::Quantum);
+    assert_eq!(m.sender.as_deref(), Some("alice"));
+
+    b.send(&ClientFrame::Read { ids: vec![id] }).await;
+    b.ack(vec![id]).await;
+    let (msgs, f) = b.fetch(Some(0), Some(10)).await;
+    assert!(b.last_binary);
+    assert!(msgs.is_empty(), "{msgs:?}");
+    assert_eq!(f.count, 0);
+
+    // Switching back to JSON switches the answers back.
+    a.binary = false;
+    let id2 = random_id();
+    a.send(&send_frame(
+        "bob",
+        "json again",
+        CryptoMode::Hybrid,
+        Some(id2),
+    ))
+    .await;
+    assert_eq!(a.expect_sent().await, (id2, false));
+    assert!(!a.last_binary);
+    assert_eq!(b.expect_message().await.id, id2);
+}
+
+#[tokio::test]
+async fn key_exchange_round_trip_in_each_mode() {
+    let relay = Relay::start(&Config::new()).await;
+    let info = relay.info().await;
+    let relay_bundle = PublicBundle::from_bytes(info.identity.as_slice()).unwrap();
+    assert_eq!(relay_bundle.fingerprint().to_hex(), info.relay_id);
+
+    let mut ws = relay.connect().await;
+    let ch = ws.challenge().await;
+    assert_eq!(ch.relay_id, info.relay_id);
+    for mode in CryptoMode::ALL {
+        ws.send(&ClientFrame::KeyExchange {
+            crypto_mode: mode,
+            key_id: None,
+            ciphertext: None,
+        })
+        .await;
+        let (key_id, public_key, signature, expires_at_ms) = match ws.recv().await {
+            RelayFrame::KeyExchange {
+                crypto_mode,
+                key_id,
+                public_key,
+                signature,
+                expires_at_ms,
+            } => {
+                assert_eq!(crypto_mode, mode);
+                (key_id, public_key, signature, expires_at_ms)
+            }
+            f => panic!("{mode}: expected key_exchange, got {f:?}"),
+        };
+        assert!(key_id <= MAX_SAFE_INTEGER);
+        assert!(
+            expires_at_ms > now_ms(),
+            "{mode}: the key is already expired"
+        );
+
+        // Signed by the relay's identity key of that mode, over exactly these fields.
+        let vk = relay_bundle.verifying_key(mode).unwrap();
+        let sig = Signature::from_bytes(mode, signature.as_slice()).unwrap();
+        let content = key_exchange_content(mode, key_id, expires_at_ms, public_key.as_slice());
+        vk.verify(SigContext::RelayKeyExchange, &content, &sig)
+            .unwrap_or_else(|e| panic!("{mode}: relay signature does not verify: {e}"));
+        let other = key_exchange_content(mode, key_id, expires_at_ms + 1, public_key.as_slice());
+        assert!(
+            vk.verify(SigContext::RelayKeyExchange, &other, &sig)
+                .is_err()
+        );
+
+        // Complete it; the confirmation proves the relay derived the same channel key.
+        let pk = KemPublicKey::from_bytes(mode, public_key.as_slice()).unwrap();
+        let (ct, shared) = pk.encapsulate(&mut OsRng).unwrap();
+        let complete = ClientFrame::KeyExchange {
+            crypto_mode: mode,
+            key_id: Some(key_id),
+            ciphertext: Some(Bytes(ct.as_bytes().to_vec())),
+        };
+        ws.send(&complete).await;
+        match ws.recv().await {
+            RelayFrame::KeyExchangeOk {
+                key_id: k,
+                confirmation,
+            } => {
+                assert_eq!(k, key_id);
+                let key = channel_key(&shared, mode, key_id, &pk, &ct);
+                verify_confirmation(&key, key_id, confirmation.as_slice())
+                    .unwrap_or_else(|e| panic!("{mode}: bad confirmation: {e}"));
+                let (_, other_shared) = pk.encapsulate(&mut OsRng).unwrap();
+                let wrong = channel_key(&other_shared, mode, key_id, &pk, &ct);
+                assert!(verify_confirmation(&wrong, key_id, confirmation.as_slice()).is_err());
+            }
+            f => panic!("{mode}: expected key_exchange_ok, got {f:?}"),
+        }
+        // The offer is spent on this connection.
+        ws.send(&complete).await;
+        ws.expect_error("invalid_field").await;
+    }
+}
+
+#[tokio::test]
+async fn read_marks_without_removing() {
+    let relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    let (mut b, _) = bob.connect(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+    let id = random_id();
+    a.send(&send_frame("bob", "to read", CryptoMode::Hybrid, Some(id)))
+        .await;
+    a.expect_sent().await;
+    let pushed = b.expect_message().await;
+
+    // `read` has no answer; the next frame is the fetch's page, which still holds the message.
+    b.send(&ClientFrame::Read { ids: vec![id] }).await;
+    let (msgs, _) = b.fetch(Some(0), None).await;
+    assert_eq!(msgs, vec![pushed]);
+    b.close().await;
+    let (mut b, login) = bob.connect(&relay).await;
+    assert_eq!(login.pending, 1, "a read message stays until acked");
+    assert_eq!(login.msgs[0].id, id);
+    b.ack(vec![id]).await;
+    assert!(b.fetch(Some(0), None).await.0.is_empty());
+}
+
+#[tokio::test]
+async fn one_user_receives_in_all_three_modes() {
+    let relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    let (mut b, _) = bob.connect(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+    for mode in CryptoMode::ALL {
+        let id = random_id();
+        a.send(&send_frame("bob", mode.as_str(), mode, Some(id)))
+            .await;
+        assert_eq!(a.expect_sent().await, (id, false));
+        let m = b.expect_message().await;
+        assert_eq!(
+            (m.id, m.mode, m.message.as_str()),
+            (id, mode, mode.as_str())
+        );
+    }
+    let metrics = relay.metrics().await;
+    for mode in CryptoMode::ALL {
+        let series = format!(
+            "nano_messenger_messages_processed_total{{crypto_mode=\"{}\"}}",
+            mode.as_str()
+        );
+        assert_eq!(metric(&metrics, &series), Some(1.0), "{series}\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn two_relays_share_postgres_and_redis() {
+    let test = "two_relays_share_postgres_and_redis";
+    let Some(redis) = redis_url(test) else {
+        return;
+    };
+    let Some(db) = PgDb::create(test) else {
+        return;
+    };
+    let prefix = format!("t{}:", random_hex(6));
+    let cfg = Config::new().storage_url(&db.url).l2(&redis, &prefix).set(
+        "caching",
+        "l1_cache_ttl_seconds",
+        600,
+    );
+    let relay_a = Relay::start(&cfg).await;
+    let relay_b = Relay::start(&cfg).await;
+    wait_for_subscribers(&redis, &format!("{prefix}deliver"), 2).await;
+
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay_a).await;
+    bob.register(&relay_b).await;
+
+    // A message sent through A to bob, connected on B, is pushed to bob's session on B.
+    let (mut b, _) = bob.connect(&relay_b).await;
+    let (mut a, _) = alice.connect(&relay_a).await;
+    let id = random_id();
+    a.send(&send_frame(
+        "bob",
+        "across relays",
+        CryptoMode::Hybrid,
+        Some(id),
+    ))
+    .await;
+    assert_eq!(a.expect_sent().await, (id, false));
+    let m = b.expect_message().await;
+    assert_eq!(m.id, id);
+    assert_eq!(m.message, "across relays");
+    assert_eq!(m.sender.as_deref(), Some("alice"));
+    // And back the other way.
+    let back = random_id();
+    b.send(&send_frame(
+        "alice",
+        "reply",
+        CryptoMode::Hybrid,
+        Some(back),
+    ))
+    .await;
+    assert_eq!(b.expect_sent().await, (back, false));
+    assert_eq!(a.expect_message().await.id, back);
+
+    // A key rotation through A is served by B (whose caches held the old bundle).
+    let (status, before) = relay_b.get_json("/v1/users/alice").await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["fingerprint"], alice.identity.fingerprint().to_hex());
+    let alice2 = User::new("alice", CryptoMode::Classical);
+    let new_fp = alice2.identity.fingerprint();
+    let rotate = RotateKeysRequest {
+        bundle: Bytes(alice2.identity.public_bundle().to_bytes()),
+        crypto_mode: CryptoMode::Classical,
+        signature: Bytes(alice.sign(
+            CryptoMode::Classical,
+            SigContext::KeyRotation,
+            &rotation_content(&alice.name, &alice.identity.fingerprint(), &new_fp),
+        )),
+    };
+    let (status, body) = relay_a.put_json("/v1/users/alice/keys", &rotate).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["fingerprint"], new_fp.to_hex());
+    let deadline = tokio::time::Instant::now() + relay_common::WAIT;
+    loop {
+        let (status, body) = relay_b.get_json("/v1/users/alice").await;
+        assert_eq!(status, 200, "{body}");
+        if body["fingerprint"] == new_fp.to_hex() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay B still serves the old bundle: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // B now authenticates the new key.
+    let (_a2, _) = alice2.connect(&relay_b).await;
+    redis_cleanup(&redis, &prefix).await;
+}
