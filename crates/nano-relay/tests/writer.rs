@@ -1,0 +1,178 @@
+//! The batch writer against real SQLite: group commit within `message_batch_size`, lingering
+//! only after a full batch, outcomes in order, push delivery to registered sessions, drain on
+//! close.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nano_relay::hub::{Hub, SessionEvent};
+use nano_relay::metrics::Metrics;
+use nano_relay::storage::sqlite::SqliteStorage;
+use nano_relay::storage::{Storage, StoreOutcome};
+use nano_relay::writer::{self, WriteRequest, WriterConfig};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+fn setup() -> (Arc<dyn Storage>, Arc<Hub>, Metrics, (i64, i64)) {
+    let s = SqliteStorage::in_memory().unwrap();
+    s.migrate().unwrap();
+    let users = common::two_users(&s);
+    let storage: Arc<dyn Storage> = Arc::new(s);
+    (
+        storage,
+        Arc::new(Hub::default()),
+        Metrics::new(true, false).unwrap(),
+        users,
+    )
+}
+
+fn cfg(batch_size: usize, quota: u64) -> WriterConfig {
+    WriterConfig {
+        batch_size,
+        batch_timeout: Duration::from_millis(20),
+        inbox_quota: quota,
+        queue_capacity: 64,
+    }
+}
+
+fn request(
+    id: u8,
+    to: i64,
+) -> (
+    WriteRequest,
+    oneshot::Receiver<Result<StoreOutcome, nano_relay::RelayError>>,
+) {
+    let (tx, rx) = oneshot::channel();
+    (
+        WriteRequest {
+            msg: common::msg(id, to, None, i64::from(id)),
+            sender: None,
+            received: Instant::now(),
+            reply: tx,
+        },
+        rx,
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn queued_messages_commit_in_batches_of_at_most_batch_size() {
+    let (storage, hub, metrics, (_, bob)) = setup();
+    let (handle, task) = writer::spawn(
+        Arc::clone(&storage),
+        cfg(3, 100),
+        hub,
+        None,
+        metrics.clone(),
+    );
+    // Nothing runs until the first await: all seven are queued before the writer looks.
+    let mut replies = Vec::new();
+    for i in 1..=7u8 {
+        let (req, rx) = request(i, bob);
+        handle.submit(req).await.unwrap();
+        replies.push(rx);
+    }
+    let mut seqs = Vec::new();
+    for rx in replies {
+        match rx.await.unwrap().unwrap() {
+            StoreOutcome::Stored(seq) => seqs.push(seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "outcomes in submission order: {seqs:?}"
+    );
+    // 3 + 3 + 1: never more than batch_size per transaction.
+    assert_eq!(metrics.batch_size.get_sample_count(), 3);
+    assert_eq!(metrics.batch_size.get_sample_sum() as u64, 7);
+    assert_eq!(storage.pending_count(bob).unwrap(), 7);
+    drop(handle);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_lone_message_is_committed_without_waiting_for_company() {
+    let (storage, hub, metrics, (_, bob)) = setup();
+    let mut c = cfg(100, 100);
+    c.batch_timeout = Duration::from_secs(30);
+    let (handle, task) = writer::spawn(storage, c, hub, None, metrics);
+    let (req, rx) = request(1, bob);
+    handle.submit(req).await.unwrap();
+    // Far less than the 30 s batch timeout: the writer does not linger after a partial batch.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), rx).await;
+    assert!(
+        matches!(outcome, Ok(Ok(Ok(StoreOutcome::Stored(_))))),
+        "{outcome:?}"
+    );
+    drop(handle);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn duplicates_quota_and_push_delivery() {
+    let (storage, hub, metrics, (alice, bob)) = setup();
+    let (tx, mut events) = mpsc::channel(8);
+    hub.register(bob, 1, tx, CancellationToken::new());
+    let (handle, task) = writer::spawn(storage, cfg(10, 2), Arc::clone(&hub), None, metrics);
+    let mut replies = Vec::new();
+    for (id, to) in [(1u8, bob), (1, bob), (2, bob), (3, bob), (4, alice)] {
+        let (req, rx) = request(id, to);
+        handle.submit(req).await.unwrap();
+        replies.push(rx);
+    }
+    let mut outcomes = Vec::new();
+    for rx in replies {
+        outcomes.push(rx.await.unwrap().unwrap());
+    }
+    assert!(matches!(outcomes[0], StoreOutcome::Stored(_)));
+    assert_eq!(
+        outcomes[1],
+        StoreOutcome::Duplicate(match outcomes[0] {
+            StoreOutcome::Stored(s) => s,
+            _ => unreachable!(),
+        })
+    );
+    assert!(matches!(outcomes[2], StoreOutcome::Stored(_)));
+    assert_eq!(outcomes[3], StoreOutcome::InboxFull, "bob's quota is 2");
+    assert!(
+        matches!(outcomes[4], StoreOutcome::Stored(_)),
+        "alice has room"
+    );
+    // Bob's session got exactly his two stored messages, in order.
+    let mut pushed = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        match ev {
+            SessionEvent::Deliver(m) => pushed.push(m.message_id[0]),
+            SessionEvent::Wake => panic!("no wake-ups without fan-out"),
+        }
+    }
+    assert_eq!(pushed, vec![1, 2]);
+    drop(handle);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_session_queue_marks_a_slow_reader() {
+    let (storage, hub, metrics, (_, bob)) = setup();
+    let (tx, _events) = mpsc::channel(1);
+    let kill = CancellationToken::new();
+    hub.register(bob, 1, tx, kill.clone());
+    let (handle, task) = writer::spawn(storage, cfg(10, 100), Arc::clone(&hub), None, metrics);
+    for i in 1..=3u8 {
+        let (req, rx) = request(i, bob);
+        handle.submit(req).await.unwrap();
+        assert!(matches!(
+            rx.await.unwrap().unwrap(),
+            StoreOutcome::Stored(_)
+        ));
+    }
+    assert!(
+        kill.is_cancelled(),
+        "a session that cannot take more is told to close"
+    );
+    drop(handle);
+    task.await.unwrap();
+}
