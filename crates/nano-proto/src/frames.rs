@@ -253,6 +253,10 @@ fn check_message(message: &str) -> Result<(), ProtoError> {
             got: message.len(),
         });
     }
+    // Every store keeps the payload as text; PostgreSQL text cannot hold U+0000.
+    if message.contains('\0') {
+        return Err(ProtoError::field("message", "must not contain U+0000"));
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes as Body;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -43,36 +43,51 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/users/{name}", get(user))
         .route("/v1/users/{name}/keys", put(rotate))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read with our own limit so an oversized one gets the JSON error body.
+        .layer(DefaultBodyLimit::disable())
         .with_state(shared)
 }
 
-struct ApiError(RelayError);
+enum ApiError {
+    Relay(RelayError),
+    BodyTooLarge,
+}
 
 impl From<RelayError> for ApiError {
     fn from(e: RelayError) -> Self {
-        Self(e)
+        Self::Relay(e)
     }
 }
 
 impl From<ProtoError> for ApiError {
     fn from(e: ProtoError) -> Self {
-        Self(RelayError::Proto(e))
+        Self::Relay(RelayError::Proto(e))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let e = match self {
+            Self::Relay(e) => e,
+            Self::BodyTooLarge => {
+                let body = ErrorBody {
+                    code: nano_proto::ErrorCode::FrameTooLarge,
+                    message: format!("the request body exceeds {MAX_BODY} bytes"),
+                };
+                return json(StatusCode::PAYLOAD_TOO_LARGE, &body);
+            }
+        };
         let status =
-            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
-            tracing::warn!(error = %self.0, "request failed");
+            tracing::warn!(error = %e, "request failed");
         }
         let body = ErrorBody {
-            code: self.0.code(),
-            message: self.0.public_message(),
+            code: e.code(),
+            message: e.public_message(),
         };
-        (status, axum::Json(body)).into_response()
+        json(status, &body)
     }
 }
 
@@ -102,7 +117,22 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError(RelayError::NotFound)
+    ApiError::Relay(RelayError::NotFound)
+}
+
+async fn method_not_allowed() -> Response {
+    let body = ErrorBody {
+        code: nano_proto::ErrorCode::InvalidField,
+        message: "method not allowed on this path".into(),
+    };
+    json(StatusCode::METHOD_NOT_ALLOWED, &body)
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes.
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge)
 }
 
 async fn health() -> Response {
@@ -189,7 +219,7 @@ fn check_floor(s: &Shared, mode: CryptoMode) -> Result<(), RelayError> {
 }
 
 async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, ApiError> {
-    let req: RegisterRequest = parse(&body)?;
+    let req: RegisterRequest = parse(&read_body(body).await?)?;
     check_floor(&s, req.crypto_mode)?;
     let shared = Arc::clone(&s);
     let bundle = s
@@ -252,7 +282,7 @@ async fn rotate(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let req: RotateKeysRequest = parse(&body)?;
+    let req: RotateKeysRequest = parse(&read_body(body).await?)?;
     check_floor(&s, req.crypto_mode)?;
     let current = lookup(&s, &name).await?;
     let username = Username::new(&name)?;

@@ -115,6 +115,34 @@ async fn next_batch(
     }
 }
 
+/// Commits `msgs` in one transaction; if that fails, each message alone, so one row the
+/// database refuses cannot fail the others of its batch. One result per message, in order.
+fn commit(
+    storage: &dyn Storage,
+    msgs: &[NewMessage],
+    quota: u64,
+) -> Result<Vec<Result<StoreOutcome, RelayError>>, RelayError> {
+    match storage.store_batch(msgs, quota) {
+        Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+        Err(e) if msgs.len() == 1 => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "batch commit failed; committing its messages one by one");
+            Ok(msgs
+                .iter()
+                .map(|m| {
+                    storage
+                        .store_batch(std::slice::from_ref(m), quota)
+                        .and_then(|o| {
+                            o.into_iter().next().ok_or_else(|| {
+                                RelayError::Internal("no outcome for a stored message".into())
+                            })
+                        })
+                })
+                .collect())
+        }
+    }
+}
+
 async fn run(
     mut rx: mpsc::Receiver<WriteRequest>,
     storage: Arc<dyn Storage>,
@@ -137,7 +165,7 @@ async fn run(
         let st = Arc::clone(&storage);
         let quota = cfg.inbox_quota;
         let result = tokio::task::spawn_blocking(move || {
-            let outcome = st.store_batch(&msgs, quota);
+            let outcome = commit(&*st, &msgs, quota);
             (msgs, outcome)
         })
         .await;
@@ -161,6 +189,13 @@ async fn run(
                 for ((msg, (sender, received, reply)), outcome) in
                     msgs.into_iter().zip(rest).zip(outcomes)
                 {
+                    let outcome = match outcome {
+                        Ok(o) => o,
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
+                    };
                     if let StoreOutcome::Stored(seq) = outcome {
                         metrics.message_processed(msg.crypto_mode, received.elapsed());
                         let recipient = msg.recipient_id;

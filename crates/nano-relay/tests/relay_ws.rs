@@ -6,6 +6,8 @@
 
 mod relay_common;
 
+use std::collections::HashSet;
+
 use nano_crypto::channel::{channel_key, verify_confirmation};
 use nano_crypto::{CryptoMode, KemPublicKey, OsRng, PublicBundle, SigContext, Signature};
 use nano_proto::frames::MAX_SAFE_INTEGER;
@@ -159,6 +161,18 @@ async fn offline_recipient_gets_its_inbox_in_order_on_auth() {
     assert_eq!(a.expect_sent().await, (id, false));
     let m = b.expect_message().await;
     assert_eq!((m.id, m.message.as_str()), (id, "live"));
+
+    // A page size is honoured, and says more are waiting.
+    let (page, f) = b.fetch(Some(0), Some(2)).await;
+    assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(
+        f,
+        Fetched {
+            count: 2,
+            last_seq: Some(page[1].seq),
+            more: true
+        }
+    );
 }
 
 #[tokio::test]
@@ -357,13 +371,6 @@ async fn binary_frames_work_end_to_end() {
     assert_eq!(m.mode, CryptoMode::Quantum);
     assert_eq!(m.sender.as_deref(), Some("alice"));
 
-    b.send(&ClientFrame::Read { ids: vec![id] }).await;
-    b.ack(vec![id]).await;
-    let (msgs, f) = b.fetch(Some(0), Some(10)).await;
-    assert!(b.last_binary);
-    assert!(msgs.is_empty(), "{msgs:?}");
-    assert_eq!(f.count, 0);
-
     // Switching back to JSON switches the answers back.
     a.binary = false;
     let id2 = random_id();
@@ -377,11 +384,25 @@ async fn binary_frames_work_end_to_end() {
     assert_eq!(a.expect_sent().await, (id2, false));
     assert!(!a.last_binary);
     assert_eq!(b.expect_message().await.id, id2);
+    assert!(b.last_binary);
+
+    // A binary fetch pages the inbox in binary; binary `read` and `ack` are handled (no
+    // answer), and the acked messages are gone.
+    let (msgs, f) = b.fetch(Some(0), Some(10)).await;
+    assert!(b.last_binary);
+    assert_eq!(msgs.iter().map(|m| m.id).collect::<Vec<_>>(), vec![id, id2]);
+    assert_eq!(f.count, 2);
+    b.send(&ClientFrame::Read { ids: vec![id] }).await;
+    b.ack(vec![id, id2]).await;
+    let (msgs, f) = b.fetch(Some(0), Some(10)).await;
+    assert!(b.last_binary);
+    assert!(msgs.is_empty(), "{msgs:?}");
+    assert_eq!(f.count, 0);
 }
 
-#[tokio::test]
-async fn key_exchange_round_trip_in_each_mode() {
-    let relay = Relay::start(&Config::new()).await;
+/// Offer (signed by the relay identity) → encapsulation → confirmation, in every mode.
+async fn key_exchange_round_trip(cfg: Config) {
+    let relay = Relay::start(&cfg).await;
     let info = relay.info().await;
     let relay_bundle = PublicBundle::from_bytes(info.identity.as_slice()).unwrap();
     assert_eq!(relay_bundle.fingerprint().to_hex(), info.relay_id);
@@ -455,6 +476,23 @@ async fn key_exchange_round_trip_in_each_mode() {
         ws.send(&complete).await;
         ws.expect_error("invalid_field").await;
     }
+}
+
+#[tokio::test]
+async fn key_exchange_round_trip_in_each_mode() {
+    key_exchange_round_trip(Config::new()).await;
+}
+
+#[tokio::test]
+async fn key_exchange_round_trip_from_the_key_pool_without_key_caching() {
+    key_exchange_round_trip(
+        Config::new()
+            .set("memory", "enable_memory_pools", true)
+            .set("memory", "key_pool_size", 6)
+            .set("memory", "message_pool_size", 16)
+            .set("performance", "enable_key_caching", false),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -600,4 +638,279 @@ async fn two_relays_share_postgres_and_redis() {
     // B now authenticates the new key.
     let (_a2, _) = alice2.connect(&relay_b).await;
     redis_cleanup(&redis, &prefix).await;
+}
+
+/// Payloads are opaque: every string the frame formats can carry comes back byte for byte.
+async fn payloads_round_trip_verbatim(cfg: Config) {
+    const MAX_MESSAGE: usize = 131_072;
+    let relay = Relay::start(&cfg).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    let binbob = User::new("binbob", CryptoMode::Classical);
+    for u in [&alice, &bob, &binbob] {
+        u.register(&relay).await;
+    }
+    let (mut b, _) = bob.connect(&relay).await;
+    let mut bb = relay.connect().await;
+    bb.binary = true;
+    binbob.login(&mut bb, CryptoMode::Classical).await;
+    let (mut a, _) = alice.connect(&relay).await;
+
+    let payloads = [
+        String::new(),
+        "quote \" backslash \\ newline \n tab \t".to_owned(),
+        "control \u{1}\u{1f}\u{7f}".to_owned(),
+        "non-ASCII é 中文 😀".to_owned(),
+        "m".repeat(MAX_MESSAGE),
+    ];
+    for binary in [false, true] {
+        a.binary = binary;
+        for p in &payloads {
+            for (to, ws) in [("bob", &mut b), ("binbob", &mut bb)] {
+                let id = random_id();
+                a.send(&send_frame(to, p, CryptoMode::Hybrid, Some(id)))
+                    .await;
+                match a.recv().await {
+                    RelayFrame::Sent { id: got, duplicate } => {
+                        assert_eq!((got, duplicate), (id, false));
+                    }
+                    f => panic!(
+                        "payload {:?} (binary {binary}) to {to}: expected sent, got {f:?}",
+                        &p[..p.len().min(20)]
+                    ),
+                }
+                let m = ws.expect_message().await;
+                assert_eq!(m.id, id);
+                assert!(m.message == *p, "{to}: payload changed (binary {binary})");
+            }
+        }
+    }
+    // U+0000 is the one character refused (PostgreSQL text cannot hold it), on both encodings.
+    // A conforming encoder refuses to write such a frame, so these are made by hand.
+    let with_x = send_frame("bob", "nul X inside", CryptoMode::Hybrid, None);
+    let mut raw_binary = with_x.to_binary().unwrap();
+    let x = raw_binary.iter().rposition(|b| *b == b'X').unwrap();
+    raw_binary[x] = 0;
+    let raw_json = with_x.to_json().unwrap().replace('X', "\\u0000");
+    for binary in [false, true] {
+        if binary {
+            a.send_binary(raw_binary.clone()).await;
+        } else {
+            a.send_text(&raw_json).await;
+        }
+        match a.recv().await {
+            RelayFrame::Error { code, .. } => assert_eq!(code.as_str(), "invalid_field"),
+            f => panic!("expected invalid_field, got {f:?}"),
+        }
+    }
+    // Stored verbatim too: a reconnect streams the same strings.
+    let (_b, login) = bob.connect(&relay).await;
+    let expected: Vec<&String> = payloads.iter().chain(&payloads).collect();
+    let got: Vec<&String> = login.msgs.iter().map(|m| &m.message).collect();
+    assert!(
+        got == expected,
+        "the stored payloads differ from the sent ones"
+    );
+}
+
+#[tokio::test]
+async fn payloads_round_trip_verbatim_sqlite() {
+    payloads_round_trip_verbatim(Config::new()).await;
+}
+
+#[tokio::test]
+async fn payloads_round_trip_verbatim_with_memory_pools() {
+    payloads_round_trip_verbatim(
+        Config::new()
+            .set("memory", "enable_memory_pools", true)
+            .set("memory", "message_pool_size", 4),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn payloads_round_trip_verbatim_postgres() {
+    let Some(db) = PgDb::create("payloads_round_trip_verbatim_postgres") else {
+        return;
+    };
+    payloads_round_trip_verbatim(Config::new().storage_url(&db.url)).await;
+}
+
+#[tokio::test]
+async fn a_full_inbox_refuses_with_inbox_full() {
+    let relay = Relay::start(&Config::new().set("limits", "inbox_quota", 3)).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    let carol = User::new("carol", CryptoMode::Classical);
+    for u in [&alice, &bob, &carol] {
+        u.register(&relay).await;
+    }
+    let (mut a, _) = alice.connect(&relay).await;
+    let ids: Vec<MessageId> = (0..5).map(|_| random_id()).collect();
+    for id in &ids {
+        a.feed(&send_frame("bob", "m", CryptoMode::Hybrid, Some(*id)))
+            .await;
+    }
+    a.flush().await;
+    for id in &ids[..3] {
+        assert_eq!(a.expect_sent().await, (*id, false));
+    }
+    for id in &ids[3..] {
+        assert_eq!(a.expect_error("inbox_full").await.1, Some(*id));
+    }
+    // A repeat of a stored id is still a duplicate, not a quota refusal.
+    a.send(&send_frame("bob", "m", CryptoMode::Hybrid, Some(ids[0])))
+        .await;
+    assert_eq!(a.expect_sent().await, (ids[0], true));
+    // The quota is per inbox.
+    let c = random_id();
+    a.send(&send_frame("carol", "m", CryptoMode::Hybrid, Some(c)))
+        .await;
+    assert_eq!(a.expect_sent().await, (c, false));
+
+    let (_b, login) = bob.connect(&relay).await;
+    assert_eq!(login.pending, 3);
+    assert_eq!(
+        login.msgs.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
+}
+
+#[tokio::test]
+async fn every_session_of_a_user_gets_the_push() {
+    let relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    let (mut b1, _) = bob.connect(&relay).await;
+    let (mut b2, _) = bob.connect(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+    let id = random_id();
+    a.send(&send_frame("bob", "to both", CryptoMode::Hybrid, Some(id)))
+        .await;
+    a.expect_sent().await;
+    assert_eq!(b1.expect_message().await.id, id);
+    assert_eq!(b2.expect_message().await.id, id);
+
+    // One session leaving does not stop delivery to the other.
+    b1.close().await;
+    let id2 = random_id();
+    a.send(&send_frame("bob", "to one", CryptoMode::Hybrid, Some(id2)))
+        .await;
+    a.expect_sent().await;
+    assert_eq!(b2.expect_message().await.id, id2);
+}
+
+#[tokio::test]
+async fn anonymous_sends_can_be_turned_off() {
+    let relay = Relay::start(&Config::new().set("security", "allow_anonymous_send", false)).await;
+    assert!(!relay.info().await.allow_anonymous_send);
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    let mut ws = relay.connect().await;
+    let ch = ws.challenge().await;
+    let id = random_id();
+    ws.send(&send_frame(
+        "bob",
+        "anonymous",
+        CryptoMode::Hybrid,
+        Some(id),
+    ))
+    .await;
+    assert_eq!(ws.expect_error("unauthorized").await.1, Some(id));
+    alice.login_with(&mut ws, CryptoMode::Classical, &ch).await;
+    ws.send(&send_frame("bob", "signed", CryptoMode::Hybrid, Some(id)))
+        .await;
+    assert_eq!(ws.expect_sent().await, (id, false));
+    let (_b, login) = bob.connect(&relay).await;
+    assert_eq!(login.msgs.len(), 1);
+    assert_eq!(login.msgs[0].sender.as_deref(), Some("alice"));
+}
+
+/// Another sender's payload that no store can take (U+0000) is refused as a client error and
+/// never fails the messages committed alongside it.
+async fn a_bad_payload_does_not_fail_other_messages(cfg: Config) {
+    const EACH: usize = 40;
+    let relay = Relay::start(&cfg).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+    let mut m = relay.connect().await;
+    m.challenge().await;
+
+    let good: Vec<MessageId> = (0..EACH).map(|_| random_id()).collect();
+    let bad: Vec<MessageId> = (0..EACH).map(|_| random_id()).collect();
+    // Interleaved, each frame flushed at once: the two senders' messages reach the batch
+    // writer together.
+    for i in 0..EACH {
+        a.send(&send_frame(
+            "bob",
+            "good",
+            CryptoMode::Hybrid,
+            Some(good[i]),
+        ))
+        .await;
+        // Made by hand: a conforming encoder refuses U+0000.
+        let frame = send_frame("bob", "bad X", CryptoMode::Hybrid, Some(bad[i]));
+        m.send_text(&frame.to_json().unwrap().replace("bad X", "bad \\u0000"))
+            .await;
+    }
+    let mut refused_good = Vec::new();
+    for id in &good {
+        match a.recv().await {
+            RelayFrame::Sent { id: got, .. } => assert_eq!(got, *id),
+            RelayFrame::Error { code, id: got, .. } => {
+                assert_eq!(got, Some(*id));
+                refused_good.push(code.as_str());
+            }
+            f => panic!("expected sent, got {f:?}"),
+        }
+    }
+    let mut stored_bad = Vec::new();
+    let mut failed_bad = Vec::new();
+    for id in &bad {
+        match m.recv().await {
+            RelayFrame::Sent { id: got, .. } => {
+                assert_eq!(got, *id);
+                stored_bad.push(got);
+            }
+            RelayFrame::Error { code, .. } => {
+                if code.as_str() != "invalid_field" {
+                    failed_bad.push(code.as_str());
+                }
+            }
+            f => panic!("expected sent or error, got {f:?}"),
+        }
+    }
+    assert!(
+        refused_good.is_empty() && failed_bad.is_empty(),
+        "{} of {EACH} good messages failed alongside another sender's payload ({:?}); \
+         {} of {EACH} payloads with U+0000 were answered as relay failures ({:?})",
+        refused_good.len(),
+        refused_good.first(),
+        failed_bad.len(),
+        failed_bad.first()
+    );
+    let (_b, login) = bob.connect(&relay).await;
+    let ids: HashSet<MessageId> = login.msgs.iter().map(|m| m.id).collect();
+    assert!(good.iter().all(|id| ids.contains(id)));
+    assert_eq!(ids.len(), EACH + stored_bad.len());
+}
+
+#[tokio::test]
+async fn a_bad_payload_does_not_fail_other_messages_sqlite() {
+    a_bad_payload_does_not_fail_other_messages(Config::new()).await;
+}
+
+#[tokio::test]
+async fn a_bad_payload_does_not_fail_other_messages_postgres() {
+    let Some(db) = PgDb::create("a_bad_payload_does_not_fail_other_messages_postgres") else {
+        return;
+    };
+    a_bad_payload_does_not_fail_other_messages(Config::new().storage_url(&db.url)).await;
 }

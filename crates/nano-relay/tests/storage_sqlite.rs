@@ -94,3 +94,44 @@ fn committed_messages_survive_reopening() {
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].message_id, [7; 16]);
 }
+
+/// With a pool, reads go to read-only connections and every write to the writer; each write is
+/// visible to the next read on any connection.
+#[test]
+fn pooled_connections_write_through_the_writer_and_read_committed_data() {
+    let dir = TempDir::new("pool");
+    let s = SqliteStorage::open_pool(&dir.0.join("relay.db"), 4).unwrap();
+    let (alice, bob) = setup(&s);
+    let out = s
+        .store_batch(
+            &[
+                common::msg(1, bob, Some(alice), 10),
+                common::msg(2, bob, None, 11),
+            ],
+            100,
+        )
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    for _ in 0..8 {
+        assert_eq!(s.pending_count(bob).unwrap(), 2);
+    }
+    assert_eq!(s.mark_read(bob, &[[1; 16]], 20).unwrap(), 1);
+    assert!(s.pending(bob, 0, 10).unwrap()[0].read_at.is_some());
+    assert_eq!(s.ack(bob, &[[1; 16]], 21).unwrap(), 1);
+    for _ in 0..8 {
+        assert_eq!(s.pending_count(bob).unwrap(), 1);
+    }
+    let before = s.user("alice").unwrap().unwrap();
+    s.replace_bundle(
+        "alice",
+        &before.fingerprint,
+        b"new",
+        &[9; 32],
+        nano_crypto::CryptoMode::Hybrid,
+        30,
+    )
+    .unwrap();
+    for _ in 0..8 {
+        assert_eq!(s.user("alice").unwrap().unwrap().fingerprint, [9; 32]);
+    }
+}

@@ -192,7 +192,7 @@ impl Storage for SqliteStorage {
 
     fn user(&self, username: &str) -> Result<Option<UserRecord>> {
         let row = self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT id, username, bundle, fingerprint, min_mode FROM users WHERE username = ?1",
                 params![username],
@@ -221,7 +221,7 @@ impl Storage for SqliteStorage {
         min_mode: CryptoMode,
         now_ms: i64,
     ) -> Result<()> {
-        let conn = self.reader();
+        let conn = self.conn();
         let n = conn
             .execute(
                 "UPDATE users SET bundle = ?1, fingerprint = ?2, min_mode = ?3, updated_at = ?4
@@ -322,7 +322,7 @@ impl Storage for SqliteStorage {
 
     fn pending_count(&self, recipient_id: i64) -> Result<u64> {
         let n: i64 = self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT COUNT(*) FROM messages WHERE recipient_id = ?1 AND deleted_at IS NULL",
                 params![recipient_id],
@@ -415,7 +415,7 @@ impl SqliteStorage {
         ids: &[[u8; 16]],
         now_ms: i64,
     ) -> Result<u64> {
-        let mut conn = self.reader();
+        let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
         let mut n = 0u64;
         {

@@ -76,6 +76,28 @@ pub(crate) fn relay_command() -> Command {
     c
 }
 
+/// Runs `cmd` to completion (bounded by [`WAIT`]) with its output captured.
+pub(crate) fn output_within(cmd: &mut Command) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(out) => out.expect("command output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("command did not finish within {WAIT:?}: {cmd:?}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
@@ -247,7 +269,11 @@ impl Relay {
         let mut child = relay_command()
             .arg("--config")
             .arg(&self.config_path)
-            .env("RUST_LOG", "info")
+            // NANO_TEST_RELAY_LOG=debug for more detail in a failing test's output.
+            .env(
+                "RUST_LOG",
+                std::env::var("NANO_TEST_RELAY_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -305,13 +331,18 @@ impl Relay {
 
     /// SIGTERM, then waits (bounded) for the exit status.
     pub(crate) async fn terminate(&mut self) -> ExitStatus {
+        self.signal("-TERM").await
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`) with `kill`, then waits (bounded) for the exit status.
+    pub(crate) async fn signal(&mut self, signal: &str) -> ExitStatus {
         let mut child = self.child.take().expect("relay is not running");
         let pid = child.id().to_string();
         let status = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([signal, &pid])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
+        assert!(status.success(), "kill {signal} {pid} failed");
         let waited = tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + WAIT;
             loop {
@@ -333,7 +364,7 @@ impl Relay {
         match waited {
             Ok(s) => s,
             Err(()) => panic!(
-                "the relay did not exit within {WAIT:?} of SIGTERM\n{}",
+                "the relay did not exit within {WAIT:?} of kill {signal}\n{}",
                 self.logs()
             ),
         }
@@ -381,6 +412,18 @@ impl Relay {
             .request(self.http.post(format!("{}{path}", self.api)).json(body))
             .await;
         (s, parse_json(&b))
+    }
+
+    /// Sends `body` (as `application/json`) with `method`: status and body text.
+    pub(crate) async fn request_raw(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        self.request(
+            self.http
+                .request(method, format!("{}{path}", self.api))
+                .header("content-type", "application/json")
+                .body(body.to_owned()),
+        )
+        .await
     }
 
     /// POST raw bytes as `application/json`.
@@ -493,14 +536,17 @@ impl PgDb {
         let url = with_database(&admin_url, &name);
         let (a, n) = (admin_url.clone(), name.clone());
         // The postgres crate runs its own runtime: keep it off the test's async threads.
-        std::thread::spawn(move || {
+        let created = on_thread_within(move || {
             let mut c = postgres::Client::connect(&a, postgres::NoTls)
-                .expect("connect to NANO_TEST_POSTGRES_URL");
+                .map_err(|e| format!("connect to NANO_TEST_POSTGRES_URL: {e}"))?;
             c.batch_execute(&format!("CREATE DATABASE {n}"))
-                .expect("CREATE DATABASE");
-        })
-        .join()
-        .expect("create database thread");
+                .map_err(|e| format!("CREATE DATABASE: {e}"))
+        });
+        match created {
+            Some(Ok(())) => {}
+            Some(Err(e)) => panic!("{e}"),
+            None => panic!("CREATE DATABASE did not finish within {WAIT:?}"),
+        }
         Some(Self {
             admin_url,
             name,
@@ -512,13 +558,21 @@ impl PgDb {
 impl Drop for PgDb {
     fn drop(&mut self) {
         let (a, n) = (self.admin_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
+        let _ = on_thread_within(move || {
             if let Ok(mut c) = postgres::Client::connect(&a, postgres::NoTls) {
                 let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"));
             }
-        })
-        .join();
+        });
     }
+}
+
+/// Runs blocking `f` on its own thread; `None` if it did not finish within [`WAIT`].
+fn on_thread_within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(WAIT).ok()
 }
 
 /// `NANO_TEST_REDIS_URL`, or `None` (saying why `test` skips).
@@ -535,7 +589,7 @@ pub(crate) fn redis_url(test: &str) -> Option<String> {
 /// Waits until at least `n` clients subscribe to the Redis `channel`.
 pub(crate) async fn wait_for_subscribers(url: &str, channel: &str, n: i64) {
     let (url, ch) = (url.to_owned(), channel.to_owned());
-    let got = tokio::task::spawn_blocking(move || {
+    let waiter = tokio::task::spawn_blocking(move || {
         let client = redis::Client::open(url.as_str()).expect("redis URL");
         let mut con = client.get_connection().expect("redis connection");
         let deadline = std::time::Instant::now() + WAIT;
@@ -550,16 +604,18 @@ pub(crate) async fn wait_for_subscribers(url: &str, channel: &str, n: i64) {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    })
-    .await
-    .expect("redis waiter");
+    });
+    let got = timeout(WAIT + WAIT, waiter)
+        .await
+        .expect("Redis did not answer")
+        .expect("redis waiter");
     assert!(got >= n, "only {got} of {n} relays subscribed to {channel}");
 }
 
 /// Deletes the Redis keys under `prefix` (best effort).
 pub(crate) async fn redis_cleanup(url: &str, prefix: &str) {
     let (url, pattern) = (url.to_owned(), format!("{prefix}*"));
-    let _ = tokio::task::spawn_blocking(move || {
+    let cleanup = tokio::task::spawn_blocking(move || {
         let client = redis::Client::open(url.as_str()).ok()?;
         let mut con = client.get_connection().ok()?;
         let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con).ok()?;
@@ -567,8 +623,8 @@ pub(crate) async fn redis_cleanup(url: &str, prefix: &str) {
             let _: Option<i64> = redis::cmd("DEL").arg(&keys).query(&mut con).ok();
         }
         Some(())
-    })
-    .await;
+    });
+    let _ = timeout(WAIT, cleanup).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,6 +809,31 @@ impl Ws {
                 None => panic!("connection ended without a close frame"),
             }
         }
+    }
+
+    /// Sends `m` while reading, until the connection closes (for frames the relay refuses to
+    /// read to the end): whether the send went out, the data frames read, and the close frame.
+    pub(crate) async fn send_while_reading(
+        &mut self,
+        m: Message,
+    ) -> (bool, usize, Option<CloseFrame>) {
+        let (mut tx, mut rx) = (&mut self.inner).split();
+        let send = async move { matches!(tx.send(m).await, Ok(())) };
+        let read = async move {
+            let mut skipped = 0;
+            loop {
+                match rx.next().await {
+                    Some(Ok(Message::Close(c))) => return (skipped, c),
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => skipped += 1,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return (skipped, None),
+                }
+            }
+        };
+        let (sent, (skipped, close)) = timeout(WAIT, async { tokio::join!(send, read) })
+            .await
+            .expect("the relay neither read the frame nor closed within the wait");
+        (sent, skipped, close)
     }
 
     /// Reads until the connection closes: the data frames skipped, and the close frame (`None`

@@ -1,0 +1,505 @@
+//! The relay's HTTP API and command line, against the real binary: health, readiness, metrics,
+//! relay information, registration, lookup and key rotation; `validate-config` and
+//! `init-config`; graceful shutdown on SIGTERM and SIGINT.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod relay_common;
+
+use std::path::PathBuf;
+
+use nano_crypto::{CryptoMode, PublicBundle, SigContext};
+use nano_proto::rest::{
+    RegisterRequest, RotateKeysRequest, UserResponse, claim_content, rotation_content,
+};
+use nano_proto::{Bytes, Username};
+use relay_common::{
+    Config, PgDb, Relay, User, metric, output_within, random_id, relay_command, send_frame,
+};
+
+/// A shipped template, `config/relay.{env}.toml`.
+fn template(env: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(format!("relay.{env}.toml"))
+}
+
+#[tokio::test]
+async fn health_ready_openapi_and_unknown_routes() {
+    let relay = Relay::start(&Config::new()).await;
+    let (status, body) = relay.get_json("/health").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    let (status, body) = relay.get_json("/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+
+    let (status, text) = relay.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("openapi.json is JSON");
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    for path in [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/v1/relay",
+        "/v1/users",
+        "/v1/users/{name}",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "openapi.json lacks {path}"
+        );
+    }
+
+    let (status, body) = relay.get_json("/v2/nothing/here").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "not_found");
+}
+
+#[tokio::test]
+async fn metrics_expose_the_guides_names() {
+    let relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+    a.send(&send_frame(
+        "bob",
+        "m",
+        CryptoMode::Hybrid,
+        Some(random_id()),
+    ))
+    .await;
+    a.expect_sent().await;
+    let mut other = relay.connect().await;
+    other.challenge().await;
+    other.send_text(r#"{"type":"no_such_thing"}"#).await;
+    other.expect_error("unknown_type").await;
+
+    let text = relay.metrics().await;
+    for (series, value) in [
+        (
+            "nano_messenger_messages_processed_total{crypto_mode=\"hybrid\"}",
+            1.0,
+        ),
+        ("nano_messenger_active_connections", 2.0),
+        ("nano_messenger_errors_total{code=\"unknown_type\"}", 1.0),
+    ] {
+        assert_eq!(metric(&text, series), Some(value), "{series}\n{text}");
+    }
+    for name in [
+        "nano_messenger_messages_processed_total",
+        "nano_messenger_active_connections",
+        "nano_messenger_errors_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "no TYPE line for {name}\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn relay_info_describes_the_relay_and_survives_a_restart() {
+    let mut relay = Relay::start(&Config::new()).await;
+    let (status, raw) = relay.get_json("/v1/relay").await;
+    assert_eq!(status, 200, "{raw}");
+    for field in [
+        "version",
+        "relay_id",
+        "identity",
+        "websocket_url",
+        "modes",
+        "minimum_crypto_mode",
+        "allow_anonymous_send",
+        "acceleration",
+    ] {
+        assert!(raw.get(field).is_some(), "/v1/relay lacks {field}: {raw}");
+    }
+    let info = relay.info().await;
+    assert_eq!(info.relay_id.len(), 64);
+    assert!(
+        info.relay_id
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    );
+    let bundle = PublicBundle::from_bytes(info.identity.as_slice()).expect("identity bundle");
+    assert_eq!(bundle.fingerprint().to_hex(), info.relay_id);
+    assert_eq!(info.websocket_url, relay.ws);
+    assert_eq!(info.modes, CryptoMode::ALL.to_vec());
+    assert_eq!(info.minimum_crypto_mode, CryptoMode::Classical);
+    assert!(info.allow_anonymous_send);
+    assert!(!info.version.is_empty());
+
+    // The challenge names the same relay.
+    let mut ws = relay.connect().await;
+    assert_eq!(ws.challenge().await.relay_id, info.relay_id);
+    drop(ws);
+
+    // The identity is kept in the data dir: same relay id after a restart.
+    assert!(relay.terminate().await.success());
+    relay.restart().await;
+    assert_eq!(relay.info().await.relay_id, info.relay_id);
+}
+
+#[tokio::test]
+async fn register_lookup_and_conflicts() {
+    let relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let created = alice.register(&relay).await;
+    assert_eq!(created.username.as_str(), "alice");
+    assert_eq!(created.fingerprint, alice.identity.fingerprint().to_hex());
+    assert_eq!(created.min_mode, CryptoMode::Classical);
+    assert_eq!(created.bundle.0, alice.identity.public_bundle().to_bytes());
+
+    let (status, body) = relay.get_json("/v1/users/alice").await;
+    assert_eq!(status, 200, "{body}");
+    let found: UserResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(found, created);
+
+    // The name is taken, whoever asks; the first owner keeps it.
+    let impostor = User::new("alice", CryptoMode::Hybrid);
+    let (status, body) = relay
+        .post_json("/v1/users", &impostor.claim(CryptoMode::Hybrid))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "name_taken");
+    let (status, again) = relay
+        .post_json("/v1/users", &alice.claim(CryptoMode::Classical))
+        .await;
+    assert_eq!(status, 409, "{again}");
+    let (_, body) = relay.get_json("/v1/users/alice").await;
+    assert_eq!(body["fingerprint"], alice.identity.fingerprint().to_hex());
+
+    let (status, body) = relay.get_json("/v1/users/nobody").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "not_found");
+    let (status, body) = relay.get_json("/v1/users/not%20a%20name").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_field");
+
+    // Bodies that are not a registration.
+    let (status, body) = relay.post_raw("/v1/users", "{\"username\":").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "malformed_frame");
+    let mut extra = serde_json::to_value(alice.claim(CryptoMode::Classical)).unwrap();
+    extra["admin"] = serde_json::Value::Bool(true);
+    let (status, body) = relay.post_json("/v1/users", &extra).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_field");
+}
+
+#[tokio::test]
+async fn registration_with_a_bad_proof_of_possession_is_refused() {
+    let relay = Relay::start(&Config::new()).await;
+    let mallory = User::new("mallory", CryptoMode::Classical);
+    let other = User::new("other", CryptoMode::Classical);
+    let good = mallory.claim(CryptoMode::Classical);
+
+    let mut cases: Vec<(&str, RegisterRequest)> = Vec::new();
+    // Signed over another name's claim.
+    let mut r = good.clone();
+    r.signature = Bytes(mallory.sign(
+        CryptoMode::Classical,
+        SigContext::ProofOfPossession,
+        &claim_content(
+            &Username::new("mallory2").unwrap(),
+            mallory.identity.public_bundle(),
+        ),
+    ));
+    cases.push(("signature over another name", r));
+    // Signed by a key that is not in the bundle.
+    let mut r = good.clone();
+    r.signature = Bytes(other.sign(
+        CryptoMode::Classical,
+        SigContext::ProofOfPossession,
+        &claim_content(&mallory.name, mallory.identity.public_bundle()),
+    ));
+    cases.push(("signature by another key", r));
+    // Right bytes, wrong context.
+    let mut r = good.clone();
+    r.signature = Bytes(mallory.sign(
+        CryptoMode::Classical,
+        SigContext::RelayAuth,
+        &claim_content(&mallory.name, mallory.identity.public_bundle()),
+    ));
+    cases.push(("signature for another context", r));
+    // Truncated.
+    let mut r = good.clone();
+    r.signature.0.truncate(10);
+    cases.push(("truncated signature", r));
+    // A quantum claim carrying a classical signature.
+    let mut r = good.clone();
+    r.crypto_mode = CryptoMode::Quantum;
+    cases.push(("signature of another mode", r));
+    // A bundle whose own proofs of possession no longer hold.
+    let mut r = good.clone();
+    r.bundle.0[5] ^= 0x01;
+    cases.push(("tampered bundle", r));
+
+    for (what, req) in cases {
+        let (status, body) = relay.post_json("/v1/users", &req).await;
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_eq!(body["code"], "invalid_key", "{what}: {body}");
+    }
+    let (status, _) = relay.get_json("/v1/users/mallory").await;
+    assert_eq!(status, 404, "no refused claim registered the name");
+    // The good claim still works.
+    let (status, body) = relay.post_json("/v1/users", &good).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_a_json_error() {
+    let relay = Relay::start(&Config::new()).await;
+    let body = format!("{{\"username\":\"{}\"}}", "a".repeat(300 * 1024));
+    let (status, text) = relay.request_raw("POST", "/v1/users", &body).await;
+    assert_eq!(status, 413, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the error body is not JSON ({e}): {text:?}"));
+    assert!(
+        json["code"].is_string() && json["message"].is_string(),
+        "{json}"
+    );
+    // The relay still serves the next request.
+    let (status, _) = relay.get_json("/health").await;
+    assert_eq!(status, 200);
+}
+
+/// Rotation refused with the wrong key, accepted with the current one, then served.
+async fn key_rotation(cfg: Config) {
+    let relay = Relay::start(&cfg).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    alice.register(&relay).await;
+    let alice2 = User::new("alice", CryptoMode::Classical);
+    let mallory = User::new("mallory", CryptoMode::Classical);
+    let (old_fp, new_fp) = (alice.identity.fingerprint(), alice2.identity.fingerprint());
+    let content = rotation_content(&alice.name, &old_fp, &new_fp);
+    let request = |signer: &User, mode: CryptoMode, content: &[u8]| RotateKeysRequest {
+        bundle: Bytes(alice2.identity.public_bundle().to_bytes()),
+        crypto_mode: mode,
+        signature: Bytes(signer.sign(mode, SigContext::KeyRotation, content)),
+    };
+
+    for (what, req) in [
+        (
+            "another user's key",
+            request(&mallory, CryptoMode::Classical, &content),
+        ),
+        (
+            "the new key itself",
+            request(&alice2, CryptoMode::Classical, &content),
+        ),
+        (
+            "the current key over the wrong fingerprints",
+            request(
+                &alice,
+                CryptoMode::Classical,
+                &rotation_content(&alice.name, &new_fp, &old_fp),
+            ),
+        ),
+    ] {
+        let (status, body) = relay.put_json("/v1/users/alice/keys", &req).await;
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_eq!(body["code"], "invalid_key", "{what}: {body}");
+    }
+    let (_, body) = relay.get_json("/v1/users/alice").await;
+    assert_eq!(
+        body["fingerprint"],
+        old_fp.to_hex(),
+        "a refused rotation changed the keys"
+    );
+
+    // Signed by the current key: accepted, and the new bundle is served.
+    let good = request(&alice, CryptoMode::Classical, &content);
+    let (status, body) = relay.put_json("/v1/users/alice/keys", &good).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["fingerprint"], new_fp.to_hex());
+    let (status, body) = relay.get_json("/v1/users/alice").await;
+    assert_eq!(status, 200, "{body}");
+    let served: UserResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(served.fingerprint, new_fp.to_hex());
+    assert_eq!(served.min_mode, CryptoMode::Classical);
+    assert_eq!(served.bundle.0, alice2.identity.public_bundle().to_bytes());
+
+    // Replaying the same rotation fails: the key that signed it is no longer current (the new
+    // bundle has a key of that mode, but another one).
+    let (status, body) = relay.put_json("/v1/users/alice/keys", &good).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "invalid_key");
+    // Rotating an unknown user: not found.
+    let (status, body) = relay.put_json("/v1/users/nobody/keys", &good).await;
+    assert_eq!(status, 404, "{body}");
+
+    // Authentication follows the rotation.
+    let mut ws = relay.connect().await;
+    let ch = ws.challenge().await;
+    ws.send(&alice.auth(CryptoMode::Classical, &ch)).await;
+    ws.expect_error("auth_failed").await;
+    let ch = ws.challenge().await;
+    alice2.login_with(&mut ws, CryptoMode::Classical, &ch).await;
+}
+
+#[tokio::test]
+async fn key_rotation_sqlite() {
+    key_rotation(Config::new()).await;
+}
+
+#[tokio::test]
+async fn key_rotation_postgres() {
+    let Some(db) = PgDb::create("key_rotation_postgres") else {
+        return;
+    };
+    key_rotation(Config::new().storage_url(&db.url)).await;
+}
+
+#[test]
+fn validate_config_accepts_the_shipped_templates() {
+    for env in ["development", "production"] {
+        let path = template(env);
+        let out = output_within(
+            relay_command()
+                .arg("validate-config")
+                .arg("--config")
+                .arg(&path),
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    }
+}
+
+#[test]
+fn validate_config_rejects_bad_files_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        ("[server]\napi_port = 0\nbogus_knob = 1\n", "bogus_knob"),
+        ("[no_such_section]\nx = 1\n", "no_such_section"),
+        ("[limits]\nmax_frame_bytes = 1\n", "limits.max_frame_bytes"),
+        ("[storage]\nurl = \"mysql://x\"\n", "storage.url"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = output_within(
+            relay_command()
+                .arg("validate-config")
+                .arg("--config")
+                .arg(&path),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} was accepted");
+        assert!(
+            stderr.contains(key),
+            "{text:?}: stderr does not name {key}: {stderr}"
+        );
+    }
+    // The relay itself refuses to start on such a file, naming the key.
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\napi_port = 0\nwebsocket_port = 0\nbogus_knob = 1\n",
+    )
+    .unwrap();
+    let out = output_within(relay_command().arg("--config").arg(&path));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_knob"));
+    assert!(
+        out.stdout.is_empty(),
+        "a refused relay printed a listening line"
+    );
+}
+
+#[test]
+fn init_config_output_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    for env in ["development", "production"] {
+        let path = dir.path().join(format!("{env}.toml"));
+        let out = output_within(
+            relay_command()
+                .args(["init-config", "--environment", env, "--output"])
+                .arg(&path),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written, std::fs::read_to_string(template(env)).unwrap());
+        let out = output_within(
+            relay_command()
+                .arg("validate-config")
+                .arg("--config")
+                .arg(&path),
+        );
+        assert!(
+            out.status.success(),
+            "{env}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // Standard output carries the same template.
+        let out = output_within(relay_command().args(["init-config", "--environment", env]));
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), written);
+
+        // An existing file is never overwritten.
+        let out = output_within(
+            relay_command()
+                .args(["init-config", "--environment", env, "--output"])
+                .arg(&path),
+        );
+        assert!(!out.status.success(), "{env}: overwrote {}", path.display());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+    }
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_drain_and_exit_zero() {
+    let mut relay = Relay::start(&Config::new()).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+    let id = random_id();
+    a.send(&send_frame(
+        "bob",
+        "before shutdown",
+        CryptoMode::Hybrid,
+        Some(id),
+    ))
+    .await;
+    assert_eq!(a.expect_sent().await, (id, false));
+    let mut idle = relay.connect().await;
+    idle.challenge().await;
+
+    let status = relay.terminate().await;
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    // Open connections were closed with a reason, not dropped.
+    for ws in [&mut a, &mut idle] {
+        let (_, close) = ws.closed().await;
+        let close = close.expect("a close frame before the exit");
+        assert_eq!(u16::from(close.code), 1001);
+        assert_eq!(close.reason.as_str(), "relay shutting down");
+    }
+
+    // What was acknowledged is there after the restart; SIGINT stops it as cleanly.
+    relay.restart().await;
+    let (_b, login) = bob.connect(&relay).await;
+    assert_eq!(
+        login.msgs.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    let status = relay.signal("-INT").await;
+    assert!(status.success(), "exit status after SIGINT: {status:?}");
+}
