@@ -47,7 +47,7 @@ pub use accel::CryptoAcceleration;
 pub use adaptive::{AdaptiveCryptoConfig, DataClass, MessageContext, ThreatLevel};
 pub use aead::{AeadId, AeadKey};
 pub use batch::{BatchVerifier, VerificationResult, VerificationTask};
-pub use envelope::{Envelope, EnvelopeHeader, open, seal};
+pub use envelope::{Envelope, EnvelopeHeader, open, open_many, seal};
 pub use error::{CryptoError, Result};
 pub use identity::{Fingerprint, Identity, PublicBundle, negotiate_modes};
 pub use kem::{KemCiphertext, KemKeyPair, KemPublicKey};

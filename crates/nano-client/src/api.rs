@@ -1,0 +1,150 @@
+//! The relay's HTTP API through one pooled HTTP client.
+
+use std::time::Duration;
+
+use nano_crypto::{CryptoMode, Identity, OsRng, PublicBundle, SigContext};
+use nano_proto::rest::{ErrorBody, RegisterRequest, RelayInfo, UserResponse, claim_content};
+use nano_proto::{Bytes, Username};
+
+use crate::error::{ClientError, Result};
+
+/// A relay's HTTP API.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    /// The API at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(ClientError::Invalid(format!(
+                "the relay URL must start with http:// (got {base})"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(Self { http, base })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: if e.is_connect() {
+                "connection refused".into()
+            } else if e.is_timeout() {
+                "timed out".into()
+            } else {
+                e.to_string()
+            },
+        }
+    }
+
+    async fn error_of(resp: reqwest::Response) -> ClientError {
+        match resp.json::<ErrorBody>().await {
+            Ok(b) => ClientError::Relay {
+                code: b.code,
+                message: b.message,
+            },
+            Err(e) => ClientError::Protocol(format!("undecodable error body: {e}")),
+        }
+    }
+
+    /// `GET /v1/relay`.
+    pub async fn relay_info(&self) -> Result<RelayInfo> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/relay", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("relay info: {e}")))
+    }
+
+    /// `GET /v1/users/{name}`; `None` when there is no such user.
+    pub async fn user(&self, name: &str) -> Result<Option<UserResponse>> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/users/{name}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        resp.json()
+            .await
+            .map(Some)
+            .map_err(|e| ClientError::Protocol(format!("user: {e}")))
+    }
+
+    /// A user's bundle, decoded and proof-checked, or [`ClientError::UnknownUser`].
+    pub async fn bundle(&self, name: &str) -> Result<PublicBundle> {
+        let u = self
+            .user(name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownUser(name.to_owned()))?;
+        Ok(PublicBundle::from_bytes(u.bundle.as_slice())?)
+    }
+
+    /// `POST /v1/users`: claims `username` for `identity`, signing with its strongest key that
+    /// the relay accepts.
+    pub async fn register(
+        &self,
+        username: &Username,
+        identity: &Identity,
+        relay_floor: CryptoMode,
+    ) -> Result<UserResponse> {
+        let bundle = identity.public_bundle();
+        let mode = bundle
+            .modes()
+            .filter(|m| *m >= relay_floor)
+            .min()
+            .ok_or_else(|| ClientError::NoCommonMode("the relay".into()))?;
+        let sig = identity.sign(
+            mode,
+            SigContext::ProofOfPossession,
+            &claim_content(username, bundle),
+            &mut OsRng,
+        )?;
+        let req = RegisterRequest {
+            username: username.clone(),
+            bundle: Bytes(bundle.to_bytes()),
+            crypto_mode: mode,
+            signature: Bytes(sig.as_bytes().to_vec()),
+        };
+        let resp = self
+            .http
+            .post(format!("{}/v1/users", self.base))
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("registration: {e}")))
+    }
+}

@@ -1,0 +1,421 @@
+//! The SDK's front: [`Client::connect`], `register`, `send`, the stream of received messages,
+//! `ack` and `read`. The WebSocket itself lives in the connection task (`connection.rs`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nano_crypto::envelope::{SealParams, seal_with};
+use nano_crypto::{
+    AdaptiveCryptoConfig, CryptoAcceleration, CryptoMode, Fingerprint, Identity, MessageContext,
+    OsRng, PublicBundle, negotiate_modes,
+};
+use nano_proto::rest::RelayInfo;
+use nano_proto::{ClientFrame, MessageId, Username};
+use rand_core::RngCore;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::Api;
+use crate::connection::{self, Command};
+use crate::error::{ClientError, Result};
+
+/// How long a recipient's bundle is served from the cache.
+pub const BUNDLE_TTL: Duration = Duration::from_secs(60);
+/// Most bundles cached.
+pub const BUNDLE_CACHE: usize = 1024;
+/// Longest wait for a `sent` answer (reconnects included).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Received messages buffered for the application.
+const INCOMING: usize = 1024;
+
+/// Which mode to seal a message with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeChoice {
+    /// Chosen by [`AdaptiveCryptoConfig`] from the measured round-trip time and CPU load, among
+    /// the modes both parties hold, never below any party's minimum.
+    Auto,
+    /// This mode, if every party accepts it.
+    Explicit(CryptoMode),
+}
+
+/// Decides whether a peer's key is acceptable: trust on first use, pinning, or anything else.
+pub trait TrustPolicy: Send + Sync + 'static {
+    /// Called with the name and current fingerprint of every sender and recipient.
+    fn check(&self, name: &str, fingerprint: &Fingerprint) -> Result<()>;
+}
+
+/// Accepts every key the relay serves (tests, or callers that check fingerprints themselves).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustAll;
+
+impl TrustPolicy for TrustAll {
+    fn check(&self, _: &str, _: &Fingerprint) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A received, verified and decrypted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Its id.
+    pub id: MessageId,
+    /// The authenticated sender.
+    pub sender: String,
+    /// The sender's key fingerprint (as signed into the envelope).
+    pub sender_fingerprint: Fingerprint,
+    /// When the sender sealed it (sender's clock, ms since the epoch).
+    pub sent_at_ms: u64,
+    /// When the relay accepted it (ms since the epoch).
+    pub timestamp_ms: u64,
+    /// The suite.
+    pub crypto_mode: CryptoMode,
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+}
+
+/// What the message stream yields.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A verified message.
+    Message(Received),
+    /// A message that failed verification or decryption, or whose sender's key is not trusted.
+    Rejected {
+        /// Its id.
+        id: MessageId,
+        /// The claimed sender.
+        sender: Option<String>,
+        /// Why.
+        error: ClientError,
+    },
+    /// The inbox backlog has been delivered; later messages arrive as they are sent.
+    UpToDate,
+}
+
+/// Proof a message was durably stored by the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The message id.
+    pub id: MessageId,
+    /// The mode it was sealed with.
+    pub mode: CryptoMode,
+    /// Whether the relay had it already (a resend).
+    pub duplicate: bool,
+}
+
+struct CachedBundle {
+    bundle: Arc<PublicBundle>,
+    at: Instant,
+}
+
+/// What the client and its connection task share.
+pub(crate) struct Shared {
+    pub(crate) api: Api,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) username: Username,
+    pub(crate) relay: RelayInfo,
+    pub(crate) relay_fp: Fingerprint,
+    pub(crate) trust: Arc<dyn TrustPolicy>,
+    pub(crate) rtt_us: AtomicU64,
+    bundles: Mutex<HashMap<String, CachedBundle>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("username", &self.username)
+            .field("relay", &self.api.base())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// `name`'s bundle, from the cache while fresh, checked against the trust policy.
+    pub(crate) async fn bundle(&self, name: &str) -> Result<Arc<PublicBundle>> {
+        let cached = {
+            let c = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
+            c.get(name)
+                .filter(|b| b.at.elapsed() < BUNDLE_TTL)
+                .map(|b| Arc::clone(&b.bundle))
+        };
+        let bundle = match cached {
+            Some(b) => b,
+            None => {
+                let b = Arc::new(self.api.bundle(name).await?);
+                let mut c = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
+                if c.len() >= BUNDLE_CACHE {
+                    c.retain(|_, v| v.at.elapsed() < BUNDLE_TTL);
+                    if c.len() >= BUNDLE_CACHE {
+                        c.clear();
+                    }
+                }
+                c.insert(
+                    name.to_owned(),
+                    CachedBundle {
+                        bundle: Arc::clone(&b),
+                        at: Instant::now(),
+                    },
+                );
+                b
+            }
+        };
+        self.trust.check(name, &bundle.fingerprint())?;
+        Ok(bundle)
+    }
+}
+
+/// How to reach a relay and as whom.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The relay's HTTP API URL, e.g. `http://127.0.0.1:8080`.
+    pub relay_url: String,
+    /// The user's name.
+    pub username: String,
+    /// The relay identity fingerprint pinned earlier (hex); `None` pins on first use.
+    pub pinned_relay_id: Option<String>,
+}
+
+/// A connected client. Cloning shares the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Modes `a` can seal for `b` under every floor, or an error naming `b`.
+fn modes_for(
+    me: &PublicBundle,
+    them: &PublicBundle,
+    relay_floor: CryptoMode,
+    name: &str,
+) -> Result<Vec<CryptoMode>> {
+    let modes = negotiate_modes(me, them, &[relay_floor]);
+    if modes.is_empty() {
+        return Err(ClientError::NoCommonMode(name.to_owned()));
+    }
+    Ok(modes)
+}
+
+/// This machine's CPU load in percent (1-minute load average over the core count).
+fn cpu_load_percent() -> f32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f32;
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f32>().ok())
+        .map_or(0.0, |l| (l / cores * 100.0).min(100.0))
+}
+
+impl Client {
+    /// Connects: reads `GET /v1/relay`, checks the relay identity against the pin, and starts the
+    /// connection task (which authenticates and keeps reconnecting). Returns the client, the
+    /// stream of received messages, and the relay information (whose `relay_id` to pin).
+    pub async fn connect(
+        cfg: ClientConfig,
+        identity: Arc<Identity>,
+        trust: Arc<dyn TrustPolicy>,
+    ) -> Result<(Self, mpsc::Receiver<Incoming>, RelayInfo)> {
+        let api = Api::new(&cfg.relay_url)?;
+        let username = Username::new(&cfg.username)?;
+        let relay = api.relay_info().await?;
+        if let Some(pinned) = &cfg.pinned_relay_id {
+            if *pinned != relay.relay_id {
+                return Err(ClientError::RelayIdentityChanged {
+                    pinned: pinned.clone(),
+                    now: relay.relay_id.clone(),
+                });
+            }
+        }
+        let relay_bundle = PublicBundle::from_bytes(relay.identity.as_slice())?;
+        if relay_bundle.fingerprint().to_hex() != relay.relay_id {
+            return Err(ClientError::Protocol(
+                "the relay's identity does not match its id".into(),
+            ));
+        }
+        let shared = Arc::new(Shared {
+            api,
+            identity,
+            username,
+            relay_fp: relay_bundle.fingerprint(),
+            relay: relay.clone(),
+            trust,
+            rtt_us: AtomicU64::new(0),
+            bundles: Mutex::new(HashMap::new()),
+        });
+        let (commands, rx) = mpsc::channel(256);
+        let (in_tx, in_rx) = mpsc::channel(INCOMING);
+        tokio::spawn(connection::run(Arc::clone(&shared), rx, in_tx));
+        Ok((Self { shared, commands }, in_rx, relay))
+    }
+
+    /// Registers `identity` as `username` (`POST /v1/users`), checking the relay against
+    /// `pinned_relay_id` when one is pinned; returns the relay information (whose id to pin).
+    pub async fn register_only(
+        relay_url: &str,
+        username: &str,
+        identity: &Identity,
+        pinned_relay_id: Option<&str>,
+    ) -> Result<RelayInfo> {
+        let api = Api::new(relay_url)?;
+        let info = api.relay_info().await?;
+        if let Some(pinned) = pinned_relay_id {
+            if pinned != info.relay_id {
+                return Err(ClientError::RelayIdentityChanged {
+                    pinned: pinned.to_owned(),
+                    now: info.relay_id.clone(),
+                });
+            }
+        }
+        api.register(
+            &Username::new(username)?,
+            identity,
+            info.minimum_crypto_mode,
+        )
+        .await?;
+        Ok(info)
+    }
+
+    /// The relay's information as read at connect.
+    pub fn relay(&self) -> &RelayInfo {
+        &self.shared.relay
+    }
+
+    /// The last measured round-trip time to the relay.
+    pub fn rtt(&self) -> Duration {
+        Duration::from_micros(self.shared.rtt_us.load(Ordering::Relaxed))
+    }
+
+    /// The mode [`ModeChoice::Auto`] would pick for `recipient` now.
+    pub async fn auto_mode(&self, recipient: &str) -> Result<CryptoMode> {
+        let them = self.shared.bundle(recipient).await?;
+        let me = self.shared.identity.public_bundle();
+        let available = modes_for(me, &them, self.shared.relay.minimum_crypto_mode, recipient)?;
+        let ctx = MessageContext {
+            latency_ms: u32::try_from(self.rtt().as_millis()).unwrap_or(u32::MAX),
+            cpu_usage_percent: cpu_load_percent(),
+            ..MessageContext::default()
+        };
+        let floor = self
+            .shared
+            .relay
+            .minimum_crypto_mode
+            .max(me.min_mode())
+            .max(them.min_mode());
+        Ok(AdaptiveCryptoConfig::default().select_mode_within(&ctx, floor, &available)?)
+    }
+
+    /// Seals `plaintext` for `recipient` and sends it; returns once the relay has durably stored
+    /// it (resending across reconnects with the same id, which the relay deduplicates).
+    pub async fn send(
+        &self,
+        recipient: &str,
+        plaintext: &[u8],
+        choice: ModeChoice,
+    ) -> Result<SendReceipt> {
+        let them = self.shared.bundle(recipient).await?;
+        let me = self.shared.identity.public_bundle();
+        let mode = match choice {
+            ModeChoice::Auto => self.auto_mode(recipient).await?,
+            ModeChoice::Explicit(m) => {
+                if !modes_for(me, &them, self.shared.relay.minimum_crypto_mode, recipient)?
+                    .contains(&m)
+                {
+                    return Err(ClientError::Invalid(format!(
+                        "{recipient} cannot receive {m} messages here (allowed: {})",
+                        modes_for(me, &them, self.shared.relay.minimum_crypto_mode, recipient)?
+                            .iter()
+                            .map(|m| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                m
+            }
+        };
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        let params = SealParams {
+            mode,
+            aead: CryptoAcceleration::detect().preferred_aead(),
+            message_id: id,
+            timestamp_ms: now,
+        };
+        let sealed = seal_with(&self.shared.identity, &them, plaintext, params, &mut OsRng)?;
+        let id = MessageId(id);
+        let frame = ClientFrame::SendMessage {
+            recipient: Username::new(recipient)?,
+            message: base64_encode(&sealed),
+            crypto_mode: mode,
+            id: Some(id),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Send {
+                id,
+                frame,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let duplicate = tokio::time::timeout(SEND_TIMEOUT, rx)
+            .await
+            .map_err(|_| ClientError::Timeout("waiting for the relay to store the message"))?
+            .map_err(|_| ClientError::Closed)??;
+        Ok(SendReceipt {
+            id,
+            mode,
+            duplicate,
+        })
+    }
+
+    /// Removes messages from the relay inbox (after the application has them).
+    pub async fn ack(&self, ids: &[MessageId]) -> Result<()> {
+        self.mark(ids, true).await
+    }
+
+    /// Marks messages read.
+    pub async fn read(&self, ids: &[MessageId]) -> Result<()> {
+        self.mark(ids, false).await
+    }
+
+    async fn mark(&self, ids: &[MessageId], ack: bool) -> Result<()> {
+        for chunk in ids.chunks(nano_proto::MAX_IDS_PER_FRAME) {
+            let ids = chunk.to_vec();
+            let cmd = if ack {
+                Command::Ack(ids)
+            } else {
+                Command::Read(ids)
+            };
+            self.commands
+                .send(cmd)
+                .await
+                .map_err(|_| ClientError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued so far has been written to the relay (acks included).
+    pub async fn flush(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Flush(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        tokio::time::timeout(SEND_TIMEOUT, rx)
+            .await
+            .map_err(|_| ClientError::Timeout("flushing to the relay"))?
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        let _ = self.commands.send(Command::Close).await;
+    }
+}
+
+pub(crate) fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

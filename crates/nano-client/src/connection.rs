@@ -1,0 +1,516 @@
+//! The connection task: one WebSocket per client, authenticated, kept alive, re-established with
+//! exponential backoff and jitter. Sends not yet answered `sent` are written again after a
+//! reconnect with the same id (the relay stores each id once). Received messages are decoded,
+//! their senders' keys checked, verified (a backlog page with one batch verification) and
+//! decrypted, and each id is handed to the application once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nano_crypto::{CryptoMode, Envelope, OsRng, PublicBundle, SigContext, open_many};
+use nano_proto::signed::auth_content;
+use nano_proto::{Bytes, ClientFrame, ErrorCode, MessageId, RelayFrame};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::client::{Incoming, Received, Shared};
+use crate::error::{ClientError, Result};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the client asks of the task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send {
+        id: MessageId,
+        frame: ClientFrame,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    Ack(Vec<MessageId>),
+    Read(Vec<MessageId>),
+    Flush(oneshot::Sender<()>),
+    Close,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ids remembered for deduplication.
+const SEEN: usize = 10_000;
+/// Marks queued while disconnected.
+const MAX_QUEUED_MARKS: usize = 1024;
+
+/// A bounded set of ids, oldest forgotten first.
+#[derive(Debug, Default)]
+struct IdSet {
+    order: VecDeque<MessageId>,
+    set: HashSet<MessageId>,
+}
+
+impl IdSet {
+    fn insert(&mut self, id: MessageId) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn contains(&self, id: &MessageId) -> bool {
+        self.set.contains(id)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Sends written but not yet answered, in order.
+    unacked: Vec<(MessageId, ClientFrame)>,
+    waiters: HashMap<MessageId, oneshot::Sender<Result<bool>>>,
+    /// `ack`/`read` frames not yet written.
+    marks: VecDeque<ClientFrame>,
+    seen: IdSet,
+    acked: IdSet,
+}
+
+impl State {
+    fn answer(&mut self, id: &MessageId, r: Result<bool>) {
+        self.unacked.retain(|(i, _)| i != id);
+        if let Some(w) = self.waiters.remove(id) {
+            let _ = w.send(r);
+        }
+    }
+
+    fn fail_all(&mut self, code: ErrorCode, message: &str) {
+        self.unacked.clear();
+        for (_, w) in self.waiters.drain() {
+            let _ = w.send(Err(ClientError::Relay {
+                code,
+                message: message.to_owned(),
+            }));
+        }
+    }
+
+    fn queue_mark(&mut self, f: ClientFrame) {
+        if self.marks.len() >= MAX_QUEUED_MARKS {
+            self.marks.pop_front();
+        }
+        self.marks.push_back(f);
+    }
+}
+
+/// How a connected phase ended.
+enum End {
+    Closed,
+    Lost,
+}
+
+fn encode(f: &ClientFrame) -> Result<Message> {
+    Ok(Message::text(f.to_json()?))
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut cmds: mpsc::Receiver<Command>,
+    incoming: mpsc::Sender<Incoming>,
+) {
+    let mut st = State::default();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        match start(&shared).await {
+            Ok(ws) => {
+                backoff = MIN_BACKOFF;
+                match serve(&shared, ws, &mut st, &mut cmds, &incoming).await {
+                    End::Closed => return,
+                    End::Lost => tracing::debug!("connection lost; reconnecting"),
+                }
+            }
+            Err(ClientError::Relay { code, message }) => {
+                // The relay refused us (unknown user, bad key): retrying cannot help.
+                tracing::warn!(%code, "authentication refused");
+                st.fail_all(code, &message);
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot connect; retrying"),
+        }
+        // Backoff with jitter, still taking commands so sends queue up meanwhile.
+        let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
+        let wake = tokio::time::Instant::now() + backoff + Duration::from_millis(jitter);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                c = cmds.recv() => match c {
+                    None | Some(Command::Close) => return,
+                    Some(c) => queue(&mut st, c),
+                },
+            }
+        }
+    }
+}
+
+/// Records a command while disconnected.
+fn queue(st: &mut State, c: Command) {
+    match c {
+        Command::Send { id, frame, reply } => {
+            st.unacked.push((id, frame));
+            st.waiters.insert(id, reply);
+        }
+        Command::Ack(ids) => {
+            for id in &ids {
+                st.acked.insert(*id);
+            }
+            st.queue_mark(ClientFrame::Ack { ids });
+        }
+        Command::Read(ids) => st.queue_mark(ClientFrame::Read { ids }),
+        Command::Flush(tx) => {
+            let _ = tx.send(());
+        }
+        Command::Close => {}
+    }
+}
+
+/// Connects and authenticates.
+async fn start(shared: &Shared) -> Result<Ws> {
+    let url = shared.relay.websocket_url.clone();
+    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true);
+    let (mut ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
+        .await
+        .map_err(|_| ClientError::Timeout("connecting to the relay"))?
+        .map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    let (nonce, relay_id) = match next_frame(&mut ws).await? {
+        RelayFrame::Challenge { nonce, relay_id } => (nonce, relay_id),
+        f => {
+            return Err(ClientError::Protocol(format!(
+                "expected challenge, got {}",
+                f.type_name()
+            )));
+        }
+    };
+    if relay_id != shared.relay_fp.to_hex() {
+        return Err(ClientError::RelayIdentityChanged {
+            pinned: shared.relay_fp.to_hex(),
+            now: relay_id,
+        });
+    }
+    let nonce: [u8; 32] = nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::Protocol("challenge nonce is not 32 bytes".into()))?;
+    let me = shared.identity.public_bundle();
+    let mode: CryptoMode = me
+        .modes()
+        .filter(|m| *m >= shared.relay.minimum_crypto_mode)
+        .min()
+        .ok_or_else(|| ClientError::NoCommonMode("the relay".into()))?;
+    let sig = shared.identity.sign(
+        mode,
+        SigContext::RelayAuth,
+        &auth_content(&nonce, &shared.relay_fp, &shared.username),
+        &mut OsRng,
+    )?;
+    let auth = ClientFrame::Auth {
+        username: shared.username.clone(),
+        crypto_mode: mode,
+        signature: Bytes(sig.as_bytes().to_vec()),
+    };
+    let sent = Instant::now();
+    ws.send(encode(&auth)?)
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    match next_frame(&mut ws).await? {
+        RelayFrame::AuthOk { .. } => {
+            let rtt = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            shared.rtt_us.store(rtt, Ordering::Relaxed);
+            Ok(ws)
+        }
+        RelayFrame::Error { code, message, .. } => Err(ClientError::Relay { code, message }),
+        f => Err(ClientError::Protocol(format!(
+            "expected auth_ok, got {}",
+            f.type_name()
+        ))),
+    }
+}
+
+async fn next_frame(ws: &mut Ws) -> Result<RelayFrame> {
+    loop {
+        let m = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
+            .await
+            .map_err(|_| ClientError::Timeout("waiting for the relay"))?;
+        match m {
+            Some(Ok(Message::Text(t))) => return Ok(RelayFrame::from_json(&t)?),
+            Some(Ok(Message::Binary(b))) => return Ok(RelayFrame::from_binary(&b)?),
+            Some(Ok(Message::Close(c))) => {
+                return Err(ClientError::Protocol(format!(
+                    "the relay closed the connection{}",
+                    c.map(|c| format!(": {}", c.reason)).unwrap_or_default()
+                )));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+            None => return Err(ClientError::Closed),
+        }
+    }
+}
+
+/// A `message` frame's fields.
+struct Pushed {
+    id: MessageId,
+    sender: Option<String>,
+    timestamp_ms: u64,
+    message: String,
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    mut ws: Ws,
+    st: &mut State,
+    cmds: &mut mpsc::Receiver<Command>,
+    incoming: &mpsc::Sender<Incoming>,
+) -> End {
+    // Everything not yet answered goes out again, in order, with the same ids.
+    let mut resend: Vec<Message> = Vec::new();
+    for (_, f) in &st.unacked {
+        if let Ok(m) = encode(f) {
+            resend.push(m);
+        }
+    }
+    while let Some(f) = st.marks.pop_front() {
+        if let Ok(m) = encode(&f) {
+            resend.push(m);
+        }
+    }
+    for m in resend {
+        if ws.send(m).await.is_err() {
+            return End::Lost;
+        }
+    }
+    let mut page: Vec<Pushed> = Vec::new();
+    let mut in_page = true;
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    let mut ping_sent: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            c = cmds.recv() => {
+                let Some(c) = c else { return End::Closed };
+                let frame = match c {
+                    Command::Close => {
+                        let _ = ws.close(None).await;
+                        st.fail_all(ErrorCode::Unavailable, "the client closed the connection");
+                        return End::Closed;
+                    }
+                    Command::Flush(tx) => {
+                        let _ = ws.flush().await;
+                        let _ = tx.send(());
+                        continue;
+                    }
+                    Command::Send { id, frame, reply } => {
+                        st.unacked.push((id, frame.clone()));
+                        st.waiters.insert(id, reply);
+                        frame
+                    }
+                    Command::Ack(ids) => {
+                        for id in &ids {
+                            st.acked.insert(*id);
+                        }
+                        ClientFrame::Ack { ids }
+                    }
+                    Command::Read(ids) => ClientFrame::Read { ids },
+                };
+                let Ok(m) = encode(&frame) else { continue };
+                if ws.send(m).await.is_err() {
+                    if matches!(frame, ClientFrame::Ack { .. } | ClientFrame::Read { .. }) {
+                        st.queue_mark(frame);
+                    }
+                    return End::Lost;
+                }
+            }
+            _ = keepalive.tick() => {
+                ping_sent = Some(Instant::now());
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return End::Lost;
+                }
+            }
+            m = ws.next() => {
+                let frame = match m {
+                    Some(Ok(Message::Text(t))) => RelayFrame::from_json(&t),
+                    Some(Ok(Message::Binary(b))) => RelayFrame::from_binary(&b),
+                    Some(Ok(Message::Pong(_))) => {
+                        if let Some(t) = ping_sent.take() {
+                            let rtt = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            shared.rtt_us.store(rtt, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::Lost,
+                    Some(Ok(_)) => continue,
+                };
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable frame from the relay");
+                        continue;
+                    }
+                };
+                match frame {
+                    RelayFrame::Sent { id, duplicate } => st.answer(&id, Ok(duplicate)),
+                    RelayFrame::Error { code, message, id: Some(id) } if st.waiters.contains_key(&id) => {
+                        st.answer(&id, Err(ClientError::Relay { code, message }));
+                    }
+                    RelayFrame::Error { code, message, .. } => {
+                        tracing::warn!(%code, %message, "the relay reported an error");
+                    }
+                    RelayFrame::Message { id, sender, timestamp_ms, message, .. } => {
+                        let p = Pushed {
+                            id,
+                            sender: sender.map(|s| s.as_str().to_owned()),
+                            timestamp_ms,
+                            message,
+                        };
+                        if in_page {
+                            page.push(p);
+                        } else {
+                            deliver(shared, st, vec![p], incoming, &mut ws).await;
+                        }
+                    }
+                    RelayFrame::Fetched { more, last_seq, .. } => {
+                        let batch = std::mem::take(&mut page);
+                        deliver(shared, st, batch, incoming, &mut ws).await;
+                        in_page = more;
+                        if !more {
+                            let _ = incoming.send(Incoming::UpToDate).await;
+                        }
+                        if more {
+                            let f = ClientFrame::Fetch { after: last_seq, limit: None };
+                            let Ok(m) = encode(&f) else { continue };
+                            if ws.send(m).await.is_err() {
+                                return End::Lost;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Verifies, decrypts and hands `msgs` to the application, each id once.
+async fn deliver(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    msgs: Vec<Pushed>,
+    incoming: &mpsc::Sender<Incoming>,
+    ws: &mut Ws,
+) {
+    let mut reack = Vec::new();
+    let mut ready: Vec<(Pushed, Envelope, Arc<PublicBundle>)> = Vec::new();
+    for p in msgs {
+        if st.seen.contains(&p.id) {
+            // Shown before; if the application acknowledged it, that ack was lost: send again.
+            if st.acked.contains(&p.id) {
+                reack.push(p.id);
+            }
+            continue;
+        }
+        let prepared = async {
+            let name = p.sender.clone().ok_or_else(|| {
+                ClientError::Invalid("anonymous message: no sender to verify".into())
+            })?;
+            let env = Envelope::from_bytes(&base64_decode(&p.message)?)?;
+            let bundle = shared.bundle(&name).await?;
+            Ok::<_, ClientError>((env, bundle))
+        }
+        .await;
+        match prepared {
+            Ok((env, bundle)) => ready.push((p, env, bundle)),
+            Err(error) => {
+                st.seen.insert(p.id);
+                let _ = incoming
+                    .send(Incoming::Rejected {
+                        id: p.id,
+                        sender: p.sender,
+                        error,
+                    })
+                    .await;
+            }
+        }
+    }
+    if !reack.is_empty() {
+        if let Ok(m) = encode(&ClientFrame::Ack { ids: reack }) {
+            let _ = ws.send(m).await;
+        }
+    }
+    if ready.is_empty() {
+        return;
+    }
+    let identity = Arc::clone(&shared.identity);
+    let work: Vec<(Envelope, Arc<PublicBundle>)> = ready
+        .iter()
+        .map(|(_, e, b)| (e.clone(), Arc::clone(b)))
+        .collect();
+    // Signature checks and decryption are CPU work: off the async workers.
+    let opened = tokio::task::spawn_blocking(move || {
+        let items: Vec<(&Envelope, &PublicBundle)> = work.iter().map(|(e, b)| (e, &**b)).collect();
+        open_many(&identity, &items)
+    })
+    .await
+    .unwrap_or_default();
+    for ((p, env, bundle), result) in ready.into_iter().zip(opened) {
+        st.seen.insert(p.id);
+        let sender = p.sender.clone().unwrap_or_default();
+        let item = match result {
+            Ok(plaintext) if env.header().message_id == p.id.0 => Incoming::Message(Received {
+                id: p.id,
+                sender,
+                sender_fingerprint: bundle.fingerprint(),
+                sent_at_ms: env.header().timestamp_ms,
+                timestamp_ms: p.timestamp_ms,
+                crypto_mode: env.header().mode,
+                plaintext,
+            }),
+            Ok(_) => Incoming::Rejected {
+                id: p.id,
+                sender: p.sender,
+                error: ClientError::Rejected {
+                    sender,
+                    reason: "the relay's message id differs from the sealed one".into(),
+                },
+            },
+            Err(e) => Incoming::Rejected {
+                id: p.id,
+                sender: p.sender,
+                error: ClientError::Rejected {
+                    sender,
+                    reason: e.to_string(),
+                },
+            },
+        };
+        if incoming.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn base64_decode(s: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| ClientError::Invalid("the message is not base64".into()))
+}

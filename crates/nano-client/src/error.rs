@@ -1,0 +1,112 @@
+//! The crate's one error type. Each message says what happened and, where the user can act,
+//! what to do; none contains a passphrase, key material or message content.
+
+use nano_proto::ErrorCode;
+
+/// Everything the SDK and the CLI can fail with.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No keystore in the home directory.
+    #[error("no identity in {0}: run `nano-client init` first (or pass --home)")]
+    NoHome(String),
+    /// A keystore exists already.
+    #[error("{0} already holds an identity; use another --home to create a second one")]
+    HomeExists(String),
+    /// The passphrase does not open the keystore.
+    #[error("wrong passphrase (or a damaged keystore)")]
+    WrongPassphrase,
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The relay could not be reached.
+    #[error("cannot reach the relay at {url}: {reason} (is it running? check --relay)")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The relay answered with an error.
+    #[error("the relay refused: {message} ({code})")]
+    Relay {
+        /// Stable code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// The recipient is not registered.
+    #[error("no user named {0} on this relay: check the name")]
+    UnknownUser(String),
+    /// The relay's identity differs from the pinned one.
+    #[error(
+        "the relay's identity changed (pinned {pinned}, now {now}): this may be an attack; \
+         if the relay was deliberately re-keyed, run `nano-client init` again in a new home"
+    )]
+    RelayIdentityChanged {
+        /// Pinned fingerprint.
+        pinned: String,
+        /// Served fingerprint.
+        now: String,
+    },
+    /// A contact's key differs from the pinned one.
+    #[error(
+        "the key of {name} changed (pinned {pinned}, now {now}): verify the new fingerprint with \
+         {name}, then run `nano-client contacts trust {name}`"
+    )]
+    ContactKeyChanged {
+        /// The contact.
+        name: String,
+        /// Pinned fingerprint.
+        pinned: String,
+        /// Served fingerprint.
+        now: String,
+    },
+    /// A received message failed verification or decryption.
+    #[error("rejected a message from {sender}: {reason}")]
+    Rejected {
+        /// Claimed sender.
+        sender: String,
+        /// Why (signature, decryption, addressing).
+        reason: String,
+    },
+    /// No mode both parties and the relay accept.
+    #[error("no crypto mode that you, {0} and the relay all accept")]
+    NoCommonMode(String),
+    /// A bad argument or value.
+    #[error("{0}")]
+    Invalid(String),
+    /// A protocol violation by the relay.
+    #[error("unexpected answer from the relay: {0}")]
+    Protocol(String),
+    /// The connection task stopped.
+    #[error("the connection to the relay was closed")]
+    Closed,
+    /// A timeout.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// A crypto failure on our side.
+    #[error("crypto error: {0}")]
+    Crypto(#[from] nano_crypto::CryptoError),
+}
+
+impl From<nano_proto::ProtoError> for ClientError {
+    fn from(e: nano_proto::ProtoError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = ClientError> = core::result::Result<T, E>;
+
+pub(crate) fn io(path: &std::path::Path, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}

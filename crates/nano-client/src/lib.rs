@@ -1,0 +1,25 @@
+//! Nano-Messenger client: an async SDK and the `nano-client` CLI.
+//!
+//! ```text
+//! client      Client::connect / register / send (ModeChoice) / ack / read; bundle cache;
+//!             Auto mode from measured RTT and CPU load; the TrustPolicy hook
+//! connection  the WebSocket task: auth, keep-alive, reconnect with backoff, resend of
+//!             unanswered sends, receive → batch verify → decrypt → dedup → Incoming stream
+//! api         the relay's HTTP API (relay info, users, registration), pooled
+//! keystore    the home directory: Argon2id + ChaCha20-Poly1305 keystore, profile, 0600 files
+//! contacts    trust-on-first-use pins of contacts' fingerprints; ids already shown
+//! error       ClientError: one line each, saying what to do
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod client;
+mod connection;
+pub mod contacts;
+pub mod error;
+pub mod keystore;
+
+pub use client::{
+    Client, ClientConfig, Incoming, ModeChoice, Received, SendReceipt, TrustAll, TrustPolicy,
+};
+pub use error::{ClientError, Result};

@@ -1,0 +1,406 @@
+//! `nano-client`: end-to-end encrypted messaging from a terminal.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nano_client::contacts::{Contacts, PinOutcome};
+use nano_client::keystore::{Home, Profile};
+use nano_client::{Client, ClientConfig, ClientError, Incoming, ModeChoice, Result, TrustPolicy};
+use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng};
+
+/// Send and receive end-to-end encrypted, quantum-resistant messages through a Nano-Messenger
+/// relay. Start with `nano-client init`, then `register`, then `send` and `receive`.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Home directory holding your keys, contacts and settings (default: $NANO_HOME, else the
+    /// platform data directory's nano-messenger).
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Classical,
+    Hybrid,
+    Quantum,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SendMode {
+    Auto,
+    Classical,
+    Hybrid,
+    Quantum,
+}
+
+fn mode(m: Mode) -> CryptoMode {
+    match m {
+        Mode::Classical => CryptoMode::Classical,
+        Mode::Hybrid => CryptoMode::Hybrid,
+        Mode::Quantum => CryptoMode::Quantum,
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create your identity: keys for --crypto-mode and every stronger mode, sealed under a
+    /// passphrase (prompted, or $NANO_PASSPHRASE).
+    Init {
+        /// Your username on the relay ([A-Za-z0-9_.-], 1 to 64 characters).
+        #[arg(long)]
+        username: String,
+        /// The weakest mode you accept; nobody can send you anything weaker.
+        #[arg(long, value_enum, default_value = "hybrid")]
+        crypto_mode: Mode,
+        /// The relay's HTTP API, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        relay: String,
+    },
+    /// Claim your username on the relay and pin the relay's identity.
+    Register,
+    /// Send a message (TEXT, or standard input when TEXT is omitted or "-").
+    Send {
+        /// Who to send to.
+        recipient: String,
+        /// The message.
+        text: Option<String>,
+        /// The mode: auto picks one from the connection and this machine's load, never below
+        /// anyone's minimum.
+        #[arg(long, value_enum, default_value = "auto")]
+        crypto_mode: SendMode,
+    },
+    /// Print the messages waiting for you, then remove them from the relay.
+    Receive {
+        /// Stay connected and print messages as they arrive (Ctrl-C to stop).
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line: id, sender, timestamp, crypto_mode, text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your contacts' pinned key fingerprints.
+    Contacts {
+        #[command(subcommand)]
+        action: ContactsAction,
+    },
+    /// Your username, minimum mode, fingerprint and relay.
+    Whoami,
+}
+
+#[derive(Debug, Subcommand)]
+enum ContactsAction {
+    /// List pinned contacts.
+    List,
+    /// Show one contact's pinned fingerprint.
+    Show {
+        /// The contact.
+        name: String,
+    },
+    /// Accept NAME's current key (after checking its fingerprint with them).
+    Trust {
+        /// The contact.
+        name: String,
+    },
+}
+
+fn passphrase(confirm: bool) -> Result<zeroize::Zeroizing<String>> {
+    if let Ok(p) = std::env::var("NANO_PASSPHRASE") {
+        return Ok(zeroize::Zeroizing::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(ClientError::Invalid(
+            "no passphrase: set NANO_PASSPHRASE or run in a terminal".into(),
+        ));
+    }
+    let read = |prompt: &str| {
+        rpassword::prompt_password(prompt)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| ClientError::Invalid(format!("cannot read the passphrase: {e}")))
+    };
+    let p = read("Passphrase: ")?;
+    if confirm && *read("Repeat passphrase: ")? != *p {
+        return Err(ClientError::Invalid("the passphrases differ".into()));
+    }
+    if p.is_empty() {
+        return Err(ClientError::Invalid(
+            "the passphrase must not be empty".into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// Trust on first use backed by the home's contacts file.
+struct Pins {
+    home: Home,
+    contacts: Mutex<Contacts>,
+}
+
+impl TrustPolicy for Pins {
+    fn check(&self, name: &str, fp: &Fingerprint) -> Result<()> {
+        let mut c = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        if c.check(name, &fp.to_hex())? == PinOutcome::New {
+            eprintln!("pinned {name}'s key: {fp}");
+            self.home.save_contacts(&c)?;
+        }
+        Ok(())
+    }
+}
+
+fn load(home: &Home) -> Result<(Profile, Identity)> {
+    let profile = home.profile()?;
+    let identity = home.identity(passphrase(false)?.as_bytes())?;
+    Ok((profile, identity))
+}
+
+async fn connect(home: &Home) -> Result<(Client, tokio::sync::mpsc::Receiver<Incoming>)> {
+    let (profile, identity) = load(home)?;
+    if !profile.registered {
+        return Err(ClientError::Invalid(
+            "not registered yet: run `nano-client register`".into(),
+        ));
+    }
+    let pins = Arc::new(Pins {
+        home: home.clone(),
+        contacts: Mutex::new(home.contacts()?),
+    });
+    let (client, incoming, _) = Client::connect(
+        ClientConfig {
+            relay_url: profile.relay.clone(),
+            username: profile.username.clone(),
+            pinned_relay_id: profile.relay_id.clone(),
+        },
+        Arc::new(identity),
+        pins,
+    )
+    .await?;
+    Ok((client, incoming))
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the epoch.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+async fn receive(home: &Home, follow: bool, json: bool) -> Result<bool> {
+    let (client, mut incoming) = connect(home).await?;
+    let mut seen = home.seen()?;
+    let mut clean = true;
+    while let Some(item) = incoming.recv().await {
+        match item {
+            Incoming::UpToDate if !follow => break,
+            Incoming::UpToDate => {}
+            Incoming::Message(m) => {
+                let id = m.id.to_hex();
+                if seen.insert(&id) {
+                    let text = String::from_utf8_lossy(&m.plaintext);
+                    if json {
+                        let line = serde_json::json!({
+                            "id": id,
+                            "sender": m.sender,
+                            "timestamp": m.timestamp_ms,
+                            "sent_at": m.sent_at_ms,
+                            "crypto_mode": m.crypto_mode.as_str(),
+                            "fingerprint": m.sender_fingerprint.to_hex(),
+                            "text": text,
+                        });
+                        println!("{line}");
+                    } else {
+                        println!(
+                            "[{}] {} ({}): {text}",
+                            utc(m.timestamp_ms),
+                            m.sender,
+                            m.crypto_mode
+                        );
+                    }
+                    home.save_seen(&seen)?;
+                }
+                client.ack(&[m.id]).await?;
+            }
+            Incoming::Rejected { id, error, .. } => {
+                clean = false;
+                eprintln!("nano-client: {error}");
+                // A message that can never be opened is removed; one from a contact whose key
+                // changed stays until the key is trusted again.
+                if matches!(error, ClientError::Rejected { .. }) {
+                    client.ack(&[id]).await?;
+                }
+            }
+        }
+    }
+    client.flush().await?;
+    client.close().await;
+    Ok(clean)
+}
+
+async fn run(cli: Cli) -> Result<bool> {
+    let home = Home::resolve(cli.home)?;
+    match cli.command {
+        Command::Init {
+            username,
+            crypto_mode,
+            relay,
+        } => {
+            let username = nano_proto::Username::new(&username)?;
+            nano_client::api::Api::new(&relay)?;
+            if home.exists() {
+                return Err(ClientError::HomeExists(home.dir().display().to_string()));
+            }
+            let pass = passphrase(true)?;
+            let identity = Identity::generate(mode(crypto_mode), &mut OsRng)?;
+            let profile = Profile {
+                username: username.as_str().to_owned(),
+                min_mode: mode(crypto_mode),
+                relay,
+                relay_id: None,
+                registered: false,
+                fingerprint: identity.fingerprint().to_hex(),
+            };
+            home.create(&identity, &profile, pass.as_bytes())?;
+            println!("created {} in {}", username.as_str(), home.dir().display());
+            println!("fingerprint: {}", identity.fingerprint());
+            println!("next: nano-client register");
+        }
+        Command::Register => {
+            let (mut profile, identity) = load(&home)?;
+            let info = Client::register_only(
+                &profile.relay,
+                &profile.username,
+                &identity,
+                profile.relay_id.as_deref(),
+            )
+            .await?;
+            profile.relay_id = Some(info.relay_id.clone());
+            profile.registered = true;
+            home.save_profile(&profile)?;
+            println!("registered {} on {}", profile.username, profile.relay);
+            println!("relay identity pinned: {}", info.relay_id);
+        }
+        Command::Send {
+            recipient,
+            text,
+            crypto_mode,
+        } => {
+            let text = match text.filter(|t| t != "-") {
+                Some(t) => t,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s).map_err(|e| {
+                        ClientError::Invalid(format!("cannot read standard input: {e}"))
+                    })?;
+                    s.trim_end_matches('\n').to_owned()
+                }
+            };
+            let choice = match crypto_mode {
+                SendMode::Auto => ModeChoice::Auto,
+                SendMode::Classical => ModeChoice::Explicit(CryptoMode::Classical),
+                SendMode::Hybrid => ModeChoice::Explicit(CryptoMode::Hybrid),
+                SendMode::Quantum => ModeChoice::Explicit(CryptoMode::Quantum),
+            };
+            let (client, _incoming) = connect(&home).await?;
+            let receipt = client.send(&recipient, text.as_bytes(), choice).await?;
+            client.close().await;
+            println!(
+                "sent {} to {recipient} ({}){}",
+                receipt.id.to_hex(),
+                receipt.mode,
+                if receipt.duplicate {
+                    ", already stored"
+                } else {
+                    ""
+                }
+            );
+        }
+        Command::Receive { follow, json } => return receive(&home, follow, json).await,
+        Command::Contacts { action } => {
+            let profile = home.profile()?;
+            let mut contacts = home.contacts()?;
+            match action {
+                ContactsAction::List => {
+                    if contacts.contacts.is_empty() {
+                        println!(
+                            "no contacts yet: they are pinned when you first send to or hear from them"
+                        );
+                    }
+                    for (name, c) in &contacts.contacts {
+                        println!("{name}  {}", c.fingerprint);
+                    }
+                }
+                ContactsAction::Show { name } => {
+                    let c = contacts.contacts.get(&name).ok_or_else(|| {
+                        ClientError::Invalid(format!("{name} is not a contact yet"))
+                    })?;
+                    println!(
+                        "{name}\nfingerprint: {}\npinned: {}",
+                        c.fingerprint,
+                        utc(c.pinned_at_ms)
+                    );
+                }
+                ContactsAction::Trust { name } => {
+                    let api = nano_client::api::Api::new(&profile.relay)?;
+                    let bundle = api.bundle(&name).await?;
+                    contacts.trust(&name, &bundle.fingerprint().to_hex());
+                    home.save_contacts(&contacts)?;
+                    println!("trusted {name}: {}", bundle.fingerprint());
+                }
+            }
+        }
+        Command::Whoami => {
+            let p = home.profile()?;
+            println!("username: {}", p.username);
+            println!("minimum mode: {}", p.min_mode);
+            println!("fingerprint: {}", p.fingerprint);
+            println!("relay: {}", p.relay);
+            match &p.relay_id {
+                Some(id) => println!("relay identity: {id}"),
+                None => println!("relay identity: not pinned yet (run `nano-client register`)"),
+            }
+            println!("home: {}", home.dir().display());
+        }
+    }
+    Ok(true)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nano-client: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("nano-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
