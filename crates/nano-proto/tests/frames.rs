@@ -228,7 +228,7 @@ fn any_client() -> impl Strategy<Value = ClientFrame> {
         }),
         (
             any_user(),
-            ".{0,300}",
+            "[^\\x00]{0,300}",
             any_mode(),
             prop::option::of(any_id())
         )
@@ -277,7 +277,7 @@ fn any_relay() -> impl Strategy<Value = RelayFrame> {
             prop::option::of(any_user()),
             any_mode(),
             any::<u64>(),
-            ".{0,300}"
+            "[^\\x00]{0,300}"
         )
             .prop_map(|(id, seq, sender, crypto_mode, timestamp_ms, message)| {
                 RelayFrame::Message {
@@ -358,4 +358,25 @@ proptest! {
             let _ = RelayFrame::from_json(s);
         }
     }
+}
+
+#[test]
+fn a_payload_with_u0000_is_refused_in_both_encodings() {
+    let json =
+        r#"{"type":"send_message","recipient":"u","message":"a\u0000b","crypto_mode":"hybrid"}"#;
+    let err = ClientFrame::from_json(json).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidField);
+    let ok = ClientFrame::SendMessage {
+        recipient: nano_proto::Username::new("u").unwrap(),
+        message: "aXb".into(),
+        crypto_mode: nano_crypto::CryptoMode::Hybrid,
+        id: None,
+    };
+    let mut bin = ok.to_binary().unwrap();
+    let x = bin.iter().rposition(|b| *b == b'X').unwrap();
+    bin[x] = 0;
+    assert_eq!(
+        ClientFrame::from_binary(&bin).unwrap_err().code(),
+        ErrorCode::InvalidField
+    );
 }
