@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use nano_crypto::{CryptoMode, Envelope, OsRng, PublicBundle, SigContext, open_many};
 use nano_proto::signed::auth_content;
-use nano_proto::{Bytes, ClientFrame, ErrorCode, MessageId, RelayFrame};
+use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -91,13 +91,10 @@ impl State {
         }
     }
 
-    fn fail_all(&mut self, code: ErrorCode, message: &str) {
+    fn fail_all(&mut self, error: impl Fn() -> ClientError) {
         self.unacked.clear();
         for (_, w) in self.waiters.drain() {
-            let _ = w.send(Err(ClientError::Relay {
-                code,
-                message: message.to_owned(),
-            }));
+            let _ = w.send(Err(error()));
         }
     }
 
@@ -138,7 +135,19 @@ pub(crate) async fn run(
             Err(ClientError::Relay { code, message }) => {
                 // The relay refused us (unknown user, bad key): retrying cannot help.
                 tracing::warn!(%code, "authentication refused");
-                st.fail_all(code, &message);
+                st.fail_all(|| ClientError::Relay {
+                    code,
+                    message: message.clone(),
+                });
+                return;
+            }
+            Err(ClientError::RelayIdentityChanged { pinned, now }) => {
+                // Another relay answers at this address: never talk to it.
+                tracing::warn!("the relay's identity changed; disconnecting");
+                st.fail_all(|| ClientError::RelayIdentityChanged {
+                    pinned: pinned.clone(),
+                    now: now.clone(),
+                });
                 return;
             }
             Err(e) => tracing::debug!(error = %e, "cannot connect; retrying"),
@@ -312,7 +321,7 @@ async fn serve(
                 let frame = match c {
                     Command::Close => {
                         let _ = ws.close(None).await;
-                        st.fail_all(ErrorCode::Unavailable, "the client closed the connection");
+                        st.fail_all(|| ClientError::Closed);
                         return End::Closed;
                     }
                     Command::Flush(tx) => {
