@@ -420,7 +420,25 @@ async fn serve(
     }
 }
 
-/// Verifies, decrypts and hands `msgs` to the application, each id once.
+/// What became of one message of a batch, in inbox order.
+enum Slot {
+    /// Ready to open: index into the batch handed to `open_many`.
+    Open(Pushed, usize),
+    /// Refused before opening.
+    Refused(Pushed, ClientError),
+}
+
+/// Failures that later attempts may not repeat: the message is left for the next connection.
+fn transient(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Unreachable { .. } | ClientError::Timeout(_) | ClientError::Closed
+    )
+}
+
+/// Verifies, decrypts and hands `msgs` to the application in order, each id once. A message
+/// that can never be opened comes out as [`ClientError::Rejected`]; one from a sender whose key
+/// is not trusted as [`ClientError::ContactKeyChanged`].
 async fn deliver(
     shared: &Arc<Shared>,
     st: &mut State,
@@ -429,7 +447,8 @@ async fn deliver(
     ws: &mut Ws,
 ) {
     let mut reack = Vec::new();
-    let mut ready: Vec<(Pushed, Envelope, Arc<PublicBundle>)> = Vec::new();
+    let mut slots = Vec::with_capacity(msgs.len());
+    let mut work: Vec<(Envelope, Arc<PublicBundle>)> = Vec::new();
     for p in msgs {
         if st.seen.contains(&p.id) {
             // Shown before; if the application acknowledged it, that ack was lost: send again.
@@ -439,26 +458,36 @@ async fn deliver(
             continue;
         }
         let prepared = async {
-            let name = p.sender.clone().ok_or_else(|| {
-                ClientError::Invalid("anonymous message: no sender to verify".into())
+            let name = p.sender.clone().ok_or_else(|| ClientError::Rejected {
+                sender: "(anonymous)".into(),
+                reason: "no sender to verify".into(),
             })?;
-            let env = Envelope::from_bytes(&base64_decode(&p.message)?)?;
-            let bundle = shared.bundle(&name).await?;
+            let rejected = |reason: String| ClientError::Rejected {
+                sender: name.clone(),
+                reason,
+            };
+            let bytes = base64_decode(&p.message).map_err(|e| rejected(e.to_string()))?;
+            let env = Envelope::from_bytes(&bytes).map_err(|e| rejected(e.to_string()))?;
+            let bundle = match shared.bundle(&name).await {
+                Ok(b) => b,
+                Err(
+                    e @ (ClientError::ContactKeyChanged { .. } | ClientError::Unreachable { .. }),
+                ) => return Err(e),
+                Err(e) if transient(&e) => return Err(e),
+                Err(e) => return Err(rejected(e.to_string())),
+            };
             Ok::<_, ClientError>((env, bundle))
         }
         .await;
         match prepared {
-            Ok((env, bundle)) => ready.push((p, env, bundle)),
-            Err(error) => {
-                st.seen.insert(p.id);
-                let _ = incoming
-                    .send(Incoming::Rejected {
-                        id: p.id,
-                        sender: p.sender,
-                        error,
-                    })
-                    .await;
+            Ok((env, bundle)) => {
+                work.push((env, bundle));
+                slots.push(Slot::Open(p, work.len() - 1));
             }
+            Err(e) if transient(&e) => {
+                tracing::debug!(error = %e, "message left for the next connection");
+            }
+            Err(e) => slots.push(Slot::Refused(p, e)),
         }
     }
     if !reack.is_empty() {
@@ -466,50 +495,69 @@ async fn deliver(
             let _ = ws.send(m).await;
         }
     }
-    if ready.is_empty() {
-        return;
-    }
-    let identity = Arc::clone(&shared.identity);
-    let work: Vec<(Envelope, Arc<PublicBundle>)> = ready
+    let headers: Vec<(nano_crypto::EnvelopeHeader, nano_crypto::Fingerprint)> = work
         .iter()
-        .map(|(_, e, b)| (e.clone(), Arc::clone(b)))
+        .map(|(e, b)| (*e.header(), b.fingerprint()))
         .collect();
-    // Signature checks and decryption are CPU work: off the async workers.
-    let opened = tokio::task::spawn_blocking(move || {
-        let items: Vec<(&Envelope, &PublicBundle)> = work.iter().map(|(e, b)| (e, &**b)).collect();
-        open_many(&identity, &items)
-    })
-    .await
-    .unwrap_or_default();
-    for ((p, env, bundle), result) in ready.into_iter().zip(opened) {
-        st.seen.insert(p.id);
-        let sender = p.sender.clone().unwrap_or_default();
-        let item = match result {
-            Ok(plaintext) if env.header().message_id == p.id.0 => Incoming::Message(Received {
-                id: p.id,
-                sender,
-                sender_fingerprint: bundle.fingerprint(),
-                sent_at_ms: env.header().timestamp_ms,
-                timestamp_ms: p.timestamp_ms,
-                crypto_mode: env.header().mode,
-                plaintext,
-            }),
-            Ok(_) => Incoming::Rejected {
-                id: p.id,
-                sender: p.sender,
-                error: ClientError::Rejected {
-                    sender,
-                    reason: "the relay's message id differs from the sealed one".into(),
-                },
-            },
-            Err(e) => Incoming::Rejected {
-                id: p.id,
-                sender: p.sender,
-                error: ClientError::Rejected {
-                    sender,
-                    reason: e.to_string(),
-                },
-            },
+    let mut opened = if work.is_empty() {
+        Vec::new()
+    } else {
+        let identity = Arc::clone(&shared.identity);
+        // Signature checks and decryption are CPU work: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let items: Vec<(&Envelope, &PublicBundle)> =
+                work.iter().map(|(e, b)| (e, &**b)).collect();
+            open_many(&identity, &items)
+        })
+        .await
+        .unwrap_or_default()
+    }
+    .into_iter()
+    .map(Some)
+    .collect::<Vec<_>>();
+    for slot in slots {
+        let item = match slot {
+            Slot::Refused(p, error) => {
+                if !matches!(error, ClientError::ContactKeyChanged { .. }) {
+                    st.seen.insert(p.id);
+                }
+                Incoming::Rejected {
+                    id: p.id,
+                    sender: p.sender,
+                    error,
+                }
+            }
+            Slot::Open(p, i) => {
+                st.seen.insert(p.id);
+                let sender = p.sender.clone().unwrap_or_default();
+                let rejected = |reason: String| Incoming::Rejected {
+                    id: p.id,
+                    sender: p.sender.clone(),
+                    error: ClientError::Rejected {
+                        sender: sender.clone(),
+                        reason,
+                    },
+                };
+                let (header, fingerprint) = headers[i];
+                match opened.get_mut(i).and_then(Option::take) {
+                    Some(Ok(plaintext)) if header.message_id == p.id.0 => {
+                        Incoming::Message(Received {
+                            id: p.id,
+                            sender: sender.clone(),
+                            sender_fingerprint: fingerprint,
+                            sent_at_ms: header.timestamp_ms,
+                            timestamp_ms: p.timestamp_ms,
+                            crypto_mode: header.mode,
+                            plaintext,
+                        })
+                    }
+                    Some(Ok(_)) => {
+                        rejected("the relay's message id differs from the sealed one".into())
+                    }
+                    Some(Err(e)) => rejected(e.to_string()),
+                    None => rejected("not processed".into()),
+                }
+            }
         };
         if incoming.send(item).await.is_err() {
             return;

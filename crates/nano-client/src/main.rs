@@ -182,6 +182,19 @@ async fn connect(home: &Home) -> Result<(Client, tokio::sync::mpsc::Receiver<Inc
     Ok((client, incoming))
 }
 
+/// `s` with control characters escaped, so a sender cannot drive the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the epoch.
 fn utc(ms: u64) -> String {
     let secs = ms / 1000;
@@ -229,10 +242,11 @@ async fn receive(home: &Home, follow: bool, json: bool) -> Result<bool> {
                         println!("{line}");
                     } else {
                         println!(
-                            "[{}] {} ({}): {text}",
+                            "[{}] {} ({}): {}",
                             utc(m.timestamp_ms),
                             m.sender,
-                            m.crypto_mode
+                            m.crypto_mode,
+                            printable(&text)
                         );
                     }
                     home.save_seen(&seen)?;
@@ -360,6 +374,15 @@ async fn run(cli: Cli) -> Result<bool> {
                 }
                 ContactsAction::Trust { name } => {
                     let api = nano_client::api::Api::new(&profile.relay)?;
+                    let info = api.relay_info().await?;
+                    if let Some(pinned) = &profile.relay_id {
+                        if *pinned != info.relay_id {
+                            return Err(ClientError::RelayIdentityChanged {
+                                pinned: pinned.clone(),
+                                now: info.relay_id,
+                            });
+                        }
+                    }
                     let bundle = api.bundle(&name).await?;
                     contacts.trust(&name, &bundle.fingerprint().to_hex());
                     home.save_contacts(&contacts)?;

@@ -346,7 +346,7 @@ impl Envelope {
 }
 
 /// Opens many envelopes addressed to `recipient` (an offline inbox), checking all their
-/// signatures together with [`crate::batch::verify_all`]: one Ed25519 batch equation, ML-DSA
+/// signatures together through a [`crate::BatchVerifier`]: one Ed25519 batch equation, ML-DSA
 /// spread over cores. Each result is as [`Envelope::open`]'s would be, in input order.
 pub fn open_many(
     recipient: &Identity,
@@ -368,7 +368,14 @@ pub fn open_many(
             Err(e) => out.push(Some(Err(e))),
         }
     }
-    let results = crate::batch::verify_all(&tasks);
+    let mut verifier = crate::batch::BatchVerifier::new(tasks.len(), std::time::Duration::ZERO);
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        if let Some(r) = verifier.push(t) {
+            results.extend(r);
+        }
+    }
+    results.extend(verifier.flush());
     for ((i, kem), r) in kems.into_iter().zip(results) {
         out[i] = Some(r.outcome.and_then(|()| items[i].0.decrypt(kem)));
     }

@@ -1,0 +1,539 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The `nano-client` binary in temporary homes against the real relay binary.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+
+use common::{Relay, WAIT, cli, closed_port};
+use nano_client::{Client, ClientConfig, Incoming, TrustAll};
+use nano_crypto::{CryptoMode, Identity, OsRng, SigContext};
+use nano_proto::rest::{RotateKeysRequest, rotation_content};
+use nano_proto::{Bytes, Username};
+use tokio::time::timeout;
+
+const PASS: &str = "correct horse battery staple";
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn ok(home: &Path, stdin: Option<&str>, args: &[&str]) -> String {
+    let o = cli(home, Some(PASS), stdin, args);
+    assert!(
+        o.status.success(),
+        "nano-client {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Checks a failed run: non-zero exit, one `nano-client: ` line on stderr, no panic; returns
+/// that line.
+fn failed(o: &Output, what: &str) -> String {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "{what}: expected a failure\nstdout: {}\nstderr: {err}",
+        stdout(o)
+    );
+    assert!(
+        !err.contains("panicked") && !err.to_lowercase().contains("backtrace"),
+        "{what}: panicked: {err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: expected one line on stderr: {err}");
+    assert!(
+        lines[0].starts_with("nano-client: "),
+        "{what}: unexpected stderr: {err}"
+    );
+    lines[0].to_owned()
+}
+
+fn init(home: &Path, name: &str, mode: &str, relay: &str) -> String {
+    ok(
+        home,
+        None,
+        &[
+            "init",
+            "--username",
+            name,
+            "--crypto-mode",
+            mode,
+            "--relay",
+            relay,
+        ],
+    )
+}
+
+fn mode_bits(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The value after `key: ` in `text`.
+fn field(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key:?} in {text}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn init_register_send_receive_whoami_contacts_and_errors() {
+    let relay = Relay::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = tmp.path().join("alice");
+    let bob = tmp.path().join("bob");
+
+    // init: the files exist, the keystore is private.
+    let out = init(&alice, "alice", "classical", &relay.api);
+    assert!(out.contains("alice"), "{out}");
+    init(&bob, "bob", "hybrid", &relay.api);
+    for f in ["identity.nks", "profile.json"] {
+        assert!(alice.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(mode_bits(&alice.join("identity.nks")), 0o600);
+    assert_eq!(mode_bits(&alice.join("profile.json")), 0o600);
+    assert_eq!(mode_bits(&alice), 0o700);
+    let who = ok(&alice, None, &["whoami"]);
+    assert!(who.contains("not pinned yet"), "{who}");
+
+    // register pins the relay's identity.
+    let info = nano_client::api::Api::new(&relay.api)
+        .unwrap()
+        .relay_info()
+        .await
+        .unwrap();
+    let out = ok(&alice, None, &["register"]);
+    assert!(out.contains(&info.relay_id), "{out}");
+    ok(&bob, None, &["register"]);
+
+    let who = ok(&alice, None, &["whoami"]);
+    assert_eq!(field(&who, "username"), "alice");
+    assert_eq!(field(&who, "minimum mode"), "classical");
+    assert_eq!(field(&who, "relay"), relay.api);
+    assert_eq!(field(&who, "relay identity"), info.relay_id);
+    let alice_fp = field(&who, "fingerprint");
+    assert_eq!(alice_fp.len(), 64, "{who}");
+    let bob_fp = field(&ok(&bob, None, &["whoami"]), "fingerprint");
+
+    // send with the text as argument; receive prints it with the sender.
+    let sent = ok(&alice, None, &["send", "bob", "hello from the argument"]);
+    assert!(
+        sent.starts_with("sent ") && sent.contains("to bob"),
+        "{sent}"
+    );
+    let got = ok(&bob, None, &["receive"]);
+    assert!(got.contains("hello from the argument"), "{got}");
+    assert!(got.contains("alice"), "{got}");
+    assert_eq!(got.lines().count(), 1, "{got}");
+
+    // send from standard input, explicit mode; receive --json.
+    let sent = ok(
+        &alice,
+        Some("hello from stdin\n"),
+        &["send", "bob", "--crypto-mode", "quantum"],
+    );
+    let id = sent
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no id in {sent}"))
+        .to_owned();
+    let got = ok(&bob, None, &["receive", "--json"]);
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 1, "{got}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(v["id"], id.as_str(), "{v}");
+    assert_eq!(v["sender"], "alice", "{v}");
+    assert_eq!(v["crypto_mode"], "quantum", "{v}");
+    assert_eq!(v["text"], "hello from stdin", "{v}");
+    assert_eq!(v["fingerprint"], alice_fp.as_str(), "{v}");
+    assert!(v["timestamp"].as_u64().is_some_and(|t| t > 0), "{v}");
+    assert!(v["sent_at"].as_u64().is_some_and(|t| t > 0), "{v}");
+
+    // Nothing new.
+    let again = ok(&bob, None, &["receive"]);
+    assert_eq!(again, "", "a second receive printed something");
+
+    // contacts: pinned on first use on both sides.
+    let list = ok(&alice, None, &["contacts", "list"]);
+    assert!(list.contains("bob") && list.contains(&bob_fp), "{list}");
+    let show = ok(&alice, None, &["contacts", "show", "bob"]);
+    assert_eq!(field(&show, "fingerprint"), bob_fp, "{show}");
+    let list = ok(&bob, None, &["contacts", "list"]);
+    assert!(list.contains("alice") && list.contains(&alice_fp), "{list}");
+    let o = cli(&alice, Some(PASS), None, &["contacts", "show", "carol"]);
+    failed(&o, "contacts show of a stranger");
+
+    // Errors: unknown recipient, wrong passphrase.
+    let o = cli(&alice, Some(PASS), None, &["send", "nobody", "hi"]);
+    let line = failed(&o, "unknown recipient");
+    assert!(line.contains("nobody"), "{line}");
+    let o = cli(&bob, Some("not the passphrase"), None, &["receive"]);
+    let line = failed(&o, "wrong passphrase");
+    assert!(line.contains("wrong passphrase"), "{line}");
+}
+
+#[tokio::test]
+async fn errors_without_a_home_or_a_relay() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    // No home.
+    let missing = tmp.path().join("missing");
+    for args in [&["whoami"][..], &["send", "bob", "hi"], &["receive"]] {
+        let o = cli(&missing, Some(PASS), None, args);
+        let line = failed(&o, &format!("{args:?} without a home"));
+        assert!(line.contains("nano-client init"), "{line}");
+    }
+    assert!(!missing.exists(), "a failed command created the home");
+
+    // A relay that is not there.
+    let home = tmp.path().join("alice");
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    init(&home, "alice", "classical", &url);
+    let o = cli(&home, Some(PASS), None, &["register"]);
+    let line = failed(&o, "unreachable relay");
+    assert!(line.contains("cannot reach the relay"), "{line}");
+
+    let o = cli(&home, Some(PASS), None, &["send", "bob", "hi"]);
+    let line = failed(&o, "send before register");
+    assert!(line.contains("nano-client register"), "{line}");
+
+    // A second init in the same home, a missing passphrase, a bad relay URL.
+    let o = cli(
+        &home,
+        Some(PASS),
+        None,
+        &["init", "--username", "x", "--relay", &url],
+    );
+    failed(&o, "init over an existing home");
+    let o = cli(&home, None, None, &["register"]);
+    let line = failed(&o, "no passphrase");
+    assert!(line.contains("NANO_PASSPHRASE"), "{line}");
+    let o = cli(
+        &tmp.path().join("other"),
+        Some(PASS),
+        None,
+        &["init", "--username", "x", "--relay", "ftp://example"],
+    );
+    failed(&o, "a relay URL that is not http");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let home = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &[],
+            &["init", "register", "send", "receive", "contacts", "whoami"],
+        ),
+        (
+            &["init"],
+            &["--username", "--crypto-mode", "--relay", "--home"],
+        ),
+        (&["register"], &["--home"]),
+        (&["send"], &["RECIPIENT", "TEXT", "--crypto-mode"]),
+        (&["receive"], &["--follow", "--json"]),
+        (&["contacts"], &["list", "show", "trust"]),
+        (&["contacts", "list"], &["--home"]),
+        (&["contacts", "show"], &["NAME"]),
+        (&["contacts", "trust"], &["NAME"]),
+        (&["whoami"], &["--home"]),
+    ];
+    for (cmd, wanted) in cases {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let o = cli(home.path(), None, None, &args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let text = stdout(&o);
+        for w in *wanted {
+            assert!(text.contains(w), "{args:?} does not mention {w}:\n{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn contacts_trust_accepts_a_rotated_key() {
+    let relay = Relay::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = tmp.path().join("alice");
+    init(&alice, "alice", "classical", &relay.api);
+    ok(&alice, None, &["register"]);
+    let bob = Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap();
+    timeout(WAIT, Client::register_only(&relay.api, "bob", &bob, None))
+        .await
+        .unwrap()
+        .unwrap();
+    ok(&alice, None, &["send", "bob", "first"]);
+
+    // Bob rotates his keys.
+    let bob2 = Arc::new(Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap());
+    let name = Username::new("bob").unwrap();
+    let sig = bob
+        .sign(
+            CryptoMode::Classical,
+            SigContext::KeyRotation,
+            &rotation_content(&name, &bob.fingerprint(), &bob2.fingerprint()),
+            &mut OsRng,
+        )
+        .unwrap();
+    let req = RotateKeysRequest {
+        bundle: Bytes(bob2.public_bundle().to_bytes()),
+        crypto_mode: CryptoMode::Classical,
+        signature: Bytes(sig.as_bytes().to_vec()),
+    };
+    let resp = timeout(
+        WAIT,
+        reqwest::Client::new()
+            .put(format!("{}/v1/users/bob/keys", relay.api))
+            .json(&req)
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let o = cli(&alice, Some(PASS), None, &["send", "bob", "refused"]);
+    let line = failed(&o, "send after bob's key changed");
+    assert!(
+        line.contains("changed") && line.contains("contacts trust bob"),
+        "{line}"
+    );
+
+    // Bob writes from his new key: Alice's receive refuses it and keeps it on the relay.
+    let (bob_client, mut rx, _) = timeout(
+        WAIT,
+        Client::connect(
+            ClientConfig {
+                relay_url: relay.api.clone(),
+                username: "bob".into(),
+                pinned_relay_id: None,
+            },
+            Arc::clone(&bob2),
+            Arc::new(TrustAll),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    timeout(
+        WAIT,
+        bob_client.send("alice", b"from the new key", nano_client::ModeChoice::Auto),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let o = cli(&alice, Some(PASS), None, &["receive"]);
+    let line = failed(&o, "receive from bob's new key");
+    assert!(line.contains("changed"), "{line}");
+    assert_eq!(stdout(&o), "");
+
+    let out = ok(&alice, None, &["contacts", "trust", "bob"]);
+    assert!(out.contains("trusted bob"), "{out}");
+    let show = ok(&alice, None, &["contacts", "show", "bob"]);
+    assert_eq!(field(&show, "fingerprint"), bob2.fingerprint().to_hex());
+    let got = ok(&alice, None, &["receive"]);
+    assert!(got.contains("from the new key"), "{got}");
+    ok(&alice, None, &["send", "bob", "after trust"]);
+
+    // Bob's new identity gets it (the first message was sealed for the old key).
+    loop {
+        match timeout(WAIT, rx.recv()).await.unwrap().unwrap() {
+            Incoming::Message(m) if m.plaintext == b"after trust" => break,
+            Incoming::Message(m) => panic!("unexpected message {m:?}"),
+            Incoming::Rejected { .. } | Incoming::UpToDate => {}
+        }
+    }
+}
+
+/// Flips a body byte of (`truncate` false) or truncates (`truncate` true) the stored envelope
+/// of the message with hex id `id`.
+fn damage(relay: &Relay, id: &str, truncate: bool) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let db = rusqlite::Connection::open(relay.db_path()).expect("open relay.db");
+    db.busy_timeout(WAIT).unwrap();
+    let id = hex::decode(id).expect("hex id");
+    let payload: String = db
+        .query_row(
+            "SELECT payload FROM messages WHERE message_id = ?1",
+            [id.clone()],
+            |r| r.get(0),
+        )
+        .expect("the stored message");
+    let mut bytes = b64.decode(payload).unwrap();
+    if truncate {
+        bytes.truncate(bytes.len() / 2);
+    } else {
+        let i = bytes.len() - nano_crypto::sign::signature_len(CryptoMode::Hybrid) - 10;
+        bytes[i] ^= 0x55;
+    }
+    let n = db
+        .execute(
+            "UPDATE messages SET payload = ?1 WHERE message_id = ?2",
+            rusqlite::params![b64.encode(&bytes), id],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// An unauthenticated `send_message` (the relay accepts anonymous sends by default).
+async fn send_anonymously(relay: &Relay, to: &str, message: &str, mode: CryptoMode) {
+    use futures_util::{SinkExt, StreamExt};
+    use nano_proto::{ClientFrame, RelayFrame};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = timeout(WAIT, tokio_tungstenite::connect_async(relay.ws.as_str()))
+        .await
+        .unwrap()
+        .unwrap();
+    let frame = ClientFrame::SendMessage {
+        recipient: Username::new(to).unwrap(),
+        message: message.to_owned(),
+        crypto_mode: mode,
+        id: None,
+    };
+    ws.send(Message::text(frame.to_json().unwrap()))
+        .await
+        .unwrap();
+    loop {
+        let m = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        let Message::Text(t) = m else { continue };
+        match RelayFrame::from_json(&t).unwrap() {
+            RelayFrame::Sent { .. } => break,
+            RelayFrame::Error { code, message, .. } => panic!("refused: {code} {message}"),
+            _ => {}
+        }
+    }
+}
+
+/// `receive` removes what can never be opened (main.rs: "A message that can never be opened is
+/// removed; one from a contact whose key changed stays until the key is trusted again"): a
+/// message with a bad signature, one that is not an envelope at all, an anonymous one.
+#[tokio::test]
+async fn receive_removes_messages_that_can_never_be_opened() {
+    let relay = Relay::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = tmp.path().join("alice");
+    let bob = tmp.path().join("bob");
+    init(&alice, "alice", "classical", &relay.api);
+    init(&bob, "bob", "hybrid", &relay.api);
+    ok(&alice, None, &["register"]);
+    ok(&bob, None, &["register"]);
+    let id_of = |out: String| out.split_whitespace().nth(1).unwrap().to_owned();
+    let hybrid = ["--crypto-mode", "hybrid"];
+    ok(
+        &alice,
+        None,
+        &["send", "bob", "intact", hybrid[0], hybrid[1]],
+    );
+    let bad_sig = id_of(ok(
+        &alice,
+        None,
+        &["send", "bob", "bad signature", "--crypto-mode", "hybrid"],
+    ));
+    let cut = id_of(ok(
+        &alice,
+        None,
+        &["send", "bob", "cut in half", "--crypto-mode", "hybrid"],
+    ));
+    damage(&relay, &bad_sig, false);
+    damage(&relay, &cut, true);
+    send_anonymously(&relay, "bob", "not an envelope", CryptoMode::Hybrid).await;
+
+    let o = cli(&bob, Some(PASS), None, &["receive"]);
+    assert!(!o.status.success(), "rejected messages make receive fail");
+    let out = stdout(&o);
+    assert!(out.contains("intact") && out.lines().count() == 1, "{out}");
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    // One line per rejected message (besides the note that alice's key was pinned).
+    let errors: Vec<&str> = err.lines().filter(|l| !l.starts_with("pinned ")).collect();
+    assert_eq!(errors.len(), 3, "{err}");
+    assert!(
+        errors.iter().all(|l| l.starts_with("nano-client: ")),
+        "{err}"
+    );
+
+    // They were removed: the next receive has nothing to say.
+    let o = cli(&bob, Some(PASS), None, &["receive"]);
+    assert!(
+        o.status.success() && stderr(&o).is_empty(),
+        "messages that can never be opened are still in the inbox ({}):\n{}",
+        o.status,
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "");
+}
+
+/// `receive --follow --json` prints the backlog, then messages as they arrive, until stopped.
+#[tokio::test]
+async fn receive_follow_prints_messages_as_they_arrive() {
+    use std::io::BufRead;
+    let relay = Relay::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = tmp.path().join("alice");
+    let bob = tmp.path().join("bob");
+    init(&alice, "alice", "classical", &relay.api);
+    init(&bob, "bob", "classical", &relay.api);
+    ok(&alice, None, &["register"]);
+    ok(&bob, None, &["register"]);
+    ok(&alice, None, &["send", "bob", "waiting already"]);
+
+    let mut child = std::process::Command::new(common::client_bin())
+        .arg("--home")
+        .arg(&bob)
+        .args(["receive", "--follow", "--json"])
+        .env("NANO_PASSPHRASE", PASS)
+        .env_remove("NANO_HOME")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = child.stdout.take().unwrap();
+    let _child = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_text = || -> String {
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("no line from receive --follow")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        assert_eq!(v["sender"], "alice", "{v}");
+        v["text"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(next_text(), "waiting already");
+    // The first line proves it is connected; this one arrives while it runs.
+    ok(&alice, None, &["send", "bob", "live"]);
+    assert_eq!(next_text(), "live");
+}

@@ -1,0 +1,762 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The SDK against the real relay binary: round trips in every mode, acks, offline delivery,
+//! relay crashes (kill -9) with and without a port change, tampered ciphertext, a contact's key
+//! change and a relay identity change.
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use base64::Engine;
+use common::{Relay, WAIT};
+use nano_client::{
+    Client, ClientConfig, ClientError, Incoming, ModeChoice, Received, SendReceipt, TrustAll,
+    TrustPolicy,
+};
+use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng, SigContext};
+use nano_proto::rest::{RelayInfo, RotateKeysRequest, rotation_content};
+use nano_proto::{Bytes, MessageId, Username};
+use tokio::sync::mpsc::Receiver;
+use tokio::time::timeout;
+
+type Connected = (Client, Receiver<Incoming>, RelayInfo);
+
+fn identity(min: CryptoMode) -> Arc<Identity> {
+    Arc::new(Identity::generate(min, &mut OsRng).expect("identity"))
+}
+
+async fn register(url: &str, name: &str, id: &Identity) -> RelayInfo {
+    timeout(WAIT, Client::register_only(url, name, id, None))
+        .await
+        .expect("registration timed out")
+        .unwrap_or_else(|e| panic!("registering {name}: {e}"))
+}
+
+async fn connect_with(
+    url: &str,
+    name: &str,
+    id: &Arc<Identity>,
+    pinned_relay_id: Option<String>,
+    trust: Arc<dyn TrustPolicy>,
+) -> Result<Connected, ClientError> {
+    let cfg = ClientConfig {
+        relay_url: url.to_owned(),
+        username: name.to_owned(),
+        pinned_relay_id,
+    };
+    timeout(WAIT, Client::connect(cfg, Arc::clone(id), trust))
+        .await
+        .expect("connect timed out")
+}
+
+async fn connect(relay: &Relay, name: &str, id: &Arc<Identity>) -> (Client, Receiver<Incoming>) {
+    let (c, rx, _) = connect_with(&relay.api, name, id, None, Arc::new(TrustAll))
+        .await
+        .unwrap_or_else(|e| panic!("connecting {name}: {e}"));
+    (c, rx)
+}
+
+async fn send(c: &Client, to: &str, text: &str, choice: ModeChoice) -> SendReceipt {
+    timeout(WAIT, c.send(to, text.as_bytes(), choice))
+        .await
+        .expect("send timed out")
+        .unwrap_or_else(|e| panic!("sending {text:?} to {to}: {e}"))
+}
+
+async fn next(rx: &mut Receiver<Incoming>) -> Incoming {
+    timeout(WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("nothing received within {WAIT:?}"))
+        .expect("the message stream ended")
+}
+
+async fn expect_message(rx: &mut Receiver<Incoming>) -> Received {
+    match next(rx).await {
+        Incoming::Message(m) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+async fn expect_up_to_date(rx: &mut Receiver<Incoming>) {
+    match next(rx).await {
+        Incoming::UpToDate => {}
+        other => panic!("expected UpToDate, got {other:?}"),
+    }
+}
+
+/// Messages up to and including the one whose text is `last` (UpToDate skipped).
+async fn messages_until(rx: &mut Receiver<Incoming>, last: &str) -> Vec<Received> {
+    let mut out = Vec::new();
+    loop {
+        match next(rx).await {
+            Incoming::UpToDate => {}
+            Incoming::Message(m) => {
+                let done = m.plaintext == last.as_bytes();
+                out.push(m);
+                if done {
+                    return out;
+                }
+            }
+            other => panic!("expected messages up to {last:?}, got {other:?}"),
+        }
+    }
+}
+
+fn text(m: &Received) -> String {
+    String::from_utf8(m.plaintext.clone()).expect("UTF-8 plaintext")
+}
+
+/// Polls `f` once (so a send seals and queues its frame), leaving it pending.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
+}
+
+/// Trust on first use: the first fingerprint seen for a name is pinned, a different one is
+/// refused.
+#[derive(Debug, Default)]
+struct Tofu(Mutex<HashMap<String, Fingerprint>>);
+
+impl TrustPolicy for Tofu {
+    fn check(&self, name: &str, fp: &Fingerprint) -> nano_client::Result<()> {
+        let mut pins = self.0.lock().unwrap();
+        match pins.get(name) {
+            None => {
+                pins.insert(name.to_owned(), *fp);
+                Ok(())
+            }
+            Some(p) if p == fp => Ok(()),
+            Some(p) => Err(ClientError::ContactKeyChanged {
+                name: name.to_owned(),
+                pinned: p.to_hex(),
+                now: fp.to_hex(),
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+
+/// Alice (minimum classical) and Bob (minimum `mode`): explicit and automatic sends arrive
+/// intact with the chosen mode; acknowledged messages are not delivered again after a
+/// reconnect.
+async fn round_trip(mode: CryptoMode) {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(mode);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let (a, mut a_rx) = connect(&relay, "alice", &alice).await;
+    let (b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut a_rx).await;
+    expect_up_to_date(&mut b_rx).await;
+
+    if mode > CryptoMode::Classical {
+        let e = timeout(
+            WAIT,
+            a.send(
+                "bob",
+                b"too weak",
+                ModeChoice::Explicit(CryptoMode::Classical),
+            ),
+        )
+        .await
+        .expect("send timed out")
+        .expect_err("a mode below bob's minimum must be refused");
+        assert!(matches!(e, ClientError::Invalid(_)), "{e:?}");
+    }
+
+    let explicit_text = format!("explicit {mode} message");
+    let explicit = send(&a, "bob", &explicit_text, ModeChoice::Explicit(mode)).await;
+    assert_eq!(explicit.mode, mode);
+    assert!(!explicit.duplicate);
+    let m1 = expect_message(&mut b_rx).await;
+    assert_eq!(m1.id, explicit.id);
+    assert_eq!(m1.sender, "alice");
+    assert_eq!(m1.sender_fingerprint, alice.fingerprint());
+    assert_eq!(m1.crypto_mode, mode);
+    assert_eq!(text(&m1), explicit_text);
+    assert!(m1.timestamp_ms > 0 && m1.sent_at_ms > 0);
+
+    let auto = send(&a, "bob", "automatic mode", ModeChoice::Auto).await;
+    assert!(
+        auto.mode >= mode,
+        "auto picked {} below bob's minimum {mode}",
+        auto.mode
+    );
+    let m2 = expect_message(&mut b_rx).await;
+    assert_eq!(m2.id, auto.id);
+    assert_eq!(m2.sender, "alice");
+    assert_eq!(m2.crypto_mode, auto.mode);
+    assert_eq!(text(&m2), "automatic mode");
+
+    // `read` records the read time of the first message only. The relay handles one
+    // connection's frames in order: once a later send is stored, the marks before it have been
+    // applied.
+    b.read(&[m1.id]).await.unwrap();
+    send(&b, "alice", "read barrier", ModeChoice::Auto).await;
+    let read_at = |id: MessageId| -> Option<i64> {
+        let db = rusqlite::Connection::open(relay.db_path()).unwrap();
+        db.busy_timeout(WAIT).unwrap();
+        db.query_row(
+            "SELECT read_at FROM messages WHERE message_id = ?1",
+            [id.0.to_vec()],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(read_at(m1.id).is_some(), "read did not mark the message");
+    assert!(read_at(m2.id).is_none(), "read marked another message");
+    assert_eq!(text(&expect_message(&mut a_rx).await), "read barrier");
+
+    b.ack(&[m1.id, m2.id]).await.unwrap();
+    timeout(WAIT, b.flush()).await.unwrap().unwrap();
+    // The relay handles one connection's frames in order: once this send is stored, the ack
+    // before it has been applied. It also checks the way back.
+    send(&b, "alice", "ack barrier", ModeChoice::Auto).await;
+    let back = expect_message(&mut a_rx).await;
+    assert_eq!(
+        (back.sender.as_str(), text(&back).as_str()),
+        ("bob", "ack barrier")
+    );
+    b.close().await;
+
+    // A new connection: the backlog is empty (nothing acknowledged comes back).
+    let (_b2, mut b2_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut b2_rx).await;
+    // And live delivery still works on it (nothing else was queued before this).
+    send(&a, "bob", "after reconnect", ModeChoice::Explicit(mode)).await;
+    let m3 = expect_message(&mut b2_rx).await;
+    assert_eq!(text(&m3), "after reconnect");
+}
+
+#[tokio::test]
+async fn round_trip_classical() {
+    round_trip(CryptoMode::Classical).await;
+}
+
+#[tokio::test]
+async fn round_trip_hybrid() {
+    round_trip(CryptoMode::Hybrid).await;
+}
+
+#[tokio::test]
+async fn round_trip_quantum() {
+    round_trip(CryptoMode::Quantum).await;
+}
+
+#[tokio::test]
+async fn sending_to_an_unknown_user_fails() {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    register(&relay.api, "alice", &alice).await;
+    let (a, _a_rx) = connect(&relay, "alice", &alice).await;
+    let e = timeout(WAIT, a.send("nobody", b"hello", ModeChoice::Auto))
+        .await
+        .expect("send timed out")
+        .expect_err("nobody is not registered");
+    assert!(
+        matches!(&e, ClientError::UnknownUser(n) if n == "nobody"),
+        "{e:?}"
+    );
+}
+
+/// A client whose user the relay does not know is refused at `auth`: retrying cannot help, so
+/// its sends fail and its message stream ends instead of waiting forever.
+#[tokio::test]
+async fn an_unregistered_client_fails_instead_of_retrying() {
+    let relay = Relay::start();
+    let bob = identity(CryptoMode::Classical);
+    register(&relay.api, "bob", &bob).await;
+    let ghost = identity(CryptoMode::Classical);
+    let (g, mut g_rx) = connect(&relay, "ghost", &ghost).await;
+    let r = timeout(WAIT, g.send("bob", b"boo", ModeChoice::Auto))
+        .await
+        .expect("the send neither completed nor failed");
+    match r {
+        Err(ClientError::Relay { .. } | ClientError::Closed) => {}
+        other => panic!("expected the relay's refusal, got {other:?}"),
+    }
+    let end = timeout(WAIT, g_rx.recv())
+        .await
+        .expect("the message stream neither ended nor yielded");
+    assert!(end.is_none(), "unexpected {end:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offline delivery and crashes
+
+#[tokio::test]
+async fn offline_backlog_is_delivered_once_in_order() {
+    const N: usize = 50;
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(CryptoMode::Hybrid);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let (a, _a_rx) = connect(&relay, "alice", &alice).await;
+    let mut receipts = Vec::new();
+    for i in 0..N {
+        receipts.push(send(&a, "bob", &format!("offline {i:03}"), ModeChoice::Auto).await);
+    }
+
+    let (_b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    for (i, r) in receipts.iter().enumerate() {
+        let m = expect_message(&mut b_rx).await;
+        assert_eq!(text(&m), format!("offline {i:03}"), "out of order");
+        assert_eq!(m.id, r.id);
+        assert_eq!(m.crypto_mode, r.mode);
+    }
+    expect_up_to_date(&mut b_rx).await;
+    // Nothing else is queued: the next thing Bob gets is the next message.
+    send(&a, "bob", "sentinel", ModeChoice::Auto).await;
+    assert_eq!(text(&expect_message(&mut b_rx).await), "sentinel");
+}
+
+#[tokio::test]
+async fn a_backlog_of_several_pages_is_delivered_once_in_order() {
+    const N: usize = 230;
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(CryptoMode::Classical);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let (a, _a_rx) = connect(&relay, "alice", &alice).await;
+    let mut receipts = Vec::new();
+    for i in 0..N {
+        let choice = ModeChoice::Explicit(CryptoMode::Classical);
+        receipts.push(send(&a, "bob", &format!("paged {i:03}"), choice).await);
+    }
+    let (_b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    for (i, r) in receipts.iter().enumerate() {
+        let m = expect_message(&mut b_rx).await;
+        assert_eq!(text(&m), format!("paged {i:03}"), "out of order");
+        assert_eq!(m.id, r.id);
+    }
+    expect_up_to_date(&mut b_rx).await;
+    send(&a, "bob", "sentinel", ModeChoice::Auto).await;
+    assert_eq!(text(&expect_message(&mut b_rx).await), "sentinel");
+}
+
+#[tokio::test]
+async fn stored_messages_survive_kill_9_and_a_port_change() {
+    const N: usize = 20;
+    let mut relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(CryptoMode::Classical);
+    let info = register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let pin = Some(info.relay_id.clone());
+    let (a, _a_rx, _) = connect_with(&relay.api, "alice", &alice, pin.clone(), Arc::new(TrustAll))
+        .await
+        .unwrap();
+    let mut receipts = Vec::new();
+    for i in 0..N {
+        let choice = ModeChoice::Explicit(CryptoMode::Classical);
+        receipts.push(send(&a, "bob", &format!("durable {i:03}"), choice).await);
+    }
+    a.close().await;
+
+    relay.kill9();
+    relay.restart();
+
+    // The relay's identity lives in its data dir: the pin still holds on the new address.
+    let (_b, mut b_rx, info2) =
+        connect_with(&relay.api, "bob", &bob, pin.clone(), Arc::new(TrustAll))
+            .await
+            .expect("the restarted relay must keep its identity");
+    assert_eq!(info2.relay_id, info.relay_id);
+    for (i, r) in receipts.iter().enumerate() {
+        let m = expect_message(&mut b_rx).await;
+        assert_eq!(text(&m), format!("durable {i:03}"));
+        assert_eq!(m.id, r.id);
+    }
+    expect_up_to_date(&mut b_rx).await;
+
+    let (a2, _a2_rx, _) = connect_with(&relay.api, "alice", &alice, pin, Arc::new(TrustAll))
+        .await
+        .unwrap();
+    send(&a2, "bob", "sentinel", ModeChoice::Auto).await;
+    assert_eq!(text(&expect_message(&mut b_rx).await), "sentinel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reconnect_by_themselves_and_resend_what_was_sent_while_down() {
+    const N: usize = 5;
+    let mut relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(CryptoMode::Classical);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let (a, mut a_rx) = connect(&relay, "alice", &alice).await;
+    let (b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut a_rx).await;
+    expect_up_to_date(&mut b_rx).await;
+    // Also fills Alice's cache of Bob's bundle, so sends need no HTTP while the relay is down.
+    let before = send(&a, "bob", "before the crash", ModeChoice::Auto).await;
+    let m = expect_message(&mut b_rx).await;
+    assert_eq!(m.id, before.id);
+
+    relay.kill9();
+    // An ack issued while the relay is down is delivered after it returns.
+    b.ack(&[m.id]).await.unwrap();
+    // Issued while the relay is down: each send seals and queues its frame, then waits.
+    let mut pending: Vec<_> = (0..N)
+        .map(|i| {
+            let a = a.clone();
+            Box::pin(async move {
+                let choice = ModeChoice::Explicit(CryptoMode::Classical);
+                a.send("bob", format!("while down {i}").as_bytes(), choice)
+                    .await
+            })
+        })
+        .collect();
+    for p in &mut pending {
+        assert!(
+            poll_once(p).await.is_pending(),
+            "a send completed while the relay was down"
+        );
+    }
+
+    relay.restart_same_ports();
+
+    let receipts = timeout(WAIT, futures_util::future::join_all(pending))
+        .await
+        .expect("sends queued while the relay was down did not complete after it returned");
+    let receipts: Vec<SendReceipt> = receipts
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("send failed: {e}")))
+        .collect();
+    let sentinel = send(&a, "bob", "sentinel", ModeChoice::Auto).await;
+
+    // Bob's client reconnected by itself: every message sent while down arrives once, with the
+    // id its sender got, and the message shown before the crash is not shown again.
+    let got = messages_until(&mut b_rx, "sentinel").await;
+    let mut ids: Vec<MessageId> = got.iter().map(|m| m.id).collect();
+    let mut expected: Vec<MessageId> = receipts.iter().map(|r| r.id).collect();
+    expected.push(sentinel.id);
+    ids.sort_by_key(|i| i.0);
+    expected.sort_by_key(|i| i.0);
+    let texts: Vec<String> = got.iter().map(text).collect();
+    assert_eq!(ids, expected, "received {texts:?}");
+    for m in &got {
+        let i = receipts.iter().position(|r| r.id == m.id);
+        if let Some(i) = i {
+            assert_eq!(text(m), format!("while down {i}"));
+        }
+    }
+
+    // Bob acknowledges everything; once a later send from the same connection is stored, the
+    // acks before it have been applied, and a new connection finds the inbox empty.
+    b.ack(&ids).await.unwrap();
+    send(&b, "alice", "ack barrier", ModeChoice::Auto).await;
+    b.close().await;
+    let (_b2, mut b2_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut b2_rx).await;
+    drop(a_rx);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tampering and key changes
+
+/// Flips one byte of the stored envelope of `id` at `index(len)`.
+fn tamper(db: &rusqlite::Connection, id: MessageId, index: impl Fn(usize) -> usize) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload: String = db
+        .query_row(
+            "SELECT payload FROM messages WHERE message_id = ?1",
+            [id.0.to_vec()],
+            |r| r.get(0),
+        )
+        .expect("the stored message");
+    let mut bytes = b64.decode(&payload).expect("base64 payload");
+    let i = index(bytes.len());
+    bytes[i] ^= 0x55;
+    let n = db
+        .execute(
+            "UPDATE messages SET payload = ?1 WHERE message_id = ?2",
+            rusqlite::params![b64.encode(&bytes), id.0.to_vec()],
+        )
+        .expect("update payload");
+    assert_eq!(n, 1);
+}
+
+async fn tampered_messages_are_rejected(mode: CryptoMode) {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(mode);
+    let carol = identity(CryptoMode::Classical);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    register(&relay.api, "carol", &carol).await;
+    let (a, _a_rx) = connect(&relay, "alice", &alice).await;
+    let long = |i: usize| format!("message {i} {}", "x".repeat(300));
+    let mut receipts = Vec::new();
+    for i in 0..6 {
+        receipts.push(send(&a, "bob", &long(i), ModeChoice::Explicit(mode)).await);
+    }
+
+    // Bob is offline: edit the stored envelopes in the relay's database.
+    let db = rusqlite::Connection::open(relay.db_path()).expect("open relay.db");
+    db.busy_timeout(WAIT).unwrap();
+    let sig_len = nano_crypto::sign::signature_len(mode);
+    // Message 0: a byte in the middle of the encrypted body (150 bytes before the end of the
+    // ~330-byte body, which the signature follows).
+    tamper(&db, receipts[0].id, |len| len - sig_len - 150);
+    // Message 2: a byte of the signature.
+    tamper(&db, receipts[2].id, |len| len - sig_len + 5);
+    // Message 4: the relay serves it under another id.
+    let n = db
+        .execute(
+            "UPDATE messages SET message_id = ?1 WHERE message_id = ?2",
+            [vec![0x42u8; 16], receipts[4].id.0.to_vec()],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    // Message 5: the relay claims carol sent it.
+    let n = db
+        .execute(
+            "UPDATE messages SET sender_id = (SELECT id FROM users WHERE username = 'carol') \
+             WHERE message_id = ?1",
+            [receipts[5].id.0.to_vec()],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+
+    let (_b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    // (index, id, claimed sender, what the error must mention)
+    let rejected = [
+        (0, receipts[0].id, "alice", "signature"),
+        (2, receipts[2].id, "alice", "signature"),
+        (4, MessageId([0x42; 16]), "alice", "id"),
+        (5, receipts[5].id, "carol", "sender"),
+    ];
+    for (i, r) in receipts.iter().enumerate() {
+        let item = next(&mut b_rx).await;
+        if let Some((_, want_id, want_sender, words)) = rejected.iter().find(|x| x.0 == i) {
+            let Incoming::Rejected { id, sender, error } = item else {
+                panic!("message {i}: expected a rejection, got {item:?}");
+            };
+            assert_eq!(id, *want_id, "message {i}");
+            assert_eq!(sender.as_deref(), Some(*want_sender), "message {i}");
+            let msg = error.to_string();
+            assert!(
+                matches!(error, ClientError::Rejected { .. }),
+                "message {i}: {error:?}"
+            );
+            assert!(
+                msg.contains(words),
+                "message {i}: the error does not say what failed ({words}): {msg}"
+            );
+        } else {
+            let Incoming::Message(m) = item else {
+                panic!("message {i}: expected it intact, got {item:?}");
+            };
+            assert_eq!(m.id, r.id);
+            assert_eq!(m.sender, "alice");
+            assert_eq!(text(&m), long(i));
+        }
+    }
+    expect_up_to_date(&mut b_rx).await;
+}
+
+#[tokio::test]
+async fn tampered_messages_are_rejected_classical() {
+    tampered_messages_are_rejected(CryptoMode::Classical).await;
+}
+
+#[tokio::test]
+async fn tampered_messages_are_rejected_hybrid() {
+    tampered_messages_are_rejected(CryptoMode::Hybrid).await;
+}
+
+#[tokio::test]
+async fn a_contacts_changed_key_is_detected() {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(CryptoMode::Classical);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let pins = Arc::new(Tofu::default());
+    let (a, _a_rx, _) = connect_with(&relay.api, "alice", &alice, None, pins.clone())
+        .await
+        .unwrap();
+    send(&a, "bob", "first contact", ModeChoice::Auto).await;
+    a.close().await;
+
+    // Bob rotates to a new identity, signed by the current one.
+    let bob2 = identity(CryptoMode::Classical);
+    let name = Username::new("bob").unwrap();
+    let (old_fp, new_fp) = (bob.fingerprint(), bob2.fingerprint());
+    let sig = bob
+        .sign(
+            CryptoMode::Classical,
+            SigContext::KeyRotation,
+            &rotation_content(&name, &old_fp, &new_fp),
+            &mut OsRng,
+        )
+        .unwrap();
+    let req = RotateKeysRequest {
+        bundle: Bytes(bob2.public_bundle().to_bytes()),
+        crypto_mode: CryptoMode::Classical,
+        signature: Bytes(sig.as_bytes().to_vec()),
+    };
+    let resp = timeout(
+        WAIT,
+        reqwest::Client::new()
+            .put(format!("{}/v1/users/bob/keys", relay.api))
+            .json(&req)
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+
+    // A new client (the bundle cache is per client) sees the new key and refuses it.
+    let (a2, mut a2_rx, _) = connect_with(&relay.api, "alice", &alice, None, pins.clone())
+        .await
+        .unwrap();
+    expect_up_to_date(&mut a2_rx).await;
+    let e = timeout(
+        WAIT,
+        a2.send("bob", b"are you still bob?", ModeChoice::Auto),
+    )
+    .await
+    .expect("send timed out")
+    .expect_err("bob's key changed");
+    match e {
+        ClientError::ContactKeyChanged { name, pinned, now } => {
+            assert_eq!(name, "bob");
+            assert_eq!(pinned, old_fp.to_hex());
+            assert_eq!(now, new_fp.to_hex());
+        }
+        e => panic!("expected ContactKeyChanged, got {e:?}"),
+    }
+
+    // A message from the new key is refused on the receiving side too.
+    let (b2, _b2_rx) = connect(&relay, "bob", &bob2).await;
+    let r = send(&b2, "alice", "new key, who dis", ModeChoice::Auto).await;
+    match next(&mut a2_rx).await {
+        Incoming::Rejected { id, sender, error } => {
+            assert_eq!(id, r.id);
+            assert_eq!(sender.as_deref(), Some("bob"));
+            assert!(
+                matches!(error, ClientError::ContactKeyChanged { .. }),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_relay_identity_change_is_detected() {
+    let relay1 = Relay::start();
+    let relay2 = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let info1 = register(&relay1.api, "alice", &alice).await;
+    let info2 = register(&relay2.api, "alice", &alice).await;
+    assert_ne!(info1.relay_id, info2.relay_id);
+
+    // The second relay, reached with the first one's pin.
+    let e = connect_with(
+        &relay2.api,
+        "alice",
+        &alice,
+        Some(info1.relay_id.clone()),
+        Arc::new(TrustAll),
+    )
+    .await
+    .map(|_| ())
+    .expect_err("a different relay identity must be refused");
+    match e {
+        ClientError::RelayIdentityChanged { pinned, now } => {
+            assert_eq!(pinned, info1.relay_id);
+            assert_eq!(now, info2.relay_id);
+        }
+        e => panic!("expected RelayIdentityChanged, got {e:?}"),
+    }
+    let bob = identity(CryptoMode::Classical);
+    let e = timeout(
+        WAIT,
+        Client::register_only(&relay2.api, "bob", &bob, Some(&info1.relay_id)),
+    )
+    .await
+    .unwrap()
+    .expect_err("registration checks the pin too");
+    assert!(
+        matches!(e, ClientError::RelayIdentityChanged { .. }),
+        "{e:?}"
+    );
+
+    // With the right pin it connects.
+    let (_c, mut rx, _) = connect_with(
+        &relay2.api,
+        "alice",
+        &alice,
+        Some(info2.relay_id.clone()),
+        Arc::new(TrustAll),
+    )
+    .await
+    .unwrap();
+    expect_up_to_date(&mut rx).await;
+}
+
+/// A connected client whose relay is replaced, on the same address, by one with another
+/// identity: the connection task refuses to authenticate to it (good), but a pending send must
+/// then fail with `RelayIdentityChanged` (what `Client::connect` reports for the same
+/// situation) instead of waiting for a relay that can never come back.
+///
+/// Bounded by 15 s (the client's reconnect backoff is at most a few seconds here; its own send
+/// timeout is 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_identity_change_while_connected_fails_pending_sends() {
+    let mut relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(CryptoMode::Classical);
+    let info = register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let (a, mut a_rx, _) = connect_with(
+        &relay.api,
+        "alice",
+        &alice,
+        Some(info.relay_id.clone()),
+        Arc::new(TrustAll),
+    )
+    .await
+    .unwrap();
+    expect_up_to_date(&mut a_rx).await;
+    send(&a, "bob", "to the real relay", ModeChoice::Auto).await;
+
+    // Another relay (another data dir, so another identity) takes over the address; it knows
+    // the same users with the same keys, so only its identity differs.
+    relay.kill9();
+    let impostor = Relay::start_on_ports_of(&relay);
+    let info2 = register(&impostor.api, "alice", &alice).await;
+    register(&impostor.api, "bob", &bob).await;
+    assert_ne!(info2.relay_id, info.relay_id);
+
+    let r = timeout(
+        std::time::Duration::from_secs(15),
+        a.send("bob", b"to whoever answers", ModeChoice::Auto),
+    )
+    .await
+    .expect(
+        "the send neither completed nor failed: the connection task keeps retrying a relay \
+         whose identity changed and never reports it",
+    );
+    match r {
+        Err(ClientError::RelayIdentityChanged { pinned, now }) => {
+            assert_eq!(pinned, info.relay_id);
+            assert_eq!(now, info2.relay_id);
+        }
+        Ok(receipt) => panic!("a relay with another identity stored the message: {receipt:?}"),
+        Err(e) => panic!("expected RelayIdentityChanged, got {e:?}"),
+    }
+}
