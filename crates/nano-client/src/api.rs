@@ -62,31 +62,15 @@ impl Api {
         }
     }
 
-    /// `GET /v1/relay`.
-    pub async fn relay_info(&self) -> Result<RelayInfo> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/relay", self.base))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !resp.status().is_success() {
-            return Err(Self::error_of(resp).await);
-        }
-        resp.json()
-            .await
-            .map_err(|e| ClientError::Protocol(format!("relay info: {e}")))
-    }
-
-    /// `GET /v1/users/{name}`; `None` when there is no such user.
-    pub async fn user(&self, name: &str) -> Result<Option<UserResponse>> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/users/{name}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+    /// Sends `req` and decodes a JSON answer; `None` for 404 when `absent_ok`.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+        absent_ok: bool,
+    ) -> Result<Option<T>> {
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        if absent_ok && resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !resp.status().is_success() {
@@ -95,7 +79,29 @@ impl Api {
         resp.json()
             .await
             .map(Some)
-            .map_err(|e| ClientError::Protocol(format!("user: {e}")))
+            .map_err(|e| ClientError::Protocol(format!("{what}: {e}")))
+    }
+
+    async fn expect<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T> {
+        self.call(req, what, false)
+            .await?
+            .ok_or_else(|| ClientError::Protocol(format!("{what}: no answer")))
+    }
+
+    /// `GET /v1/relay`.
+    pub async fn relay_info(&self) -> Result<RelayInfo> {
+        let req = self.http.get(format!("{}/v1/relay", self.base));
+        self.expect(req, "relay info").await
+    }
+
+    /// `GET /v1/users/{name}`; `None` when there is no such user.
+    pub async fn user(&self, name: &str) -> Result<Option<UserResponse>> {
+        let req = self.http.get(format!("{}/v1/users/{name}", self.base));
+        self.call(req, "user", true).await
     }
 
     /// A user's bundle, decoded and proof-checked, or [`ClientError::UnknownUser`].
@@ -107,8 +113,8 @@ impl Api {
         Ok(PublicBundle::from_bytes(u.bundle.as_slice())?)
     }
 
-    /// `POST /v1/users`: claims `username` for `identity`, signing with its strongest key that
-    /// the relay accepts.
+    /// `POST /v1/users`: claims `username` for `identity`, signing with its weakest key that the
+    /// relay accepts (the cheapest proof; registration checks every mode's proof anyway).
     pub async fn register(
         &self,
         username: &Username,
@@ -133,18 +139,7 @@ impl Api {
             crypto_mode: mode,
             signature: Bytes(sig.as_bytes().to_vec()),
         };
-        let resp = self
-            .http
-            .post(format!("{}/v1/users", self.base))
-            .json(&req)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !resp.status().is_success() {
-            return Err(Self::error_of(resp).await);
-        }
-        resp.json()
-            .await
-            .map_err(|e| ClientError::Protocol(format!("registration: {e}")))
+        let post = self.http.post(format!("{}/v1/users", self.base)).json(&req);
+        self.expect(post, "registration").await
     }
 }
