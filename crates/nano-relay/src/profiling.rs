@@ -65,6 +65,8 @@ fn run(stop: &AtomicBool, every: Duration, dir: &std::path::Path) {
         };
         let go_on = nap(stop, every);
         match guard.report().build() {
+            // An idle relay takes no samples: no empty flame graphs.
+            Ok(report) if report.data.is_empty() => {}
             Ok(report) => {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
