@@ -4,15 +4,14 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 
-use common::{Relay, WAIT, cli, closed_port};
+use common::{Relay, WAIT, cli, closed_port, rotate_keys};
 use nano_client::{Client, ClientConfig, Incoming, TrustAll};
-use nano_crypto::{CryptoMode, Identity, OsRng, SigContext};
-use nano_proto::rest::{RotateKeysRequest, rotation_content};
-use nano_proto::{Bytes, Username};
+use nano_crypto::{CryptoMode, Identity, OsRng};
+use nano_proto::Username;
 use tokio::time::timeout;
 
 const PASS: &str = "correct horse battery staple";
@@ -283,31 +282,7 @@ async fn contacts_trust_accepts_a_rotated_key() {
 
     // Bob rotates his keys.
     let bob2 = Arc::new(Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap());
-    let name = Username::new("bob").unwrap();
-    let sig = bob
-        .sign(
-            CryptoMode::Classical,
-            SigContext::KeyRotation,
-            &rotation_content(&name, &bob.fingerprint(), &bob2.fingerprint()),
-            &mut OsRng,
-        )
-        .unwrap();
-    let req = RotateKeysRequest {
-        bundle: Bytes(bob2.public_bundle().to_bytes()),
-        crypto_mode: CryptoMode::Classical,
-        signature: Bytes(sig.as_bytes().to_vec()),
-    };
-    let resp = timeout(
-        WAIT,
-        reqwest::Client::new()
-            .put(format!("{}/v1/users/bob/keys", relay.api))
-            .json(&req)
-            .send(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    rotate_keys(&relay.api, "bob", &bob, &bob2).await;
 
     let o = cli(&alice, Some(PASS), None, &["send", "bob", "refused"]);
     let line = failed(&o, "send after bob's key changed");
@@ -422,19 +397,29 @@ async fn send_anonymously(relay: &Relay, to: &str, message: &str, mode: CryptoMo
     }
 }
 
+/// Homes for alice (classical) and bob (`bob_mode`) in a fresh temp dir (kept alive by the
+/// first value), both initialised for `relay` and registered.
+fn alice_and_bob_registered(
+    relay: &Relay,
+    bob_mode: &str,
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = tmp.path().join("alice");
+    let bob = tmp.path().join("bob");
+    init(&alice, "alice", "classical", &relay.api);
+    init(&bob, "bob", bob_mode, &relay.api);
+    ok(&alice, None, &["register"]);
+    ok(&bob, None, &["register"]);
+    (tmp, alice, bob)
+}
+
 /// `receive` removes what can never be opened (main.rs: "A message that can never be opened is
 /// removed; one from a contact whose key changed stays until the key is trusted again"): a
 /// message with a bad signature, one that is not an envelope at all, an anonymous one.
 #[tokio::test]
 async fn receive_removes_messages_that_can_never_be_opened() {
     let relay = Relay::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let alice = tmp.path().join("alice");
-    let bob = tmp.path().join("bob");
-    init(&alice, "alice", "classical", &relay.api);
-    init(&bob, "bob", "hybrid", &relay.api);
-    ok(&alice, None, &["register"]);
-    ok(&bob, None, &["register"]);
+    let (_tmp, alice, bob) = alice_and_bob_registered(&relay, "hybrid");
     let id_of = |out: String| out.split_whitespace().nth(1).unwrap().to_owned();
     let hybrid = ["--crypto-mode", "hybrid"];
     ok(
@@ -486,13 +471,7 @@ async fn receive_removes_messages_that_can_never_be_opened() {
 async fn receive_follow_prints_messages_as_they_arrive() {
     use std::io::BufRead;
     let relay = Relay::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let alice = tmp.path().join("alice");
-    let bob = tmp.path().join("bob");
-    init(&alice, "alice", "classical", &relay.api);
-    init(&bob, "bob", "classical", &relay.api);
-    ok(&alice, None, &["register"]);
-    ok(&bob, None, &["register"]);
+    let (_tmp, alice, bob) = alice_and_bob_registered(&relay, "classical");
     ok(&alice, None, &["send", "bob", "waiting already"]);
 
     let mut child = std::process::Command::new(common::client_bin())

@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use base64::Engine;
-use common::{Relay, WAIT};
+use common::{Relay, WAIT, rotate_keys};
 use nano_client::{
     Client, ClientConfig, ClientError, Incoming, ModeChoice, Received, SendReceipt, TrustAll,
     TrustPolicy,
 };
-use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng, SigContext};
-use nano_proto::rest::{RelayInfo, RotateKeysRequest, rotation_content};
-use nano_proto::{Bytes, MessageId, Username};
+use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng};
+use nano_proto::MessageId;
+use nano_proto::rest::RelayInfo;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
 
@@ -58,6 +58,16 @@ async fn connect(relay: &Relay, name: &str, id: &Arc<Identity>) -> (Client, Rece
         .await
         .unwrap_or_else(|e| panic!("connecting {name}: {e}"));
     (c, rx)
+}
+
+/// A relay with alice (classical) and bob (`bob_mode`) registered on it.
+async fn start_with_alice_and_bob(bob_mode: CryptoMode) -> (Relay, Arc<Identity>, Arc<Identity>) {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(bob_mode);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    (relay, alice, bob)
 }
 
 async fn send(c: &Client, to: &str, text: &str, choice: ModeChoice) -> SendReceipt {
@@ -145,11 +155,7 @@ impl TrustPolicy for Tofu {
 /// intact with the chosen mode; acknowledged messages are not delivered again after a
 /// reconnect.
 async fn round_trip(mode: CryptoMode) {
-    let relay = Relay::start();
-    let alice = identity(CryptoMode::Classical);
-    let bob = identity(mode);
-    register(&relay.api, "alice", &alice).await;
-    register(&relay.api, "bob", &bob).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(mode).await;
     let (a, mut a_rx) = connect(&relay, "alice", &alice).await;
     let (b, mut b_rx) = connect(&relay, "bob", &bob).await;
     expect_up_to_date(&mut a_rx).await;
@@ -234,20 +240,11 @@ async fn round_trip(mode: CryptoMode) {
     assert_eq!(text(&m3), "after reconnect");
 }
 
-#[tokio::test]
-async fn round_trip_classical() {
-    round_trip(CryptoMode::Classical).await;
-}
-
-#[tokio::test]
-async fn round_trip_hybrid() {
-    round_trip(CryptoMode::Hybrid).await;
-}
-
-#[tokio::test]
-async fn round_trip_quantum() {
-    round_trip(CryptoMode::Quantum).await;
-}
+per_mode!(round_trip:
+    round_trip_classical => Classical,
+    round_trip_hybrid => Hybrid,
+    round_trip_quantum => Quantum,
+);
 
 #[tokio::test]
 async fn sending_to_an_unknown_user_fails() {
@@ -293,11 +290,7 @@ async fn an_unregistered_client_fails_instead_of_retrying() {
 #[tokio::test]
 async fn offline_backlog_is_delivered_once_in_order() {
     const N: usize = 50;
-    let relay = Relay::start();
-    let alice = identity(CryptoMode::Classical);
-    let bob = identity(CryptoMode::Hybrid);
-    register(&relay.api, "alice", &alice).await;
-    register(&relay.api, "bob", &bob).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(CryptoMode::Hybrid).await;
     let (a, _a_rx) = connect(&relay, "alice", &alice).await;
     let mut receipts = Vec::new();
     for i in 0..N {
@@ -320,11 +313,7 @@ async fn offline_backlog_is_delivered_once_in_order() {
 #[tokio::test]
 async fn a_backlog_of_several_pages_is_delivered_once_in_order() {
     const N: usize = 230;
-    let relay = Relay::start();
-    let alice = identity(CryptoMode::Classical);
-    let bob = identity(CryptoMode::Classical);
-    register(&relay.api, "alice", &alice).await;
-    register(&relay.api, "bob", &bob).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(CryptoMode::Classical).await;
     let (a, _a_rx) = connect(&relay, "alice", &alice).await;
     let mut receipts = Vec::new();
     for i in 0..N {
@@ -387,11 +376,7 @@ async fn stored_messages_survive_kill_9_and_a_port_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_reconnect_by_themselves_and_resend_what_was_sent_while_down() {
     const N: usize = 5;
-    let mut relay = Relay::start();
-    let alice = identity(CryptoMode::Classical);
-    let bob = identity(CryptoMode::Classical);
-    register(&relay.api, "alice", &alice).await;
-    register(&relay.api, "bob", &bob).await;
+    let (mut relay, alice, bob) = start_with_alice_and_bob(CryptoMode::Classical).await;
     let (a, mut a_rx) = connect(&relay, "alice", &alice).await;
     let (b, mut b_rx) = connect(&relay, "bob", &bob).await;
     expect_up_to_date(&mut a_rx).await;
@@ -565,23 +550,14 @@ async fn tampered_messages_are_rejected(mode: CryptoMode) {
     expect_up_to_date(&mut b_rx).await;
 }
 
-#[tokio::test]
-async fn tampered_messages_are_rejected_classical() {
-    tampered_messages_are_rejected(CryptoMode::Classical).await;
-}
-
-#[tokio::test]
-async fn tampered_messages_are_rejected_hybrid() {
-    tampered_messages_are_rejected(CryptoMode::Hybrid).await;
-}
+per_mode!(tampered_messages_are_rejected:
+    tampered_messages_are_rejected_classical => Classical,
+    tampered_messages_are_rejected_hybrid => Hybrid,
+);
 
 #[tokio::test]
 async fn a_contacts_changed_key_is_detected() {
-    let relay = Relay::start();
-    let alice = identity(CryptoMode::Classical);
-    let bob = identity(CryptoMode::Classical);
-    register(&relay.api, "alice", &alice).await;
-    register(&relay.api, "bob", &bob).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(CryptoMode::Classical).await;
     let pins = Arc::new(Tofu::default());
     let (a, _a_rx, _) = connect_with(&relay.api, "alice", &alice, None, pins.clone())
         .await
@@ -591,32 +567,8 @@ async fn a_contacts_changed_key_is_detected() {
 
     // Bob rotates to a new identity, signed by the current one.
     let bob2 = identity(CryptoMode::Classical);
-    let name = Username::new("bob").unwrap();
     let (old_fp, new_fp) = (bob.fingerprint(), bob2.fingerprint());
-    let sig = bob
-        .sign(
-            CryptoMode::Classical,
-            SigContext::KeyRotation,
-            &rotation_content(&name, &old_fp, &new_fp),
-            &mut OsRng,
-        )
-        .unwrap();
-    let req = RotateKeysRequest {
-        bundle: Bytes(bob2.public_bundle().to_bytes()),
-        crypto_mode: CryptoMode::Classical,
-        signature: Bytes(sig.as_bytes().to_vec()),
-    };
-    let resp = timeout(
-        WAIT,
-        reqwest::Client::new()
-            .put(format!("{}/v1/users/bob/keys", relay.api))
-            .json(&req)
-            .send(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    rotate_keys(&relay.api, "bob", &bob, &bob2).await;
 
     // A new client (the bundle cache is per client) sees the new key and refuses it.
     let (a2, mut a2_rx, _) = connect_with(&relay.api, "alice", &alice, None, pins.clone())

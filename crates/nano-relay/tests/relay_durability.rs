@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use nano_crypto::CryptoMode;
 use nano_proto::{MessageId, RelayFrame};
-use relay_common::{Config, Msg, PgDb, Relay, User, Ws, random_id, send_frame};
+use relay_common::{Config, Msg, Relay, User, Ws, random_id, send_frame, start_with_alice_and_bob};
 
 const COUNT: usize = 200;
 
@@ -40,19 +40,10 @@ async fn bobs_inbox(relay: &Relay, bob: &User) -> (u64, Vec<Msg>) {
     (login.pending, all)
 }
 
-async fn start_with_users(cfg: &Config) -> (Relay, User, User) {
-    let relay = Relay::start(cfg).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
-    (relay, alice, bob)
-}
-
 /// 200 pipelined sends, `kill -9` right after the last `sent`, restart: all 200 delivered, once
 /// each, in order.
 async fn acknowledged_messages_survive_kill_9(cfg: Config) {
-    let (mut relay, alice, bob) = start_with_users(&cfg).await;
+    let (mut relay, alice, bob) = start_with_alice_and_bob(&cfg).await;
     let (mut a, _) = alice.connect(&relay).await;
     let ids: Vec<MessageId> = (0..COUNT).map(|_| random_id()).collect();
     pipeline(&mut a, &ids).await;
@@ -77,24 +68,13 @@ async fn acknowledged_messages_survive_kill_9(cfg: Config) {
     }
 }
 
-#[tokio::test]
-async fn acknowledged_messages_survive_kill_9_sqlite() {
-    acknowledged_messages_survive_kill_9(Config::new()).await;
-}
-
-#[tokio::test]
-async fn acknowledged_messages_survive_kill_9_postgres() {
-    let Some(db) = PgDb::create("acknowledged_messages_survive_kill_9_postgres") else {
-        return;
-    };
-    acknowledged_messages_survive_kill_9(Config::new().storage_url(&db.url)).await;
-}
+on_each_storage!(acknowledged_messages_survive_kill_9: acknowledged_messages_survive_kill_9_sqlite, acknowledged_messages_survive_kill_9_postgres);
 
 /// `kill -9` while sends are still in flight: every acknowledged message is delivered once;
 /// nothing unsent appears; and a client resending everything with the same ids after the restart
 /// ends with each message stored exactly once.
 async fn a_kill_mid_stream_loses_nothing_acknowledged(cfg: Config) {
-    let (mut relay, alice, bob) = start_with_users(&cfg).await;
+    let (mut relay, alice, bob) = start_with_alice_and_bob(&cfg).await;
     let (mut a, _) = alice.connect(&relay).await;
     let ids: Vec<MessageId> = (0..COUNT).map(|_| random_id()).collect();
     pipeline(&mut a, &ids).await;
@@ -151,15 +131,4 @@ async fn a_kill_mid_stream_loses_nothing_acknowledged(cfg: Config) {
     assert_eq!(all, expected, "each message stored exactly once");
 }
 
-#[tokio::test]
-async fn a_kill_mid_stream_loses_nothing_acknowledged_sqlite() {
-    a_kill_mid_stream_loses_nothing_acknowledged(Config::new()).await;
-}
-
-#[tokio::test]
-async fn a_kill_mid_stream_loses_nothing_acknowledged_postgres() {
-    let Some(db) = PgDb::create("a_kill_mid_stream_loses_nothing_acknowledged_postgres") else {
-        return;
-    };
-    a_kill_mid_stream_loses_nothing_acknowledged(Config::new().storage_url(&db.url)).await;
-}
+on_each_storage!(a_kill_mid_stream_loses_nothing_acknowledged: a_kill_mid_stream_loses_nothing_acknowledged_sqlite, a_kill_mid_stream_loses_nothing_acknowledged_postgres);

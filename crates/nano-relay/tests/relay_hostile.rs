@@ -10,7 +10,9 @@ use nano_crypto::{CryptoMode, Fingerprint, KemPublicKey, OsRng, SigContext};
 use nano_proto::frames::MAX_SAFE_INTEGER;
 use nano_proto::signed::auth_content;
 use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame};
-use relay_common::{Challenge, Config, Relay, User, Ws, metric, random_id, send_frame};
+use relay_common::{
+    Challenge, Config, Relay, User, Ws, metric, random_id, send_frame, start_with_alice_and_bob,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The hostile relay's limits: small enough that every size rule is reachable cheaply.
@@ -51,6 +53,11 @@ enum AuthCase {
     OtherRelay,
     /// quinn (quantum only) answering with a classical key.
     ModeNotHeld,
+}
+
+/// A table row: `case` over the connection's current challenge, refused with `auth_failed`.
+fn auth_failed(what: &'static str, case: AuthCase) -> (&'static str, Input, &'static str) {
+    (what, Input::Auth(case), "auth_failed")
 }
 
 fn text(v: serde_json::Value) -> Input {
@@ -378,41 +385,13 @@ async fn hostile_frames_are_answered_with_their_error_codes() {
             "unauthorized",
         ),
         // Authentication failures (each earns a new challenge).
-        (
-            "auth signature of the wrong length",
-            Input::Auth(AuthCase::WrongLength),
-            "auth_failed",
-        ),
-        (
-            "auth for an unknown user",
-            Input::Auth(AuthCase::UnknownUser),
-            "auth_failed",
-        ),
-        (
-            "auth with another user's key",
-            Input::Auth(AuthCase::OtherUsersKey),
-            "auth_failed",
-        ),
-        (
-            "auth replayed from another connection",
-            Input::Auth(AuthCase::Replay),
-            "auth_failed",
-        ),
-        (
-            "auth over a spent challenge",
-            Input::Auth(AuthCase::StaleNonce),
-            "auth_failed",
-        ),
-        (
-            "auth naming another relay",
-            Input::Auth(AuthCase::OtherRelay),
-            "auth_failed",
-        ),
-        (
-            "auth with a mode the user lacks",
-            Input::Auth(AuthCase::ModeNotHeld),
-            "auth_failed",
-        ),
+        auth_failed("auth signature of the wrong length", AuthCase::WrongLength),
+        auth_failed("auth for an unknown user", AuthCase::UnknownUser),
+        auth_failed("auth with another user's key", AuthCase::OtherUsersKey),
+        auth_failed("auth replayed from another connection", AuthCase::Replay),
+        auth_failed("auth over a spent challenge", AuthCase::StaleNonce),
+        auth_failed("auth naming another relay", AuthCase::OtherRelay),
+        auth_failed("auth with a mode the user lacks", AuthCase::ModeNotHeld),
         // Sends.
         (
             "unknown recipient",
@@ -537,25 +516,19 @@ async fn hostile_frames_are_answered_with_their_error_codes() {
         "no hostile frame stored a message for bob"
     );
     let to_bob = random_id();
-    h.send(&send_frame(
-        "bob",
-        "still here",
-        CryptoMode::Hybrid,
-        Some(to_bob),
-    ))
-    .await;
-    assert_eq!(h.expect_sent().await, (to_bob, false));
+    assert_eq!(
+        h.send_message("bob", "still here", CryptoMode::Hybrid, Some(to_bob))
+            .await,
+        (to_bob, false)
+    );
     let m = b.expect_message().await;
     assert_eq!((m.id, m.sender.as_deref()), (to_bob, Some("alice")));
     let to_alice = random_id();
-    b.send(&send_frame(
-        "alice",
-        "and back",
-        CryptoMode::Quantum,
-        Some(to_alice),
-    ))
-    .await;
-    assert_eq!(b.expect_sent().await, (to_alice, false));
+    assert_eq!(
+        b.send_message("alice", "and back", CryptoMode::Quantum, Some(to_alice))
+            .await,
+        (to_alice, false)
+    );
     assert_eq!(h.expect_message().await.id, to_alice);
 }
 
@@ -610,11 +583,8 @@ async fn try_admit(relay: &Relay) -> Result<(Ws, Challenge), Option<(u16, String
 
 #[tokio::test]
 async fn connections_beyond_max_connections_are_refused_with_1013() {
-    let relay = Relay::start(&Config::new().set("server", "max_connections", 3)).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) =
+        start_with_alice_and_bob(&Config::new().set("server", "max_connections", 3)).await;
 
     let (mut c1, ch1) = try_admit(&relay).await.expect("first connection admitted");
     let (mut c2, ch2) = try_admit(&relay).await.expect("second connection admitted");
@@ -634,14 +604,11 @@ async fn connections_beyond_max_connections_are_refused_with_1013() {
     alice.login_with(&mut c1, CryptoMode::Classical, &ch1).await;
     bob.login_with(&mut c2, CryptoMode::Classical, &ch2).await;
     let id = random_id();
-    c1.send(&send_frame(
-        "bob",
-        "still served",
-        CryptoMode::Hybrid,
-        Some(id),
-    ))
-    .await;
-    assert_eq!(c1.expect_sent().await, (id, false));
+    assert_eq!(
+        c1.send_message("bob", "still served", CryptoMode::Hybrid, Some(id))
+            .await,
+        (id, false)
+    );
     assert_eq!(c2.expect_message().await.id, id);
     let metrics = relay.metrics().await;
     assert_eq!(

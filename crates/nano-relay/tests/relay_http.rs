@@ -13,7 +13,7 @@ use nano_proto::rest::{
 };
 use nano_proto::{Bytes, Username};
 use relay_common::{
-    Config, PgDb, Relay, User, metric, output_within, random_id, relay_command, send_frame,
+    Config, Relay, User, metric, output_within, random_id, relay_command, start_with_alice_and_bob,
 };
 
 /// A shipped template, `config/relay.{env}.toml`.
@@ -62,20 +62,10 @@ async fn health_ready_openapi_and_unknown_routes() {
 
 #[tokio::test]
 async fn metrics_expose_the_guides_names() {
-    let relay = Relay::start(&Config::new()).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, _bob) = start_with_alice_and_bob(&Config::new()).await;
     let (mut a, _) = alice.connect(&relay).await;
-    a.send(&send_frame(
-        "bob",
-        "m",
-        CryptoMode::Hybrid,
-        Some(random_id()),
-    ))
-    .await;
-    a.expect_sent().await;
+    a.send_message("bob", "m", CryptoMode::Hybrid, Some(random_id()))
+        .await;
     let mut other = relay.connect().await;
     other.challenge().await;
     other.send_text(r#"{"type":"no_such_thing"}"#).await;
@@ -201,33 +191,30 @@ async fn registration_with_a_bad_proof_of_possession_is_refused() {
     let other = User::new("other", CryptoMode::Classical);
     let good = mallory.claim(CryptoMode::Classical);
 
+    // `good` with its signature replaced by `signer`'s classical signature of `content`.
+    let signed_by = |signer: &User, ctx: SigContext, content: &[u8]| {
+        let mut r = good.clone();
+        r.signature = Bytes(signer.sign(CryptoMode::Classical, ctx, content));
+        r
+    };
+    let mallorys_claim = claim_content(&mallory.name, mallory.identity.public_bundle());
+
     let mut cases: Vec<(&str, RegisterRequest)> = Vec::new();
     // Signed over another name's claim.
-    let mut r = good.clone();
-    r.signature = Bytes(mallory.sign(
-        CryptoMode::Classical,
+    let r = signed_by(
+        &mallory,
         SigContext::ProofOfPossession,
         &claim_content(
             &Username::new("mallory2").unwrap(),
             mallory.identity.public_bundle(),
         ),
-    ));
+    );
     cases.push(("signature over another name", r));
     // Signed by a key that is not in the bundle.
-    let mut r = good.clone();
-    r.signature = Bytes(other.sign(
-        CryptoMode::Classical,
-        SigContext::ProofOfPossession,
-        &claim_content(&mallory.name, mallory.identity.public_bundle()),
-    ));
+    let r = signed_by(&other, SigContext::ProofOfPossession, &mallorys_claim);
     cases.push(("signature by another key", r));
     // Right bytes, wrong context.
-    let mut r = good.clone();
-    r.signature = Bytes(mallory.sign(
-        CryptoMode::Classical,
-        SigContext::RelayAuth,
-        &claim_content(&mallory.name, mallory.identity.public_bundle()),
-    ));
+    let r = signed_by(&mallory, SigContext::RelayAuth, &mallorys_claim);
     cases.push(("signature for another context", r));
     // Truncated.
     let mut r = good.clone();
@@ -345,18 +332,7 @@ async fn key_rotation(cfg: Config) {
     alice2.login_with(&mut ws, CryptoMode::Classical, &ch).await;
 }
 
-#[tokio::test]
-async fn key_rotation_sqlite() {
-    key_rotation(Config::new()).await;
-}
-
-#[tokio::test]
-async fn key_rotation_postgres() {
-    let Some(db) = PgDb::create("key_rotation_postgres") else {
-        return;
-    };
-    key_rotation(Config::new().storage_url(&db.url)).await;
-}
+on_each_storage!(key_rotation: key_rotation_sqlite, key_rotation_postgres);
 
 #[test]
 fn validate_config_accepts_the_shipped_templates() {
@@ -465,21 +441,14 @@ fn init_config_output_validates() {
 
 #[tokio::test]
 async fn sigterm_and_sigint_drain_and_exit_zero() {
-    let mut relay = Relay::start(&Config::new()).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (mut relay, alice, bob) = start_with_alice_and_bob(&Config::new()).await;
     let (mut a, _) = alice.connect(&relay).await;
     let id = random_id();
-    a.send(&send_frame(
-        "bob",
-        "before shutdown",
-        CryptoMode::Hybrid,
-        Some(id),
-    ))
-    .await;
-    assert_eq!(a.expect_sent().await, (id, false));
+    assert_eq!(
+        a.send_message("bob", "before shutdown", CryptoMode::Hybrid, Some(id))
+            .await,
+        (id, false)
+    );
     let mut idle = relay.connect().await;
     idle.challenge().await;
 

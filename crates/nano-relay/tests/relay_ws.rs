@@ -15,8 +15,8 @@ use nano_proto::rest::{RotateKeysRequest, rotation_content};
 use nano_proto::signed::key_exchange_content;
 use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame};
 use relay_common::{
-    Config, Fetched, PgDb, Relay, User, metric, random_hex, random_id, redis_cleanup, redis_url,
-    send_frame, wait_for_subscribers,
+    Config, Fetched, PgDb, Relay, User, metric, random_id, redis_cleanup, redis_prefix, redis_url,
+    send_frame, start_with_alice_and_bob, wait_for_subscribers,
 };
 
 fn now_ms() -> u64 {
@@ -28,11 +28,7 @@ fn now_ms() -> u64 {
 
 /// register → auth → send → push → ack; acked messages are gone on re-fetch and on reconnect.
 async fn main_flow(cfg: Config) {
-    let relay = Relay::start(&cfg).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(&cfg).await;
 
     let (mut b, login) = bob.connect(&relay).await;
     assert_eq!(login.pending, 0);
@@ -49,14 +45,16 @@ async fn main_flow(cfg: Config) {
     let (mut a, _) = alice.connect(&relay).await;
     let ids: Vec<MessageId> = (0..3).map(|_| random_id()).collect();
     for (i, id) in ids.iter().enumerate() {
-        a.send(&send_frame(
-            "bob",
-            &format!("sealed payload {i}"),
-            CryptoMode::Hybrid,
-            Some(*id),
-        ))
-        .await;
-        assert_eq!(a.expect_sent().await, (*id, false));
+        assert_eq!(
+            a.send_message(
+                "bob",
+                &format!("sealed payload {i}"),
+                CryptoMode::Hybrid,
+                Some(*id)
+            )
+            .await,
+            (*id, false)
+        );
     }
     let mut pushed = Vec::new();
     for _ in 0..3 {
@@ -99,26 +97,11 @@ async fn main_flow(cfg: Config) {
     assert!(login.msgs.is_empty(), "{:?}", login.msgs);
 }
 
-#[tokio::test]
-async fn main_flow_sqlite() {
-    main_flow(Config::new()).await;
-}
-
-#[tokio::test]
-async fn main_flow_postgres() {
-    let Some(db) = PgDb::create("main_flow_postgres") else {
-        return;
-    };
-    main_flow(Config::new().storage_url(&db.url)).await;
-}
+on_each_storage!(main_flow: main_flow_sqlite, main_flow_postgres);
 
 #[tokio::test]
 async fn offline_recipient_gets_its_inbox_in_order_on_auth() {
-    let relay = Relay::start(&Config::new()).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(&Config::new()).await;
 
     // 120 messages, pipelined, while bob is offline: more than one page (100).
     let (mut a, _) = alice.connect(&relay).await;
@@ -156,9 +139,11 @@ async fn offline_recipient_gets_its_inbox_in_order_on_auth() {
 
     // Caught up: the next message is pushed.
     let id = random_id();
-    a.send(&send_frame("bob", "live", CryptoMode::Classical, Some(id)))
-        .await;
-    assert_eq!(a.expect_sent().await, (id, false));
+    assert_eq!(
+        a.send_message("bob", "live", CryptoMode::Classical, Some(id))
+            .await,
+        (id, false)
+    );
     let m = b.expect_message().await;
     assert_eq!((m.id, m.message.as_str()), (id, "live"));
 
@@ -270,26 +255,26 @@ async fn minimum_crypto_mode_is_enforced() {
         .await;
     a.expect_error("mode_not_allowed").await;
     let q = random_id();
-    a.send(&send_frame("quinn", "q", CryptoMode::Quantum, Some(q)))
-        .await;
-    assert_eq!(a.expect_sent().await, (q, false));
+    assert_eq!(
+        a.send_message("quinn", "q", CryptoMode::Quantum, Some(q))
+            .await,
+        (q, false)
+    );
 
     // Hybrid goes through; bob receives only that one.
     let h = random_id();
-    a.send(&send_frame("bob", "h", CryptoMode::Hybrid, Some(h)))
-        .await;
-    assert_eq!(a.expect_sent().await, (h, false));
+    assert_eq!(
+        a.send_message("bob", "h", CryptoMode::Hybrid, Some(h))
+            .await,
+        (h, false)
+    );
     let (_b, login) = bob.connect(&relay).await;
     assert_eq!(login.msgs.iter().map(|m| m.id).collect::<Vec<_>>(), vec![h]);
 }
 
 #[tokio::test]
 async fn a_repeated_id_is_stored_once() {
-    let relay = Relay::start(&Config::new()).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(&Config::new()).await;
     let (mut a, _) = alice.connect(&relay).await;
 
     // Offline recipient: one after the other, pipelined, and from another (anonymous) sender.
@@ -324,9 +309,11 @@ async fn a_repeated_id_is_stored_once() {
     assert_eq!(a.expect_sent().await, (z, false));
     a.send(&fz).await;
     assert_eq!(a.expect_sent().await, (z, true));
-    a.send(&send_frame("bob", "w", CryptoMode::Hybrid, Some(w)))
-        .await;
-    assert_eq!(a.expect_sent().await, (w, false));
+    assert_eq!(
+        a.send_message("bob", "w", CryptoMode::Hybrid, Some(w))
+            .await,
+        (w, false)
+    );
     assert_eq!(b.expect_message().await.id, z);
     assert_eq!(b.expect_message().await.id, w);
     let all = b.fetch_all(0).await;
@@ -338,11 +325,7 @@ async fn a_repeated_id_is_stored_once() {
 
 #[tokio::test]
 async fn binary_frames_work_end_to_end() {
-    let relay = Relay::start(&Config::new()).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(&Config::new()).await;
 
     let mut b = relay.connect().await;
     b.binary = true;
@@ -354,14 +337,11 @@ async fn binary_frames_work_end_to_end() {
     a.binary = true;
     alice.login(&mut a, CryptoMode::Quantum).await;
     let id = random_id();
-    a.send(&send_frame(
-        "bob",
-        "binary payload",
-        CryptoMode::Quantum,
-        Some(id),
-    ))
-    .await;
-    assert_eq!(a.expect_sent().await, (id, false));
+    assert_eq!(
+        a.send_message("bob", "binary payload", CryptoMode::Quantum, Some(id))
+            .await,
+        (id, false)
+    );
     assert!(a.last_binary);
 
     let m = b.expect_message().await;
@@ -374,14 +354,11 @@ async fn binary_frames_work_end_to_end() {
     // Switching back to JSON switches the answers back.
     a.binary = false;
     let id2 = random_id();
-    a.send(&send_frame(
-        "bob",
-        "json again",
-        CryptoMode::Hybrid,
-        Some(id2),
-    ))
-    .await;
-    assert_eq!(a.expect_sent().await, (id2, false));
+    assert_eq!(
+        a.send_message("bob", "json again", CryptoMode::Hybrid, Some(id2))
+            .await,
+        (id2, false)
+    );
     assert!(!a.last_binary);
     assert_eq!(b.expect_message().await.id, id2);
     assert!(b.last_binary);
@@ -497,17 +474,12 @@ async fn key_exchange_round_trip_from_the_key_pool_without_key_caching() {
 
 #[tokio::test]
 async fn read_marks_without_removing() {
-    let relay = Relay::start(&Config::new()).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(&Config::new()).await;
     let (mut b, _) = bob.connect(&relay).await;
     let (mut a, _) = alice.connect(&relay).await;
     let id = random_id();
-    a.send(&send_frame("bob", "to read", CryptoMode::Hybrid, Some(id)))
+    a.send_message("bob", "to read", CryptoMode::Hybrid, Some(id))
         .await;
-    a.expect_sent().await;
     let pushed = b.expect_message().await;
 
     // `read` has no answer; the next frame is the fetch's page, which still holds the message.
@@ -524,18 +496,15 @@ async fn read_marks_without_removing() {
 
 #[tokio::test]
 async fn one_user_receives_in_all_three_modes() {
-    let relay = Relay::start(&Config::new()).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(&Config::new()).await;
     let (mut b, _) = bob.connect(&relay).await;
     let (mut a, _) = alice.connect(&relay).await;
     for mode in CryptoMode::ALL {
         let id = random_id();
-        a.send(&send_frame("bob", mode.as_str(), mode, Some(id)))
-            .await;
-        assert_eq!(a.expect_sent().await, (id, false));
+        assert_eq!(
+            a.send_message("bob", mode.as_str(), mode, Some(id)).await,
+            (id, false)
+        );
         let m = b.expect_message().await;
         assert_eq!(
             (m.id, m.mode, m.message.as_str()),
@@ -561,7 +530,7 @@ async fn two_relays_share_postgres_and_redis() {
     let Some(db) = PgDb::create(test) else {
         return;
     };
-    let prefix = format!("t{}:", random_hex(6));
+    let prefix = redis_prefix();
     let cfg = Config::new().storage_url(&db.url).l2(&redis, &prefix).set(
         "caching",
         "l1_cache_ttl_seconds",
@@ -580,28 +549,22 @@ async fn two_relays_share_postgres_and_redis() {
     let (mut b, _) = bob.connect(&relay_b).await;
     let (mut a, _) = alice.connect(&relay_a).await;
     let id = random_id();
-    a.send(&send_frame(
-        "bob",
-        "across relays",
-        CryptoMode::Hybrid,
-        Some(id),
-    ))
-    .await;
-    assert_eq!(a.expect_sent().await, (id, false));
+    assert_eq!(
+        a.send_message("bob", "across relays", CryptoMode::Hybrid, Some(id))
+            .await,
+        (id, false)
+    );
     let m = b.expect_message().await;
     assert_eq!(m.id, id);
     assert_eq!(m.message, "across relays");
     assert_eq!(m.sender.as_deref(), Some("alice"));
     // And back the other way.
     let back = random_id();
-    b.send(&send_frame(
-        "alice",
-        "reply",
-        CryptoMode::Hybrid,
-        Some(back),
-    ))
-    .await;
-    assert_eq!(b.expect_sent().await, (back, false));
+    assert_eq!(
+        b.send_message("alice", "reply", CryptoMode::Hybrid, Some(back))
+            .await,
+        (back, false)
+    );
     assert_eq!(a.expect_message().await.id, back);
 
     // A key rotation through A is served by B (whose caches held the old bundle).
@@ -713,10 +676,7 @@ async fn payloads_round_trip_verbatim(cfg: Config) {
     );
 }
 
-#[tokio::test]
-async fn payloads_round_trip_verbatim_sqlite() {
-    payloads_round_trip_verbatim(Config::new()).await;
-}
+on_each_storage!(payloads_round_trip_verbatim: payloads_round_trip_verbatim_sqlite, payloads_round_trip_verbatim_postgres);
 
 #[tokio::test]
 async fn payloads_round_trip_verbatim_with_memory_pools() {
@@ -726,14 +686,6 @@ async fn payloads_round_trip_verbatim_with_memory_pools() {
             .set("memory", "message_pool_size", 4),
     )
     .await;
-}
-
-#[tokio::test]
-async fn payloads_round_trip_verbatim_postgres() {
-    let Some(db) = PgDb::create("payloads_round_trip_verbatim_postgres") else {
-        return;
-    };
-    payloads_round_trip_verbatim(Config::new().storage_url(&db.url)).await;
 }
 
 #[tokio::test]
@@ -759,14 +711,18 @@ async fn a_full_inbox_refuses_with_inbox_full() {
         assert_eq!(a.expect_error("inbox_full").await.1, Some(*id));
     }
     // A repeat of a stored id is still a duplicate, not a quota refusal.
-    a.send(&send_frame("bob", "m", CryptoMode::Hybrid, Some(ids[0])))
-        .await;
-    assert_eq!(a.expect_sent().await, (ids[0], true));
+    assert_eq!(
+        a.send_message("bob", "m", CryptoMode::Hybrid, Some(ids[0]))
+            .await,
+        (ids[0], true)
+    );
     // The quota is per inbox.
     let c = random_id();
-    a.send(&send_frame("carol", "m", CryptoMode::Hybrid, Some(c)))
-        .await;
-    assert_eq!(a.expect_sent().await, (c, false));
+    assert_eq!(
+        a.send_message("carol", "m", CryptoMode::Hybrid, Some(c))
+            .await,
+        (c, false)
+    );
 
     let (_b, login) = bob.connect(&relay).await;
     assert_eq!(login.pending, 3);
@@ -778,27 +734,21 @@ async fn a_full_inbox_refuses_with_inbox_full() {
 
 #[tokio::test]
 async fn every_session_of_a_user_gets_the_push() {
-    let relay = Relay::start(&Config::new()).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(&Config::new()).await;
     let (mut b1, _) = bob.connect(&relay).await;
     let (mut b2, _) = bob.connect(&relay).await;
     let (mut a, _) = alice.connect(&relay).await;
     let id = random_id();
-    a.send(&send_frame("bob", "to both", CryptoMode::Hybrid, Some(id)))
+    a.send_message("bob", "to both", CryptoMode::Hybrid, Some(id))
         .await;
-    a.expect_sent().await;
     assert_eq!(b1.expect_message().await.id, id);
     assert_eq!(b2.expect_message().await.id, id);
 
     // One session leaving does not stop delivery to the other.
     b1.close().await;
     let id2 = random_id();
-    a.send(&send_frame("bob", "to one", CryptoMode::Hybrid, Some(id2)))
+    a.send_message("bob", "to one", CryptoMode::Hybrid, Some(id2))
         .await;
-    a.expect_sent().await;
     assert_eq!(b2.expect_message().await.id, id2);
 }
 
@@ -822,9 +772,11 @@ async fn anonymous_sends_can_be_turned_off() {
     .await;
     assert_eq!(ws.expect_error("unauthorized").await.1, Some(id));
     alice.login_with(&mut ws, CryptoMode::Classical, &ch).await;
-    ws.send(&send_frame("bob", "signed", CryptoMode::Hybrid, Some(id)))
-        .await;
-    assert_eq!(ws.expect_sent().await, (id, false));
+    assert_eq!(
+        ws.send_message("bob", "signed", CryptoMode::Hybrid, Some(id))
+            .await,
+        (id, false)
+    );
     let (_b, login) = bob.connect(&relay).await;
     assert_eq!(login.msgs.len(), 1);
     assert_eq!(login.msgs[0].sender.as_deref(), Some("alice"));
@@ -834,11 +786,7 @@ async fn anonymous_sends_can_be_turned_off() {
 /// never fails the messages committed alongside it.
 async fn a_bad_payload_does_not_fail_other_messages(cfg: Config) {
     const EACH: usize = 40;
-    let relay = Relay::start(&cfg).await;
-    let alice = User::new("alice", CryptoMode::Classical);
-    let bob = User::new("bob", CryptoMode::Classical);
-    alice.register(&relay).await;
-    bob.register(&relay).await;
+    let (relay, alice, bob) = start_with_alice_and_bob(&cfg).await;
     let (mut a, _) = alice.connect(&relay).await;
     let mut m = relay.connect().await;
     m.challenge().await;
@@ -902,15 +850,4 @@ async fn a_bad_payload_does_not_fail_other_messages(cfg: Config) {
     assert_eq!(ids.len(), EACH + stored_bad.len());
 }
 
-#[tokio::test]
-async fn a_bad_payload_does_not_fail_other_messages_sqlite() {
-    a_bad_payload_does_not_fail_other_messages(Config::new()).await;
-}
-
-#[tokio::test]
-async fn a_bad_payload_does_not_fail_other_messages_postgres() {
-    let Some(db) = PgDb::create("a_bad_payload_does_not_fail_other_messages_postgres") else {
-        return;
-    };
-    a_bad_payload_does_not_fail_other_messages(Config::new().storage_url(&db.url)).await;
-}
+on_each_storage!(a_bad_payload_does_not_fail_other_messages: a_bad_payload_does_not_fail_other_messages_sqlite, a_bad_payload_does_not_fail_other_messages_postgres);

@@ -1,12 +1,12 @@
 //! Harness of the end-to-end tests: runs the real `nano-relay` binary on loopback with a
-//! generated configuration in a fresh temporary directory, and talks to it over HTTP and
-//! WebSocket like a client would.
+//! generated configuration in a fresh temporary directory (the process side lives in
+//! `nano-testkit`), and talks to it over HTTP and WebSocket like a client would.
 //!
 //! ```text
-//! Config   relay.toml builder (port 0, SQLite in the temp dir unless a storage URL is given)
-//! Relay    the child process: start, parse its stdout line, kill -9, SIGTERM, restart;
-//!          killed on drop (its stderr is printed when the test panicked)
-//! PgDb     a fresh PostgreSQL database per test (NANO_TEST_POSTGRES_URL), dropped at the end
+//! Config   relay.toml builder (nano_testkit::Config)
+//! Relay    the child process (nano_testkit::RelayProcess, reached through Deref) with an HTTP
+//!          client; start, kill -9, SIGTERM and restart run off the async threads
+//! PgDb     a fresh PostgreSQL database per test (nano_testkit::PgDb)
 //! Ws       a WebSocket client: frames out (JSON or binary), frames in with a timeout
 //! User     an identity: registration, auth answers, login
 //! ```
@@ -14,10 +14,10 @@
 //! Every wait is bounded by [`WAIT`]; nothing asserts on timings.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -25,6 +25,12 @@ use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng, SigContext};
 use nano_proto::rest::{RegisterRequest, RelayInfo, UserResponse, claim_content};
 use nano_proto::signed::auth_content;
 use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
+use nano_testkit::RelayProcess;
+// Not every test binary uses every helper (as with `dead_code` above).
+#[allow(unused_imports)]
+pub(crate) use nano_testkit::{
+    Config, PgDb, redis_cleanup, redis_prefix, redis_url, wait_for_subscribers,
+};
 use rand_core::RngCore;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -35,31 +41,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Upper bound of every single wait (a frame, a request, the relay's start or exit).
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-/// Environment variables the relay reads; removed so the generated file is what counts.
-const RELAY_ENV: [&str; 4] = [
-    "NANO_STORAGE_URL",
-    "NANO_L2_CACHE_URL",
-    "NANO_L2_KEY_PREFIX",
-    "NANO_TLS_KEY_PATH",
-];
-
-/// `n` random bytes as lowercase hex.
-pub(crate) fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 /// A fresh random message id.
 pub(crate) fn random_id() -> MessageId {
     let mut b = [0u8; 16];
     OsRng.fill_bytes(&mut b);
     MessageId(b)
-}
-
-/// A TOML basic string.
-pub(crate) fn toml_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The path of the `nano-relay` binary under test.
@@ -69,310 +55,128 @@ pub(crate) fn relay_bin() -> &'static str {
 
 /// A `Command` for the relay binary with the relay's environment overrides removed.
 pub(crate) fn relay_command() -> Command {
-    let mut c = Command::new(relay_bin());
-    for k in RELAY_ENV {
-        c.env_remove(k);
-    }
-    c
+    nano_testkit::relay_command(Path::new(relay_bin()))
 }
 
 /// Runs `cmd` to completion (bounded by [`WAIT`]) with its output captured.
 pub(crate) fn output_within(cmd: &mut Command) -> std::process::Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id().to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(WAIT) {
-        Ok(out) => out.expect("command output"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            panic!("command did not finish within {WAIT:?}: {cmd:?}");
-        }
+    nano_testkit::run_within(cmd, None, WAIT)
+}
+
+/// Runs `f` (with `what` as its input) on a blocking thread, so the test's async tasks keep
+/// running; a panic in `f` is the caller's panic.
+async fn off_thread<S: Send + 'static, T: Send + 'static>(
+    what: S,
+    f: impl FnOnce(S) -> T + Send + 'static,
+) -> T {
+    match tokio::task::spawn_blocking(move || f(what)).await {
+        Ok(t) => t,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Configuration
-
-/// A `relay.toml` under construction: sections of `key = value` lines (values are TOML
-/// literals). `[storage]` is completed when the relay starts (data dir in its temp dir).
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    sections: Vec<(String, Vec<(String, String)>)>,
-    storage_url: Option<String>,
+/// Starts one relay and registers alice and bob (both classical) on it.
+pub(crate) async fn start_with_alice_and_bob(cfg: &Config) -> (Relay, User, User) {
+    let relay = Relay::start(cfg).await;
+    let alice = User::new("alice", CryptoMode::Classical);
+    let bob = User::new("bob", CryptoMode::Classical);
+    alice.register(&relay).await;
+    bob.register(&relay).await;
+    (relay, alice, bob)
 }
 
-impl Config {
-    /// Port 0 for both listeners, SQLite, classical floor, anonymous sends, the brief's limits,
-    /// no L2 cache.
-    pub(crate) fn new() -> Self {
-        Self {
-            sections: Vec::new(),
-            storage_url: None,
+/// Two `#[tokio::test]`s running `$flow(cfg)`: `$sqlite` on [`Config::new`] (SQLite in the
+/// relay's temp dir), `$postgres` on a database of its own (skipped without
+/// `NANO_TEST_POSTGRES_URL`, see [`PgDb::create`]).
+#[macro_export]
+macro_rules! on_each_storage {
+    ($flow:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $flow($crate::relay_common::Config::new()).await;
         }
-        .set("server", "api_port", 0)
-        .set("server", "websocket_port", 0)
-        .set("security", "minimum_crypto_mode", toml_str("classical"))
-        .set("security", "allow_anonymous_send", true)
-        .set("limits", "send_queue_depth", 256)
-        .set("limits", "max_frame_bytes", 262_144)
-        .set("limits", "max_message_bytes", 131_072)
-        .set("limits", "inbox_quota", 10_000)
-        .set("limits", "idle_timeout_seconds", 300)
-        .set("caching", "enable_l2_cache", false)
-    }
 
-    /// Sets `[section] key = value` (`value` is written as is: quote strings with [`toml_str`]).
-    pub(crate) fn set(mut self, section: &str, key: &str, value: impl std::fmt::Display) -> Self {
-        let value = value.to_string();
-        let idx = match self.sections.iter().position(|(s, _)| s == section) {
-            Some(i) => i,
-            None => {
-                self.sections.push((section.to_owned(), Vec::new()));
-                self.sections.len() - 1
-            }
-        };
-        let keys = &mut self.sections[idx].1;
-        match keys.iter_mut().find(|(k, _)| k == key) {
-            Some(kv) => kv.1 = value,
-            None => keys.push((key.to_owned(), value)),
+        #[tokio::test]
+        async fn $postgres() {
+            let Some(db) = $crate::relay_common::PgDb::create(stringify!($postgres)) else {
+                return;
+            };
+            $flow($crate::relay_common::Config::new().storage_url(&db.url)).await;
         }
-        self
-    }
-
-    /// Uses this storage URL instead of a SQLite file in the relay's temp dir.
-    pub(crate) fn storage_url(mut self, url: &str) -> Self {
-        self.storage_url = Some(url.to_owned());
-        self
-    }
-
-    /// Turns the Redis L2 cache (and cross-relay notices) on.
-    pub(crate) fn l2(self, redis_url: &str, prefix: &str) -> Self {
-        self.set("caching", "enable_l2_cache", true)
-            .set("caching", "l2_cache_url", toml_str(redis_url))
-            .set("caching", "l2_key_prefix", toml_str(prefix))
-            .set("caching", "l2_cache_ttl_seconds", 120)
-    }
-
-    /// The file text for a relay whose temp dir is `dir`.
-    pub(crate) fn render(&self, dir: &Path) -> String {
-        let url = self
-            .storage_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", dir.join("relay.db").display()));
-        let cfg = self.clone().set("storage", "url", toml_str(&url)).set(
-            "storage",
-            "data_dir",
-            toml_str(&dir.join("data").display().to_string()),
-        );
-        let mut out = String::new();
-        for (section, keys) in &cfg.sections {
-            out.push_str(&format!("[{section}]\n"));
-            for (k, v) in keys {
-                out.push_str(&format!("{k} = {v}\n"));
-            }
-            out.push('\n');
-        }
-        out
-    }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
 // The relay process
 
-/// A running `nano-relay` child process (killed on drop).
+/// A running `nano-relay` child process (killed on drop) and an HTTP client for its API. The
+/// process's fields and methods (`api`, `ws`, `dir`, `pid`, `kill9`, `logs`…) are reached
+/// through `Deref`.
+#[derive(Debug)]
 pub(crate) struct Relay {
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
-    child: Option<Child>,
-    runs: u32,
-    /// `http://127.0.0.1:PORT` of the API.
-    pub(crate) api: String,
-    /// `ws://127.0.0.1:PORT` of the WebSocket port.
-    pub(crate) ws: String,
+    process: Option<RelayProcess>,
     http: reqwest::Client,
 }
 
-impl std::fmt::Debug for Relay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay")
-            .field("api", &self.api)
-            .field("ws", &self.ws)
-            .finish_non_exhaustive()
+impl Deref for Relay {
+    type Target = RelayProcess;
+
+    fn deref(&self) -> &RelayProcess {
+        self.process.as_ref().expect("relay process")
     }
 }
 
-/// Parses `nano-relay listening api=http://… websocket=ws://…`.
-fn parse_listening(line: &str) -> Option<(String, String)> {
-    let rest = line.trim().strip_prefix("nano-relay listening ")?;
-    let mut api = None;
-    let mut ws = None;
-    for part in rest.split_whitespace() {
-        if let Some(v) = part.strip_prefix("api=") {
-            api = Some(v.to_owned());
-        } else if let Some(v) = part.strip_prefix("websocket=") {
-            ws = Some(v.to_owned());
-        }
+impl DerefMut for Relay {
+    fn deref_mut(&mut self) -> &mut RelayProcess {
+        self.process.as_mut().expect("relay process")
     }
-    Some((api?, ws?))
 }
 
 impl Relay {
     /// Writes `cfg` into a fresh temp dir and starts the relay on it.
     pub(crate) async fn start(cfg: &Config) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("relay.toml");
-        std::fs::write(&config_path, cfg.render(dir.path())).expect("write relay.toml");
-        let mut relay = Self {
-            dir,
-            config_path,
-            child: None,
-            runs: 0,
-            api: String::new(),
-            ws: String::new(),
+        let cfg = cfg.clone();
+        let process = off_thread(cfg, |cfg| {
+            RelayProcess::start(Path::new(relay_bin()), &cfg, WAIT)
+        })
+        .await;
+        Self {
+            process: Some(process),
             http: reqwest::Client::builder()
                 .timeout(WAIT)
                 .build()
                 .expect("HTTP client"),
-        };
-        relay.spawn().await;
-        relay
-    }
-
-    /// The relay's temp dir (config, SQLite file, data dir, stderr logs).
-    pub(crate) fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The generated configuration file.
-    pub(crate) fn config_path(&self) -> &Path {
-        &self.config_path
-    }
-
-    /// The child's process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.as_ref().expect("relay is not running").id()
-    }
-
-    async fn spawn(&mut self) {
-        assert!(self.child.is_none(), "relay already running");
-        self.runs += 1;
-        let log = self.dir.path().join(format!("stderr-{}.log", self.runs));
-        let stderr = std::fs::File::create(&log).expect("stderr log");
-        let mut child = relay_command()
-            .arg("--config")
-            .arg(&self.config_path)
-            // NANO_TEST_RELAY_LOG=debug for more detail in a failing test's output.
-            .env(
-                "RUST_LOG",
-                std::env::var("NANO_TEST_RELAY_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn nano-relay");
-        let stdout = child.stdout.take().expect("piped stdout");
-        self.child = Some(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the child never blocks on a full pipe.
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-        });
-        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
-            .await
-            .expect("stdout reader");
-        let parsed = line.ok().as_deref().and_then(parse_listening);
-        let Some((api, ws)) = parsed else {
-            panic!(
-                "the relay did not print its listening line within {WAIT:?}\n{}",
-                self.logs()
-            );
-        };
-        self.api = api;
-        self.ws = ws;
-    }
-
-    /// The relay's stderr of every run so far (tail of each).
-    pub(crate) fn logs(&self) -> String {
-        let mut out = String::new();
-        for run in 1..=self.runs {
-            let p = self.dir.path().join(format!("stderr-{run}.log"));
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(200);
-            out.push_str(&format!("---- relay stderr, run {run} ----\n"));
-            for l in &lines[from..] {
-                out.push_str(l);
-                out.push('\n');
-            }
         }
+    }
+
+    /// Runs `f` on the process off the async threads.
+    async fn with_process<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut RelayProcess) -> T + Send + 'static,
+    ) -> T {
+        let process = self.process.take().expect("relay process");
+        let (process, out) = off_thread(process, |mut p| {
+            let out = f(&mut p);
+            (p, out)
+        })
+        .await;
+        self.process = Some(process);
         out
-    }
-
-    /// `kill -9`: no chance to flush or drain anything.
-    pub(crate) fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("SIGKILL");
-            c.wait().expect("wait after SIGKILL");
-        }
     }
 
     /// SIGTERM, then waits (bounded) for the exit status.
     pub(crate) async fn terminate(&mut self) -> ExitStatus {
-        self.signal("-TERM").await
+        self.with_process(RelayProcess::terminate).await
     }
 
     /// Sends `signal` (`-TERM`, `-INT`) with `kill`, then waits (bounded) for the exit status.
-    pub(crate) async fn signal(&mut self, signal: &str) -> ExitStatus {
-        let mut child = self.child.take().expect("relay is not running");
-        let pid = child.id().to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
-        let waited = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + WAIT;
-            loop {
-                match child.try_wait() {
-                    Ok(Some(s)) => return Ok(s),
-                    Ok(None) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return Err(());
-                    }
-                }
-            }
-        })
-        .await
-        .expect("waiter");
-        match waited {
-            Ok(s) => s,
-            Err(()) => panic!(
-                "the relay did not exit within {WAIT:?} of kill {signal}\n{}",
-                self.logs()
-            ),
-        }
+    pub(crate) async fn signal(&mut self, signal: &'static str) -> ExitStatus {
+        self.with_process(move |p| p.signal(signal)).await
     }
 
     /// Starts the relay again on the same configuration, data dir and database (new ports).
     pub(crate) async fn restart(&mut self) {
-        self.spawn().await;
+        self.with_process(RelayProcess::restart).await;
     }
 
     // ---- HTTP
@@ -402,16 +206,39 @@ impl Relay {
         (s, parse_json(&b))
     }
 
+    /// Sends a JSON body with `method`: status and JSON body.
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> (u16, serde_json::Value) {
+        let (s, b) = self
+            .request(
+                self.http
+                    .request(method, format!("{}{path}", self.api))
+                    .json(body),
+            )
+            .await;
+        (s, parse_json(&b))
+    }
+
     /// POST a JSON body.
     pub(crate) async fn post_json(
         &self,
         path: &str,
         body: &impl serde::Serialize,
     ) -> (u16, serde_json::Value) {
-        let (s, b) = self
-            .request(self.http.post(format!("{}{path}", self.api)).json(body))
-            .await;
-        (s, parse_json(&b))
+        self.send_json(reqwest::Method::POST, path, body).await
+    }
+
+    /// PUT a JSON body.
+    pub(crate) async fn put_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> (u16, serde_json::Value) {
+        self.send_json(reqwest::Method::PUT, path, body).await
     }
 
     /// Sends `body` (as `application/json`) with `method`: status and body text.
@@ -428,26 +255,7 @@ impl Relay {
 
     /// POST raw bytes as `application/json`.
     pub(crate) async fn post_raw(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let (s, b) = self
-            .request(
-                self.http
-                    .post(format!("{}{path}", self.api))
-                    .header("content-type", "application/json")
-                    .body(body.to_owned()),
-            )
-            .await;
-        (s, parse_json(&b))
-    }
-
-    /// PUT a JSON body.
-    pub(crate) async fn put_json(
-        &self,
-        path: &str,
-        body: &impl serde::Serialize,
-    ) -> (u16, serde_json::Value) {
-        let (s, b) = self
-            .request(self.http.put(format!("{}{path}", self.api)).json(body))
-            .await;
+        let (s, b) = self.request_raw("POST", path, body).await;
         (s, parse_json(&b))
     }
 
@@ -471,22 +279,6 @@ impl Relay {
     }
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "relay temp dir: {}\n{}",
-                self.dir.path().display(),
-                self.logs()
-            );
-        }
-    }
-}
-
 fn parse_json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -498,133 +290,6 @@ pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
         let rest = l.strip_prefix(series)?;
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// PostgreSQL and Redis
-
-/// A database of its own for one test, dropped (best effort) at the end.
-#[derive(Debug)]
-pub(crate) struct PgDb {
-    admin_url: String,
-    /// The database name (`nano_t_<hex>`).
-    pub(crate) name: String,
-    /// The URL of the database, for `storage.url`.
-    pub(crate) url: String,
-}
-
-/// `url` with its database (path) replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("URL with a scheme");
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let query = tail.find('?').map_or("", |i| &tail[i..]);
-    format!("{scheme}://{authority}/{db}{query}")
-}
-
-impl PgDb {
-    /// Creates `nano_t_<hex>` when `NANO_TEST_POSTGRES_URL` is set; otherwise says why the test
-    /// skips and returns `None`.
-    pub(crate) fn create(test: &str) -> Option<Self> {
-        let Ok(admin_url) = std::env::var("NANO_TEST_POSTGRES_URL") else {
-            eprintln!("skipping {test}: NANO_TEST_POSTGRES_URL is not set");
-            return None;
-        };
-        let name = format!("nano_t_{}", random_hex(8));
-        let url = with_database(&admin_url, &name);
-        let (a, n) = (admin_url.clone(), name.clone());
-        // The postgres crate runs its own runtime: keep it off the test's async threads.
-        let created = on_thread_within(move || {
-            let mut c = postgres::Client::connect(&a, postgres::NoTls)
-                .map_err(|e| format!("connect to NANO_TEST_POSTGRES_URL: {e}"))?;
-            c.batch_execute(&format!("CREATE DATABASE {n}"))
-                .map_err(|e| format!("CREATE DATABASE: {e}"))
-        });
-        match created {
-            Some(Ok(())) => {}
-            Some(Err(e)) => panic!("{e}"),
-            None => panic!("CREATE DATABASE did not finish within {WAIT:?}"),
-        }
-        Some(Self {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let (a, n) = (self.admin_url.clone(), self.name.clone());
-        let _ = on_thread_within(move || {
-            if let Ok(mut c) = postgres::Client::connect(&a, postgres::NoTls) {
-                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"));
-            }
-        });
-    }
-}
-
-/// Runs blocking `f` on its own thread; `None` if it did not finish within [`WAIT`].
-fn on_thread_within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(WAIT).ok()
-}
-
-/// `NANO_TEST_REDIS_URL`, or `None` (saying why `test` skips).
-pub(crate) fn redis_url(test: &str) -> Option<String> {
-    match std::env::var("NANO_TEST_REDIS_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            eprintln!("skipping {test}: NANO_TEST_REDIS_URL is not set");
-            None
-        }
-    }
-}
-
-/// Waits until at least `n` clients subscribe to the Redis `channel`.
-pub(crate) async fn wait_for_subscribers(url: &str, channel: &str, n: i64) {
-    let (url, ch) = (url.to_owned(), channel.to_owned());
-    let waiter = tokio::task::spawn_blocking(move || {
-        let client = redis::Client::open(url.as_str()).expect("redis URL");
-        let mut con = client.get_connection().expect("redis connection");
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let (_, count): (String, i64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&ch)
-                .query(&mut con)
-                .expect("PUBSUB NUMSUB");
-            if count >= n || std::time::Instant::now() >= deadline {
-                return count;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
-    let got = timeout(WAIT + WAIT, waiter)
-        .await
-        .expect("Redis did not answer")
-        .expect("redis waiter");
-    assert!(got >= n, "only {got} of {n} relays subscribed to {channel}");
-}
-
-/// Deletes the Redis keys under `prefix` (best effort).
-pub(crate) async fn redis_cleanup(url: &str, prefix: &str) {
-    let (url, pattern) = (url.to_owned(), format!("{prefix}*"));
-    let cleanup = tokio::task::spawn_blocking(move || {
-        let client = redis::Client::open(url.as_str()).ok()?;
-        let mut con = client.get_connection().ok()?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con).ok()?;
-        if !keys.is_empty() {
-            let _: Option<i64> = redis::cmd("DEL").arg(&keys).query(&mut con).ok();
-        }
-        Some(())
-    });
-    let _ = timeout(WAIT, cleanup).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -888,6 +553,19 @@ impl Ws {
             RelayFrame::Sent { id, duplicate } => (id, duplicate),
             f => panic!("expected sent, got {f:?}"),
         }
+    }
+
+    /// Sends `message` to `to` in `mode` (with `id`, if any) and expects `sent`; returns
+    /// (id, duplicate).
+    pub(crate) async fn send_message(
+        &mut self,
+        to: &str,
+        message: &str,
+        mode: CryptoMode,
+        id: Option<MessageId>,
+    ) -> (MessageId, bool) {
+        self.send(&send_frame(to, message, mode, id)).await;
+        self.expect_sent().await
     }
 
     /// Expects a `message`.
