@@ -5,10 +5,12 @@
 //! measure.rs    the timing harness: warm-up, fixed-length batches, median; one or all cores
 //! crypto.rs     the guide's crypto table (5 operations × 3 modes), reports, printing
 //! primitives.rs the raw primitive figures beneath it
+//! load/         the guide's load test: spawned relay, real clients, reports
 //! ```
 #![forbid(unsafe_code)]
 
 mod crypto;
+mod load;
 mod measure;
 mod primitives;
 
@@ -25,10 +27,13 @@ struct Cli {
 enum Command {
     /// The guide's crypto table (ops/s), on one core and on all cores, with raw primitives.
     Crypto(crypto::CryptoArgs),
+    /// The guide's load test against a relay, with real clients doing real crypto.
+    Load(load::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crypto(args) => crypto::run(&args),
+        Command::Load(args) => load::main(&args),
     }
 }

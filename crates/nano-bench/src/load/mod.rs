@@ -1,0 +1,321 @@
+//! `nano-bench load`: the guide's load test with real clients doing real crypto.
+//!
+//! ```text
+//! mod.rs    arguments, the run's shape (setup → load → drain → report), relay sampling
+//! setup.rs  spawned relay, registered users user_1…user_N, receiving clients
+//! run.rs    the phased scenario, the closed-loop throughput run, held idle connections
+//! kex.rs    a key-exchange virtual user (raw frames, real crypto)
+//! stats.rs  counters, latency, loss
+//! report.rs summary table, JSON, Markdown, SVG
+//! ```
+
+mod kex;
+mod report;
+mod run;
+mod setup;
+mod stats;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nano_crypto::{CryptoMode, PublicBundle};
+
+use report::{Latency, Report, Sample};
+use run::Ctx;
+use stats::Stats;
+
+/// Arguments of `nano-bench load`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// A running relay's HTTP API (default: spawn one with a temporary SQLite store).
+    #[arg(long, value_name = "URL")]
+    relay: Option<String>,
+    /// Spawn a relay (the default without --relay); needs `nano-relay` built beside nano-bench.
+    #[arg(long, conflicts_with = "relay")]
+    spawn_relay: bool,
+    /// Storage of the spawned relay (e.g. postgres://…); default a temporary SQLite file.
+    #[arg(long, value_name = "URL", requires = "spawn_relay")]
+    storage_url: Option<String>,
+    /// The mode every message is sealed with (and every user's minimum).
+    #[arg(long, default_value = "hybrid")]
+    crypto_mode: CryptoMode,
+    /// Multiply phase durations and the gaps between a user's messages by this (0.1 fits the
+    /// guide's 7-minute scenario into 42 s).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Registered users (user_1 … user_N), all connected as receivers.
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Messages each sending virtual user sends.
+    #[arg(long, default_value_t = 100)]
+    messages_per_user: u32,
+    /// Multiply the peak phase's arrival rate by K.
+    #[arg(long, default_value_t = 1.0, value_name = "K")]
+    spike: f64,
+    /// Closed loop instead of the scenario: --connections clients, each keeping --pipeline
+    /// sends in flight, for --duration seconds.
+    #[arg(long)]
+    max_throughput: bool,
+    /// Connections of the closed loop.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Sends in flight per connection in the closed loop.
+    #[arg(long, default_value_t = 32)]
+    pipeline: usize,
+    /// Seconds of the closed loop.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Open N authenticated idle connections and report relay memory per 1,000.
+    #[arg(long, value_name = "N")]
+    hold: Option<usize>,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the report as Markdown.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write an SVG chart of throughput and latency over time.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
+}
+
+/// Raises the open-file limit as far as allowed; says so when it stays below `need`.
+fn raise_fd_limit(need: u64) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < need => eprintln!(
+            "warning: open files limited to {n}, this run needs about {need}; raise it with `ulimit -n`"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Samples the relay's `/metrics` every second until `stop`.
+async fn sample(api: String, stop: Arc<AtomicBool>, epoch: Instant) -> Vec<Sample> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::new();
+    let mut last: Option<(Instant, f64)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(r) = http.get(format!("{api}/metrics")).send().await {
+            if let Ok(text) = r.text().await {
+                let val = |name: &str| {
+                    text.lines()
+                        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                let cpu = val("nano_messenger_cpu_usage_seconds_total");
+                let now = Instant::now();
+                let pct = last.map_or(0.0, |(t, c)| {
+                    (cpu - c) / now.duration_since(t).as_secs_f64() * 100.0
+                });
+                last = Some((now, cpu));
+                out.push(Sample {
+                    t_s: epoch.elapsed().as_secs_f64(),
+                    rss_mb: val("nano_messenger_memory_usage_bytes") / 1e6,
+                    cpu_percent: pct,
+                    connections: val("nano_messenger_active_connections") as u64,
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    out
+}
+
+/// A one-line progress display on a terminal.
+fn progress_task(
+    stats: Arc<Stats>,
+    ctx: Arc<Ctx>,
+    stop: Arc<AtomicBool>,
+    phase: Arc<std::sync::Mutex<String>>,
+) {
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let p = phase.lock().map(|p| p.clone()).unwrap_or_default();
+            eprint!(
+                "\r[{p:>9}] sent {:>8}  stored {:>8}  received {:>8}  key exchanges {:>6}  connections {:>6}   ",
+                stats.sent.load(Ordering::Relaxed),
+                stats.acked.load(Ordering::Relaxed),
+                stats.received.load(Ordering::Relaxed),
+                stats.key_exchanges.load(Ordering::Relaxed),
+                ctx.open.load(Ordering::Relaxed),
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!();
+    });
+}
+
+/// Runs a load test; returns the report.
+pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
+    raise_fd_limit((args.users as u64 + args.hold.unwrap_or(0) as u64) * 2 + 4096);
+    let spawned = match &args.relay {
+        Some(_) => None,
+        None => Some(setup::spawn_relay(args.storage_url.as_deref())?),
+    };
+    let api = args
+        .relay
+        .clone()
+        .or_else(|| spawned.as_ref().map(|s| s.api.clone()))
+        .context("no relay")?;
+    let info = nano_client::api::Api::new(&api)?.relay_info().await?;
+    let relay = PublicBundle::from_bytes(info.identity.as_slice())?;
+    eprintln!(
+        "registering {} users ({} mode) at {api} …",
+        args.users, args.crypto_mode
+    );
+    let users = Arc::new(setup::register_users(&api, args.users, args.crypto_mode).await?);
+    let stats = Arc::new(Stats::default());
+    let epoch = Instant::now();
+    eprintln!("connecting {} receivers …", users.len());
+    let receivers = setup::start_receivers(&api, &users, epoch, Arc::clone(&stats)).await?;
+    let ctx = Arc::new(Ctx {
+        api: api.clone(),
+        ws_url: info.websocket_url.clone(),
+        relay,
+        users: Arc::clone(&users),
+        mode: args.crypto_mode,
+        stats: Arc::clone(&stats),
+        epoch,
+        open: Default::default(),
+        open_max: Default::default(),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sample(api.clone(), Arc::clone(&stop), epoch));
+    let phase = Arc::new(std::sync::Mutex::new(String::from("setup")));
+    progress_task(
+        Arc::clone(&stats),
+        Arc::clone(&ctx),
+        Arc::clone(&stop),
+        Arc::clone(&phase),
+    );
+    let set_phase = |p: &str| {
+        if let Ok(mut g) = phase.lock() {
+            *g = p.to_owned();
+        }
+    };
+    let started = Instant::now();
+    let mut per_1000 = None;
+    let scenario = if let Some(n) = args.hold {
+        set_phase("hold");
+        let rss = || async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let r = reqwest::get(format!("{api}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            r.lines()
+                .find(|l| l.starts_with("nano_messenger_memory_usage_bytes "))?
+                .rsplit(' ')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        };
+        let before = rss().await.unwrap_or(0.0);
+        let held = run::hold(&ctx, n).await;
+        let after = rss().await.unwrap_or(0.0);
+        if !held.is_empty() {
+            per_1000 = Some((after - before) / 1e6 / held.len() as f64 * 1000.0);
+        }
+        drop(held);
+        format!("hold {n}")
+    } else if args.max_throughput {
+        set_phase("closed");
+        run::max_throughput(
+            Arc::clone(&ctx),
+            args.connections,
+            args.pipeline,
+            Duration::from_secs_f64(args.duration),
+        )
+        .await;
+        format!("max-throughput {}×{}", args.connections, args.pipeline)
+    } else {
+        let phases = run::guide_phases(args.spike);
+        run::scenario(
+            Arc::clone(&ctx),
+            &phases,
+            args.time_scale,
+            args.messages_per_user,
+            set_phase,
+        )
+        .await;
+        format!("guide scenario ×{} spike ×{}", args.time_scale, args.spike)
+    };
+    let load_secs = started.elapsed().as_secs_f64();
+    // Let in-flight deliveries land: until everything stored has arrived, or 10 s of nothing.
+    set_phase("draining");
+    let mut quiet = Instant::now();
+    let mut last = stats.received.load(Ordering::Relaxed);
+    while stats.lost() > 0 && quiet.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = stats.received.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            quiet = Instant::now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap_or_default();
+    for r in &receivers {
+        r.close().await;
+    }
+    let [p50, p95, p99, max] = stats.latency_ms();
+    let received = stats.received.load(Ordering::Relaxed);
+    let cpu: Vec<f64> = samples.iter().skip(1).map(|s| s.cpu_percent).collect();
+    Ok(Report {
+        scenario,
+        crypto_mode: args.crypto_mode.as_str().to_owned(),
+        messages_sent: stats.sent.load(Ordering::Relaxed),
+        messages_acked: stats.acked.load(Ordering::Relaxed),
+        messages_received: received,
+        duplicates: stats.duplicates.load(Ordering::Relaxed),
+        lost: stats.lost(),
+        key_exchanges: stats.key_exchanges.load(Ordering::Relaxed),
+        errors: stats.errors(),
+        throughput_msgs_per_s: received as f64 / load_secs.max(0.001),
+        latency_ms: Latency { p50, p95, p99, max },
+        relay_rss_mb_max: samples.iter().map(|s| s.rss_mb).fold(0.0, f64::max),
+        relay_cpu_percent_mean: if cpu.is_empty() {
+            0.0
+        } else {
+            cpu.iter().sum::<f64>() / cpu.len() as f64
+        },
+        connections_max: samples.iter().map(|s| s.connections).max().unwrap_or(0),
+        duration_s: load_secs,
+        rss_mb_per_1000_connections: per_1000,
+        relay_samples: samples,
+        timeline: stats.timeline(),
+    })
+}
+
+/// `nano-bench load`: runs, prints the summary, writes the requested files.
+pub(crate) fn main(args: &LoadArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(run(args))?;
+    println!("{}", report.table());
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.report {
+        std::fs::write(p, report.markdown(&command))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.chart {
+        std::fs::write(p, report.svg()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

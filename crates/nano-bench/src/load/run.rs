@@ -1,0 +1,232 @@
+//! The three ways to load a relay: the guide's phased scenario, a closed-loop throughput run,
+//! and holding idle authenticated connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nano_client::ModeChoice;
+use nano_crypto::{CryptoMode, OsRng, PublicBundle};
+use rand_core::RngCore;
+
+use crate::load::setup::{User, connect};
+use crate::load::stats::Stats;
+
+/// One phase of the scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct Phase {
+    /// Its name.
+    pub(crate) name: &'static str,
+    /// Length in seconds (before time scaling).
+    pub(crate) seconds: f64,
+    /// Virtual users arriving per second.
+    pub(crate) rate: f64,
+}
+
+/// The guide's phases, with the peak's arrival rate multiplied by `spike`.
+pub(crate) fn guide_phases(spike: f64) -> Vec<Phase> {
+    vec![
+        Phase {
+            name: "warm-up",
+            seconds: 60.0,
+            rate: 10.0,
+        },
+        Phase {
+            name: "sustained",
+            seconds: 300.0,
+            rate: 50.0,
+        },
+        Phase {
+            name: "peak",
+            seconds: 60.0,
+            rate: 100.0 * spike,
+        },
+    ]
+}
+
+/// What every virtual user needs.
+pub(crate) struct Ctx {
+    pub(crate) api: String,
+    pub(crate) ws_url: String,
+    pub(crate) relay: PublicBundle,
+    pub(crate) users: Arc<Vec<User>>,
+    pub(crate) mode: CryptoMode,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) epoch: Instant,
+    /// Open connections of virtual users (for the report).
+    pub(crate) open: AtomicU64,
+    pub(crate) open_max: AtomicU64,
+}
+
+impl Ctx {
+    fn pick(&self) -> &User {
+        &self.users[(OsRng.next_u64() % self.users.len() as u64) as usize]
+    }
+
+    fn opened(&self) {
+        let n = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open_max.fetch_max(n, Ordering::Relaxed);
+    }
+
+    fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn code(e: &nano_client::ClientError) -> String {
+        match e {
+            nano_client::ClientError::Relay { code, .. } => code.as_str().to_owned(),
+            nano_client::ClientError::Timeout(_) => "timeout".into(),
+            nano_client::ClientError::Unreachable { .. } => "unreachable".into(),
+            _ => "client".into(),
+        }
+    }
+
+    /// Sends one message from `client` to a random user, recording the outcome.
+    async fn send_one(&self, client: &nano_client::Client) {
+        let to = &self.pick().name;
+        let (seq, text) = self.stats.next_message(self.epoch);
+        match client
+            .send(to, text.as_bytes(), ModeChoice::Explicit(self.mode))
+            .await
+        {
+            Ok(_) => self.stats.acked(seq),
+            Err(e) => self.stats.error(&Self::code(&e)),
+        }
+    }
+}
+
+/// A sending virtual user: connects as a random user and sends `count` messages `gap` apart.
+async fn sender(ctx: Arc<Ctx>, count: u32, gap: Duration) {
+    let me = ctx.pick();
+    let client = match connect(&ctx.api, me).await {
+        Ok((c, _rx)) => c,
+        Err(_) => {
+            ctx.stats.error("connect");
+            return;
+        }
+    };
+    ctx.opened();
+    let mut next = tokio::time::Instant::now();
+    for _ in 0..count {
+        ctx.send_one(&client).await;
+        next += gap;
+        tokio::time::sleep_until(next).await;
+    }
+    client.close().await;
+    ctx.closed();
+}
+
+async fn key_exchanger(ctx: Arc<Ctx>) {
+    ctx.opened();
+    match crate::load::kex::exchange(&ctx.ws_url, &ctx.relay, ctx.mode).await {
+        Ok(()) => {
+            ctx.stats.key_exchanges.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => ctx.stats.error("key_exchange"),
+    }
+    ctx.closed();
+}
+
+/// Runs `phases` scaled by `scale`: arrivals at each phase's rate, 80 % senders of `count`
+/// messages one (scaled) second apart, 20 % key exchanges. Returns when every user is done.
+pub(crate) async fn scenario(
+    ctx: Arc<Ctx>,
+    phases: &[Phase],
+    scale: f64,
+    count: u32,
+    progress: impl Fn(&str),
+) {
+    let gap = Duration::from_secs_f64(scale.max(0.0001));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut at = tokio::time::Instant::now();
+    for p in phases {
+        let arrivals = (p.seconds * scale * p.rate).round() as u64;
+        let every = Duration::from_secs_f64(1.0 / p.rate.max(0.001));
+        progress(p.name);
+        for _ in 0..arrivals {
+            tokio::time::sleep_until(at).await;
+            at += every;
+            let c = Arc::clone(&ctx);
+            if OsRng.next_u32() % 100 < 80 {
+                tasks.spawn(sender(c, count, gap));
+            } else {
+                tasks.spawn(key_exchanger(c));
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+    progress("draining");
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Closed loop: `connections` clients, each keeping `pipeline` sends in flight, for `duration`.
+pub(crate) async fn max_throughput(
+    ctx: Arc<Ctx>,
+    connections: usize,
+    pipeline: usize,
+    duration: Duration,
+) {
+    let stop = tokio::time::Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let ctx = Arc::clone(&ctx);
+        tasks.spawn(async move {
+            let Ok((client, _rx)) = connect(&ctx.api, ctx.pick()).await else {
+                ctx.stats.error("connect");
+                return;
+            };
+            ctx.opened();
+            let mut lanes = tokio::task::JoinSet::new();
+            for _ in 0..pipeline {
+                let (ctx, client) = (Arc::clone(&ctx), client.clone());
+                lanes.spawn(async move {
+                    while tokio::time::Instant::now() < stop {
+                        ctx.send_one(&client).await;
+                    }
+                });
+            }
+            while lanes.join_next().await.is_some() {}
+            client.close().await;
+            ctx.closed();
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A held connection and its (unread) message stream.
+pub(crate) type Held = (
+    nano_client::Client,
+    tokio::sync::mpsc::Receiver<nano_client::Incoming>,
+);
+
+/// Opens `n` authenticated idle connections; returns them (dropping them closes them).
+pub(crate) async fn hold(ctx: &Ctx, n: usize) -> Vec<Held> {
+    let mut held = Vec::with_capacity(n);
+    let mut tasks = tokio::task::JoinSet::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    for i in 0..n {
+        let user = &ctx.users[i % ctx.users.len()];
+        let (api, name, id) = (
+            ctx.api.clone(),
+            user.name.clone(),
+            Arc::clone(&user.identity),
+        );
+        let gate = Arc::clone(&gate);
+        tasks.spawn(async move {
+            let _p = gate.acquire().await.ok()?;
+            let u = User { name, identity: id };
+            let (c, rx) = connect(&api, &u).await.ok()?;
+            Some((c, rx))
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Some(h)) => {
+                ctx.opened();
+                held.push(h);
+            }
+            _ => ctx.stats.error("connect"),
+        }
+    }
+    held
+}

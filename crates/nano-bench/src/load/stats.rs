@@ -1,0 +1,127 @@
+//! What a load run counts: sends, acknowledgements, receipts with their end-to-end latency,
+//! errors by code, and loss (acknowledged sends never received).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Counters shared by every task of a run.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    seq: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) key_exchanges: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+    acked_seqs: Mutex<HashSet<u64>>,
+    received_seqs: Mutex<HashSet<u64>>,
+    /// (milliseconds since the run started, latency in microseconds) per receipt.
+    receipts: Mutex<Vec<(u32, u32)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Stats {
+    /// The plaintext of the next message: its sequence number and send instant.
+    pub(crate) fn next_message(&self, epoch: Instant) -> (u64, String) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let nanos = epoch.elapsed().as_nanos();
+        (seq, format!("Load test message {seq} {nanos}"))
+    }
+
+    /// A send the relay acknowledged as stored.
+    pub(crate) fn acked(&self, seq: u64) {
+        self.acked.fetch_add(1, Ordering::Relaxed);
+        lock(&self.acked_seqs).insert(seq);
+    }
+
+    /// A decrypted, verified receipt.
+    pub(crate) fn received(&self, plaintext: &[u8], epoch: Instant) {
+        let now = epoch.elapsed();
+        let text = String::from_utf8_lossy(plaintext);
+        let mut it = text.rsplit(' ');
+        let (Some(nanos), Some(seq)) = (
+            it.next().and_then(|n| n.parse::<u128>().ok()),
+            it.next().and_then(|s| s.parse::<u64>().ok()),
+        ) else {
+            self.error("unparsable_plaintext");
+            return;
+        };
+        if !lock(&self.received_seqs).insert(seq) {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let latency_us = now.as_nanos().saturating_sub(nanos) / 1000;
+        lock(&self.receipts).push((
+            u32::try_from(now.as_millis()).unwrap_or(u32::MAX),
+            u32::try_from(latency_us).unwrap_or(u32::MAX),
+        ));
+    }
+
+    /// A message the receiver could not verify or decrypt.
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.error("rejected");
+    }
+
+    /// Counts an error by code.
+    pub(crate) fn error(&self, code: &str) {
+        *lock(&self.errors).entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// Errors by code.
+    pub(crate) fn errors(&self) -> BTreeMap<String, u64> {
+        lock(&self.errors).clone()
+    }
+
+    /// Acknowledged sends never received.
+    pub(crate) fn lost(&self) -> u64 {
+        let acked = lock(&self.acked_seqs);
+        let got = lock(&self.received_seqs);
+        acked.iter().filter(|s| !got.contains(s)).count() as u64
+    }
+
+    /// Latency percentiles in milliseconds: p50, p95, p99, max.
+    pub(crate) fn latency_ms(&self) -> [f64; 4] {
+        let mut l: Vec<u32> = lock(&self.receipts).iter().map(|r| r.1).collect();
+        if l.is_empty() {
+            return [0.0; 4];
+        }
+        l.sort_unstable();
+        let at = |q: f64| {
+            let i = ((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1;
+            f64::from(l[i]) / 1000.0
+        };
+        [
+            at(0.50),
+            at(0.95),
+            at(0.99),
+            f64::from(l[l.len() - 1]) / 1000.0,
+        ]
+    }
+
+    /// Per second: (second, messages received, p50 latency ms).
+    pub(crate) fn timeline(&self) -> Vec<(u32, u64, f64)> {
+        let r = lock(&self.receipts);
+        let mut by_sec: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (t, l) in r.iter() {
+            by_sec.entry(t / 1000).or_default().push(*l);
+        }
+        by_sec
+            .into_iter()
+            .map(|(s, mut v)| {
+                v.sort_unstable();
+                let p50 = f64::from(v[v.len() / 2]) / 1000.0;
+                (s, v.len() as u64, p50)
+            })
+            .collect()
+    }
+}
