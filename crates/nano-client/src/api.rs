@@ -24,10 +24,14 @@ impl Api {
                 "the relay URL must start with http:// (got {base})"
             )));
         }
+        // Pooled, but an idle connection is closed after a few seconds: a client needs the REST
+        // API at connect and for the odd bundle fetch, and a process with thousands of clients
+        // must not keep thousands of idle sockets.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(4)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ClientError::Invalid(format!("HTTP client: {e}")))?;
@@ -110,7 +114,7 @@ impl Api {
             .user(name)
             .await?
             .ok_or_else(|| ClientError::UnknownUser(name.to_owned()))?;
-        Ok(PublicBundle::from_bytes(u.bundle.as_slice())?)
+        decode_bundle(u.bundle.as_slice())
     }
 
     /// `POST /v1/users`: claims `username` for `identity`, signing with its weakest key that the
@@ -142,4 +146,26 @@ impl Api {
         let post = self.http.post(format!("{}/v1/users", self.base)).json(&req);
         self.expect(post, "registration").await
     }
+}
+
+/// Bundles already decoded in this process, by their exact bytes: checking a bundle's proofs
+/// of possession costs a signature verification per mode, and many clients in one process (a
+/// load generator, an app with several accounts) fetch the same bundles again and again.
+const DECODED_BUNDLES: usize = 1024;
+
+fn decode_bundle(bytes: &[u8]) -> Result<PublicBundle> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, PublicBundle>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(b) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(bytes) {
+        return Ok(b.clone());
+    }
+    let b = PublicBundle::from_bytes(bytes)?;
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() >= DECODED_BUNDLES {
+        c.clear();
+    }
+    c.insert(bytes.to_vec(), b.clone());
+    Ok(b)
 }

@@ -124,6 +124,9 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let s = &cfg.server;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all()
+        // Blocking tasks are storage calls, which queue on the pool's connections anyway; more
+        // threads than connections would only add stacks and allocator arenas.
+        .max_blocking_threads(cfg.storage.pool_size as usize + 4)
         .thread_name(s.thread_name.clone())
         .thread_stack_size(s.thread_stack_size)
         .thread_keep_alive(Duration::from_secs(s.keep_alive_seconds));

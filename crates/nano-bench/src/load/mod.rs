@@ -127,6 +127,22 @@ async fn sample(api: String, stop: Arc<AtomicBool>, epoch: Instant) -> Vec<Sampl
     out
 }
 
+/// The relay's resident set size in bytes, from its `/metrics`.
+async fn relay_rss(api: &str) -> Option<f64> {
+    let r = reqwest::get(format!("{api}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    r.lines()
+        .find(|l| l.starts_with("nano_messenger_memory_usage_bytes "))?
+        .rsplit(' ')
+        .next()?
+        .parse::<f64>()
+        .ok()
+}
+
 /// A one-line progress display on a terminal.
 fn progress_task(
     stats: Arc<Stats>,
@@ -207,27 +223,31 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let scenario = if let Some(n) = args.hold {
         set_phase("hold");
         let rss = || async {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let r = reqwest::get(format!("{api}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            r.lines()
-                .find(|l| l.starts_with("nano_messenger_memory_usage_bytes "))?
-                .rsplit(' ')
-                .next()?
-                .parse::<f64>()
-                .ok()
+            // Past the clients' HTTP keep-alive (5 s): only WebSocket connections remain.
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            for _ in 0..5 {
+                if let Some(v) = relay_rss(&api).await {
+                    return Some(v);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None
         };
-        let before = rss().await.unwrap_or(0.0);
+        let before = rss().await;
         let held = run::hold(&ctx, n).await;
-        let after = rss().await.unwrap_or(0.0);
-        if !held.is_empty() {
-            per_1000 = Some((after - before) / 1e6 / held.len() as f64 * 1000.0);
+        let after = rss().await;
+        match (before, after) {
+            (Some(b), Some(a)) if !held.is_empty() => {
+                eprintln!(
+                    "relay RSS {:.1} MB before, {:.1} MB with {} idle connections",
+                    b / 1e6,
+                    a / 1e6,
+                    held.len()
+                );
+                per_1000 = Some((a - b) / 1e6 / held.len() as f64 * 1000.0);
+            }
+            _ => eprintln!("could not read the relay's memory before and after"),
         }
-        drop(held);
         format!("hold {n}")
     } else if args.max_throughput {
         set_phase("closed");
