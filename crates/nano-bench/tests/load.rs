@@ -87,3 +87,23 @@ fn a_short_closed_loop_loses_nothing() {
     assert_clean(&r);
     assert_eq!(r["crypto_mode"], "quantum");
 }
+
+#[test]
+fn a_short_presealed_run_loses_nothing() {
+    let r = load(&[
+        "--users",
+        "4",
+        "--max-throughput",
+        "--presealed",
+        "--connections",
+        "2",
+        "--pipeline",
+        "8",
+        "--duration",
+        "1",
+        "--crypto-mode",
+        "classical",
+    ]);
+    assert_clean(&r);
+    assert_eq!(r["opened"], false);
+}

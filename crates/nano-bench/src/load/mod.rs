@@ -5,11 +5,13 @@
 //! setup.rs  spawned relay, registered users user_1…user_N, receiving clients
 //! run.rs    the phased scenario, the closed-loop throughput run, held idle connections
 //! kex.rs    a key-exchange virtual user (raw frames, real crypto)
+//! raw.rs    --presealed: raw senders replaying sealed envelopes, raw acking receivers
 //! stats.rs  counters, latency, loss
 //! report.rs summary table, JSON, Markdown, SVG
 //! ```
 
 mod kex;
+mod raw;
 mod report;
 mod run;
 mod setup;
@@ -66,6 +68,10 @@ pub(crate) struct LoadArgs {
     /// Sends in flight per connection in the closed loop.
     #[arg(long, default_value_t = 32)]
     pipeline: usize,
+    /// With --max-throughput: seal envelopes before the timed phase and replay them on raw
+    /// connections to raw acking receivers, so the relay alone is measured.
+    #[arg(long, requires = "max_throughput")]
+    presealed: bool,
     /// Seconds of the closed loop.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -191,8 +197,6 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let users = Arc::new(setup::register_users(&api, args.users, args.crypto_mode).await?);
     let stats = Arc::new(Stats::default());
     let epoch = Instant::now();
-    eprintln!("connecting {} receivers …", users.len());
-    let receivers = setup::start_receivers(&api, &users, epoch, Arc::clone(&stats)).await?;
     let ctx = Arc::new(Ctx {
         api: api.clone(),
         ws_url: info.websocket_url.clone(),
@@ -204,6 +208,14 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         open: Default::default(),
         open_max: Default::default(),
     });
+    eprintln!("connecting {} receivers …", users.len());
+    let inflight: raw::InFlight = Arc::default();
+    let receivers = if args.presealed {
+        raw::receivers(Arc::clone(&ctx), Arc::clone(&inflight)).await?;
+        Vec::new()
+    } else {
+        setup::start_receivers(&api, &users, epoch, Arc::clone(&stats)).await?
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample(api.clone(), Arc::clone(&stop), epoch));
     let phase = Arc::new(std::sync::Mutex::new(String::from("setup")));
@@ -249,6 +261,33 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
             _ => eprintln!("could not read the relay's memory before and after"),
         }
         format!("hold {n}")
+    } else if args.presealed {
+        set_phase("sealing");
+        let c = Arc::clone(&ctx);
+        let mode = args.crypto_mode;
+        let sealed =
+            Arc::new(tokio::task::spawn_blocking(move || raw::preseal(&c, 512, mode)).await??);
+        set_phase("closed");
+        let stop_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.duration);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..args.connections {
+            tasks.spawn(raw::sender(
+                Arc::clone(&ctx),
+                Arc::clone(&sealed),
+                Arc::clone(&inflight),
+                args.pipeline,
+                stop_at,
+            ));
+        }
+        while let Some(r) = tasks.join_next().await {
+            if !matches!(r, Ok(Ok(()))) {
+                stats.error("sender");
+            }
+        }
+        format!(
+            "presealed max-throughput {}×{}",
+            args.connections, args.pipeline
+        )
     } else if args.max_throughput {
         set_phase("closed");
         run::max_throughput(
@@ -298,6 +337,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         messages_sent: stats.sent.load(Ordering::Relaxed),
         messages_acked: stats.acked.load(Ordering::Relaxed),
         messages_received: received,
+        opened: !args.presealed,
         duplicates: stats.duplicates.load(Ordering::Relaxed),
         lost: stats.lost(),
         key_exchanges: stats.key_exchanges.load(Ordering::Relaxed),

@@ -32,6 +32,8 @@ pub(crate) struct Report {
     pub(crate) messages_sent: u64,
     pub(crate) messages_acked: u64,
     pub(crate) messages_received: u64,
+    /// Whether receivers verified and decrypted each message (not with `--presealed`).
+    pub(crate) opened: bool,
     pub(crate) duplicates: u64,
     pub(crate) lost: u64,
     pub(crate) key_exchanges: u64,

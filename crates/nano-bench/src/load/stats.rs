@@ -66,6 +66,19 @@ impl Stats {
         ));
     }
 
+    /// A receipt by a raw receiver (`--presealed`): sequence number and write instant known.
+    pub(crate) fn received_raw(&self, seq: u64, sent: Instant, epoch: Instant) {
+        if !lock(&self.received_seqs).insert(seq) {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.received.fetch_add(1, Ordering::Relaxed);
+        lock(&self.receipts).push((
+            u32::try_from(epoch.elapsed().as_millis()).unwrap_or(u32::MAX),
+            u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX),
+        ));
+    }
+
     /// A message the receiver could not verify or decrypt.
     pub(crate) fn rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,199 @@
+//! `--presealed`: the relay alone. Envelopes are sealed before the timed phase; senders replay
+//! them on raw authenticated connections with fresh message ids (the relay stores what it is
+//! given and never opens it), keeping `pipeline` sends in flight; receivers are raw
+//! authenticated connections that ack every pushed message without opening it. What remains is
+//! the relay's work: store, acknowledge, push, and take the ack.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use nano_crypto::envelope::{SealParams, seal_with};
+use nano_crypto::{AeadId, CryptoMode, OsRng, SigContext};
+use nano_proto::signed::auth_content;
+use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
+use rand_core::RngCore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::load::run::Ctx;
+use crate::load::setup::User;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends in flight by message id: their sequence number and when they were written.
+pub(crate) type InFlight = Arc<Mutex<HashMap<MessageId, (u64, Instant)>>>;
+
+fn frame(m: Message) -> Option<anyhow::Result<RelayFrame>> {
+    match m {
+        Message::Text(t) => Some(RelayFrame::from_json(&t).map_err(Into::into)),
+        Message::Binary(b) => Some(RelayFrame::from_binary(&b).map_err(Into::into)),
+        _ => None,
+    }
+}
+
+async fn next(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
+    loop {
+        let m = ws.next().await.context("connection closed")??;
+        if let Some(f) = frame(m) {
+            return f;
+        }
+    }
+}
+
+/// A raw connection authenticated as `user`, with its backlog read.
+async fn authenticated(ctx: &Ctx, user: &User) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ctx.ws_url.as_str()).await?;
+    let RelayFrame::Challenge { nonce, .. } = next(&mut ws).await? else {
+        bail!("no challenge");
+    };
+    let nonce: [u8; 32] = nonce.as_slice().try_into().context("nonce")?;
+    let name = Username::new(&user.name)?;
+    let mode = user.identity.min_mode();
+    let sig = user.identity.sign(
+        mode,
+        SigContext::RelayAuth,
+        &auth_content(&nonce, &ctx.relay.fingerprint(), &name),
+        &mut OsRng,
+    )?;
+    let auth = ClientFrame::Auth {
+        username: name,
+        crypto_mode: mode,
+        signature: Bytes(sig.as_bytes().to_vec()),
+    };
+    ws.send(Message::text(auth.to_json()?)).await?;
+    loop {
+        match next(&mut ws).await? {
+            RelayFrame::Fetched { more: false, .. } => return Ok(ws),
+            RelayFrame::Error { code, .. } => bail!("auth: {code}"),
+            _ => {}
+        }
+    }
+}
+
+/// Starts a raw receiver per user that acks everything pushed to it and records receipts.
+pub(crate) async fn receivers(ctx: Arc<Ctx>, inflight: InFlight) -> anyhow::Result<()> {
+    for u in ctx.users.iter() {
+        let mut ws = authenticated(&ctx, u).await?;
+        let (ctx, inflight) = (Arc::clone(&ctx), Arc::clone(&inflight));
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                let Some(Ok(RelayFrame::Message { id, .. })) = frame(m) else {
+                    continue;
+                };
+                // Looked up, not removed: the sender may read its `sent` after this push.
+                let found = inflight.lock().ok().and_then(|m| m.get(&id).copied());
+                if let Some((seq, at)) = found {
+                    ctx.stats.received_raw(seq, at, ctx.epoch);
+                }
+                let ack = ClientFrame::Ack { ids: vec![id] };
+                if let Ok(t) = ack.to_json() {
+                    if ws.send(Message::text(t)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Seals `n` envelopes from random users to random users.
+pub(crate) fn preseal(
+    ctx: &Ctx,
+    n: usize,
+    mode: CryptoMode,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let users = &ctx.users;
+    (0..n)
+        .map(|_| {
+            let from = &users[(OsRng.next_u64() % users.len() as u64) as usize];
+            let to = &users[(OsRng.next_u64() % users.len() as u64) as usize];
+            let mut id = [0u8; 16];
+            OsRng.fill_bytes(&mut id);
+            let sealed = seal_with(
+                &from.identity,
+                to.identity.public_bundle(),
+                b"Load test message (presealed)",
+                SealParams {
+                    mode,
+                    aead: AeadId::ChaCha20Poly1305,
+                    message_id: id,
+                    timestamp_ms: 0,
+                },
+                &mut OsRng,
+            )?;
+            use base64::Engine;
+            Ok((
+                to.name.clone(),
+                base64::engine::general_purpose::STANDARD.encode(sealed),
+            ))
+        })
+        .collect()
+}
+
+/// One sender connection replaying `sealed` with fresh ids, `pipeline` in flight, until `stop`.
+pub(crate) async fn sender(
+    ctx: Arc<Ctx>,
+    sealed: Arc<Vec<(String, String)>>,
+    inflight: InFlight,
+    pipeline: usize,
+    stop: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    let me = &ctx.users[(OsRng.next_u64() % ctx.users.len() as u64) as usize];
+    let ws = authenticated(&ctx, me).await?;
+    let (mut tx, mut rx) = ws.split();
+    let mut outstanding = 0usize;
+    let mut i = (OsRng.next_u64() % sealed.len() as u64) as usize;
+    loop {
+        while outstanding < pipeline && tokio::time::Instant::now() < stop {
+            let (to, payload) = &sealed[i % sealed.len()];
+            i += 1;
+            let mut id = [0u8; 16];
+            OsRng.fill_bytes(&mut id);
+            let id = MessageId(id);
+            let (seq, _) = ctx.stats.next_message(ctx.epoch);
+            inflight
+                .lock()
+                .map_err(|_| anyhow::anyhow!("lock"))?
+                .insert(id, (seq, Instant::now()));
+            let f = ClientFrame::SendMessage {
+                recipient: Username::new(to)?,
+                message: payload.clone(),
+                crypto_mode: ctx.mode,
+                id: Some(id),
+            };
+            tx.feed(Message::text(f.to_json()?)).await?;
+            outstanding += 1;
+        }
+        tx.flush().await?;
+        if outstanding == 0 {
+            break;
+        }
+        let Some(m) = tokio::time::timeout(Duration::from_secs(30), rx.next())
+            .await
+            .ok()
+            .flatten()
+        else {
+            bail!("no answer from the relay");
+        };
+        match frame(m?) {
+            Some(Ok(RelayFrame::Sent { id, .. })) => {
+                outstanding -= 1;
+                let seq = inflight.lock().ok().and_then(|m| m.get(&id).map(|v| v.0));
+                if let Some(seq) = seq {
+                    ctx.stats.acked(seq);
+                }
+            }
+            Some(Ok(RelayFrame::Error { code, .. })) => {
+                outstanding -= 1;
+                ctx.stats.error(code.as_str());
+            }
+            _ => {}
+        }
+    }
+    let _ = tx.close().await;
+    Ok(())
+}
