@@ -3,26 +3,14 @@
 //! key is checked against its identity, the key is encapsulated to, and the confirmation checked.
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use nano_crypto::channel::{channel_key, verify_confirmation};
 use nano_crypto::{CryptoMode, KemPublicKey, OsRng, PublicBundle, SigContext, Signature};
 use nano_proto::signed::key_exchange_content;
 use nano_proto::{Bytes, ClientFrame, RelayFrame};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn next(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> anyhow::Result<RelayFrame> {
-    loop {
-        match ws.next().await.context("connection closed")?? {
-            Message::Text(t) => return Ok(RelayFrame::from_json(&t)?),
-            Message::Binary(b) => return Ok(RelayFrame::from_binary(&b)?),
-            _ => continue,
-        }
-    }
-}
+use crate::load::raw::next;
 
 /// One complete exchange in `mode` against the relay at `ws_url` whose identity is `relay`.
 pub(crate) async fn exchange(

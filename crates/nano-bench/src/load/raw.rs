@@ -34,7 +34,8 @@ fn frame(m: Message) -> Option<anyhow::Result<RelayFrame>> {
     }
 }
 
-async fn next(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
+/// The next relay frame on `ws`.
+pub(crate) async fn next(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
     loop {
         let m = ws.next().await.context("connection closed")??;
         if let Some(f) = frame(m) {
