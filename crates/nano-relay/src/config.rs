@@ -286,6 +286,8 @@ pub struct LimitsConfig {
     pub idle_timeout_seconds: u64,
     /// Frames queued for one connection before it is disconnected as a slow reader.
     pub send_queue_depth: usize,
+    /// Payload bytes queued for one connection before it is disconnected as a slow reader.
+    pub send_queue_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -296,6 +298,7 @@ impl Default for LimitsConfig {
             inbox_quota: 10_000,
             idle_timeout_seconds: 300,
             send_queue_depth: 256,
+            send_queue_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -617,6 +620,18 @@ impl RelayConfig {
             86_400,
         )?;
         range("limits.send_queue_depth", l.send_queue_depth, 1, 1_000_000)?;
+        range(
+            "limits.send_queue_bytes",
+            l.send_queue_bytes,
+            64 * 1024,
+            1024 * 1024 * 1024,
+        )?;
+        if l.send_queue_bytes < l.max_message_bytes {
+            return Err(invalid(
+                "limits.send_queue_bytes",
+                "must be at least limits.max_message_bytes",
+            ));
+        }
         Ok(())
     }
 

@@ -1,11 +1,13 @@
 //! Who is connected: authenticated sessions by user, and delivery of committed messages to them.
 //!
-//! Each session has a bounded event queue (`limits.send_queue_depth`). Delivery never waits: when
-//! a session's queue is full, the session is a slow reader and is told to close; the message is
-//! safe in storage and is delivered when it reconnects. So a slow peer never makes the relay's
-//! memory grow.
+//! Each session has a mailbox: an event queue bounded both in events (`limits.send_queue_depth`)
+//! and in payload bytes (`limits.send_queue_bytes`). Delivery never waits: when a session's
+//! mailbox is full, the session is a slow reader and is told to close; the message is safe in
+//! storage and is delivered when it reconnects. So a slow peer never makes the relay's memory
+//! grow beyond its mailbox.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -22,11 +24,74 @@ pub enum SessionEvent {
     Wake,
 }
 
+impl SessionEvent {
+    /// Bytes this event holds while queued (the payload it shares plus a frame's worth).
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Deliver(m) => m.payload.len() + 64,
+            Self::Wake => 0,
+        }
+    }
+}
+
+/// A session's side of its queue: the sender, the slow-reader signal and the byte account.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    tx: mpsc::Sender<SessionEvent>,
+    /// Cancelled when the session falls behind.
+    pub kill: CancellationToken,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl Mailbox {
+    /// A mailbox of at most `depth` events and `max_bytes` bytes, and its receiving end.
+    pub fn new(depth: usize, max_bytes: usize) -> (Self, mpsc::Receiver<SessionEvent>) {
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        let m = Self {
+            tx,
+            kill: CancellationToken::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_bytes,
+        };
+        (m, rx)
+    }
+
+    /// The session took `ev` off its queue.
+    pub fn taken(&self, ev: &SessionEvent) {
+        self.queued.fetch_sub(ev.size(), Ordering::Relaxed);
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queues `ev`, or tells the session to close when it has fallen behind.
+    fn offer(&self, ev: SessionEvent) -> bool {
+        let size = ev.size();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.kill.cancel();
+            return false;
+        }
+        match self.tx.try_send(ev) {
+            Ok(()) => true,
+            Err(e) => {
+                self.queued.fetch_sub(size, Ordering::Relaxed);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.kill.cancel();
+                }
+                false
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     conn_id: u64,
-    tx: mpsc::Sender<SessionEvent>,
-    kill: CancellationToken,
+    mailbox: Mailbox,
 }
 
 /// The registry of authenticated sessions.
@@ -40,18 +105,12 @@ impl Hub {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers connection `conn_id` of `user_id`; `kill` is cancelled if it falls behind.
-    pub fn register(
-        &self,
-        user_id: i64,
-        conn_id: u64,
-        tx: mpsc::Sender<SessionEvent>,
-        kill: CancellationToken,
-    ) {
+    /// Registers connection `conn_id` of `user_id` with its mailbox.
+    pub fn register(&self, user_id: i64, conn_id: u64, mailbox: Mailbox) {
         self.lock()
             .entry(user_id)
             .or_default()
-            .push(Entry { conn_id, tx, kill });
+            .push(Entry { conn_id, mailbox });
     }
 
     /// Removes connection `conn_id` of `user_id`.
@@ -85,15 +144,7 @@ impl Hub {
         let Some(entries) = map.get(&user_id) else {
             return 0;
         };
-        let mut n = 0;
-        for e in entries {
-            match e.tx.try_send(event()) {
-                Ok(()) => n += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => e.kill.cancel(),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-        }
-        n
+        entries.iter().filter(|e| e.mailbox.offer(event())).count()
     }
 
     /// Connected users.

@@ -16,12 +16,11 @@ use nano_proto::frames::{MAX_FETCH_LIMIT, NONCE_LEN};
 use nano_proto::signed::auth_content;
 use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
 use rand_core::RngCore;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
 use crate::directory::UserEntry;
 use crate::error::RelayError;
-use crate::hub::SessionEvent;
+use crate::hub::{Mailbox, SessionEvent};
 use crate::kex::Offer;
 use crate::state::{Shared, now_ms};
 use crate::storage::{NewMessage, StoreOutcome, StoredMessage};
@@ -97,8 +96,7 @@ pub struct Session {
     live: bool,
     offers: HashMap<u64, Offer>,
     channel_key: Option<SymmetricKey>,
-    events: mpsc::Sender<SessionEvent>,
-    kill: CancellationToken,
+    mailbox: Mailbox,
 }
 
 impl std::fmt::Debug for Session {
@@ -112,12 +110,8 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A new session; `events` and `kill` are handed to the hub once it authenticates.
-    pub fn new(
-        shared: Arc<Shared>,
-        events: mpsc::Sender<SessionEvent>,
-        kill: CancellationToken,
-    ) -> Self {
+    /// A new session; its mailbox is handed to the hub once it authenticates.
+    pub fn new(shared: Arc<Shared>, mailbox: Mailbox) -> Self {
         Self {
             conn_id: shared.conn_id(),
             shared,
@@ -127,8 +121,7 @@ impl Session {
             live: false,
             offers: HashMap::new(),
             channel_key: None,
-            events,
-            kill,
+            mailbox,
         }
     }
 
@@ -263,7 +256,7 @@ impl Session {
         // page or queued as an event, and events at or below the cursor are skipped.
         self.shared
             .hub
-            .register(uid, self.conn_id, self.events.clone(), self.kill.clone());
+            .register(uid, self.conn_id, self.mailbox.clone());
         let username = match Username::new(&user.record.username) {
             Ok(u) => u,
             Err(e) => return vec![self.err(&e.into(), None)].into(),
@@ -326,6 +319,7 @@ impl Session {
 
     /// Frames for an event from the hub.
     pub async fn on_event(&mut self, ev: SessionEvent) -> Vec<RelayFrame> {
+        self.mailbox.taken(&ev);
         match ev {
             SessionEvent::Deliver(m) if self.live && m.seq > self.cursor => {
                 self.cursor = m.seq;

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::RelayError;
-use crate::hub::SessionEvent;
+use crate::hub::{Mailbox, SessionEvent};
 use crate::pools::{BufferPool, PooledBuf};
 use crate::rate_limit::TokenBucket;
 use crate::session::{Session, error_frame};
@@ -255,9 +255,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     ws: WebSocketStream<S>,
     ip: IpAddr,
 ) {
-    let (events_tx, mut events) = mpsc::channel(shared.config.limits.send_queue_depth);
-    let kill = CancellationToken::new();
-    let mut session = Session::new(Arc::clone(shared), events_tx, kill.clone());
+    let limits = &shared.config.limits;
+    let (mailbox, mut events) = Mailbox::new(limits.send_queue_depth, limits.send_queue_bytes);
+    let kill = mailbox.kill.clone();
+    let mut session = Session::new(Arc::clone(shared), mailbox);
     let mut conn = Conn {
         ws,
         binary: false,

@@ -8,13 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nano_relay::hub::{Hub, SessionEvent};
+use nano_relay::hub::{Hub, Mailbox, SessionEvent};
 use nano_relay::metrics::Metrics;
 use nano_relay::storage::sqlite::SqliteStorage;
 use nano_relay::storage::{Storage, StoreOutcome};
 use nano_relay::writer::{self, WriteRequest, WriterConfig};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
 fn setup() -> (Arc<dyn Storage>, Arc<Hub>, Metrics, (i64, i64)) {
     let s = SqliteStorage::in_memory().unwrap();
@@ -114,8 +113,8 @@ async fn a_lone_message_is_committed_without_waiting_for_company() {
 #[tokio::test(flavor = "current_thread")]
 async fn duplicates_quota_and_push_delivery() {
     let (storage, hub, metrics, (alice, bob)) = setup();
-    let (tx, mut events) = mpsc::channel(8);
-    hub.register(bob, 1, tx, CancellationToken::new());
+    let (mailbox, mut events) = Mailbox::new(8, 1 << 20);
+    hub.register(bob, 1, mailbox);
     let (handle, task) = writer::spawn(storage, cfg(10, 2), Arc::clone(&hub), None, metrics);
     let mut replies = Vec::new();
     for (id, to) in [(1u8, bob), (1, bob), (2, bob), (3, bob), (4, alice)] {
@@ -157,9 +156,9 @@ async fn duplicates_quota_and_push_delivery() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_session_queue_marks_a_slow_reader() {
     let (storage, hub, metrics, (_, bob)) = setup();
-    let (tx, _events) = mpsc::channel(1);
-    let kill = CancellationToken::new();
-    hub.register(bob, 1, tx, kill.clone());
+    let (mailbox, _events) = Mailbox::new(1, 1 << 20);
+    let kill = mailbox.kill.clone();
+    hub.register(bob, 1, mailbox);
     let (handle, task) = writer::spawn(storage, cfg(10, 100), Arc::clone(&hub), None, metrics);
     for i in 1..=3u8 {
         let (req, rx) = request(i, bob);
@@ -173,6 +172,42 @@ async fn a_full_session_queue_marks_a_slow_reader() {
         kill.is_cancelled(),
         "a session that cannot take more is told to close"
     );
+    drop(handle);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_mailbox_over_its_byte_budget_marks_a_slow_reader() {
+    let (storage, hub, metrics, (_, bob)) = setup();
+    // Room for many events but only two payloads' worth of bytes (each counts payload + 64).
+    let (mailbox, mut events) = Mailbox::new(100, 2 * (9 + 64));
+    let kill = mailbox.kill.clone();
+    let account = mailbox.clone();
+    hub.register(bob, 1, mailbox);
+    let (handle, task) = writer::spawn(storage, cfg(10, 100), Arc::clone(&hub), None, metrics);
+    for i in 1..=2u8 {
+        let (req, rx) = request(i, bob);
+        handle.submit(req).await.unwrap();
+        assert!(matches!(
+            rx.await.unwrap().unwrap(),
+            StoreOutcome::Stored(_)
+        ));
+    }
+    assert!(!kill.is_cancelled(), "two payloads fit");
+    assert_eq!(account.queued_bytes(), 2 * (9 + 64));
+    // Taking one off the queue frees its bytes.
+    let ev = events.try_recv().unwrap();
+    account.taken(&ev);
+    assert_eq!(account.queued_bytes(), 9 + 64);
+    for i in 3..=4u8 {
+        let (req, rx) = request(i, bob);
+        handle.submit(req).await.unwrap();
+        assert!(matches!(
+            rx.await.unwrap().unwrap(),
+            StoreOutcome::Stored(_)
+        ));
+    }
+    assert!(kill.is_cancelled(), "the fourth payload is over budget");
     drop(handle);
     task.await.unwrap();
 }
