@@ -75,7 +75,12 @@ impl IntoResponse for ApiError {
                     code: nano_proto::ErrorCode::FrameTooLarge,
                     message: format!("the request body exceeds {MAX_BODY} bytes"),
                 };
-                return json(StatusCode::PAYLOAD_TOO_LARGE, &body);
+                let mut r = json(StatusCode::PAYLOAD_TOO_LARGE, &body);
+                // The rest of the body is never read, so this connection cannot carry another
+                // request: say so, or a pooling client would send its next request into it.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
             }
         };
         let status =
