@@ -5,7 +5,6 @@
 //! A collector takes every check queued at the moment (up to [`MAX_BATCH`]) and ships the batch to
 //! the pool; it never waits for a batch to fill, so a lone login is not delayed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,14 +56,12 @@ async fn collect(mut rx: mpsc::Receiver<Job>, pool: Arc<CryptoPool>) {
         }
         let pool = Arc::clone(&pool);
         tokio::spawn(async move {
-            let mut replies: HashMap<u64, oneshot::Sender<bool>> = HashMap::new();
-            let mut tasks = Vec::with_capacity(batch.len());
-            for (i, (task, reply)) in batch.into_iter().enumerate() {
-                // Ids are positions in this batch; the caller's id is not trusted to be unique.
-                let id = i as u64;
-                replies.insert(id, reply);
-                tasks.push(task.with_id(id));
-            }
+            // Ids are positions in this batch; the caller's id is not trusted to be unique.
+            let (tasks, mut replies): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, (task, reply))| (task.with_id(i as u64), Some(reply)))
+                .unzip();
             let n = tasks.len();
             let results = pool
                 .run(move || {
@@ -82,7 +79,8 @@ async fn collect(mut rx: mpsc::Receiver<Job>, pool: Arc<CryptoPool>) {
             match results {
                 Ok(results) => {
                     for r in results {
-                        if let Some(reply) = replies.remove(&r.id) {
+                        let slot = usize::try_from(r.id).ok().and_then(|i| replies.get_mut(i));
+                        if let Some(reply) = slot.and_then(Option::take) {
                             let _ = reply.send(r.outcome.is_ok());
                         }
                     }

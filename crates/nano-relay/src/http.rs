@@ -206,12 +206,17 @@ async fn relay_info(State(s): State<Arc<Shared>>) -> Response {
     json(StatusCode::OK, &info)
 }
 
-fn user_response(e: &UserEntry) -> Result<UserResponse, RelayError> {
+fn user_response(
+    username: &str,
+    bundle: Vec<u8>,
+    fingerprint: &[u8; 32],
+    min_mode: CryptoMode,
+) -> Result<UserResponse, RelayError> {
     Ok(UserResponse {
-        username: Username::new(&e.record.username)?,
-        bundle: Bytes(e.record.bundle.clone()),
-        fingerprint: hex::encode(e.record.fingerprint),
-        min_mode: e.record.min_mode,
+        username: Username::new(username)?,
+        bundle: Bytes(bundle),
+        fingerprint: hex::encode(fingerprint),
+        min_mode,
     })
 }
 
@@ -256,12 +261,12 @@ async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, 
         .blocking(move |s| s.directory.register(name.as_str(), &bundle, now_ms()))
         .await?;
     tracing::info!("user registered");
-    let resp = UserResponse {
-        username: Username::new(&record.username)?,
-        bundle: Bytes(record.bundle),
-        fingerprint: hex::encode(record.fingerprint),
-        min_mode: record.min_mode,
-    };
+    let resp = user_response(
+        &record.username,
+        record.bundle,
+        &record.fingerprint,
+        record.min_mode,
+    )?;
     Ok(json(StatusCode::CREATED, &resp))
 }
 
@@ -278,8 +283,10 @@ async fn user(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let entry = lookup(&s, &name).await?;
-    Ok(json(StatusCode::OK, &user_response(&entry)?))
+    let e = lookup(&s, &name).await?;
+    let r = &e.record;
+    let resp = user_response(&r.username, r.bundle.clone(), &r.fingerprint, r.min_mode)?;
+    Ok(json(StatusCode::OK, &resp))
 }
 
 async fn rotate(
@@ -318,10 +325,10 @@ async fn rotate(
             })
             .await??;
     let fp = current.bundle.fingerprint();
-    let n = name.clone();
-    s.blocking(move |s| s.directory.rotate(&n, &fp, &new, now_ms()))
+    let resp = user_response(&name, new.to_bytes(), &new.fingerprint().0, new.min_mode())?;
+    s.blocking(move |s| s.directory.rotate(&name, &fp, &new, now_ms()))
         .await?;
     tracing::info!("keys rotated");
-    let entry = lookup(&s, &name).await?;
-    Ok(json(StatusCode::OK, &user_response(&entry)?))
+    // Answered from the bundle just stored: no second read (and proof check) of it.
+    Ok(json(StatusCode::OK, &resp))
 }

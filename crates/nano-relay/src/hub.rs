@@ -124,11 +124,6 @@ impl Hub {
         }
     }
 
-    /// Whether `user_id` has a session here.
-    pub fn is_online(&self, user_id: i64) -> bool {
-        self.lock().contains_key(&user_id)
-    }
-
     /// Hands `msg` to every session of `user_id`; returns how many took it.
     pub fn deliver(&self, user_id: i64, msg: &Arc<StoredMessage>) -> usize {
         self.send(user_id, || SessionEvent::Deliver(Arc::clone(msg)))
@@ -145,10 +140,5 @@ impl Hub {
             return 0;
         };
         entries.iter().filter(|e| e.mailbox.offer(event())).count()
-    }
-
-    /// Connected users.
-    pub fn users(&self) -> usize {
-        self.lock().len()
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nano_crypto::channel::{channel_key, confirmation};
 use nano_crypto::{
@@ -50,12 +50,6 @@ impl std::fmt::Debug for KexService {
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A key's id: the first bytes of SHA-256 of its public key, within JavaScript's exact range.
@@ -136,8 +130,9 @@ impl KexService {
     ) -> Result<Offer, RelayError> {
         let pk = keypair.public_key();
         let id = key_id(pk.as_bytes());
-        let expires_at_ms =
-            now_ms().saturating_add(u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX));
+        let expires_at_ms = u64::try_from(crate::state::now_ms())
+            .unwrap_or(0)
+            .saturating_add(u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX));
         let content = key_exchange_content(mode, id, expires_at_ms, pk.as_bytes());
         let started = std::time::Instant::now();
         let sig = self
