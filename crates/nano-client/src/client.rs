@@ -196,6 +196,12 @@ fn modes_for(
     Ok(modes)
 }
 
+/// The AEAD this CPU runs fastest, detected once per process.
+fn preferred_aead() -> nano_crypto::AeadId {
+    static AEAD: std::sync::OnceLock<nano_crypto::AeadId> = std::sync::OnceLock::new();
+    *AEAD.get_or_init(|| CryptoAcceleration::detect().preferred_aead())
+}
+
 /// This machine's CPU load in percent (1-minute load average over the core count).
 fn cpu_load_percent() -> f32 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f32;
@@ -287,8 +293,13 @@ impl Client {
     /// The mode [`ModeChoice::Auto`] would pick for `recipient` now.
     pub async fn auto_mode(&self, recipient: &str) -> Result<CryptoMode> {
         let them = self.shared.bundle(recipient).await?;
+        self.auto_mode_for(recipient, &them)
+    }
+
+    /// The adaptive choice among `available` modes for `them`.
+    fn auto_mode_for(&self, recipient: &str, them: &PublicBundle) -> Result<CryptoMode> {
         let me = self.shared.identity.public_bundle();
-        let available = modes_for(me, &them, self.shared.relay.minimum_crypto_mode, recipient)?;
+        let available = modes_for(me, them, self.shared.relay.minimum_crypto_mode, recipient)?;
         let ctx = MessageContext {
             latency_ms: u32::try_from(self.rtt().as_millis()).unwrap_or(u32::MAX),
             cpu_usage_percent: cpu_load_percent(),
@@ -314,14 +325,14 @@ impl Client {
         let them = self.shared.bundle(recipient).await?;
         let me = self.shared.identity.public_bundle();
         let mode = match choice {
-            ModeChoice::Auto => self.auto_mode(recipient).await?,
+            ModeChoice::Auto => self.auto_mode_for(recipient, &them)?,
             ModeChoice::Explicit(m) => {
-                if !modes_for(me, &them, self.shared.relay.minimum_crypto_mode, recipient)?
-                    .contains(&m)
-                {
+                let allowed =
+                    modes_for(me, &them, self.shared.relay.minimum_crypto_mode, recipient)?;
+                if !allowed.contains(&m) {
                     return Err(ClientError::Invalid(format!(
                         "{recipient} cannot receive {m} messages here (allowed: {})",
-                        modes_for(me, &them, self.shared.relay.minimum_crypto_mode, recipient)?
+                        allowed
                             .iter()
                             .map(|m| m.as_str())
                             .collect::<Vec<_>>()
@@ -338,7 +349,7 @@ impl Client {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         let params = SealParams {
             mode,
-            aead: CryptoAcceleration::detect().preferred_aead(),
+            aead: preferred_aead(),
             message_id: id,
             timestamp_ms: now,
         };

@@ -4,7 +4,7 @@
 //! their senders' keys checked, verified (a backlog page with one batch verification) and
 //! decrypted, and each id is handed to the application once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::{Incoming, Received, Shared};
+use crate::contacts::BoundedSet;
 use crate::error::{ClientError, Result};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -41,36 +42,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Ids remembered for deduplication.
-const SEEN: usize = 10_000;
 /// Marks queued while disconnected.
 const MAX_QUEUED_MARKS: usize = 1024;
-
-/// A bounded set of ids, oldest forgotten first.
-#[derive(Debug, Default)]
-struct IdSet {
-    order: VecDeque<MessageId>,
-    set: HashSet<MessageId>,
-}
-
-impl IdSet {
-    fn insert(&mut self, id: MessageId) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > SEEN {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-
-    fn contains(&self, id: &MessageId) -> bool {
-        self.set.contains(id)
-    }
-}
 
 #[derive(Default)]
 struct State {
@@ -79,8 +52,8 @@ struct State {
     waiters: HashMap<MessageId, oneshot::Sender<Result<bool>>>,
     /// `ack`/`read` frames not yet written.
     marks: VecDeque<ClientFrame>,
-    seen: IdSet,
-    acked: IdSet,
+    seen: BoundedSet<MessageId>,
+    acked: BoundedSet<MessageId>,
 }
 
 impl State {
@@ -177,7 +150,7 @@ fn queue(st: &mut State, c: Command) {
         }
         Command::Ack(ids) => {
             for id in &ids {
-                st.acked.insert(*id);
+                st.acked.insert(id);
             }
             st.queue_mark(ClientFrame::Ack { ids });
         }
@@ -336,7 +309,7 @@ async fn serve(
                     }
                     Command::Ack(ids) => {
                         for id in &ids {
-                            st.acked.insert(*id);
+                            st.acked.insert(id);
                         }
                         ClientFrame::Ack { ids }
                     }
@@ -519,7 +492,7 @@ async fn deliver(
         let item = match slot {
             Slot::Refused(p, error) => {
                 if !matches!(error, ClientError::ContactKeyChanged { .. }) {
-                    st.seen.insert(p.id);
+                    st.seen.insert(&p.id);
                 }
                 Incoming::Rejected {
                     id: p.id,
@@ -528,7 +501,7 @@ async fn deliver(
                 }
             }
             Slot::Open(p, i) => {
-                st.seen.insert(p.id);
+                st.seen.insert(&p.id);
                 let sender = p.sender.clone().unwrap_or_default();
                 let rejected = |reason: String| Incoming::Rejected {
                     id: p.id,

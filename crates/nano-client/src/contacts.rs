@@ -2,7 +2,9 @@
 //! key is refused until the user trusts it again. Also the bounded set of message ids already
 //! shown, so a message is shown once across runs.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,36 +73,77 @@ impl Contacts {
     }
 }
 
-/// Message ids already shown, oldest first, at most [`MAX_SEEN`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Seen {
-    ids: VecDeque<String>,
-    #[serde(skip)]
-    index: HashSet<String>,
+/// The most recent ids, oldest forgotten first, at most [`MAX_SEEN`]: what was shown (kept
+/// in the home across runs) and, in the connection, what was received and acknowledged.
+#[derive(Debug, Clone)]
+pub struct BoundedSet<T: Eq + Hash + Clone> {
+    order: VecDeque<T>,
+    index: HashSet<T>,
 }
 
-impl Seen {
-    /// Whether `id` was shown before.
-    pub fn contains(&mut self, id: &str) -> bool {
-        if self.index.len() != self.ids.len() {
-            self.index = self.ids.iter().cloned().collect();
+/// Message ids already shown.
+pub type Seen = BoundedSet<String>;
+
+/// The stored form: the ids, oldest first.
+#[derive(Serialize, Deserialize)]
+struct StoredIds<T> {
+    ids: VecDeque<T>,
+}
+
+impl<T: Eq + Hash + Clone> Default for BoundedSet<T> {
+    fn default() -> Self {
+        Self {
+            order: VecDeque::new(),
+            index: HashSet::new(),
         }
+    }
+}
+
+impl<T: Eq + Hash + Clone> BoundedSet<T> {
+    /// Whether `id` is remembered.
+    pub fn contains<Q: ?Sized + Hash + Eq>(&self, id: &Q) -> bool
+    where
+        T: Borrow<Q>,
+    {
         self.index.contains(id)
     }
 
-    /// Records `id`; returns false if it was already there.
-    pub fn insert(&mut self, id: &str) -> bool {
+    /// Remembers `id`; returns false if it was already there.
+    pub fn insert<Q: ?Sized + Hash + Eq + ToOwned<Owned = T>>(&mut self, id: &Q) -> bool
+    where
+        T: Borrow<Q>,
+    {
         if self.contains(id) {
             return false;
         }
-        self.ids.push_back(id.to_owned());
+        self.order.push_back(id.to_owned());
         self.index.insert(id.to_owned());
-        while self.ids.len() > MAX_SEEN {
-            if let Some(old) = self.ids.pop_front() {
-                self.index.remove(&old);
+        while self.order.len() > MAX_SEEN {
+            if let Some(old) = self.order.pop_front() {
+                self.index.remove::<T>(&old);
             }
         }
         true
+    }
+}
+
+impl<T: Eq + Hash + Clone + Serialize> Serialize for BoundedSet<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StoredIds {
+            ids: self.order.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T: Eq + Hash + Clone + Deserialize<'de>> Deserialize<'de> for BoundedSet<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let stored = StoredIds::<T>::deserialize(d)?;
+        let mut set = Self::default();
+        for id in &stored.ids {
+            set.insert(id);
+        }
+        Ok(set)
     }
 }
 
@@ -130,7 +173,7 @@ mod tests {
         assert!(!s.insert(&(MAX_SEEN + 4).to_string()));
         assert!(!s.contains("0"), "the oldest ids are forgotten");
         let json = serde_json::to_string(&s).unwrap();
-        let mut back: Seen = serde_json::from_str(&json).unwrap();
+        let back: Seen = serde_json::from_str(&json).unwrap();
         assert!(back.contains(&(MAX_SEEN + 1).to_string()));
     }
 }
