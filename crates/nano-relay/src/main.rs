@@ -8,6 +8,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use nano_relay::{Environment, RelayConfig};
 
+/// jemalloc with background purging: memory freed after a burst (handshakes, HTTP connections,
+/// full queues) goes back to the system within seconds; the system allocator keeps it in the
+/// process for good (docs/BENCHMARKS.md §6, idle connections).
+#[cfg(unix)]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The Nano-Messenger relay: durable store-and-forward of end-to-end encrypted messages.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -226,7 +226,9 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     let stop = http_stop.clone();
     let router = crate::http::router(Arc::clone(&shared));
     let http = tokio::spawn(async move {
-        let served = axum::serve(api, router)
+        // As a make-service, each connection clones the router (one reference count) instead of
+        // rebuilding its route table.
+        let served = axum::serve(api, router.into_make_service())
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
         if let Err(e) = served {

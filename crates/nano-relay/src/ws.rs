@@ -6,7 +6,9 @@
 //! a full send queue. The loop holds at most `MAX_IN_FLIGHT` unanswered sends and one frame being
 //! written, so a connection's memory is bounded whatever its peer does.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer per connection: eagerly allocated, so it sets the floor of an idle connection's
 /// memory (the transport's default of 128 KiB would cost 1.3 GB for 10,000 idle connections).
 /// Larger frames are still read; they take more reads.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Connections refused politely at once; beyond this, excess sockets are simply dropped.
 const MAX_REFUSALS: usize = 64;
 
@@ -174,23 +176,50 @@ async fn connection(
     tls: Option<TlsAcceptor>,
 ) {
     let limit = Duration::from_secs(shared.config.server.connection_timeout_seconds);
-    match tls {
-        Some(acc) => {
-            let ws = tokio::time::timeout(limit, async {
-                let s = acc.accept(stream).await.ok()?;
-                handshake(shared, s).await
-            })
-            .await;
-            if let Ok(Some(ws)) = ws {
-                run(shared, ws, addr.ip()).await;
-            }
-        }
-        None => {
-            if let Ok(Some(ws)) = tokio::time::timeout(limit, handshake(shared, stream)).await {
-                run(shared, ws, addr.ip()).await;
-            }
-        }
+    // Each phase is boxed on its own: the handshakes' state (TLS, HTTP upgrade) is several
+    // kilobytes and lives only until the upgrade, and the task then holds only the loop's state,
+    // sized for its own transport. The upgraded stream is only ever a closure argument: bound in
+    // this fn's body, it would keep a slot in the task's state after moving into the loop.
+    let ip = addr.ip();
+    let session = match tls {
+        Some(acc) => boxed_within(limit, || async {
+            let s = acc.accept(stream).await.ok()?;
+            handshake(shared, s).await
+        })
+        .await
+        .ok()
+        .flatten()
+        .map(|ws| session_loop(shared, ws, ip)),
+        None => boxed_within(limit, || handshake(shared, stream))
+            .await
+            .ok()
+            .flatten()
+            .map(|ws| session_loop(shared, ws, ip)),
+    };
+    if let Some(s) = session {
+        s.await;
     }
+}
+
+/// The connection's loop on the heap, whatever its transport.
+fn session_loop<'a, S>(
+    shared: &'a Arc<Shared>,
+    ws: WebSocketStream<S>,
+    ip: IpAddr,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+{
+    Box::pin(run(shared, Conn::new(shared, ws), ip))
+}
+
+/// The future `f` makes, limited to `limit`, built straight on the heap (a future built in an
+/// async fn's body would be laid out in that fn's own state as well).
+fn boxed_within<F: Future>(
+    limit: Duration,
+    f: impl FnOnce() -> F,
+) -> Pin<Box<tokio::time::Timeout<F>>> {
+    Box::pin(tokio::time::timeout(limit, f()))
 }
 
 /// Encodes `frame` into a pooled buffer that returns to its pool once the transport has written
@@ -230,6 +259,14 @@ struct Conn<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(shared: &Shared, ws: WebSocketStream<S>) -> Self {
+        Self {
+            ws,
+            binary: false,
+            pool: shared.buffers.clone(),
+        }
+    }
+
     async fn send(&mut self, frames: Vec<RelayFrame>) -> Result<(), End> {
         let n = frames.len();
         for (i, f) in frames.iter().enumerate() {
@@ -250,20 +287,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
+/// The connection's life after the upgrade. `conn` is taken whole (an async fn keeps its
+/// arguments in its state, so a stream moved into a local would be held twice).
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Arc<Shared>,
-    ws: WebSocketStream<S>,
+    mut conn: Conn<S>,
     ip: IpAddr,
 ) {
     let limits = &shared.config.limits;
     let (mailbox, mut events) = Mailbox::new(limits.send_queue_depth, limits.send_queue_bytes);
     let kill = mailbox.kill.clone();
     let mut session = Session::new(Arc::clone(shared), mailbox);
-    let mut conn = Conn {
-        ws,
-        binary: false,
-        pool: shared.buffers.clone(),
-    };
     let end = drive(shared, &mut session, &mut conn, &mut events, &kill, ip).await;
     if let End::Close(code, reason) = end {
         let frame = CloseFrame {

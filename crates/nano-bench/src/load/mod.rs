@@ -149,6 +149,29 @@ async fn relay_rss(api: &str) -> Option<f64> {
         .ok()
 }
 
+/// The relay's RSS once it has settled: past the clients' HTTP keep-alive (5 s), so only
+/// WebSocket connections remain, and then no new low for 5 s in a row (an allocator returns
+/// freed memory over seconds), within 60 s.
+async fn settled_rss(api: &str) -> Option<f64> {
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let mut low = relay_rss(api).await?;
+    let mut quiet = 0;
+    for _ in 0..53 {
+        if quiet >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let v = relay_rss(api).await?;
+        if v < low * 0.995 {
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+        low = low.min(v);
+    }
+    Some(low)
+}
+
 /// A one-line progress display on a terminal.
 fn progress_task(
     stats: Arc<Stats>,
@@ -234,20 +257,9 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let mut per_1000 = None;
     let scenario = if let Some(n) = args.hold {
         set_phase("hold");
-        let rss = || async {
-            // Past the clients' HTTP keep-alive (5 s): only WebSocket connections remain.
-            tokio::time::sleep(Duration::from_secs(7)).await;
-            for _ in 0..5 {
-                if let Some(v) = relay_rss(&api).await {
-                    return Some(v);
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            None
-        };
-        let before = rss().await;
+        let before = settled_rss(&api).await;
         let held = run::hold(&ctx, n).await;
-        let after = rss().await;
+        let after = settled_rss(&api).await;
         match (before, after) {
             (Some(b), Some(a)) if !held.is_empty() => {
                 eprintln!(
@@ -341,6 +353,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         duplicates: stats.duplicates.load(Ordering::Relaxed),
         lost: stats.lost(),
         key_exchanges: stats.key_exchanges.load(Ordering::Relaxed),
+        receiver_reconnects: stats.reconnects.load(Ordering::Relaxed),
         errors: stats.errors(),
         throughput_msgs_per_s: received as f64 / load_secs.max(0.001),
         latency_ms: Latency { p50, p95, p99, max },

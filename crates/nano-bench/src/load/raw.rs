@@ -5,6 +5,7 @@
 //! the relay's work: store, acknowledge, push, and take the ack.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,8 @@ pub(crate) async fn next(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
     }
 }
 
-/// A raw connection authenticated as `user`, with its backlog read.
+/// A raw connection authenticated as `user`. Its backlog follows (`message` frames, then
+/// `fetched`): senders skip it, receivers ack it.
 async fn authenticated(ctx: &Ctx, user: &User) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(ctx.ws_url.as_str()).await?;
     let RelayFrame::Challenge { nonce, .. } = next(&mut ws).await? else {
@@ -67,38 +69,80 @@ async fn authenticated(ctx: &Ctx, user: &User) -> anyhow::Result<Ws> {
     ws.send(Message::text(auth.to_json()?)).await?;
     loop {
         match next(&mut ws).await? {
-            RelayFrame::Fetched { more: false, .. } => return Ok(ws),
+            RelayFrame::AuthOk { .. } => return Ok(ws),
             RelayFrame::Error { code, .. } => bail!("auth: {code}"),
             _ => {}
         }
     }
 }
 
-/// Starts a raw receiver per user that acks everything pushed to it and records receipts.
+/// Starts a raw receiver per user that acks everything delivered to it and records receipts.
 pub(crate) async fn receivers(ctx: Arc<Ctx>, inflight: InFlight) -> anyhow::Result<()> {
     for u in ctx.users.iter() {
-        let mut ws = authenticated(&ctx, u).await?;
-        let (ctx, inflight) = (Arc::clone(&ctx), Arc::clone(&inflight));
-        tokio::spawn(async move {
-            while let Some(Ok(m)) = ws.next().await {
-                let Some(Ok(RelayFrame::Message { id, .. })) = frame(m) else {
-                    continue;
-                };
-                // Looked up, not removed: the sender may read its `sent` after this push.
-                let found = inflight.lock().ok().and_then(|m| m.get(&id).copied());
-                if let Some((seq, at)) = found {
-                    ctx.stats.received_raw(seq, at, ctx.epoch);
-                }
-                let ack = ClientFrame::Ack { ids: vec![id] };
-                if let Ok(t) = ack.to_json() {
-                    if ws.send(Message::text(t)).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+        let ws = authenticated(&ctx, u).await?;
+        tokio::spawn(receive(
+            Arc::clone(&ctx),
+            u.clone(),
+            Arc::clone(&inflight),
+            ws,
+        ));
     }
     Ok(())
+}
+
+/// Acks deliveries in batches (what has arrived together, up to `ACK_BATCH`) and asks for the
+/// next inbox page when one ends with `more`. When the relay closes the connection (a receiver
+/// that fell behind is closed as a slow reader), it logs in again and reads the rest from its
+/// inbox, as a client does; it gives up after ten failed logins in a row.
+async fn receive(ctx: Arc<Ctx>, user: User, inflight: InFlight, mut ws: Ws) {
+    const ACK_BATCH: usize = 64;
+    loop {
+        let (mut tx, rx) = ws.split();
+        let mut batches = rx.ready_chunks(ACK_BATCH);
+        'conn: while let Some(batch) = batches.next().await {
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut fetch = None;
+            for m in batch {
+                let Ok(m) = m else { break 'conn };
+                match frame(m) {
+                    Some(Ok(RelayFrame::Message { id, .. })) => {
+                        // Looked up, not removed: the sender may read its `sent` after this.
+                        let found = inflight.lock().ok().and_then(|m| m.get(&id).copied());
+                        if let Some((seq, at)) = found {
+                            ctx.stats.received_raw(seq, at, ctx.epoch);
+                        }
+                        ids.push(id);
+                    }
+                    Some(Ok(RelayFrame::Fetched {
+                        more: true,
+                        last_seq,
+                        ..
+                    })) => fetch = Some(last_seq),
+                    _ => {}
+                }
+            }
+            let ack = (!ids.is_empty()).then_some(ClientFrame::Ack { ids });
+            let fetch = fetch.map(|after| ClientFrame::Fetch { after, limit: None });
+            for f in ack.iter().chain(fetch.iter()) {
+                let Ok(text) = f.to_json() else { continue };
+                if tx.send(Message::text(text)).await.is_err() {
+                    break 'conn;
+                }
+            }
+        }
+        ctx.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        let mut attempts = 0;
+        ws = loop {
+            match authenticated(&ctx, &user).await {
+                Ok(w) => break w,
+                Err(_) if attempts < 10 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => return,
+            }
+        };
+    }
 }
 
 /// Seals `n` envelopes from random users to random users.

@@ -37,6 +37,8 @@ pub(crate) struct Report {
     pub(crate) duplicates: u64,
     pub(crate) lost: u64,
     pub(crate) key_exchanges: u64,
+    /// With `--presealed`: receivers the relay closed as slow readers that logged in again.
+    pub(crate) receiver_reconnects: u64,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) throughput_msgs_per_s: f64,
     pub(crate) latency_ms: Latency,
@@ -68,6 +70,10 @@ impl Report {
             ),
             ("lost (acknowledged, never received)", self.lost.to_string()),
             ("key exchanges completed", self.key_exchanges.to_string()),
+            (
+                "receiver reconnects (closed as slow readers)",
+                self.receiver_reconnects.to_string(),
+            ),
             ("errors", format!("{errors} {:?}", self.errors)),
             (
                 "throughput (received msg/s)",

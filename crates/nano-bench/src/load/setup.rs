@@ -132,6 +132,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// A registered user.
+#[derive(Clone)]
 pub(crate) struct User {
     pub(crate) name: String,
     pub(crate) identity: Arc<Identity>,

@@ -16,6 +16,8 @@ pub(crate) struct Stats {
     pub(crate) duplicates: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) key_exchanges: AtomicU64,
+    /// Raw receivers that the relay closed (slow readers) and that logged in again.
+    pub(crate) reconnects: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     acked_seqs: Mutex<HashSet<u64>>,
     received_seqs: Mutex<HashSet<u64>>,
