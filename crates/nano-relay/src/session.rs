@@ -23,7 +23,7 @@ use crate::error::RelayError;
 use crate::hub::{Mailbox, SessionEvent};
 use crate::kex::Offer;
 use crate::state::{Shared, now_ms};
-use crate::storage::{NewMessage, StoreOutcome, StoredMessage};
+use crate::storage::{Mark, MarkKind, NewMessage, StoreOutcome, StoredMessage};
 use crate::writer::WriteRequest;
 
 /// Inbox page size when streaming after `auth` and on a wake-up.
@@ -171,8 +171,8 @@ impl Session {
                 crypto_mode,
                 id,
             } => self.send(recipient, message, crypto_mode, id).await,
-            ClientFrame::Ack { ids } => self.mark(ids, true).await.into(),
-            ClientFrame::Read { ids } => self.mark(ids, false).await.into(),
+            ClientFrame::Ack { ids } => self.mark(ids, MarkKind::Ack).await.into(),
+            ClientFrame::Read { ids } => self.mark(ids, MarkKind::Read).await.into(),
             ClientFrame::Fetch { after, limit } => {
                 let after = after.map_or(self.cursor, |a| i64::try_from(a).unwrap_or(i64::MAX));
                 match self
@@ -438,22 +438,21 @@ impl Session {
         }))
     }
 
-    async fn mark(&mut self, ids: Vec<MessageId>, ack: bool) -> Vec<RelayFrame> {
+    /// Applies an `ack` or `read` with the writer's next batch.
+    async fn mark(&mut self, ids: Vec<MessageId>, kind: MarkKind) -> Vec<RelayFrame> {
         let uid = match self.require_user() {
             Ok(u) => u.record.id,
             Err(e) => return vec![self.err(&e, None)],
         };
-        let raw: Vec<[u8; 16]> = ids.iter().map(|i| i.0).collect();
-        let r = self
-            .shared
-            .blocking(move |s| {
-                if ack {
-                    s.storage.ack(uid, &raw, now_ms())
-                } else {
-                    s.storage.mark_read(uid, &raw, now_ms())
-                }
-            })
-            .await;
+        let mark = Mark {
+            recipient_id: uid,
+            kind,
+            ids: ids.iter().map(|i| i.0).collect(),
+        };
+        let r = match self.shared.writer() {
+            Some(w) => w.mark(mark).await,
+            None => Err(RelayError::Unavailable),
+        };
         match r {
             Ok(_) => Vec::new(),
             Err(e) => vec![self.err(&e, None)],

@@ -2,6 +2,9 @@
 //! channel; one task commits them in batches, one transaction each, then answers every sender and
 //! hands each stored message to the hub for push delivery.
 //!
+//! Acks and read receipts have a queue and a task of their own beside it, group-committed the
+//! same way: one transaction per batch instead of one per frame, without holding up stores.
+//!
 //! Batching (`message_batch_size`, `message_batch_timeout_ms`): a batch takes everything queued,
 //! up to `message_batch_size`. Under light load a message is committed at once, never held back
 //! for company; after a full batch (sustained load) the writer lingers up to
@@ -18,7 +21,8 @@ use crate::error::RelayError;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::storage::{NewMessage, Storage, StoreOutcome, StoredMessage};
+use crate::state::now_ms;
+use crate::storage::{Mark, NewMessage, Storage, StoreOutcome, StoredMessage};
 
 /// One message to store, and where to send the outcome.
 #[derive(Debug)]
@@ -31,6 +35,15 @@ pub struct WriteRequest {
     pub received: Instant,
     /// The outcome.
     pub reply: oneshot::Sender<Result<StoreOutcome, RelayError>>,
+}
+
+/// An `ack` or `read` frame to apply, and where to send how many rows it changed.
+#[derive(Debug)]
+pub struct MarkRequest {
+    /// What to mark.
+    pub mark: Mark,
+    /// The outcome.
+    pub reply: oneshot::Sender<Result<u64, RelayError>>,
 }
 
 /// Settings of the writer.
@@ -50,6 +63,7 @@ pub struct WriterConfig {
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<WriteRequest>,
+    marks: mpsc::Sender<MarkRequest>,
     metrics: Metrics,
 }
 
@@ -64,6 +78,16 @@ impl WriterHandle {
             .write_queue_depth
             .set(i64::try_from(self.depth()).unwrap_or(i64::MAX));
         Ok(())
+    }
+
+    /// Applies `mark` with the next batch of marks; how many rows it changed.
+    pub async fn mark(&self, mark: Mark) -> Result<u64, RelayError> {
+        let (reply, rx) = oneshot::channel();
+        self.marks
+            .send(MarkRequest { mark, reply })
+            .await
+            .map_err(|_| RelayError::Unavailable)?;
+        rx.await.map_err(|_| RelayError::Unavailable)?
     }
 
     /// Messages waiting.
@@ -81,19 +105,27 @@ pub fn spawn(
     metrics: Metrics,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+    let (marks, marks_rx) = mpsc::channel(cfg.queue_capacity.max(1));
     let handle = WriterHandle {
         tx,
+        marks,
         metrics: metrics.clone(),
     };
-    let task = tokio::spawn(run(rx, storage, cfg, hub, fanout, metrics));
+    let marker = tokio::spawn(run_marks(marks_rx, Arc::clone(&storage), cfg));
+    let task = tokio::spawn(async move {
+        run(rx, storage, cfg, hub, fanout, metrics).await;
+        if marker.await.is_err() {
+            tracing::error!("the mark writer failed");
+        }
+    });
     (handle, task)
 }
 
-async fn next_batch(
-    rx: &mut mpsc::Receiver<WriteRequest>,
+async fn next_batch<T>(
+    rx: &mut mpsc::Receiver<T>,
     cfg: &WriterConfig,
     linger: bool,
-) -> Option<Vec<WriteRequest>> {
+) -> Option<Vec<T>> {
     let first = rx.recv().await?;
     let deadline = tokio::time::Instant::now() + cfg.batch_timeout;
     let mut batch = Vec::with_capacity(cfg.batch_size);
@@ -157,12 +189,65 @@ async fn run(
         metrics
             .write_queue_depth
             .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
+        store(&storage, &cfg, &hub, fanout.as_deref(), &metrics, batch).await;
+    }
+    tracing::debug!("batch writer drained");
+}
+
+/// The marks' own loop: everything queued, up to `message_batch_size`, per transaction.
+async fn run_marks(
+    mut rx: mpsc::Receiver<MarkRequest>,
+    storage: Arc<dyn Storage>,
+    cfg: WriterConfig,
+) {
+    while let Some(batch) = next_batch(&mut rx, &cfg, false).await {
+        apply_marks(&storage, batch).await;
+    }
+}
+
+/// Applies a batch of marks in one transaction (each alone if that fails) and answers each.
+async fn apply_marks(storage: &Arc<dyn Storage>, reqs: Vec<MarkRequest>) {
+    let (marks, replies): (Vec<Mark>, Vec<_>) = reqs.into_iter().map(|r| (r.mark, r.reply)).unzip();
+    let st = Arc::clone(storage);
+    let now = now_ms();
+    let result = tokio::task::spawn_blocking(move || match st.mark_batch(&marks, now) {
+        Ok(n) => n.into_iter().map(Ok).collect(),
+        Err(e) if marks.len() == 1 => vec![Err(e)],
+        Err(_) => marks
+            .into_iter()
+            .map(|m| st.mark_one(m, now))
+            .collect::<Vec<_>>(),
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "mark task failed");
+        Vec::new()
+    });
+    let mut result = result.into_iter();
+    for reply in replies {
+        let r = result
+            .next()
+            .unwrap_or_else(|| Err(RelayError::Internal("mark task failed".into())));
+        let _ = reply.send(r);
+    }
+}
+
+/// Commits a batch of messages, answers their senders and hands the stored ones to the hub.
+async fn store(
+    storage: &Arc<dyn Storage>,
+    cfg: &WriterConfig,
+    hub: &Hub,
+    fanout: Option<&Fanout>,
+    metrics: &Metrics,
+    batch: Vec<WriteRequest>,
+) {
+    {
         let (msgs, rest): (Vec<NewMessage>, Vec<_>) = batch
             .into_iter()
             .map(|r| (r.msg, (r.sender, r.received, r.reply)))
             .unzip();
         let started = Instant::now();
-        let st = Arc::clone(&storage);
+        let st = Arc::clone(storage);
         let quota = cfg.inbox_quota;
         let result = tokio::task::spawn_blocking(move || {
             let outcome = commit(&*st, &msgs, quota);
@@ -176,7 +261,7 @@ async fn run(
                 for (_, _, reply) in rest {
                     let _ = reply.send(Err(RelayError::Internal("commit task failed".into())));
                 }
-                continue;
+                return;
             }
         };
         metrics
@@ -213,7 +298,7 @@ async fn run(
                     }
                     let _ = reply.send(Ok(outcome));
                 }
-                if let (Some(f), false) = (&fanout, woken.is_empty()) {
+                if let (Some(f), false) = (fanout, woken.is_empty()) {
                     f.announce_deliveries(woken);
                 }
             }
@@ -225,5 +310,4 @@ async fn run(
             }
         }
     }
-    tracing::debug!("batch writer drained");
 }

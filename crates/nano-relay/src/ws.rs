@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use nano_proto::{ClientFrame, ProtoError, RelayFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,6 +42,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// memory (the transport's default of 128 KiB would cost 1.3 GB for 10,000 idle connections).
 /// Larger frames are still read; they take more reads.
 const READ_BUFFER: usize = 1024;
+/// Frames written together are gathered up to this many bytes per write to the socket. The
+/// buffer keeps its capacity, so this (plus one frame) is also what a connection may hold after
+/// a burst.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Frames already waiting (answers, deliveries) gathered into one flush.
+const WRITE_BATCH: usize = 64;
 /// Connections refused politely at once; beyond this, excess sockets are simply dropped.
 const MAX_REFUSALS: usize = 64;
 
@@ -67,7 +73,7 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(max + 64 * 1024)
 }
 
@@ -345,11 +351,25 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 return End::Close(CloseCode::Policy, close_reason::SLOW_READER);
             }
             Some(f) = pending.next(), if !pending.is_empty() => {
-                if let Err(e) = conn.send(vec![f]).await { return e; }
+                // Answers of one committed batch are ready together: one flush for all of them.
+                let mut frames = vec![f];
+                while frames.len() < WRITE_BATCH {
+                    match pending.next().now_or_never() {
+                        Some(Some(f)) => frames.push(f),
+                        _ => break,
+                    }
+                }
+                if let Err(e) = conn.send(frames).await { return e; }
             }
             Some(ev) = events.recv() => {
                 // Boxed: the handlers' state lives only while they run, not for the connection's life.
-                let frames = Box::pin(session.on_event(ev)).await;
+                let mut frames = Box::pin(session.on_event(ev)).await;
+                while frames.len() < WRITE_BATCH {
+                    match events.try_recv() {
+                        Ok(ev) => frames.extend(Box::pin(session.on_event(ev)).await),
+                        Err(_) => break,
+                    }
+                }
                 if let Err(e) = conn.send(frames).await { return e; }
             }
             _ = tick.tick() => {

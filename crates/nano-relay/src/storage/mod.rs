@@ -115,6 +115,52 @@ pub enum StoreOutcome {
     InboxFull,
 }
 
+/// What a recipient marks on its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkKind {
+    /// Acknowledged: out of the inbox (the row stays, for deduplication, until cleanup).
+    Ack,
+    /// Read.
+    Read,
+}
+
+impl MarkKind {
+    /// The statement that marks one id: parameters now, recipient id, message id.
+    pub(crate) fn sql(self, placeholders: [&str; 3]) -> String {
+        let [now, recipient, id] = placeholders;
+        let column = match self {
+            Self::Ack => "deleted_at",
+            Self::Read => "read_at",
+        };
+        format!(
+            "UPDATE messages SET {column} = {now}
+             WHERE recipient_id = {recipient} AND message_id = {id} AND {column} IS NULL"
+        )
+    }
+}
+
+/// One `ack` or `read` frame's ids, for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The recipient's user id (only its own messages can be marked).
+    pub recipient_id: i64,
+    /// Ack or read.
+    pub kind: MarkKind,
+    /// The message ids.
+    pub ids: Vec<[u8; 16]>,
+}
+
+impl Mark {
+    /// A mark of `ids`.
+    pub fn new(recipient_id: i64, kind: MarkKind, ids: &[[u8; 16]]) -> Self {
+        Self {
+            recipient_id,
+            kind,
+            ids: ids.to_vec(),
+        }
+    }
+}
+
 /// A stored, undelivered-or-unacked message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -172,10 +218,24 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn pending(&self, recipient_id: i64, after: i64, limit: u32) -> Result<Vec<StoredMessage>>;
     /// Number of unacked messages for `recipient_id`.
     fn pending_count(&self, recipient_id: i64) -> Result<u64>;
+    /// Applies `marks` in one transaction; how many rows each changed, in order.
+    fn mark_batch(&self, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>>;
     /// Acknowledges (removes from the inbox) the given ids; returns how many changed.
-    fn ack(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64>;
+    fn ack(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
+        self.mark_one(Mark::new(recipient_id, MarkKind::Ack, ids), now_ms)
+    }
     /// Marks the given ids read; returns how many changed.
-    fn mark_read(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64>;
+    fn mark_read(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
+        self.mark_one(Mark::new(recipient_id, MarkKind::Read, ids), now_ms)
+    }
+    /// One mark in its own transaction.
+    fn mark_one(&self, mark: Mark, now_ms: i64) -> Result<u64> {
+        Ok(self
+            .mark_batch(std::slice::from_ref(&mark), now_ms)?
+            .first()
+            .copied()
+            .unwrap_or(0))
+    }
     /// Deletes up to `limit` rows that are acked, or older than `expire_before_ms`; returns how
     /// many were deleted.
     fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64>;

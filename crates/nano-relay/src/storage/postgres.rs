@@ -13,8 +13,8 @@ use postgres::{Client, NoTls};
 
 use super::pool::Pool;
 use super::{
-    NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage, UserRecord,
-    fixed_from_db, schema,
+    Mark, MarkKind, NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage,
+    UserRecord, fixed_from_db, schema,
 };
 
 /// PostgreSQL storage.
@@ -100,26 +100,6 @@ impl PostgresStorage {
     /// Connections in the pool.
     pub fn pool_len(&self) -> usize {
         self.clients.len()
-    }
-
-    fn update_ids(
-        &self,
-        sql: &str,
-        recipient_id: i64,
-        ids: &[[u8; 16]],
-        now_ms: i64,
-    ) -> Result<u64> {
-        let mut client = self.client();
-        let mut tx = client.transaction().map_err(backend)?;
-        let stmt = tx.prepare(sql).map_err(backend)?;
-        let mut n = 0;
-        for id in ids {
-            n += tx
-                .execute(&stmt, &[&now_ms, &recipient_id, &&id[..]])
-                .map_err(backend)?;
-        }
-        tx.commit().map_err(backend)?;
-        Ok(n)
     }
 }
 
@@ -380,24 +360,32 @@ impl Storage for PostgresStorage {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn ack(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
-        self.update_ids(
-            "UPDATE messages SET deleted_at = $1
-             WHERE recipient_id = $2 AND message_id = $3 AND deleted_at IS NULL",
-            recipient_id,
-            ids,
-            now_ms,
-        )
-    }
-
-    fn mark_read(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
-        self.update_ids(
-            "UPDATE messages SET read_at = $1
-             WHERE recipient_id = $2 AND message_id = $3 AND read_at IS NULL",
-            recipient_id,
-            ids,
-            now_ms,
-        )
+    fn mark_batch(&self, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>> {
+        let mut client = self.client();
+        let mut tx = client.transaction().map_err(backend)?;
+        let placeholders = ["$1", "$2", "$3"];
+        let ack = tx
+            .prepare(&MarkKind::Ack.sql(placeholders))
+            .map_err(backend)?;
+        let read = tx
+            .prepare(&MarkKind::Read.sql(placeholders))
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(marks.len());
+        for m in marks {
+            let stmt = match m.kind {
+                MarkKind::Ack => &ack,
+                MarkKind::Read => &read,
+            };
+            let mut n = 0;
+            for id in &m.ids {
+                n += tx
+                    .execute(stmt, &[&now_ms, &m.recipient_id, &&id[..]])
+                    .map_err(backend)?;
+            }
+            out.push(n);
+        }
+        tx.commit().map_err(backend)?;
+        Ok(out)
     }
 
     fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64> {

@@ -12,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::pool::Pool;
 use super::{
-    NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage, UserRecord,
-    fixed_from_db, mode_from_db, schema,
+    Mark, MarkKind, NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage,
+    UserRecord, fixed_from_db, mode_from_db, schema,
 };
 
 /// SQLite storage.
@@ -63,8 +63,9 @@ impl SqliteStorage {
 
     fn setup(conn: Connection) -> Result<Self> {
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;
+            "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;
+             PRAGMA wal_autocheckpoint = 4000;
              CREATE TABLE IF NOT EXISTS schema_migrations (
                  version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
         )
@@ -332,24 +333,34 @@ impl Storage for SqliteStorage {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn ack(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
-        self.update_ids(
-            "UPDATE messages SET deleted_at = ?1
-             WHERE recipient_id = ?2 AND message_id = ?3 AND deleted_at IS NULL",
-            recipient_id,
-            ids,
-            now_ms,
-        )
-    }
-
-    fn mark_read(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
-        self.update_ids(
-            "UPDATE messages SET read_at = ?1
-             WHERE recipient_id = ?2 AND message_id = ?3 AND read_at IS NULL",
-            recipient_id,
-            ids,
-            now_ms,
-        )
+    fn mark_batch(&self, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let mut out = Vec::with_capacity(marks.len());
+        {
+            let placeholders = ["?1", "?2", "?3"];
+            let mut ack = tx
+                .prepare_cached(&MarkKind::Ack.sql(placeholders))
+                .map_err(backend)?;
+            let mut read = tx
+                .prepare_cached(&MarkKind::Read.sql(placeholders))
+                .map_err(backend)?;
+            for m in marks {
+                let stmt = match m.kind {
+                    MarkKind::Ack => &mut ack,
+                    MarkKind::Read => &mut read,
+                };
+                let mut n = 0u64;
+                for id in &m.ids {
+                    n += stmt
+                        .execute(params![now_ms, m.recipient_id, &id[..]])
+                        .map_err(backend)? as u64;
+                }
+                out.push(n);
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(out)
     }
 
     fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64> {
@@ -407,26 +418,4 @@ impl super::BatchQueries for SqliteBatch<'_> {
     }
 }
 
-impl SqliteStorage {
-    fn update_ids(
-        &self,
-        sql: &str,
-        recipient_id: i64,
-        ids: &[[u8; 16]],
-        now_ms: i64,
-    ) -> Result<u64> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(backend)?;
-        let mut n = 0u64;
-        {
-            let mut stmt = tx.prepare_cached(sql).map_err(backend)?;
-            for id in ids {
-                n += stmt
-                    .execute(params![now_ms, recipient_id, &id[..]])
-                    .map_err(backend)? as u64;
-            }
-        }
-        tx.commit().map_err(backend)?;
-        Ok(n)
-    }
-}
+impl SqliteStorage {}
