@@ -5,6 +5,7 @@
 //! measure.rs    the timing harness: warm-up, fixed-length batches, median; one or all cores
 //! crypto.rs     the guide's crypto table (5 operations × 3 modes), reports, printing
 //! primitives.rs the raw primitive figures beneath it
+//! sizes.rs      bytes on the wire per mode: envelope and frame overhead over the plaintext
 //! load/         the guide's load test: spawned relay, real clients, reports
 //! ```
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ mod crypto;
 mod load;
 mod measure;
 mod primitives;
+mod sizes;
 
 use clap::{Parser, Subcommand};
 
@@ -29,11 +31,14 @@ enum Command {
     Crypto(crypto::CryptoArgs),
     /// The guide's load test against a relay, with real clients doing real crypto.
     Load(load::LoadArgs),
+    /// Bytes on the wire per mode: envelope and `send_message` frame against the plaintext.
+    Sizes(sizes::SizesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crypto(args) => crypto::run(&args),
         Command::Load(args) => load::main(&args),
+        Command::Sizes(args) => sizes::run(&args),
     }
 }

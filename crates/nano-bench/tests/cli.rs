@@ -46,3 +46,36 @@ fn unknown_subcommand_is_a_usage_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
 }
+
+/// `nano-bench sizes` seals real envelopes: each adds exactly the overhead PROTOCOL.md §6
+/// states for its mode, and the JSON frame (base64) is larger than the binary one.
+#[test]
+fn sizes_match_the_documented_envelope_overhead() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nano-bench"))
+        .args(["sizes", "--plaintext", "0,100,5000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(2)
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 9, "{text}");
+    for row in rows {
+        let n = |i: usize| row[i].parse::<usize>().unwrap();
+        let overhead = match row[0] {
+            "classical" => 207,
+            "hybrid" => 4604,
+            "quantum" => 6306,
+            other => panic!("unknown mode {other}"),
+        };
+        assert_eq!(n(2) - n(1), overhead, "{row:?}");
+        assert!(n(4) > n(6) && n(6) > n(2), "{row:?}");
+    }
+}

@@ -72,6 +72,10 @@ pub(crate) struct LoadArgs {
     /// connections to raw acking receivers, so the relay alone is measured.
     #[arg(long, requires = "max_throughput")]
     presealed: bool,
+    /// With --max-throughput: offer at most this many sends per second in all, evenly spaced
+    /// (latency at a given load rather than at saturation).
+    #[arg(long, value_name = "MSGS_PER_S", requires = "max_throughput")]
+    rate: Option<f64>,
     /// Seconds of the closed loop.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -230,6 +234,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         epoch,
         open: Default::default(),
         open_max: Default::default(),
+        pacer: args.rate.map(run::Pacer::new),
     });
     eprintln!("connecting {} receivers …", users.len());
     let inflight: raw::InFlight = Arc::default();

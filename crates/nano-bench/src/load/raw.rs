@@ -194,6 +194,11 @@ pub(crate) async fn sender(
     let mut i = (OsRng.next_u64() % sealed.len() as u64) as usize;
     loop {
         while outstanding < pipeline && tokio::time::Instant::now() < stop {
+            if let Some(p) = &ctx.pacer {
+                // Paced: each send goes out on its own, at its slot.
+                tx.flush().await?;
+                p.wait().await;
+            }
             let (to, payload) = &sealed[i % sealed.len()];
             i += 1;
             let mut id = [0u8; 16];

@@ -56,6 +56,37 @@ pub(crate) struct Ctx {
     /// Open connections of virtual users (for the report).
     pub(crate) open: AtomicU64,
     pub(crate) open_max: AtomicU64,
+    /// With `--rate`: the sends' schedule.
+    pub(crate) pacer: Option<Pacer>,
+}
+
+/// Spaces sends evenly at a fixed total rate: each send takes the next free slot. A sender
+/// that falls behind does not burst to catch up, so the offered rate never exceeds the target.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    next: std::sync::Mutex<tokio::time::Instant>,
+    every: Duration,
+}
+
+impl Pacer {
+    /// Slots `1 / rate` seconds apart.
+    pub(crate) fn new(rate: f64) -> Self {
+        Self {
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+            every: Duration::from_secs_f64(1.0 / rate.max(0.001)),
+        }
+    }
+
+    /// Waits for this send's slot.
+    pub(crate) async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.every;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
 }
 
 impl Ctx {
@@ -181,6 +212,9 @@ pub(crate) async fn max_throughput(
                 let (ctx, client) = (Arc::clone(&ctx), client.clone());
                 lanes.spawn(async move {
                     while tokio::time::Instant::now() < stop {
+                        if let Some(p) = &ctx.pacer {
+                            p.wait().await;
+                        }
                         ctx.send_one(&client).await;
                     }
                 });
