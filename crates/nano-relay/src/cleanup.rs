@@ -1,6 +1,8 @@
-//! Expiry: every `storage.cleanup_interval_seconds`, acked messages and messages older than
-//! `storage.message_retention_days` are deleted in bounded batches, so one pass never holds a
-//! long transaction.
+//! Storage upkeep in the background. Expiry: every `storage.cleanup_interval_seconds`, acked
+//! messages and messages older than `storage.message_retention_days` are deleted in bounded
+//! batches, so one pass never holds a long transaction. Checkpoints: SQLite's write-ahead log
+//! is copied back into the database every `CHECKPOINT_EVERY`, beside the writer rather than in
+//! the middle of one of its commits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,27 @@ use crate::state::{Shared, now_ms};
 pub const BATCH: u32 = 1_000;
 /// Batches per pass at most; the rest waits for the next tick.
 const MAX_BATCHES_PER_PASS: u32 = 100;
+
+/// Time between checkpoints: short, so each copies a little.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Checkpoints until shutdown (SQLite only).
+pub async fn checkpoints(shared: Arc<Shared>) {
+    if shared.storage.backend() != "sqlite" {
+        return;
+    }
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = shared.blocking(|s| s.storage.checkpoint()).await {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+}
 
 /// Runs until shutdown.
 pub async fn run(shared: Arc<Shared>) {

@@ -222,6 +222,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         sessions.clone(),
     ));
     background.spawn(crate::cleanup::run(Arc::clone(&shared)));
+    background.spawn(crate::cleanup::checkpoints(Arc::clone(&shared)));
     let http_stop = CancellationToken::new();
     let stop = http_stop.clone();
     let router = crate::http::router(Arc::clone(&shared));

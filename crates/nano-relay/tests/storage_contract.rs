@@ -8,7 +8,7 @@ mod common;
 use common::msg;
 use nano_crypto::CryptoMode;
 use nano_relay::storage::postgres::PostgresStorage;
-use nano_relay::storage::{RelayError, Storage, StoreOutcome};
+use nano_relay::storage::{Mark, MarkKind, RelayError, Storage, StoreOutcome};
 
 fn setup(s: &dyn Storage) -> (i64, i64) {
     assert_eq!(s.migrate().unwrap(), 1);
@@ -67,7 +67,8 @@ macro_rules! contract {
 contract!(
     users_register_once_and_rotate_only_from_the_current_key,
     batches_dedup_enforce_quota_and_page_in_order,
-    ack_read_and_cleanup
+    ack_read_and_cleanup,
+    a_mark_batch_applies_every_mark_in_order
 );
 
 fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
@@ -183,4 +184,33 @@ fn ack_read_and_cleanup(s: &dyn Storage) {
         .map(|m| m.message_id[0])
         .collect();
     assert_eq!(left, vec![4, 5]);
+}
+
+/// Several frames' marks in one transaction: each counted on its own, in order, only on the
+/// marking user's own messages, and a repeated mark in the same batch changes nothing more.
+fn a_mark_batch_applies_every_mark_in_order(s: &dyn Storage) {
+    let (alice, bob) = setup(s);
+    s.store_batch(
+        &(1..=4)
+            .map(|i| msg(i, bob, Some(alice), i64::from(i) * 100))
+            .collect::<Vec<_>>(),
+        100,
+    )
+    .unwrap();
+    let marks = [
+        Mark::new(bob, MarkKind::Read, &[[1; 16], [2; 16]]),
+        Mark::new(alice, MarkKind::Ack, &[[1; 16], [2; 16], [3; 16]]),
+        Mark::new(bob, MarkKind::Ack, &[[2; 16], [3; 16], [9; 16]]),
+        Mark::new(bob, MarkKind::Ack, &[[3; 16]]),
+        Mark::new(bob, MarkKind::Read, &[[1; 16], [4; 16]]),
+    ];
+    assert_eq!(s.mark_batch(&marks, 500).unwrap(), vec![2, 0, 2, 0, 1]);
+    assert_eq!(s.mark_batch(&[], 501).unwrap(), Vec::<u64>::new());
+    let left = s.pending(bob, 0, 10).unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|m| (m.message_id[0], m.read_at))
+            .collect::<Vec<_>>(),
+        vec![(1, Some(500)), (4, Some(500))]
+    );
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nano_relay::hub::{Hub, Mailbox, SessionEvent};
 use nano_relay::metrics::Metrics;
 use nano_relay::storage::sqlite::SqliteStorage;
-use nano_relay::storage::{Storage, StoreOutcome};
+use nano_relay::storage::{Mark, MarkKind, Storage, StoreOutcome};
 use nano_relay::writer::{self, WriteRequest, WriterConfig};
 use tokio::sync::oneshot;
 
@@ -208,6 +208,31 @@ async fn a_mailbox_over_its_byte_budget_marks_a_slow_reader() {
         ));
     }
     assert!(kill.is_cancelled(), "the fourth payload is over budget");
+    drop(handle);
+    task.await.unwrap();
+}
+
+/// Acks and reads queued together are applied by the mark writer, each answered with its own
+/// count, and the writer still drains and stops when the last handle goes.
+#[tokio::test(flavor = "current_thread")]
+async fn marks_queued_together_are_applied_and_answered_each() {
+    let (storage, hub, metrics, (alice, bob)) = setup();
+    let (handle, task) = writer::spawn(Arc::clone(&storage), cfg(10, 100), hub, None, metrics);
+    for i in 1..=3u8 {
+        let (req, rx) = request(i, bob);
+        handle.submit(req).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+    let (read, ack_other, ack) = tokio::join!(
+        handle.mark(Mark::new(bob, MarkKind::Read, &[[1; 16], [3; 16]])),
+        handle.mark(Mark::new(alice, MarkKind::Ack, &[[1; 16]])),
+        handle.mark(Mark::new(bob, MarkKind::Ack, &[[1; 16], [2; 16], [7; 16]])),
+    );
+    assert_eq!((read.unwrap(), ack_other.unwrap(), ack.unwrap()), (2, 0, 2));
+    let left = storage.pending(bob, 0, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].message_id[0], 3);
+    assert!(left[0].read_at.is_some());
     drop(handle);
     task.await.unwrap();
 }

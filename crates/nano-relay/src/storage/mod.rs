@@ -236,6 +236,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
             .copied()
             .unwrap_or(0))
     }
+    /// Copies committed changes from a write-ahead log into the database, off the writer's
+    /// path (SQLite; a no-op where the database does this itself).
+    fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
     /// Deletes up to `limit` rows that are acked, or older than `expire_before_ms`; returns how
     /// many were deleted.
     fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64>;
