@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use nano_crypto::envelope::{SealParams, seal_with};
-use nano_crypto::{AeadId, CryptoMode, Identity, OsRng};
+use nano_crypto::{AeadId, CryptoMode, Identity, OsRng, PublicBundle};
 use nano_proto::{ClientFrame, MessageId, Username};
 
 /// Arguments of `nano-bench sizes`.
@@ -24,22 +24,29 @@ struct Row {
     binary: usize,
 }
 
+/// A real envelope of `plaintext` from `from` to `to` in `mode`, as the bench sends them
+/// (ChaCha20-Poly1305, timestamp 0).
+pub(crate) fn seal(
+    from: &Identity,
+    to: &PublicBundle,
+    plaintext: &[u8],
+    mode: CryptoMode,
+    message_id: [u8; 16],
+) -> anyhow::Result<Vec<u8>> {
+    let params = SealParams {
+        mode,
+        aead: AeadId::ChaCha20Poly1305,
+        message_id,
+        timestamp_ms: 0,
+    };
+    Ok(seal_with(from, to, plaintext, params, &mut OsRng)?)
+}
+
 fn measure(mode: CryptoMode, plaintext: usize) -> anyhow::Result<Row> {
     let from = Identity::generate(mode, &mut OsRng)?;
     let to = Identity::generate(mode, &mut OsRng)?;
     let id = [7u8; 16];
-    let sealed = seal_with(
-        &from,
-        to.public_bundle(),
-        &vec![b'a'; plaintext],
-        SealParams {
-            mode,
-            aead: AeadId::ChaCha20Poly1305,
-            message_id: id,
-            timestamp_ms: 0,
-        },
-        &mut OsRng,
-    )?;
+    let sealed = seal(&from, to.public_bundle(), &vec![b'a'; plaintext], mode, id)?;
     let frame = ClientFrame::SendMessage {
         recipient: Username::new("user_1000")?,
         message: base64::engine::general_purpose::STANDARD.encode(&sealed),

@@ -3,10 +3,10 @@
 
 use std::process::Command;
 
-#[test]
-fn crypto_json_has_every_cell() {
+/// Runs nano-bench with `args`; its standard output, after asserting success.
+fn bench(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_nano-bench"))
-        .args(["crypto", "--json", "--quick"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -14,7 +14,13 @@ fn crypto_json_has_every_cell() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn crypto_json_has_every_cell() {
+    let v: serde_json::Value =
+        serde_json::from_str(&bench(&["crypto", "--json", "--quick"])).unwrap();
     for table in ["single_core", "all_cores"] {
         for mode in ["classical", "hybrid", "quantum"] {
             for op in ["keygen", "key_exchange", "sign", "verify", "symmetric"] {
@@ -51,16 +57,7 @@ fn unknown_subcommand_is_a_usage_error() {
 /// states for its mode, and the JSON frame (base64) is larger than the binary one.
 #[test]
 fn sizes_match_the_documented_envelope_overhead() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nano-bench"))
-        .args(["sizes", "--plaintext", "0,100,5000"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = bench(&["sizes", "--plaintext", "0,100,5000"]);
     let rows: Vec<Vec<&str>> = text
         .lines()
         .skip(2)

@@ -14,20 +14,34 @@ pub const BATCH: u32 = 1_000;
 /// Batches per pass at most; the rest waits for the next tick.
 const MAX_BATCHES_PER_PASS: u32 = 100;
 
-/// Time between checkpoints: short, so each copies a little.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// A timer that skips ticks a slow pass overran rather than bunching them.
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick; false once the relay is shutting down.
+async fn next_tick(shared: &Shared, tick: &mut tokio::time::Interval) -> bool {
+    tokio::select! {
+        _ = shared.shutdown.cancelled() => false,
+        _ = tick.tick() => true,
+    }
+}
+
+/// Time between checkpoints: short, so each copies little and no commit waits behind a large
+/// one (p99 at 1,000 msg/s in docs/BENCHMARKS.md §6). Nothing runs while nothing is written.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 /// Checkpoints until shutdown (SQLite only).
 pub async fn checkpoints(shared: Arc<Shared>) {
     if shared.storage.backend() != "sqlite" {
         return;
     }
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    let mut tick = ticker(CHECKPOINT_EVERY);
+    while next_tick(&shared, &mut tick).await {
+        if !shared.storage.wants_checkpoint() {
+            continue;
         }
         if let Err(e) = shared.blocking(|s| s.storage.checkpoint()).await {
             tracing::warn!(error = %e, "checkpoint failed");
@@ -39,13 +53,8 @@ pub async fn checkpoints(shared: Arc<Shared>) {
 pub async fn run(shared: Arc<Shared>) {
     let every = Duration::from_secs(shared.config.storage.cleanup_interval_seconds);
     let retention_ms = i64::from(shared.config.storage.message_retention_days) * 86_400_000;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = ticker(every);
+    while next_tick(&shared, &mut tick).await {
         let mut total = 0u64;
         for _ in 0..MAX_BATCHES_PER_PASS {
             let before = now_ms().saturating_sub(retention_ms);

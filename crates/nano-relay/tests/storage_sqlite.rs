@@ -135,3 +135,27 @@ fn pooled_connections_write_through_the_writer_and_read_committed_data() {
         assert_eq!(s.user("alice").unwrap().unwrap().fingerprint, [9; 32]);
     }
 }
+
+/// Checkpoints are wanted only after writes, and copy the log's pages into the database file;
+/// an in-memory database has no log.
+#[test]
+fn a_checkpoint_copies_the_log_into_the_database_only_after_writes() {
+    let dir = TempDir::new("checkpoint");
+    let path = dir.0.join("relay.db");
+    let s = SqliteStorage::open(&path).unwrap();
+    let (_, bob) = setup(&s);
+    s.checkpoint().unwrap();
+    assert!(!s.wants_checkpoint());
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let before = size();
+    let batch: Vec<_> = (0..=250u8).map(|i| msg(i, bob, None, i64::from(i))).collect();
+    s.store_batch(&batch, 1000).unwrap();
+    assert!(s.wants_checkpoint());
+    assert_eq!(size(), before, "new pages wait in the log");
+    s.checkpoint().unwrap();
+    assert!(!s.wants_checkpoint());
+    assert!(size() > before, "the log's pages were copied back");
+    let mem = SqliteStorage::in_memory().unwrap();
+    setup(&mem);
+    assert!(!mem.wants_checkpoint());
+}

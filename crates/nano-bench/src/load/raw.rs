@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use nano_crypto::envelope::{SealParams, seal_with};
-use nano_crypto::{AeadId, CryptoMode, OsRng, SigContext};
+use nano_crypto::{CryptoMode, OsRng, SigContext};
 use nano_proto::signed::auth_content;
 use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
 use rand_core::RngCore;
@@ -158,17 +157,12 @@ pub(crate) fn preseal(
             let to = &users[(OsRng.next_u64() % users.len() as u64) as usize];
             let mut id = [0u8; 16];
             OsRng.fill_bytes(&mut id);
-            let sealed = seal_with(
+            let sealed = crate::sizes::seal(
                 &from.identity,
                 to.identity.public_bundle(),
                 b"Load test message (presealed)",
-                SealParams {
-                    mode,
-                    aead: AeadId::ChaCha20Poly1305,
-                    message_id: id,
-                    timestamp_ms: 0,
-                },
-                &mut OsRng,
+                mode,
+                id,
             )?;
             use base64::Engine;
             Ok((

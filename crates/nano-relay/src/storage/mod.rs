@@ -236,6 +236,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
             .copied()
             .unwrap_or(0))
     }
+    /// Whether anything was written since the last [`Storage::checkpoint`].
+    fn wants_checkpoint(&self) -> bool {
+        false
+    }
     /// Copies committed changes from a write-ahead log into the database, off the writer's
     /// path (SQLite; a no-op where the database does this itself).
     fn checkpoint(&self) -> Result<()> {

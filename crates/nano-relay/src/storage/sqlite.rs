@@ -5,6 +5,7 @@
 //! large, so the writer's mutex is rarely contended, and in WAL mode readers never wait for it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nano_crypto::CryptoMode;
@@ -24,6 +25,8 @@ pub struct SqliteStorage {
     /// A connection of its own for WAL checkpoints, so copying the log back into the database
     /// never holds up a commit (file databases only).
     checkpointer: Option<Mutex<Connection>>,
+    /// Set whenever the writer connection is taken: there may be log to copy back.
+    dirty: AtomicBool,
 }
 
 fn backend(e: rusqlite::Error) -> RelayError {
@@ -82,6 +85,7 @@ impl SqliteStorage {
             conn: Mutex::new(conn),
             readers: None,
             checkpointer: None,
+            dirty: AtomicBool::new(false),
         })
     }
 
@@ -94,6 +98,7 @@ impl SqliteStorage {
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.dirty.store(true, Ordering::Relaxed);
         // A panic while holding the lock cannot leave a half-done transaction behind (rusqlite
         // rolls back on drop), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -372,7 +377,13 @@ impl Storage for SqliteStorage {
         Ok(out)
     }
 
+    fn wants_checkpoint(&self) -> bool {
+        self.checkpointer.is_some() && self.dirty.load(Ordering::Relaxed)
+    }
+
     fn checkpoint(&self) -> Result<()> {
+        // Cleared first: a commit landing during this checkpoint sets it again.
+        self.dirty.store(false, Ordering::Relaxed);
         if let Some(c) = &self.checkpointer {
             // PASSIVE: copies what no reader still needs, waits for no one, blocks no writer.
             c.lock()
