@@ -241,72 +241,70 @@ async fn store(
     metrics: &Metrics,
     batch: Vec<WriteRequest>,
 ) {
-    {
-        let (msgs, rest): (Vec<NewMessage>, Vec<_>) = batch
-            .into_iter()
-            .map(|r| (r.msg, (r.sender, r.received, r.reply)))
-            .unzip();
-        let started = Instant::now();
-        let st = Arc::clone(storage);
-        let quota = cfg.inbox_quota;
-        let result = tokio::task::spawn_blocking(move || {
-            let outcome = commit(&*st, &msgs, quota);
-            (msgs, outcome)
-        })
-        .await;
-        let (msgs, outcome) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "batch commit task failed");
-                for (_, _, reply) in rest {
-                    let _ = reply.send(Err(RelayError::Internal("commit task failed".into())));
-                }
-                return;
+    let (msgs, rest): (Vec<NewMessage>, Vec<_>) = batch
+        .into_iter()
+        .map(|r| (r.msg, (r.sender, r.received, r.reply)))
+        .unzip();
+    let started = Instant::now();
+    let st = Arc::clone(storage);
+    let quota = cfg.inbox_quota;
+    let result = tokio::task::spawn_blocking(move || {
+        let outcome = commit(&*st, &msgs, quota);
+        (msgs, outcome)
+    })
+    .await;
+    let (msgs, outcome) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "batch commit task failed");
+            for (_, _, reply) in rest {
+                let _ = reply.send(Err(RelayError::Internal("commit task failed".into())));
             }
-        };
-        metrics
-            .batch_commit_duration
-            .observe(started.elapsed().as_secs_f64());
-        metrics.batch_size.observe(msgs.len() as f64);
-        match outcome {
-            Ok(outcomes) => {
-                let mut woken = Vec::new();
-                for ((msg, (sender, received, reply)), outcome) in
-                    msgs.into_iter().zip(rest).zip(outcomes)
-                {
-                    let outcome = match outcome {
-                        Ok(o) => o,
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                            continue;
-                        }
-                    };
-                    if let StoreOutcome::Stored(seq) = outcome {
-                        metrics.message_processed(msg.crypto_mode, received.elapsed());
-                        let recipient = msg.recipient_id;
-                        let stored = Arc::new(StoredMessage {
-                            seq,
-                            message_id: msg.message_id,
-                            sender: sender.map(|s| s.as_str().to_owned()),
-                            crypto_mode: msg.crypto_mode,
-                            timestamp_ms: msg.timestamp_ms,
-                            payload: msg.payload,
-                            read_at: None,
-                        });
-                        hub.deliver(recipient, &stored);
-                        woken.push(recipient);
+            return;
+        }
+    };
+    metrics
+        .batch_commit_duration
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_size.observe(msgs.len() as f64);
+    match outcome {
+        Ok(outcomes) => {
+            let mut woken = Vec::new();
+            for ((msg, (sender, received, reply)), outcome) in
+                msgs.into_iter().zip(rest).zip(outcomes)
+            {
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        continue;
                     }
-                    let _ = reply.send(Ok(outcome));
+                };
+                if let StoreOutcome::Stored(seq) = outcome {
+                    metrics.message_processed(msg.crypto_mode, received.elapsed());
+                    let recipient = msg.recipient_id;
+                    let stored = Arc::new(StoredMessage {
+                        seq,
+                        message_id: msg.message_id,
+                        sender: sender.map(|s| s.as_str().to_owned()),
+                        crypto_mode: msg.crypto_mode,
+                        timestamp_ms: msg.timestamp_ms,
+                        payload: msg.payload,
+                        read_at: None,
+                    });
+                    hub.deliver(recipient, &stored);
+                    woken.push(recipient);
                 }
-                if let (Some(f), false) = (fanout, woken.is_empty()) {
-                    f.announce_deliveries(woken);
-                }
+                let _ = reply.send(Ok(outcome));
             }
-            Err(e) => {
-                tracing::error!(error = %e, "batch commit failed");
-                for (_, _, reply) in rest {
-                    let _ = reply.send(Err(e.clone()));
-                }
+            if let (Some(f), false) = (fanout, woken.is_empty()) {
+                f.announce_deliveries(woken);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "batch commit failed");
+            for (_, _, reply) in rest {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

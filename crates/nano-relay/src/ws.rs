@@ -40,7 +40,8 @@ pub const MAX_IN_FLIGHT: usize = 256;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer per connection: eagerly allocated, so it sets the floor of an idle connection's
 /// memory (the transport's default of 128 KiB would cost 1.3 GB for 10,000 idle connections).
-/// Larger frames are still read; they take more reads.
+/// A larger frame grows the buffer to hold it, and the transport keeps that size: a hybrid
+/// `auth` frame leaves about 5 KB (docs/BENCHMARKS.md §6, idle connections).
 const READ_BUFFER: usize = 1024;
 /// Frames written together are gathered up to this many bytes per write to the socket. The
 /// buffer keeps its capacity, so this (plus one frame) is also what a connection may hold after

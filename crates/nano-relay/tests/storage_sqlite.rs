@@ -148,7 +148,9 @@ fn a_checkpoint_copies_the_log_into_the_database_only_after_writes() {
     assert!(!s.wants_checkpoint());
     let size = || std::fs::metadata(&path).unwrap().len();
     let before = size();
-    let batch: Vec<_> = (0..=250u8).map(|i| msg(i, bob, None, i64::from(i))).collect();
+    let batch: Vec<_> = (0..=250u8)
+        .map(|i| msg(i, bob, None, i64::from(i)))
+        .collect();
     s.store_batch(&batch, 1000).unwrap();
     assert!(s.wants_checkpoint());
     assert_eq!(size(), before, "new pages wait in the log");
