@@ -27,7 +27,7 @@ use crate::kdf::{self, KdfLabel};
 use crate::kem::{self, KemCiphertext};
 use crate::mode::CryptoMode;
 use crate::secret::{SecretBytes, SymmetricKey};
-use crate::sign::{self, SigContext, Signature};
+use crate::sign::{self, SigContext, Signature, VerifyingKey};
 
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -283,6 +283,10 @@ impl Envelope {
                 mode: self.header.mode,
                 floor: sender.min_mode(),
             })?;
+        self.task(key, id)
+    }
+
+    fn task(&self, key: &VerifyingKey, id: u64) -> Result<VerificationTask> {
         VerificationTask::new(
             id,
             key,
@@ -300,12 +304,13 @@ impl Envelope {
         }
     }
 
-    /// Addressing and mode checks; the recipient's KEM key for this envelope.
-    fn precheck<'a>(
+    /// Addressing and mode checks; the recipient's KEM key and the sender's verifying key for
+    /// this envelope.
+    fn precheck<'a, 'b>(
         &self,
         recipient: &'a Identity,
-        sender: &PublicBundle,
-    ) -> Result<&'a crate::kem::KemKeyPair> {
+        sender: &'b PublicBundle,
+    ) -> Result<(&'a crate::kem::KemKeyPair, &'b VerifyingKey)> {
         if self.header.recipient != recipient.fingerprint() {
             return Err(CryptoError::IdentityMismatch("recipient"));
         }
@@ -314,7 +319,8 @@ impl Envelope {
         let floor = recipient.min_mode().max(sender.min_mode());
         recipient
             .kem(mode)
-            .filter(|_| mode >= floor && sender.verifying_key(mode).is_some())
+            .zip(sender.verifying_key(mode))
+            .filter(|_| mode >= floor)
             .ok_or(CryptoError::ModeNotAllowed { mode, floor })
     }
 
@@ -332,15 +338,8 @@ impl Envelope {
 
     /// Checks addressing, mode and signature, then decrypts.
     pub fn open(&self, recipient: &Identity, sender: &PublicBundle) -> Result<Vec<u8>> {
-        let kem = self.precheck(recipient, sender)?;
-        let floor = recipient.min_mode().max(sender.min_mode());
-        sender
-            .verifying_key(self.header.mode)
-            .ok_or(CryptoError::ModeNotAllowed {
-                mode: self.header.mode,
-                floor,
-            })?
-            .verify(SigContext::Envelope, self.signed_part(), &self.signature)?;
+        let (kem, key) = self.precheck(recipient, sender)?;
+        key.verify(SigContext::Envelope, self.signed_part(), &self.signature)?;
         self.decrypt(kem)
     }
 }
@@ -358,7 +357,7 @@ pub fn open_many(
     for (i, (env, sender)) in items.iter().enumerate() {
         let prepared = env
             .precheck(recipient, sender)
-            .and_then(|kem| Ok((kem, env.verification_task(sender, i as u64)?)));
+            .and_then(|(kem, key)| Ok((kem, env.task(key, i as u64)?)));
         match prepared {
             Ok((kem, task)) => {
                 tasks.push(task);

@@ -25,7 +25,7 @@ pub struct SqliteStorage {
     /// A connection of its own for WAL checkpoints, so copying the log back into the database
     /// never holds up a commit (file databases only).
     checkpointer: Option<Mutex<Connection>>,
-    /// Set whenever the writer connection is taken: there may be log to copy back.
+    /// Set whenever the writer connection is released: there may be log to copy back.
     dirty: AtomicBool,
 }
 
@@ -93,15 +93,48 @@ impl SqliteStorage {
     fn reader(&self) -> MutexGuard<'_, Connection> {
         match &self.readers {
             Some(p) => p.get(),
-            None => self.conn(),
+            None => self.lock_writer(),
         }
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.dirty.store(true, Ordering::Relaxed);
+    /// The writer connection, for a write: releasing it marks the log for checkpointing.
+    fn conn(&self) -> WriterGuard<'_> {
+        WriterGuard {
+            conn: self.lock_writer(),
+            dirty: &self.dirty,
+        }
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-done transaction behind (rusqlite
         // rolls back on drop), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The locked writer connection. Marked dirty when released, after the write has committed,
+/// so a checkpoint taken meanwhile cannot clear the mark before the write is in the log.
+struct WriterGuard<'a> {
+    conn: MutexGuard<'a, Connection>,
+    dirty: &'a AtomicBool,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.dirty.store(true, Ordering::Relaxed);
     }
 }
 
