@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use nano_crypto::{CryptoMode, Envelope, OsRng, PublicBundle, SigContext, open_many};
 use nano_proto::signed::auth_content;
 use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame};
+use rand_core::RngCore;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -71,6 +72,14 @@ impl State {
         }
     }
 
+    /// Drops the sends whose caller stopped waiting (timed out, or gone): they are never resent,
+    /// so a long outage cannot pile them up.
+    fn forget_abandoned(&mut self) {
+        self.waiters.retain(|_, w| !w.is_closed());
+        let waiters = &self.waiters;
+        self.unacked.retain(|(id, _)| waiters.contains_key(id));
+    }
+
     fn queue_mark(&mut self, f: ClientFrame) {
         if self.marks.len() >= MAX_QUEUED_MARKS {
             self.marks.pop_front();
@@ -126,7 +135,7 @@ pub(crate) async fn run(
             Err(e) => tracing::debug!(error = %e, "cannot connect; retrying"),
         }
         // Backoff with jitter, still taking commands so sends queue up meanwhile.
-        let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
+        let jitter = OsRng.next_u64() % (backoff.as_millis() as u64 / 2 + 1);
         let wake = tokio::time::Instant::now() + backoff + Duration::from_millis(jitter);
         backoff = (backoff * 2).min(MAX_BACKOFF);
         loop {
@@ -145,6 +154,7 @@ pub(crate) async fn run(
 fn queue(st: &mut State, c: Command) {
     match c {
         Command::Send { id, frame, reply } => {
+            st.forget_abandoned();
             st.unacked.push((id, frame));
             st.waiters.insert(id, reply);
         }
@@ -267,6 +277,7 @@ async fn serve(
     incoming: &mpsc::Sender<Incoming>,
 ) -> End {
     // Everything not yet answered goes out again, in order, with the same ids.
+    st.forget_abandoned();
     let mut resend: Vec<Message> = Vec::new();
     for (_, f) in &st.unacked {
         if let Ok(m) = encode(f) {
@@ -367,6 +378,12 @@ async fn serve(
                         };
                         if in_page {
                             page.push(p);
+                            // A page is at most MAX_FETCH_LIMIT long; a relay that sends more
+                            // has them opened in pieces rather than held without bound.
+                            if page.len() >= nano_proto::frames::MAX_FETCH_LIMIT as usize {
+                                let batch = std::mem::take(&mut page);
+                                deliver(shared, st, batch, incoming, &mut ws).await;
+                            }
                         } else {
                             deliver(shared, st, vec![p], incoming, &mut ws).await;
                         }
@@ -403,9 +420,19 @@ enum Slot {
 
 /// Failures that later attempts may not repeat: the message is left for the next connection.
 fn transient(e: &ClientError) -> bool {
+    use nano_proto::ErrorCode;
     matches!(
         e,
-        ClientError::Unreachable { .. } | ClientError::Timeout(_) | ClientError::Closed
+        ClientError::Unreachable { .. }
+            | ClientError::Timeout(_)
+            | ClientError::Closed
+            // A relay that is busy, failing or answering garbage now may answer later: the
+            // message stays in the inbox rather than being refused (and acknowledged away).
+            | ClientError::Protocol(_)
+            | ClientError::Relay {
+                code: ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal,
+                ..
+            }
     )
 }
 
@@ -443,9 +470,7 @@ async fn deliver(
             let env = Envelope::from_bytes(&bytes).map_err(|e| rejected(e.to_string()))?;
             let bundle = match shared.bundle(&name).await {
                 Ok(b) => b,
-                Err(
-                    e @ (ClientError::ContactKeyChanged { .. } | ClientError::Unreachable { .. }),
-                ) => return Err(e),
+                Err(e @ ClientError::ContactKeyChanged { .. }) => return Err(e),
                 Err(e) if transient(&e) => return Err(e),
                 Err(e) => return Err(rejected(e.to_string())),
             };
