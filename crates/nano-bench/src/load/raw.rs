@@ -153,7 +153,7 @@ pub(crate) fn preseal(
     let users = &ctx.users;
     (0..n)
         .map(|_| {
-            let from = &users[(OsRng.next_u64() % users.len() as u64) as usize];
+            let from = ctx.sender();
             let to = &users[(OsRng.next_u64() % users.len() as u64) as usize];
             let mut id = [0u8; 16];
             OsRng.fill_bytes(&mut id);
@@ -181,7 +181,7 @@ pub(crate) async fn sender(
     pipeline: usize,
     stop: tokio::time::Instant,
 ) -> anyhow::Result<()> {
-    let me = &ctx.users[(OsRng.next_u64() % ctx.users.len() as u64) as usize];
+    let me = ctx.sender();
     let ws = authenticated(&ctx, me).await?;
     let (mut tx, mut rx) = ws.split();
     let mut outstanding = 0usize;

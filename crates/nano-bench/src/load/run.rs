@@ -50,6 +50,8 @@ pub(crate) struct Ctx {
     pub(crate) ws_url: String,
     pub(crate) relay: PublicBundle,
     pub(crate) users: Arc<Vec<User>>,
+    /// Identities the sending clients log in as (never recipients).
+    pub(crate) senders: Arc<Vec<User>>,
     pub(crate) mode: CryptoMode,
     pub(crate) stats: Arc<Stats>,
     pub(crate) epoch: Instant,
@@ -90,8 +92,14 @@ impl Pacer {
 }
 
 impl Ctx {
+    /// A random recipient.
     fn pick(&self) -> &User {
         &self.users[(OsRng.next_u64() % self.users.len() as u64) as usize]
+    }
+
+    /// A random sending identity.
+    pub(crate) fn sender(&self) -> &User {
+        &self.senders[(OsRng.next_u64() % self.senders.len() as u64) as usize]
     }
 
     fn opened(&self) {
@@ -128,7 +136,7 @@ impl Ctx {
 
 /// A sending virtual user: connects as a random user and sends `count` messages `gap` apart.
 async fn sender(ctx: Arc<Ctx>, count: u32, gap: Duration) {
-    let me = ctx.pick();
+    let me = ctx.sender();
     let client = match connect(&ctx.api, me).await {
         Ok((c, _rx)) => c,
         Err(_) => {
@@ -202,7 +210,7 @@ pub(crate) async fn max_throughput(
     for _ in 0..connections {
         let ctx = Arc::clone(&ctx);
         tasks.spawn(async move {
-            let Ok((client, _rx)) = connect(&ctx.api, ctx.pick()).await else {
+            let Ok((client, _)) = connect(&ctx.api, ctx.sender()).await else {
                 ctx.stats.error("connect");
                 return;
             };

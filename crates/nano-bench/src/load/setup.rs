@@ -138,9 +138,10 @@ pub(crate) struct User {
     pub(crate) identity: Arc<Identity>,
 }
 
-/// Generates and registers `n` users `user_1` … `user_n` whose minimum mode is `mode`.
+/// Generates and registers `n` users `{prefix}_1` … `{prefix}_n` whose minimum mode is `mode`.
 pub(crate) async fn register_users(
     api: &str,
+    prefix: &str,
     n: usize,
     mode: CryptoMode,
 ) -> anyhow::Result<Vec<User>> {
@@ -153,7 +154,7 @@ pub(crate) async fn register_users(
     let gate = Arc::new(Semaphore::new(32));
     let mut tasks = Vec::with_capacity(n);
     for (i, id) in ids.into_iter().enumerate() {
-        let name = format!("user_{}", i + 1);
+        let name = format!("{prefix}_{}", i + 1);
         let api = api.to_owned();
         let gate = Arc::clone(&gate);
         tasks.push(tokio::spawn(async move {
