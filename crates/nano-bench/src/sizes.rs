@@ -3,8 +3,7 @@
 //! base64) and in the binary encoding, and prints the bytes and the overhead over the plaintext.
 
 use base64::Engine;
-use nano_crypto::envelope::{SealParams, seal_with};
-use nano_crypto::{AeadId, CryptoMode, Identity, OsRng, PublicBundle};
+use nano_crypto::{AeadId, CryptoMode, Identity, OsRng};
 use nano_proto::{ClientFrame, MessageId, Username};
 
 /// Arguments of `nano-bench sizes`.
@@ -24,34 +23,21 @@ struct Row {
     binary: usize,
 }
 
-/// A real envelope of `plaintext` from `from` to `to` in `mode`, as the bench sends them
-/// (ChaCha20-Poly1305, timestamp 0).
-pub(crate) fn seal(
-    from: &Identity,
-    to: &PublicBundle,
-    plaintext: &[u8],
-    mode: CryptoMode,
-    message_id: [u8; 16],
-) -> anyhow::Result<Vec<u8>> {
-    let params = SealParams {
-        mode,
-        aead: AeadId::ChaCha20Poly1305,
-        message_id,
-        timestamp_ms: 0,
-    };
-    Ok(seal_with(from, to, plaintext, params, &mut OsRng)?)
-}
-
 fn measure(mode: CryptoMode, plaintext: usize) -> anyhow::Result<Row> {
     let from = Identity::generate(mode, &mut OsRng)?;
     let to = Identity::generate(mode, &mut OsRng)?;
-    let id = [7u8; 16];
-    let sealed = seal(&from, to.public_bundle(), &vec![b'a'; plaintext], mode, id)?;
+    let sealed = nano_crypto::seal(
+        &from,
+        to.public_bundle(),
+        &vec![b'a'; plaintext],
+        mode,
+        AeadId::ChaCha20Poly1305,
+    )?;
     let frame = ClientFrame::SendMessage {
         recipient: Username::new("user_1000")?,
         message: base64::engine::general_purpose::STANDARD.encode(&sealed),
         crypto_mode: mode,
-        id: Some(MessageId(id)),
+        id: Some(MessageId([7; 16])),
     };
     Ok(Row {
         mode,

@@ -239,7 +239,6 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         stats: Arc::clone(&stats),
         epoch,
         open: Default::default(),
-        open_max: Default::default(),
         pacer: args.rate.map(run::Pacer::new),
     });
     eprintln!("connecting {} receivers …", users.len());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use nano_crypto::{CryptoMode, OsRng, SigContext};
+use nano_crypto::{AeadId, CryptoMode, OsRng, SigContext};
 use nano_proto::signed::auth_content;
 use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
 use rand_core::RngCore;
@@ -155,14 +155,12 @@ pub(crate) fn preseal(
         .map(|_| {
             let from = ctx.sender();
             let to = &users[(OsRng.next_u64() % users.len() as u64) as usize];
-            let mut id = [0u8; 16];
-            OsRng.fill_bytes(&mut id);
-            let sealed = crate::sizes::seal(
+            let sealed = nano_crypto::seal(
                 &from.identity,
                 to.identity.public_bundle(),
                 b"Load test message (presealed)",
                 mode,
-                id,
+                AeadId::ChaCha20Poly1305,
             )?;
             use base64::Engine;
             Ok((

@@ -127,7 +127,10 @@ impl Report {
     /// An SVG chart: received messages per second (bars) and p50 latency (line).
     pub(crate) fn svg(&self) -> String {
         let (w, h, pad) = (800.0_f64, 300.0_f64, 40.0_f64);
-        let n = self.timeline.len().max(1) as f64;
+        // Bars sit at their second, so a second with no receipts shows as a gap.
+        let first = self.timeline.first().map_or(0, |t| t.0);
+        let last = self.timeline.last().map_or(0, |t| t.0);
+        let n = f64::from(last - first + 1);
         let max_tp = self.timeline.iter().map(|t| t.1).max().unwrap_or(1).max(1) as f64;
         let max_lat = self.timeline.iter().map(|t| t.2).fold(0.001_f64, f64::max);
         let bw = (w - 2.0 * pad) / n;
@@ -140,8 +143,8 @@ impl Report {
             self.scenario, self.crypto_mode
         );
         let mut line = String::new();
-        for (i, (_, tp, lat)) in self.timeline.iter().enumerate() {
-            let x = pad + i as f64 * bw;
+        for (sec, tp, lat) in &self.timeline {
+            let x = pad + f64::from(sec - first) * bw;
             let bh = (*tp as f64 / max_tp) * (h - 2.0 * pad);
             let _ = writeln!(
                 s,

@@ -57,7 +57,6 @@ pub(crate) struct Ctx {
     pub(crate) epoch: Instant,
     /// Open connections of virtual users (for the report).
     pub(crate) open: AtomicU64,
-    pub(crate) open_max: AtomicU64,
     /// With `--rate`: the sends' schedule.
     pub(crate) pacer: Option<Pacer>,
 }
@@ -103,8 +102,7 @@ impl Ctx {
     }
 
     fn opened(&self) {
-        let n = self.open.fetch_add(1, Ordering::Relaxed) + 1;
-        self.open_max.fetch_max(n, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
     }
 
     fn closed(&self) {

@@ -93,7 +93,17 @@ inbox_quota = 1000000
     let cfg = dir.0.join("relay.toml");
     std::fs::write(&cfg, config)?;
     let log = std::fs::File::create(dir.0.join("relay.log"))?;
-    let mut child = Command::new(relay_binary()?)
+    let mut child = Command::new(relay_binary()?);
+    // The relay lets these override its file: a run on a temporary store must not inherit them.
+    for k in [
+        "NANO_STORAGE_URL",
+        "NANO_L2_CACHE_URL",
+        "NANO_L2_KEY_PREFIX",
+        "NANO_TLS_KEY_PATH",
+    ] {
+        child.env_remove(k);
+    }
+    let mut child = child
         .arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn")

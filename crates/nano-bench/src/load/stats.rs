@@ -14,7 +14,6 @@ pub(crate) struct Stats {
     pub(crate) acked: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) duplicates: AtomicU64,
-    pub(crate) rejected: AtomicU64,
     pub(crate) key_exchanges: AtomicU64,
     /// Raw receivers that the relay closed (slow readers) and that logged in again.
     pub(crate) reconnects: AtomicU64,
@@ -83,7 +82,6 @@ impl Stats {
 
     /// A message the receiver could not verify or decrypt.
     pub(crate) fn rejected(&self) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
         self.error("rejected");
     }
 
