@@ -146,6 +146,24 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     /// `name`'s bundle, from the cache while fresh, checked against the trust policy.
+    /// As [`Shared::bundle`], trying again while the relay is unreachable or answers a
+    /// retryable code (it restarts, its database restarts), for up to [`SEND_TIMEOUT`]: a send
+    /// during a short outage completes late instead of failing.
+    pub(crate) async fn bundle_retrying(&self, name: &str) -> Result<Arc<PublicBundle>> {
+        let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.bundle(name).await {
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, "recipient's keys not reachable yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) async fn bundle(&self, name: &str) -> Result<Arc<PublicBundle>> {
         let cached = {
             let c = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
@@ -337,7 +355,7 @@ impl Client {
         plaintext: &[u8],
         choice: ModeChoice,
     ) -> Result<SendReceipt> {
-        let them = self.shared.bundle(recipient).await?;
+        let them = self.shared.bundle_retrying(recipient).await?;
         let me = self.shared.identity.public_bundle();
         let mode = match choice {
             ModeChoice::Auto => self.auto_mode_for(recipient, &them)?,

@@ -45,6 +45,14 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Marks queued while disconnected.
 const MAX_QUEUED_MARKS: usize = 1024;
+/// First pause before writing a send again that the relay refused as `unavailable` or
+/// `rate_limited`; it doubles per refusal up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between retries of one send.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// A retried send waits for its answer this long before it counts as due again (an answer
+/// normally arrives long before; a lost one is covered by the resend after a reconnect).
+const RETRY_PARKED: Duration = Duration::from_secs(3600);
 
 #[derive(Default)]
 struct State {
@@ -55,17 +63,56 @@ struct State {
     marks: VecDeque<ClientFrame>,
     seen: BoundedSet<MessageId>,
     acked: BoundedSet<MessageId>,
+    /// Sends the relay answered with a retryable code (`unavailable`, `rate_limited`): when to
+    /// write each again, and how many times it was refused so far.
+    retries: HashMap<MessageId, (tokio::time::Instant, u32)>,
 }
 
 impl State {
     fn answer(&mut self, id: &MessageId, r: Result<bool>) {
+        self.retries.remove(id);
         self.unacked.retain(|(i, _)| i != id);
         if let Some(w) = self.waiters.remove(id) {
             let _ = w.send(r);
         }
     }
 
+    /// Schedules `id` to be written again after a retryable refusal, with exponential backoff
+    /// (100 ms doubling to 2 s); the caller's own timeout bounds how long it keeps trying.
+    fn retry_later(&mut self, id: MessageId) {
+        let refused = self.retries.get(&id).map_or(0, |(_, n)| *n) + 1;
+        let delay = RETRY_MIN.saturating_mul(1 << refused.min(5)).min(RETRY_MAX);
+        self.retries
+            .insert(id, (tokio::time::Instant::now() + delay, refused));
+    }
+
+    /// When the next retry is due.
+    fn next_retry(&self) -> Option<tokio::time::Instant> {
+        self.retries.values().map(|(at, _)| *at).min()
+    }
+
+    /// The frames of the sends whose retry is due now (their retry stays recorded, for the
+    /// backoff of a further refusal).
+    fn due_retries(&mut self) -> Vec<ClientFrame> {
+        let now = tokio::time::Instant::now();
+        let due: Vec<MessageId> = self
+            .retries
+            .iter_mut()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(id, (at, _))| {
+                *at = now + RETRY_PARKED;
+                *id
+            })
+            .collect();
+        self.unacked
+            .iter()
+            .filter(|(id, _)| due.contains(id))
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+
     fn fail_all(&mut self, error: impl Fn() -> ClientError) {
+        self.retries.clear();
         self.unacked.clear();
         for (_, w) in self.waiters.drain() {
             let _ = w.send(Err(error()));
@@ -278,6 +325,7 @@ async fn serve(
 ) -> End {
     // Everything not yet answered goes out again, in order, with the same ids.
     st.forget_abandoned();
+    st.retries.clear();
     let mut resend: Vec<Message> = Vec::new();
     for (_, f) in &st.unacked {
         if let Ok(m) = encode(f) {
@@ -299,7 +347,16 @@ async fn serve(
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     let mut ping_sent: Option<Instant> = None;
     loop {
+        let next_retry = st.next_retry();
         tokio::select! {
+            _ = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)), if next_retry.is_some() => {
+                for f in st.due_retries() {
+                    let Ok(m) = encode(&f) else { continue };
+                    if ws.send(m).await.is_err() {
+                        return End::Lost;
+                    }
+                }
+            }
             c = cmds.recv() => {
                 let Some(c) = c else { return End::Closed };
                 let frame = match c {
@@ -364,7 +421,12 @@ async fn serve(
                 match frame {
                     RelayFrame::Sent { id, duplicate } => st.answer(&id, Ok(duplicate)),
                     RelayFrame::Error { code, message, id: Some(id) } if st.waiters.contains_key(&id) => {
-                        st.answer(&id, Err(ClientError::Relay { code, message }));
+                        if retryable(code) {
+                            tracing::debug!(%code, "send refused for now; retrying");
+                            st.retry_later(id);
+                        } else {
+                            st.answer(&id, Err(ClientError::Relay { code, message }));
+                        }
                     }
                     RelayFrame::Error { code, message, .. } => {
                         tracing::warn!(%code, %message, "the relay reported an error");
@@ -418,22 +480,24 @@ enum Slot {
     Refused(Pushed, ClientError),
 }
 
+/// Codes a relay answers when it cannot take a send now but may soon (a database restarting,
+/// a rate limit): the send is written again until the caller stops waiting.
+fn retryable(code: nano_proto::ErrorCode) -> bool {
+    use nano_proto::ErrorCode;
+    matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited)
+}
+
 /// Failures that later attempts may not repeat: the message is left for the next connection.
 fn transient(e: &ClientError) -> bool {
-    use nano_proto::ErrorCode;
-    matches!(
-        e,
-        ClientError::Unreachable { .. }
-            | ClientError::Timeout(_)
-            | ClientError::Closed
-            // A relay that is busy, failing or answering garbage now may answer later: the
-            // message stays in the inbox rather than being refused (and acknowledged away).
+    e.is_retryable()
+        || matches!(
+            e,
+            ClientError::Closed
+            // A relay that is busy or answering garbage now may answer later: the message
+            // stays in the inbox rather than being refused (and acknowledged away). `internal`
+            // is a permanent fault of the relay (e.g. a corrupt stored bundle): not retried.
             | ClientError::Protocol(_)
-            | ClientError::Relay {
-                code: ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal,
-                ..
-            }
-    )
+        )
 }
 
 /// Verifies, decrypts and hands `msgs` to the application in order, each id once. A message

@@ -33,7 +33,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The relay answered with an error.
-    #[error("the relay refused: {message} ({code})")]
+    #[error("the relay refused: {message} ({code}){}", hint(*code))]
     Relay {
         /// Stable code.
         code: ErrorCode,
@@ -93,6 +93,34 @@ pub enum ClientError {
     /// A crypto failure on our side.
     #[error("crypto error: {0}")]
     Crypto(#[from] nano_crypto::CryptoError),
+}
+
+/// What a user can do about a relay's error code, where there is something to say.
+fn hint(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Internal => {
+            "; this is a fault on the relay's side that retrying will not fix: tell its operator"
+        }
+        ErrorCode::Unavailable => "; the relay or its database is restarting: try again shortly",
+        _ => "",
+    }
+}
+
+impl ClientError {
+    /// Whether the same request may succeed if made again shortly: the relay is unreachable,
+    /// timed out, or answered `unavailable` or `rate_limited`. Permanent answers (`internal`,
+    /// a refused key, an unknown user) are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Timeout(_)
+                | Self::Relay {
+                    code: ErrorCode::Unavailable | ErrorCode::RateLimited,
+                    ..
+                }
+        )
+    }
 }
 
 impl From<nano_proto::ProtoError> for ClientError {

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     /// The frame is not valid JSON / not a valid binary frame.
     MalformedFrame,
+    /// An HTTP request body that is not UTF-8 JSON.
+    MalformedBody,
     /// The frame's `type` names no known message.
     UnknownType,
     /// A field is missing, has the wrong type, or an invalid value.
@@ -34,8 +36,13 @@ pub enum ErrorCode {
     NotFound,
     /// The username is already registered.
     NameTaken,
-    /// A key bundle or signature failed verification.
+    /// A key or bundle that does not decode or is not usable.
     InvalidKey,
+    /// A signature (over a registration claim, a rotation, an `auth` transcript) that does not
+    /// verify.
+    InvalidSignature,
+    /// The request was not received completely in time (HTTP 408).
+    RequestTimeout,
     /// Too many requests.
     RateLimited,
     /// The recipient's inbox is full.
@@ -47,10 +54,34 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (metrics start a series for each).
+    pub const ALL: [ErrorCode; 19] = [
+        Self::MalformedFrame,
+        Self::MalformedBody,
+        Self::UnknownType,
+        Self::InvalidField,
+        Self::FrameTooLarge,
+        Self::MessageTooLarge,
+        Self::Unauthorized,
+        Self::AuthFailed,
+        Self::ModeNotAllowed,
+        Self::UnknownRecipient,
+        Self::NotFound,
+        Self::NameTaken,
+        Self::InvalidKey,
+        Self::InvalidSignature,
+        Self::RequestTimeout,
+        Self::RateLimited,
+        Self::InboxFull,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
     /// The wire string.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::MalformedFrame => "malformed_frame",
+            Self::MalformedBody => "malformed_body",
             Self::UnknownType => "unknown_type",
             Self::InvalidField => "invalid_field",
             Self::FrameTooLarge => "frame_too_large",
@@ -62,6 +93,8 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::NameTaken => "name_taken",
             Self::InvalidKey => "invalid_key",
+            Self::InvalidSignature => "invalid_signature",
+            Self::RequestTimeout => "request_timeout",
             Self::RateLimited => "rate_limited",
             Self::InboxFull => "inbox_full",
             Self::Unavailable => "unavailable",
@@ -83,6 +116,9 @@ pub enum ProtoError {
     /// Not JSON, truncated binary, bad UTF-8, trailing bytes.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// An HTTP request body that is not UTF-8 or not JSON.
+    #[error("malformed request body: {0}")]
+    MalformedBody(String),
     /// An unknown frame type.
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
@@ -110,6 +146,9 @@ pub enum ProtoError {
         /// The size.
         got: usize,
     },
+    /// A signature field that does not decode (wrong length for its mode).
+    #[error("invalid signature: {0}")]
+    Signature(nano_crypto::CryptoError),
     /// A cryptographic value (key, bundle, signature) that does not decode or verify.
     #[error("invalid key material: {0}")]
     Crypto(#[from] nano_crypto::CryptoError),
@@ -120,6 +159,8 @@ impl ProtoError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Malformed(_) => ErrorCode::MalformedFrame,
+            Self::MalformedBody(_) => ErrorCode::MalformedBody,
+            Self::Signature(_) => ErrorCode::InvalidSignature,
             Self::UnknownType(_) => ErrorCode::UnknownType,
             Self::InvalidField { .. } => ErrorCode::InvalidField,
             Self::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
@@ -127,6 +168,7 @@ impl ProtoError {
             Self::Crypto(nano_crypto::CryptoError::ModeNotAllowed { .. })
             | Self::Crypto(nano_crypto::CryptoError::NoCommonMode) => ErrorCode::ModeNotAllowed,
             // Our own failures, not the peer's.
+            Self::Crypto(nano_crypto::CryptoError::BadSignature) => ErrorCode::InvalidSignature,
             Self::Crypto(nano_crypto::CryptoError::Rng)
             | Self::Crypto(nano_crypto::CryptoError::Internal(_)) => ErrorCode::Internal,
             Self::Crypto(_) => ErrorCode::InvalidKey,
@@ -138,5 +180,44 @@ impl ProtoError {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new code must be added to `ALL` (the match below stops compiling without it, and the
+    /// count and uniqueness checks catch a missing or repeated entry).
+    #[test]
+    fn all_lists_every_code_once() {
+        let position = |c: ErrorCode| match c {
+            ErrorCode::MalformedFrame
+            | ErrorCode::MalformedBody
+            | ErrorCode::UnknownType
+            | ErrorCode::InvalidField
+            | ErrorCode::FrameTooLarge
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::Unauthorized
+            | ErrorCode::AuthFailed
+            | ErrorCode::ModeNotAllowed
+            | ErrorCode::UnknownRecipient
+            | ErrorCode::NotFound
+            | ErrorCode::NameTaken
+            | ErrorCode::InvalidKey
+            | ErrorCode::InvalidSignature
+            | ErrorCode::RequestTimeout
+            | ErrorCode::RateLimited
+            | ErrorCode::InboxFull
+            | ErrorCode::Unavailable
+            | ErrorCode::Internal => ErrorCode::ALL.iter().position(|x| *x == c),
+        };
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        for c in ErrorCode::ALL {
+            assert!(position(c).is_some());
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 19);
     }
 }

@@ -98,7 +98,7 @@ fn decode_bundle(b: &Bytes) -> Result<PublicBundle, ProtoError> {
 }
 
 fn decode_signature(mode: CryptoMode, b: &Bytes) -> Result<Signature, ProtoError> {
-    Ok(Signature::from_bytes(mode, b.as_slice())?)
+    Signature::from_bytes(mode, b.as_slice()).map_err(ProtoError::Signature)
 }
 
 impl RegisterRequest {

@@ -68,7 +68,9 @@ fn bad_bodies_get_codes() {
     assert_eq!(err.code(), ErrorCode::InvalidKey);
     assert_eq!(ErrorBody::from(&err).code, ErrorCode::InvalidKey);
     req.crypto_mode = CryptoMode::Classical;
-    assert_eq!(req.signature().unwrap_err().code(), ErrorCode::InvalidKey);
+    let e = req.signature().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidSignature);
+    assert!(e.to_string().starts_with("invalid signature"), "{e}");
     let unknown =
         r#"{"username":"a","bundle":"","crypto_mode":"hybrid","signature":"","admin":true}"#;
     assert!(serde_json::from_str::<RegisterRequest>(unknown).is_err());

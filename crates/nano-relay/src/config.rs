@@ -288,6 +288,14 @@ pub struct LimitsConfig {
     pub send_queue_depth: usize,
     /// Payload bytes queued for one connection before it is disconnected as a slow reader.
     pub send_queue_bytes: usize,
+    /// HTTP API connections open at once; beyond it, accepting waits for one to close.
+    pub max_http_connections: usize,
+    /// Seconds an HTTP API connection has to send a complete request head, counted from its
+    /// opening or its previous response (so also the idle keep-alive timeout).
+    pub http_header_timeout_seconds: u64,
+    /// Seconds an HTTP API request has, from its head to its answer (body included); `408
+    /// request_timeout` after.
+    pub http_request_timeout_seconds: u64,
 }
 
 impl Default for LimitsConfig {
@@ -299,6 +307,9 @@ impl Default for LimitsConfig {
             idle_timeout_seconds: 300,
             send_queue_depth: 256,
             send_queue_bytes: 4 * 1024 * 1024,
+            max_http_connections: 1024,
+            http_header_timeout_seconds: 10,
+            http_request_timeout_seconds: 30,
         }
     }
 }
@@ -632,6 +643,24 @@ impl RelayConfig {
                 "must be at least limits.max_message_bytes",
             ));
         }
+        range(
+            "limits.max_http_connections",
+            l.max_http_connections,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "limits.http_header_timeout_seconds",
+            l.http_header_timeout_seconds,
+            1,
+            3600,
+        )?;
+        range(
+            "limits.http_request_timeout_seconds",
+            l.http_request_timeout_seconds,
+            1,
+            3600,
+        )?;
         Ok(())
     }
 

@@ -53,8 +53,12 @@ fn encode_l2(r: &UserRecord) -> Vec<u8> {
 }
 
 fn entry(record: UserRecord) -> Result<Arc<UserEntry>, RelayError> {
-    let bundle = PublicBundle::from_bytes(&record.bundle)
-        .map_err(|e| RelayError::Storage(format!("stored bundle does not decode: {e}")))?;
+    let bundle = PublicBundle::from_bytes(&record.bundle).map_err(|e| {
+        RelayError::Corrupt(format!(
+            "the stored bundle of user id {} does not decode: {e}",
+            record.id
+        ))
+    })?;
     Ok(Arc::new(UserEntry { record, bundle }))
 }
 
@@ -191,6 +195,13 @@ impl Directory {
             }
         }
         Ok(())
+    }
+
+    /// Empties this relay's L1 (after a gap in the notices from other relays).
+    pub fn invalidate_all_local(&self) {
+        if let Some(mut c) = self.l1() {
+            c.clear();
+        }
     }
 
     /// Drops `name` from this relay's L1 (an invalidation notice from another relay).

@@ -38,6 +38,15 @@ pub enum RelayError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Storage(String),
+    /// The database cannot be reached now (it is restarting or down); nothing was attempted.
+    /// Retryable: the relay reconnects on its own.
+    #[error("database unreachable: {0}")]
+    Unreachable(String),
+    /// Stored data this build cannot read (a row that fails to decode, a column of another
+    /// type): a permanent fault of the server, not a transient one. Names what is corrupt,
+    /// never its content.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
     /// The schema is newer than this build understands.
     #[error("database schema version {found} is newer than supported {supported}")]
     SchemaTooNew {
@@ -99,13 +108,31 @@ impl RelayError {
         }
     }
 
+    /// Logs a failure of the relay's own (never a peer's mistake) before it is answered:
+    /// permanent faults at ERROR, an unavailable dependency at WARN, each rate-limited per
+    /// kind so an outage or a corrupt row costs a few lines, not one per request.
+    pub fn report(&self) {
+        match self {
+            Self::Corrupt(_) => crate::log_limit::error("corrupt stored data", self),
+            Self::Internal(_) | Self::Io { .. } | Self::Tls(_) => {
+                crate::log_limit::error("internal error", self);
+            }
+            Self::Storage(_) | Self::Unreachable(_) | Self::SchemaTooNew { .. } => {
+                crate::log_limit::warn("database unavailable", self);
+            }
+            Self::Cache(_) => crate::log_limit::warn("L2 cache unavailable", self),
+            _ => {}
+        }
+    }
+
     /// The HTTP status for this error.
     pub fn http_status(&self) -> u16 {
         match self.code() {
             ErrorCode::NotFound | ErrorCode::UnknownRecipient => 404,
             ErrorCode::NameTaken => 409,
             ErrorCode::Unauthorized | ErrorCode::AuthFailed => 401,
-            ErrorCode::InvalidKey | ErrorCode::ModeNotAllowed => 403,
+            ErrorCode::InvalidKey | ErrorCode::InvalidSignature | ErrorCode::ModeNotAllowed => 403,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::RateLimited => 429,
             ErrorCode::FrameTooLarge | ErrorCode::MessageTooLarge => 413,
             ErrorCode::Unavailable => 503,
@@ -121,9 +148,11 @@ impl RelayError {
             Self::NotFound => ErrorCode::NotFound,
             // The key that signed the rotation is no longer the current one.
             Self::Conflict => ErrorCode::InvalidKey,
-            Self::Storage(_) | Self::SchemaTooNew { .. } | Self::Cache(_) | Self::Unavailable => {
-                ErrorCode::Unavailable
-            }
+            Self::Storage(_)
+            | Self::Unreachable(_)
+            | Self::SchemaTooNew { .. }
+            | Self::Cache(_)
+            | Self::Unavailable => ErrorCode::Unavailable,
             Self::Proto(e) => e.code(),
             Self::Crypto(e) => nano_proto::ProtoError::Crypto(e.clone()).code(),
             Self::Unauthorized => ErrorCode::Unauthorized,
@@ -136,6 +165,7 @@ impl RelayError {
             | Self::ConfigInvalid { .. }
             | Self::Io { .. }
             | Self::Tls(_)
+            | Self::Corrupt(_)
             | Self::Internal(_) => ErrorCode::Internal,
         }
     }

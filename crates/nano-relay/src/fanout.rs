@@ -23,6 +23,8 @@ use crate::l2_cache::RedisCache;
 const PUBLISH_QUEUE: usize = 4096;
 /// How often the subscriber checks for shutdown.
 const POLL: Duration = Duration::from_millis(500);
+/// Pause between attempts to subscribe again while Redis is away.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(500);
 
 /// The cross-relay notice service.
 #[derive(Debug)]
@@ -84,7 +86,7 @@ fn publisher(cache: &RedisCache, instance: u64, rx: &Receiver<Vec<i64>>) {
         users.dedup();
         let payloads: Vec<String> = users.iter().map(|u| format!("{instance}:{u}")).collect();
         if let Err(e) = cache.publish(&channel, &payloads) {
-            tracing::warn!(error = %e, "cross-relay delivery notice failed");
+            crate::log_limit::warn("cross-relay delivery notice failed", &e);
         }
     }
 }
@@ -98,27 +100,37 @@ fn subscriber(
 ) {
     let deliver = cache.channel("deliver");
     let invalidate = cache.invalidation_channel();
+    let mut gap = false;
     while !stop.load(Ordering::Relaxed) {
         let mut conn = match cache.subscriber_connection(POLL) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe to relay notices; retrying");
-                std::thread::sleep(Duration::from_secs(1));
+                crate::log_limit::warn("cannot subscribe to relay notices; retrying", &e);
+                std::thread::sleep(RESUBSCRIBE_EVERY);
                 continue;
             }
         };
         let mut ps = conn.as_pubsub();
         if let Err(e) = ps.subscribe(&[&deliver, &invalidate]) {
-            tracing::warn!(error = %e, "subscribe failed; retrying");
-            std::thread::sleep(Duration::from_secs(1));
+            crate::log_limit::warn("cannot subscribe to relay notices; retrying", &e);
+            std::thread::sleep(RESUBSCRIBE_EVERY);
             continue;
+        }
+        if gap {
+            // Notices published while unsubscribed are lost: every local session reads its
+            // inbox once, and no cached bundle outlives a rotation announced in the gap.
+            directory.invalidate_all_local();
+            let woken = hub.wake_all();
+            tracing::info!(woken, "relay notices resumed");
+            gap = false;
         }
         while !stop.load(Ordering::Relaxed) {
             let msg = match ps.get_message() {
                 Ok(m) => m,
                 Err(e) if e.is_timeout() => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e, "relay notice subscription lost; reconnecting");
+                    crate::log_limit::warn("relay notice subscription lost; reconnecting", &e);
+                    gap = true;
                     break;
                 }
             };

@@ -33,6 +33,8 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The API router.
 pub fn router(shared: Arc<Shared>) -> Router {
+    let request_timeout =
+        std::time::Duration::from_secs(shared.config.limits.http_request_timeout_seconds);
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -46,7 +48,32 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with our own limit so an oversized one gets the JSON error body.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(move |req, next| {
+            within(request_timeout, req, next)
+        }))
         .with_state(shared)
+}
+
+/// Runs a request (reading its body included) within `limit`, else answers `408
+/// request_timeout` and closes the connection (the rest of the body was never read).
+async fn within(
+    limit: std::time::Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let body = ErrorBody {
+                code: nano_proto::ErrorCode::RequestTimeout,
+                message: format!("the request did not complete within {} s", limit.as_secs()),
+            };
+            let mut r = json(StatusCode::REQUEST_TIMEOUT, &body);
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
 }
 
 enum ApiError {
@@ -85,9 +112,7 @@ impl IntoResponse for ApiError {
         };
         let status =
             StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::warn!(error = %e, "request failed");
-        }
+        e.report();
         let body = ErrorBody {
             code: e.code(),
             message: e.public_message(),
@@ -103,12 +128,12 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
 /// Parses a JSON body into `T`, classifying failures like WebSocket frames.
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
     let text =
-        std::str::from_utf8(body).map_err(|_| ProtoError::Malformed("body is not UTF-8".into()))?;
+        std::str::from_utf8(body).map_err(|_| ProtoError::MalformedBody("not UTF-8".into()))?;
     serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => {
-                ProtoError::Malformed(format!("body is not valid JSON (column {})", e.column()))
+                ProtoError::MalformedBody(format!("not valid JSON (column {})", e.column()))
             }
             Category::Data => ProtoError::InvalidField {
                 field: "body",
@@ -144,6 +169,9 @@ async fn health() -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
+/// Longest `/ready` waits for the storage probe before answering 503.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     let reason = if s.is_draining() {
         Some("draining")
@@ -152,16 +180,16 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
             "postgres" => crate::storage::schema::POSTGRES,
             _ => crate::storage::schema::SQLITE,
         });
-        match s
-            .blocking(|s| {
-                s.storage.ping()?;
-                s.storage.schema_version()
-            })
-            .await
-        {
-            Ok(v) if v == expected => None,
-            Ok(_) => Some("migrations pending"),
-            Err(_) => Some("storage unreachable"),
+        let probe = s.blocking(|s| s.storage.probe());
+        match tokio::time::timeout(READY_TIMEOUT, probe).await {
+            Ok(Ok(v)) if v == expected => None,
+            Ok(Ok(_)) => Some("schema version differs from this build's"),
+            Ok(Err(RelayError::Unreachable(_))) => Some("storage unreachable"),
+            Ok(Err(e)) => {
+                e.report();
+                Some("storage not usable")
+            }
+            Err(_) => Some("storage timed out"),
         }
     };
     match reason {

@@ -134,6 +134,16 @@ impl Hub {
         self.send(user_id, || SessionEvent::Wake)
     }
 
+    /// Tells every session on this relay to read its inbox (after a gap in the delivery
+    /// notices from other relays); returns how many took it.
+    pub fn wake_all(&self) -> usize {
+        let map = self.lock();
+        map.values()
+            .flatten()
+            .filter(|e| e.mailbox.offer(SessionEvent::Wake))
+            .count()
+    }
+
     fn send(&self, user_id: i64, event: impl Fn() -> SessionEvent) -> usize {
         let map = self.lock();
         let Some(entries) = map.get(&user_id) else {

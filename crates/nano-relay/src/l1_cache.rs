@@ -116,6 +116,14 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
         }
     }
 
+    /// Removes everything (invalidation notices may have been missed) and voids every load in
+    /// flight.
+    pub fn clear(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.stats.evictions += self.map.len() as u64;
+        self.map.clear();
+    }
+
     /// Entries held (fresh or not yet noticed to be stale).
     pub fn len(&self) -> usize {
         self.map.len()

@@ -12,11 +12,13 @@
 //!   writer      bounded queue → batched commits → hub push          (storage stage)
 //!   hub         authenticated sessions by user; bounded delivery queues
 //!   fanout      Redis pub/sub between relays: delivery wake-ups, cache invalidation
+//!   http_listener  API connections: cap, header/request timeouts, TLS, bounded drain
 //!   http        health, ready, metrics, /v1/relay, users, keys, openapi.json
 //!
 //! building blocks:
 //!   config      relay.toml: the guide's sections plus [storage] [security] [tls] [limits]
-//!   storage     one Storage trait; SQLite (WAL) and PostgreSQL; migrations, the four indexes
+//!   storage     one Storage trait; SQLite (WAL) and PostgreSQL (r2d2 pool, reconnects on its
+//!               own); migrations, the four indexes; the readiness probe
 //!   directory   users through L1 (l1_cache) → L2 (l2_cache, Redis) → storage
 //!   tls         rustls server config; self-signed certificate for development
 //!   relay_identity  the relay's long-term keys in the data directory
@@ -26,6 +28,7 @@
 //!   cleanup     timed deletion of acked and expired rows
 //!   profiling   pprof flame graphs (feature `profiling`)
 //!   error       RelayError and its wire codes, in one place
+//!   log_limit   repeated failures logged once per interval with a count
 //! ```
 #![forbid(unsafe_code)]
 
@@ -37,10 +40,12 @@ pub mod directory;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod http_listener;
 pub mod hub;
 pub mod kex;
 pub mod l1_cache;
 pub mod l2_cache;
+mod log_limit;
 pub mod metrics;
 pub mod pools;
 pub mod profiling;

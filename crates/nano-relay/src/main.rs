@@ -141,20 +141,24 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         rt.worker_threads(s.worker_threads);
     }
     let rt = rt.build().context("cannot start the runtime")?;
-    rt.block_on(async move {
+    let api_scheme = if cfg.tls.enabled { "https" } else { "http" };
+    let result = rt.block_on(async move {
         let relay = nano_relay::start(cfg)
             .await
             .context("cannot start the relay")?;
         // One line on stdout for scripts and tests: where the relay listens.
         println!(
-            "nano-relay listening api=http://{} websocket={}",
+            "nano-relay listening api={api_scheme}://{} websocket={}",
             relay.api_addr,
             relay.ws_url()
         );
         wait_for_signal().await?;
         relay.shutdown().await;
         Ok(())
-    })
+    });
+    // Whatever a stalled peer or a hung database call still holds is dropped, not waited for.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -77,6 +77,12 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
 }
 
 /// Latency buckets from 100 µs to 10 s.
+/// The `operation` labels of `nano_messenger_crypto_operations_total`.
+pub const CRYPTO_OPERATIONS: [&str; 4] = ["verify", "sign", "kem_keygen", "kem_decapsulate"];
+
+/// The `reason` labels of `nano_messenger_connections_refused_total`.
+pub const REFUSAL_REASONS: [&str; 3] = ["max_connections", "slow_reader", "rate_limited"];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -255,7 +261,35 @@ impl Metrics {
             registry: r,
             detailed,
             log_crypto,
-        })
+        }
+        .started())
+    }
+
+    fn started(self) -> Self {
+        self.start_known_series();
+        self
+    }
+
+    /// Starts every series whose labels are known in advance at zero, so dashboards and alerts
+    /// see them on a fresh relay, before the first message, error or refusal.
+    fn start_known_series(&self) {
+        for mode in CryptoMode::ALL {
+            let m = mode.as_str();
+            self.messages_processed.with_label_values(&[m]);
+            self.message_processing_duration.with_label_values(&[m]);
+            for op in CRYPTO_OPERATIONS {
+                self.crypto_operations.with_label_values(&[op, m]);
+                if self.detailed {
+                    self.crypto_operation_duration.with_label_values(&[op, m]);
+                }
+            }
+        }
+        for code in nano_proto::ErrorCode::ALL {
+            self.errors.with_label_values(&[code.as_str()]);
+        }
+        for reason in REFUSAL_REASONS {
+            self.connections_refused.with_label_values(&[reason]);
+        }
     }
 
     /// Records one durably stored message.

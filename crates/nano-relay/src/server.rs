@@ -34,8 +34,10 @@ use crate::writer::{self, WriterConfig};
 const MAX_TRACKED_ADDRESSES: usize = 65_536;
 /// Jobs the crypto pool admits at once.
 const CRYPTO_QUEUE: usize = 4_096;
-/// Longest wait for sessions to close at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for sessions (and background tasks) to close at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the batch writers to commit what is queued once sessions are gone.
+const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A started relay.
 #[derive(Debug)]
@@ -50,6 +52,7 @@ pub struct RunningRelay {
     writer: tokio::task::JoinHandle<()>,
     http: tokio::task::JoinHandle<()>,
     http_stop: CancellationToken,
+    http_tasks: TaskTracker,
     fanout: Option<Arc<Fanout>>,
     profiler: Option<Arc<AtomicBool>>,
 }
@@ -218,24 +221,21 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     background.spawn(crate::ws::serve(
         Arc::clone(&shared),
         ws,
-        tls,
+        tls.clone(),
         sessions.clone(),
     ));
     background.spawn(crate::cleanup::run(Arc::clone(&shared)));
     background.spawn(crate::cleanup::checkpoints(Arc::clone(&shared)));
     let http_stop = CancellationToken::new();
-    let stop = http_stop.clone();
-    let router = crate::http::router(Arc::clone(&shared));
-    let http = tokio::spawn(async move {
-        // As a make-service, each connection clones the router (one reference count) instead of
-        // rebuilding its route table.
-        let served = axum::serve(api, router.into_make_service())
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
-    });
+    let http_tasks = TaskTracker::new();
+    let http = tokio::spawn(crate::http_listener::serve(
+        Arc::clone(&shared),
+        api,
+        tls,
+        crate::http::router(Arc::clone(&shared)),
+        http_stop.clone(),
+        http_tasks.clone(),
+    ));
     tracing::info!(
         api = %api_addr,
         websocket = %shared.ws_url,
@@ -252,6 +252,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         writer: writer_task,
         http,
         http_stop,
+        http_tasks,
         fanout,
         profiler,
     })
@@ -268,25 +269,39 @@ impl RunningRelay {
         &self.shared.ws_url
     }
 
-    /// Drains and stops the relay.
+    /// Drains and stops the relay, within [`DRAIN_TIMEOUT`] for sessions, then
+    /// `WRITER_DRAIN_TIMEOUT` for the writers and `http_listener::DRAIN` for the API, whatever
+    /// any client does: a stalled peer is dropped when its time is up.
     pub async fn shutdown(self) {
         let s = &self.shared;
         s.draining.store(true, Ordering::Relaxed);
         tracing::info!("shutting down: draining connections");
         s.shutdown.cancel();
         self.sessions.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.sessions.wait())
+        self.background.close();
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        if tokio::time::timeout_at(deadline, self.sessions.wait())
             .await
             .is_err()
         {
-            tracing::warn!("some connections did not close in time");
+            tracing::warn!(
+                left = self.sessions.len(),
+                "some connections did not close in time; dropping them"
+            );
         }
-        self.background.close();
-        self.background.wait().await;
-        // Sessions are gone; dropping the last handle lets the writer commit its queue and stop.
+        if tokio::time::timeout_at(deadline, self.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
+        // Dropping the last handle lets the writer commit its queue and stop (a session still
+        // stuck may hold a clone; the timeout bounds that).
         drop(s.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if self.writer.await.is_err() {
-            tracing::error!("the batch writer failed while draining");
+        match tokio::time::timeout(WRITER_DRAIN_TIMEOUT, self.writer).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("the batch writer failed while draining"),
+            Err(_) => tracing::error!("the batch writer did not finish in time"),
         }
         if let Some(f) = &self.fanout {
             f.stop();
@@ -296,6 +311,14 @@ impl RunningRelay {
         }
         self.http_stop.cancel();
         let _ = self.http.await;
+        self.http_tasks.close();
+        let api_deadline = crate::http_listener::DRAIN + Duration::from_secs(1);
+        if tokio::time::timeout(api_deadline, self.http_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some API connections did not close in time; dropping them");
+        }
         tracing::info!("relay stopped");
     }
 }

@@ -64,6 +64,7 @@ impl From<Vec<RelayFrame>> for Output {
 /// The `error` frame for `e`, counted in the metrics.
 pub fn error_frame(shared: &Shared, e: &RelayError, id: Option<MessageId>) -> RelayFrame {
     let code = e.code();
+    e.report();
     shared.metrics.error(code);
     let mut message = e.public_message();
     while message.len() > nano_proto::frames::MAX_ERROR_MESSAGE_BYTES {
@@ -73,7 +74,12 @@ pub fn error_frame(shared: &Shared, e: &RelayError, id: Option<MessageId>) -> Re
 }
 
 fn message_frame(m: &StoredMessage) -> Result<RelayFrame, RelayError> {
-    let sender = m.sender.as_deref().map(Username::new).transpose()?;
+    let sender = m
+        .sender
+        .as_deref()
+        .map(Username::new)
+        .transpose()
+        .map_err(|_| RelayError::Corrupt(format!("the sender name of message seq {}", m.seq)))?;
     Ok(RelayFrame::Message {
         id: MessageId(m.message_id),
         seq: u64::try_from(m.seq).unwrap_or(0),

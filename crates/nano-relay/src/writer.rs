@@ -156,9 +156,13 @@ fn commit(
 ) -> Result<Vec<Result<StoreOutcome, RelayError>>, RelayError> {
     match storage.store_batch(msgs, quota) {
         Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
-        Err(e) if msgs.len() == 1 => Err(e),
+        // Nothing to learn from retrying one by one while the database is away.
+        Err(e) if msgs.len() == 1 || matches!(e, RelayError::Unreachable(_)) => Err(e),
         Err(e) => {
-            tracing::warn!(error = %e, "batch commit failed; committing its messages one by one");
+            crate::log_limit::warn(
+                "batch commit failed; committing its messages one by one",
+                &e,
+            );
             Ok(msgs
                 .iter()
                 .map(|m| {
@@ -302,7 +306,7 @@ async fn store(
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "batch commit failed");
+            e.report();
             for (_, _, reply) in rest {
                 let _ = reply.send(Err(e.clone()));
             }

@@ -64,6 +64,24 @@ pub mod close_reason {
     pub const SLOW_READER: &str = "slow reader: send queue full";
     /// The frame exceeded the transport limit.
     pub const TOO_BIG: &str = "frame too large";
+    /// Pings or pongs beyond `security.rate_limit_per_connection`.
+    pub const CONTROL_FLOOD: &str = "rate limit exceeded by control frames";
+}
+
+/// The close reason (code 1002) for a violation of RFC 6455 framing.
+fn protocol_violation(p: &tokio_tungstenite::tungstenite::error::ProtocolError) -> &'static str {
+    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+    match p {
+        P::NonZeroReservedBits => "reserved bits set without a negotiated extension",
+        P::UnmaskedFrameFromClient => "client frame not masked",
+        P::FragmentedControlFrame => "fragmented control frame",
+        P::ControlFrameTooBig => "control frame payload over 125 bytes",
+        P::UnknownControlFrameType(_) | P::UnknownDataFrameType(_) => "unknown opcode",
+        P::UnexpectedContinueFrame => "continuation frame without a first frame",
+        P::ExpectedFragment(_) => "new data frame before the fragmented one ended",
+        P::InvalidCloseSequence => "invalid close frame",
+        _ => "protocol violation",
+    }
 }
 
 fn ws_config(shared: &Shared) -> WebSocketConfig {
@@ -188,20 +206,27 @@ async fn connection(
     // sized for its own transport. The upgraded stream is only ever a closure argument: bound in
     // this fn's body, it would keep a slot in the task's state after moving into the loop.
     let ip = addr.ip();
-    let session = match tls {
-        Some(acc) => boxed_within(limit, || async {
-            let s = acc.accept(stream).await.ok()?;
-            handshake(shared, s).await
-        })
-        .await
-        .ok()
-        .flatten()
-        .map(|ws| session_loop(shared, ws, ip)),
-        None => boxed_within(limit, || handshake(shared, stream))
+    let handshake = async {
+        match tls {
+            Some(acc) => boxed_within(limit, || async {
+                let s = acc.accept(stream).await.ok()?;
+                handshake(shared, s).await
+            })
             .await
             .ok()
             .flatten()
             .map(|ws| session_loop(shared, ws, ip)),
+            None => boxed_within(limit, || handshake(shared, stream))
+                .await
+                .ok()
+                .flatten()
+                .map(|ws| session_loop(shared, ws, ip)),
+        }
+    };
+    // A client still in its handshake at shutdown is simply dropped: it has nothing to drain.
+    let session = tokio::select! {
+        s = handshake => s,
+        _ = shared.shutdown.cancelled() => return,
     };
     if let Some(s) = session {
         s.await;
@@ -392,9 +417,25 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     Some(Err(tokio_tungstenite::tungstenite::Error::Utf8(_))) => {
                         return End::Close(CloseCode::Invalid, "text frame is not UTF-8");
                     }
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(p))) => {
+                        return End::Close(CloseCode::Protocol, protocol_violation(&p));
+                    }
                     _ => return End::Gone,
                 };
                 last_seen = Instant::now();
+                // Every frame counts against the rates, control frames too: a ping flood would
+                // otherwise cost a pong each, unmetered. Control frames cannot be answered with
+                // an error frame (that would answer a flood with one), so their flood closes.
+                let control = matches!(msg, Message::Ping(_) | Message::Pong(_) | Message::Frame(_));
+                let allowed = bucket.try_take(shared.clock_now()) && shared.address_allows(ip);
+                if control {
+                    if allowed {
+                        continue;
+                    }
+                    shared.metrics.error(nano_proto::ErrorCode::RateLimited);
+                    shared.metrics.connections_refused.with_label_values(&["rate_limited"]).inc();
+                    return End::Close(CloseCode::Policy, close_reason::CONTROL_FLOOD);
+                }
                 let (decoded, len) = match &msg {
                     Message::Text(t) => {
                         conn.binary = false;
@@ -404,11 +445,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         conn.binary = true;
                         (Some(b.len()).filter(|l| *l <= max_frame).map(|_| ClientFrame::from_binary(b)), b.len())
                     }
-                    Message::Close(_) => return End::Gone,
-                    // Pings are answered by the transport; pongs only prove liveness.
-                    _ => continue,
+                    // A close frame (control frames were handled above).
+                    _ => return End::Gone,
                 };
-                if !bucket.try_take(shared.clock_now()) || !shared.address_allows(ip) {
+                if !allowed {
                     let f = error_frame(shared, &RelayError::RateLimited, None);
                     if let Err(e) = conn.send(vec![f]).await { return e; }
                     continue;

@@ -13,7 +13,7 @@ use nano_relay::storage::{Mark, MarkKind, RelayError, Storage, StoreOutcome};
 fn setup(s: &dyn Storage) -> (i64, i64) {
     assert_eq!(s.migrate().unwrap(), 1);
     assert_eq!(s.migrate().unwrap(), 1);
-    s.ping().unwrap();
+    assert_eq!(s.probe().unwrap(), 1);
     common::two_users(s)
 }
 

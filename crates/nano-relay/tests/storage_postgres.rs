@@ -1,9 +1,99 @@
 //! PostgreSQL-specific behaviour (runs when `NANO_TEST_POSTGRES_URL` is set, in its own schema):
-//! the guide's indexes exist, and relays migrating at the same moment apply each version once.
+//! the guide's indexes exist, relays migrating at the same moment apply each version once, the
+//! pool survives the server closing its connections, and the readiness probe fails on a broken
+//! schema.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use nano_crypto::CryptoMode;
 use nano_relay::storage::Storage;
 use nano_relay::storage::postgres::PostgresStorage;
+use nano_testkit::PgDb;
+
+fn migrated(db: &PgDb, connections: usize) -> PostgresStorage {
+    let s = PostgresStorage::connect_pool(&db.url, None, connections).unwrap();
+    assert_eq!(s.migrate().unwrap(), 1);
+    s
+}
+
+#[test]
+fn the_pool_reconnects_after_the_server_closes_every_connection() {
+    let Some(db) = PgDb::create("pg reconnect") else {
+        return;
+    };
+    let s = migrated(&db, 4);
+    let alice = s
+        .create_user("alice", b"bundle", &[1; 32], CryptoMode::Hybrid, 1)
+        .unwrap();
+    assert_eq!(s.probe().unwrap(), 1);
+    // What a restart does to the relay's side: every connection closed by the server.
+    assert!(db.terminate_connections() >= 1);
+    // The next operations find their connections closed, discard them and run on fresh ones.
+    for _ in 0..8 {
+        assert_eq!(s.user("alice").unwrap().unwrap().id, alice.id);
+    }
+    assert_eq!(s.probe().unwrap(), 1);
+    assert_eq!(s.pending_count(alice.id).unwrap(), 0);
+}
+
+#[test]
+fn the_probe_fails_without_a_table_the_relay_needs() {
+    let Some(db) = PgDb::create("pg probe") else {
+        return;
+    };
+    let s = migrated(&db, 2);
+    assert_eq!(s.probe().unwrap(), 1);
+    db.execute("DROP TABLE messages").unwrap();
+    let e = s.probe().unwrap_err();
+    assert!(e.to_string().contains("messages"), "{e}");
+    assert_eq!(e.code().as_str(), "unavailable");
+}
+
+#[test]
+fn the_probe_fails_on_a_read_only_database() {
+    let Some(db) = PgDb::create("pg read only") else {
+        return;
+    };
+    let s = migrated(&db, 1);
+    db.execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        db.name
+    ))
+    .unwrap();
+    // Settings apply to new sessions: the pool's connection goes, a new one reads them.
+    db.terminate_connections();
+    let e = s.probe().unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+}
+
+#[test]
+fn a_column_of_another_type_is_corrupt_data_not_an_outage() {
+    let Some(db) = PgDb::create("pg corrupt") else {
+        return;
+    };
+    let s = migrated(&db, 1);
+    s.create_user("alice", b"bundle", &[1; 32], CryptoMode::Hybrid, 1)
+        .unwrap();
+    db.execute("ALTER TABLE users ALTER COLUMN min_mode TYPE BIGINT")
+        .unwrap();
+    let e = s.user("alice").unwrap_err();
+    assert_eq!(e.code().as_str(), "internal", "{e}");
+}
+
+#[test]
+fn dropping_the_storage_on_an_async_worker_does_not_panic() {
+    let Some(db) = PgDb::create("pg drop") else {
+        return;
+    };
+    let s = migrated(&db, 2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    // The synchronous client closes on a runtime of its own, which panics inside another.
+    rt.block_on(async move {
+        tokio::spawn(async move { drop(s) }).await.unwrap();
+    });
+}
 
 #[test]
 fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {

@@ -41,7 +41,7 @@ fn migrations_are_versioned_idempotent_and_create_the_guides_indexes() {
     assert_eq!(s.migrate().unwrap(), 1);
     assert_eq!(s.migrate().unwrap(), 1);
     assert_eq!(s.schema_version().unwrap(), 1);
-    s.ping().unwrap();
+    assert_eq!(s.probe().unwrap(), 1);
     let conn = rusqlite::Connection::open(dir.0.join("relay.db")).unwrap();
     let mut names: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_%'")
@@ -160,4 +160,25 @@ fn a_checkpoint_copies_the_log_into_the_database_only_after_writes() {
     let mem = SqliteStorage::in_memory().unwrap();
     setup(&mem);
     assert!(!mem.wants_checkpoint());
+}
+
+/// The readiness probe fails when a table the relay needs is gone, or the file is read-only,
+/// and a row of another type is corrupt data (`internal`), not an outage.
+#[test]
+fn the_probe_fails_without_a_table_and_bad_rows_are_corrupt_data() {
+    let dir = TempDir::new("probe");
+    let path = dir.0.join("relay.db");
+    let s = SqliteStorage::open(&path).unwrap();
+    setup(&s);
+    assert_eq!(s.probe().unwrap(), 1);
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("UPDATE users SET min_mode = 'x' WHERE username = 'alice'")
+        .unwrap();
+    let e = s.user("alice").unwrap_err();
+    assert_eq!(e.code().as_str(), "internal", "{e}");
+    other.execute_batch("DROP TABLE messages").unwrap();
+    let e = s.probe().unwrap_err();
+    assert!(e.to_string().contains("messages"), "{e}");
+    assert_eq!(e.code().as_str(), "unavailable");
 }

@@ -54,6 +54,37 @@ impl PgDb {
     }
 }
 
+impl PgDb {
+    /// Terminates every server process connected to this database (what a database restart
+    /// does to the relay's connections, scoped to this test); returns how many.
+    pub fn terminate_connections(&self) -> i64 {
+        let (a, n) = (self.admin_url.clone(), self.name.clone());
+        let done = on_thread_within(WAIT, move || {
+            let mut c = postgres::Client::connect(&a, postgres::NoTls).ok()?;
+            let row = c
+                .query_one(
+                    "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&n],
+                )
+                .ok()?;
+            row.try_get::<_, i64>(0).ok()
+        });
+        done.flatten().expect("pg_terminate_backend")
+    }
+
+    /// Runs `sql` in this database (a test's own sabotage or check).
+    pub fn execute(&self, sql: &str) -> Result<(), String> {
+        let (u, sql) = (self.url.clone(), sql.to_owned());
+        on_thread_within(WAIT, move || {
+            let mut c =
+                postgres::Client::connect(&u, postgres::NoTls).map_err(|e| e.to_string())?;
+            c.batch_execute(&sql).map_err(|e| e.to_string())
+        })
+        .unwrap_or_else(|| Err(format!("did not finish within {WAIT:?}")))
+    }
+}
+
 impl Drop for PgDb {
     fn drop(&mut self) {
         let (a, n) = (self.admin_url.clone(), self.name.clone());

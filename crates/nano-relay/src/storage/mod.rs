@@ -24,13 +24,13 @@ pub(crate) fn mode_from_db(v: i64) -> Result<CryptoMode> {
     u8::try_from(v)
         .ok()
         .and_then(|b| CryptoMode::from_byte(b).ok())
-        .ok_or_else(|| RelayError::Storage(format!("invalid crypto_mode {v} in database")))
+        .ok_or_else(|| RelayError::Corrupt(format!("invalid crypto_mode {v} in database")))
 }
 
 /// A fixed-size byte column read back from the database.
 pub(crate) fn fixed_from_db<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N]> {
     v.try_into()
-        .map_err(|_| RelayError::Storage(format!("invalid {what} length in database")))
+        .map_err(|_| RelayError::Corrupt(format!("invalid {what} length in database")))
 }
 
 /// The three queries storing a batch needs, run by a backend inside one transaction.
@@ -188,8 +188,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn migrate(&self) -> Result<u32>;
     /// The schema version in the database (0 before any migration).
     fn schema_version(&self) -> Result<u32>;
-    /// Cheap liveness check (for `/ready`).
-    fn ping(&self) -> Result<()>;
+    /// The readiness check behind `/ready`: reads the schema version in a query that names
+    /// every table and column the relay uses (so a dropped table or column fails it), and runs
+    /// a write that changes nothing on a connection that can write (so a read-only or
+    /// unwritable database fails it). Returns the schema version. One round trip or two.
+    fn probe(&self) -> Result<u32>;
     /// Registers a user; [`RelayError::NameTaken`] if the name exists.
     fn create_user(
         &self,

@@ -39,9 +39,4 @@ impl<T> Pool<T> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Number of connections.
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
 }

@@ -1,31 +1,70 @@
 //! The PostgreSQL backend (production; several relays share one database).
 //!
-//! A synchronous client behind a mutex, like the SQLite backend: it is driven by the batch
-//! writer and blocking tasks only. Migrations take an advisory lock so relays starting together
-//! apply each version once. The guide's indexes are created in the first migration, on empty
-//! tables, so they need no `CONCURRENTLY`.
+//! A pool of synchronous clients (r2d2), driven by the batch writer and blocking tasks only.
+//! Every operation checks a connection out of the pool; one the server closed (a restart, a
+//! terminated backend) is discarded on return and replaced, so the relay reconnects on its own.
+//! An operation that fails because its connection was found closed runs once more on a fresh
+//! one; while the server is down, operations fail within [`CHECKOUT_TIMEOUT`] as
+//! [`RelayError::Storage`] (the wire's retryable `unavailable`).
+//!
+//! Migrations take an advisory lock so relays starting together apply each version once. The
+//! guide's indexes are created in the first migration, on empty tables, so they need no
+//! `CONCURRENTLY`.
 
-use std::sync::MutexGuard;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nano_crypto::CryptoMode;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
+use r2d2_postgres::PostgresConnectionManager;
 
-use super::pool::Pool;
 use super::{
     Mark, MarkKind, NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage,
     UserRecord, fixed_from_db, schema,
 };
 
+/// Longest wait for a pooled connection (or a new one while the server is away).
+pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a new connection's TCP and startup handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest any one statement may run (`statement_timeout`), so no blocking thread waits on a
+/// hung server for ever.
+const STATEMENT_TIMEOUT_MS: u32 = 30_000;
+
+type Manager = PostgresConnectionManager<NoTls>;
+type Conn = r2d2::PooledConnection<Manager>;
+
+/// While the server is away, one checkout per this interval waits for a connection; the
+/// others fail at once, so a send during an outage is refused promptly instead of queueing.
+const OUTAGE_RETRY: Duration = Duration::from_millis(500);
+
 /// PostgreSQL storage.
 pub struct PostgresStorage {
-    clients: Pool<Client>,
+    /// `None` only while dropping (see the `Drop` impl).
+    pool: Option<r2d2::Pool<Manager>>,
+    /// When a checkout last failed for want of a connection (`None` while the server answers).
+    outage: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for PostgresStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The connection string may hold a password: never printed.
         f.write_str("PostgresStorage")
+    }
+}
+
+impl Drop for PostgresStorage {
+    fn drop(&mut self) {
+        // A synchronous client closes its connection on its own runtime, which panics on a
+        // thread already inside one (the relay's async workers): drop the pool elsewhere.
+        if let Some(pool) = self.pool.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("pg-pool-drop".into())
+                    .spawn(move || drop(pool));
+            }
+        }
     }
 }
 
@@ -38,11 +77,44 @@ fn backend(e: postgres::Error) -> RelayError {
     RelayError::Storage(msg)
 }
 
+/// A column read with the type the schema gives it; a mismatch means the database is not what
+/// this build expects (a permanent fault, not a transient one).
+fn col<'a, T: postgres::types::FromSql<'a>>(row: &'a postgres::Row, i: usize) -> Result<T> {
+    row.try_get(i)
+        .map_err(|e| RelayError::Corrupt(format!("column {i}: {e}")))
+}
+
 fn mode(v: i16) -> Result<CryptoMode> {
     super::mode_from_db(i64::from(v))
 }
 
 const MIGRATION_LOCK: i64 = 0x6e61_6e6f_6d73_6731; // "nanomsg1"
+
+/// Sets up every new connection: the statement timeout and, for tests, the schema.
+#[derive(Debug)]
+struct Setup {
+    schema: Option<String>,
+}
+
+impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
+    fn on_acquire(&self, c: &mut Client) -> core::result::Result<(), postgres::Error> {
+        let mut sql = format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS};");
+        if let Some(s) = &self.schema {
+            sql.push_str(&format!("SET search_path TO {s};"));
+        }
+        c.batch_execute(&sql)
+    }
+}
+
+/// Connection failures while the server is away, logged at most once per interval.
+#[derive(Debug)]
+struct LogErrors;
+
+impl r2d2::HandleError<postgres::Error> for LogErrors {
+    fn handle_error(&self, e: postgres::Error) {
+        crate::log_limit::warn("PostgreSQL connection failed; retrying", &backend(e));
+    }
+}
 
 impl PostgresStorage {
     /// Connects to `url` (`postgres://…`). With `schema`, every table lives in that schema
@@ -51,7 +123,8 @@ impl PostgresStorage {
         Self::connect_pool(url, schema, 1)
     }
 
-    /// As [`PostgresStorage::connect`], with `connections` pooled connections.
+    /// As [`PostgresStorage::connect`], with up to `connections` pooled connections. Fails if
+    /// the server cannot be reached now; later outages are survived (see the module docs).
     pub fn connect_pool(url: &str, schema: Option<&str>, connections: usize) -> Result<Self> {
         if let Some(s) = schema {
             if s.is_empty()
@@ -62,17 +135,24 @@ impl PostgresStorage {
                 return Err(RelayError::Storage("schema name must be [a-z0-9_]+".into()));
             }
         }
-        let mut client = Client::connect(url, NoTls).map_err(backend)?;
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| RelayError::Storage(format!("storage.url: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives(true);
+        let mut first = config.connect(NoTls).map_err(backend)?;
         // `IF NOT EXISTS` is not safe against a concurrent creator: relays starting together
         // serialize on the migration lock here too.
-        let mut tx = client.transaction().map_err(backend)?;
+        let mut tx = first.transaction().map_err(backend)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(backend)?;
         if let Some(s) = schema {
-            tx.batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}"
-            ))
-            .map_err(backend)?;
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+                .map_err(backend)?;
+            tx.batch_execute(&format!("SET LOCAL search_path TO {s}"))
+                .map_err(backend)?;
         }
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -80,26 +160,92 @@ impl PostgresStorage {
         )
         .map_err(backend)?;
         tx.commit().map_err(backend)?;
-        let mut clients = vec![client];
-        for _ in 1..connections.max(1) {
-            let mut c = Client::connect(url, NoTls).map_err(backend)?;
-            if let Some(s) = schema {
-                c.batch_execute(&format!("SET search_path TO {s}"))
-                    .map_err(backend)?;
+        drop(first);
+        let max = u32::try_from(connections.max(1)).unwrap_or(u32::MAX);
+        let pool = r2d2::Pool::builder()
+            .max_size(max)
+            // Connections are made when needed and kept; none is held open for nothing.
+            .min_idle(Some(1))
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            // `has_broken` (a closed connection) discards dead ones on return; a round trip per
+            // checkout would cost every operation for what one retry handles.
+            .test_on_check_out(false)
+            .error_handler(Box::new(LogErrors))
+            .connection_customizer(Box::new(Setup {
+                schema: schema.map(str::to_owned),
+            }))
+            .build(PostgresConnectionManager::new(config, NoTls))
+            .map_err(|e| RelayError::Storage(e.to_string()))?;
+        Ok(Self {
+            pool: Some(pool),
+            outage: Mutex::new(None),
+        })
+    }
+
+    fn pool(&self) -> Result<&r2d2::Pool<Manager>> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| RelayError::Storage("storage closed".into()))
+    }
+
+    fn checkout(&self) -> Result<Conn> {
+        let pool = self.pool()?;
+        let now = Instant::now();
+        {
+            let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(since) = *outage {
+                if now.duration_since(since) < OUTAGE_RETRY {
+                    return pool.try_get().ok_or_else(|| {
+                        RelayError::Unreachable("no connection to PostgreSQL (reconnecting)".into())
+                    });
+                }
+                // This caller tries; the others keep failing fast until it knows.
+                *outage = Some(now);
             }
-            clients.push(c);
         }
-        let clients = Pool::new(clients).ok_or_else(|| RelayError::Storage("empty pool".into()))?;
-        Ok(Self { clients })
+        let got = pool.get();
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        match got {
+            Ok(c) => {
+                *outage = None;
+                Ok(c)
+            }
+            Err(e) => {
+                *outage = Some(Instant::now());
+                Err(RelayError::Unreachable(format!(
+                    "no connection to PostgreSQL: {e}"
+                )))
+            }
+        }
     }
 
-    fn client(&self) -> MutexGuard<'_, Client> {
-        self.clients.get()
+    /// Runs `f` on a pooled connection. If it fails because the server closed that connection
+    /// (a restart), the connection is discarded and `f` runs again on another, up to the pool's
+    /// size plus one times: every operation here is a single statement or one transaction, so
+    /// a failed attempt left nothing behind.
+    fn with<T>(&self, f: impl Fn(&mut Client) -> Result<T>) -> Result<T> {
+        // After a restart every pooled connection is dead: try each in turn, then a fresh one.
+        let attempts = self.pool()?.max_size() + 1;
+        let mut tried = 0;
+        loop {
+            let mut conn = self.checkout()?;
+            tried += 1;
+            match f(&mut conn) {
+                // The probe also makes the client notice a closed socket, so `has_broken`
+                // discards the connection when it returns to the pool.
+                Err(RelayError::Storage(_))
+                    if tried < attempts && (conn.is_closed() || conn.simple_query("").is_err()) => {
+                }
+                other => return other,
+            }
+        }
     }
 
-    /// Connections in the pool.
+    /// Connections open now (idle and in use).
     pub fn pool_len(&self) -> usize {
-        self.clients.len()
+        self.pool
+            .as_ref()
+            .map_or(0, |p| p.state().connections as usize)
     }
 }
 
@@ -117,16 +263,15 @@ impl super::BatchQueries for PgBatch<'_, '_> {
             .tx
             .query_opt(&self.existing, &[&m.recipient_id, &&m.message_id[..]])
             .map_err(backend)?;
-        Ok(row.map(|r| r.get(0)))
+        row.map(|r| col(&r, 0)).transpose()
     }
 
     fn pending_count(&mut self, recipient_id: i64) -> Result<u64> {
-        let n: i64 = self
+        let row = self
             .tx
             .query_one(&self.count, &[&recipient_id])
-            .map_err(backend)?
-            .get(0);
-        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+            .map_err(backend)?;
+        Ok(u64::try_from(col::<i64>(&row, 0)?).unwrap_or(u64::MAX))
     }
 
     fn insert(&mut self, m: &NewMessage) -> Result<i64> {
@@ -145,8 +290,28 @@ impl super::BatchQueries for PgBatch<'_, '_> {
                 ],
             )
             .map_err(backend)?;
-        Ok(row.get(0))
+        col(&row, 0)
     }
+}
+
+fn schema_version(c: &mut impl postgres::GenericClient) -> Result<u32> {
+    let row = c
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(backend)?;
+    Ok(u32::try_from(col::<i32>(&row, 0)?).unwrap_or(0))
+}
+
+fn user_record(r: &postgres::Row) -> Result<UserRecord> {
+    Ok(UserRecord {
+        id: col(r, 0)?,
+        username: col(r, 1)?,
+        bundle: col(r, 2)?,
+        fingerprint: fixed_from_db(col(r, 3)?, "fingerprint")?,
+        min_mode: mode(col(r, 4)?)?,
+    })
 }
 
 impl Storage for PostgresStorage {
@@ -155,56 +320,44 @@ impl Storage for PostgresStorage {
     }
 
     fn migrate(&self) -> Result<u32> {
-        let mut client = self.client();
-        let latest = schema::latest(schema::POSTGRES);
-        let mut tx = client.transaction().map_err(backend)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .map_err(backend)?;
-        let current: i32 = tx
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                &[],
-            )
-            .map_err(backend)?
-            .get(0);
-        let current = u32::try_from(current).unwrap_or(0);
-        if current > latest {
-            return Err(RelayError::SchemaTooNew {
-                found: current,
-                supported: latest,
-            });
-        }
-        for (version, sql) in schema::POSTGRES.iter().filter(|(v, _)| *v > current) {
-            tx.batch_execute(sql).map_err(backend)?;
-            let v = i32::try_from(*version).unwrap_or(i32::MAX);
-            tx.execute(
-                "INSERT INTO schema_migrations (version, applied_at)
-                 VALUES ($1, EXTRACT(EPOCH FROM now())::BIGINT)",
-                &[&v],
-            )
-            .map_err(backend)?;
-        }
-        tx.commit().map_err(backend)?;
-        Ok(latest)
+        self.with(|client| {
+            let latest = schema::latest(schema::POSTGRES);
+            let mut tx = client.transaction().map_err(backend)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .map_err(backend)?;
+            let current = schema_version(&mut tx)?;
+            if current > latest {
+                return Err(RelayError::SchemaTooNew {
+                    found: current,
+                    supported: latest,
+                });
+            }
+            for (version, sql) in schema::POSTGRES.iter().filter(|(v, _)| *v > current) {
+                tx.batch_execute(sql).map_err(backend)?;
+                let v = i32::try_from(*version).unwrap_or(i32::MAX);
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at)
+                     VALUES ($1, EXTRACT(EPOCH FROM now())::BIGINT)",
+                    &[&v],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(latest)
+        })
     }
 
     fn schema_version(&self) -> Result<u32> {
-        let v: i32 = self
-            .client()
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                &[],
-            )
-            .map_err(backend)?
-            .get(0);
-        Ok(u32::try_from(v).unwrap_or(0))
+        self.with(schema_version)
     }
 
-    fn ping(&self) -> Result<()> {
-        self.client()
-            .simple_query("SELECT 1")
-            .map(|_| ())
-            .map_err(backend)
+    fn probe(&self) -> Result<u32> {
+        self.with(|c| {
+            let row = c.query_one(schema::PROBE, &[]).map_err(backend)?;
+            c.execute(schema::PROBE_WRITE, &[]).map_err(backend)?;
+            u32::try_from(col::<i64>(&row, 0)?)
+                .map_err(|_| RelayError::Corrupt("schema version out of range".into()))
+        })
     }
 
     fn create_user(
@@ -216,42 +369,38 @@ impl Storage for PostgresStorage {
         now_ms: i64,
     ) -> Result<UserRecord> {
         let m = i16::from(min_mode.to_byte());
-        let res = self.client().query_one(
-            "INSERT INTO users (username, bundle, fingerprint, min_mode, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
-            &[&username, &bundle, &&fingerprint[..], &m, &now_ms],
-        );
-        match res {
-            Ok(row) => Ok(UserRecord {
-                id: row.get(0),
-                username: username.to_owned(),
-                bundle: bundle.to_vec(),
-                fingerprint: *fingerprint,
-                min_mode,
-            }),
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(RelayError::NameTaken),
-            Err(e) => Err(backend(e)),
-        }
+        self.with(|c| {
+            let res = c.query_one(
+                "INSERT INTO users (username, bundle, fingerprint, min_mode, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+                &[&username, &bundle, &&fingerprint[..], &m, &now_ms],
+            );
+            match res {
+                Ok(row) => Ok(UserRecord {
+                    id: col(&row, 0)?,
+                    username: username.to_owned(),
+                    bundle: bundle.to_vec(),
+                    fingerprint: *fingerprint,
+                    min_mode,
+                }),
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    Err(RelayError::NameTaken)
+                }
+                Err(e) => Err(backend(e)),
+            }
+        })
     }
 
     fn user(&self, username: &str) -> Result<Option<UserRecord>> {
-        let row = self
-            .client()
-            .query_opt(
+        self.with(|c| {
+            c.query_opt(
                 "SELECT id, username, bundle, fingerprint, min_mode FROM users WHERE username = $1",
                 &[&username],
             )
-            .map_err(backend)?;
-        row.map(|r| {
-            Ok(UserRecord {
-                id: r.get(0),
-                username: r.get(1),
-                bundle: r.get(2),
-                fingerprint: fixed_from_db(r.get(3), "fingerprint")?,
-                min_mode: mode(r.get(4))?,
-            })
+            .map_err(backend)?
+            .map(|r| user_record(&r))
+            .transpose()
         })
-        .transpose()
     }
 
     fn replace_bundle(
@@ -263,134 +412,139 @@ impl Storage for PostgresStorage {
         min_mode: CryptoMode,
         now_ms: i64,
     ) -> Result<()> {
-        let mut client = self.client();
         let m = i16::from(min_mode.to_byte());
-        let n = client
-            .execute(
-                "UPDATE users SET bundle = $1, fingerprint = $2, min_mode = $3, updated_at = $4
-                 WHERE username = $5 AND fingerprint = $6",
-                &[
-                    &bundle,
-                    &&fingerprint[..],
-                    &m,
-                    &now_ms,
-                    &username,
-                    &&expected[..],
-                ],
-            )
-            .map_err(backend)?;
-        if n == 1 {
-            return Ok(());
-        }
-        let exists: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)",
-                &[&username],
-            )
-            .map_err(backend)?
-            .get(0);
-        Err(if exists {
-            RelayError::Conflict
-        } else {
-            RelayError::NotFound
+        self.with(|client| {
+            let n = client
+                .execute(
+                    "UPDATE users SET bundle = $1, fingerprint = $2, min_mode = $3, updated_at = $4
+                     WHERE username = $5 AND fingerprint = $6",
+                    &[
+                        &bundle,
+                        &&fingerprint[..],
+                        &m,
+                        &now_ms,
+                        &username,
+                        &&expected[..],
+                    ],
+                )
+                .map_err(backend)?;
+            if n == 1 {
+                return Ok(());
+            }
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)",
+                    &[&username],
+                )
+                .map_err(backend)?;
+            Err(if col::<bool>(&row, 0)? {
+                RelayError::Conflict
+            } else {
+                RelayError::NotFound
+            })
         })
     }
 
     fn store_batch(&self, batch: &[NewMessage], inbox_quota: u64) -> Result<Vec<StoreOutcome>> {
-        let mut client = self.client();
-        let mut tx = client.transaction().map_err(backend)?;
-        let existing = tx
-            .prepare("SELECT seq FROM messages WHERE recipient_id = $1 AND message_id = $2")
-            .map_err(backend)?;
-        let count = tx
-            .prepare("SELECT COUNT(*) FROM messages WHERE recipient_id = $1 AND deleted_at IS NULL")
-            .map_err(backend)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-            )
-            .map_err(backend)?;
-        let mut q = PgBatch {
-            tx: &mut tx,
-            existing,
-            count,
-            insert,
-        };
-        let out = super::store_with(&mut q, batch, inbox_quota)?;
-        tx.commit().map_err(backend)?;
-        Ok(out)
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(backend)?;
+            let existing = tx
+                .prepare("SELECT seq FROM messages WHERE recipient_id = $1 AND message_id = $2")
+                .map_err(backend)?;
+            let count = tx
+                .prepare(
+                    "SELECT COUNT(*) FROM messages WHERE recipient_id = $1 AND deleted_at IS NULL",
+                )
+                .map_err(backend)?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                )
+                .map_err(backend)?;
+            let mut q = PgBatch {
+                tx: &mut tx,
+                existing,
+                count,
+                insert,
+            };
+            let out = super::store_with(&mut q, batch, inbox_quota)?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
     }
 
     fn pending(&self, recipient_id: i64, after: i64, limit: u32) -> Result<Vec<StoredMessage>> {
-        let rows = self
-            .client()
-            .query(
-                "SELECT m.seq, m.message_id, u.username, m.crypto_mode, m.timestamp, m.payload, m.read_at
-                 FROM messages m LEFT JOIN users u ON u.id = m.sender_id
-                 WHERE m.recipient_id = $1 AND m.deleted_at IS NULL AND m.seq > $2
-                 ORDER BY m.seq LIMIT $3",
-                &[&recipient_id, &after, &i64::from(limit)],
-            )
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredMessage {
-                    seq: r.get(0),
-                    message_id: fixed_from_db(r.get(1), "message_id")?,
-                    sender: r.get(2),
-                    crypto_mode: mode(r.get(3))?,
-                    timestamp_ms: r.get(4),
-                    payload: r.get(5),
-                    read_at: r.get(6),
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT m.seq, m.message_id, u.username, m.crypto_mode, m.timestamp, m.payload, m.read_at
+                     FROM messages m LEFT JOIN users u ON u.id = m.sender_id
+                     WHERE m.recipient_id = $1 AND m.deleted_at IS NULL AND m.seq > $2
+                     ORDER BY m.seq LIMIT $3",
+                    &[&recipient_id, &after, &i64::from(limit)],
+                )
+                .map_err(backend)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(StoredMessage {
+                        seq: col(r, 0)?,
+                        message_id: fixed_from_db(col(r, 1)?, "message_id")?,
+                        sender: col(r, 2)?,
+                        crypto_mode: mode(col(r, 3)?)?,
+                        timestamp_ms: col(r, 4)?,
+                        payload: col(r, 5)?,
+                        read_at: col(r, 6)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     fn pending_count(&self, recipient_id: i64) -> Result<u64> {
-        let n: i64 = self
-            .client()
-            .query_one(
-                "SELECT COUNT(*) FROM messages WHERE recipient_id = $1 AND deleted_at IS NULL",
-                &[&recipient_id],
-            )
-            .map_err(backend)?
-            .get(0);
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.with(|c| {
+            let row = c
+                .query_one(
+                    "SELECT COUNT(*) FROM messages WHERE recipient_id = $1 AND deleted_at IS NULL",
+                    &[&recipient_id],
+                )
+                .map_err(backend)?;
+            Ok(u64::try_from(col::<i64>(&row, 0)?).unwrap_or(0))
+        })
     }
 
     fn mark_batch(&self, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>> {
-        let mut client = self.client();
-        let mut tx = client.transaction().map_err(backend)?;
-        let placeholders = ["$1", "$2", "$3"];
-        let ack = tx
-            .prepare(&MarkKind::Ack.sql(placeholders))
-            .map_err(backend)?;
-        let read = tx
-            .prepare(&MarkKind::Read.sql(placeholders))
-            .map_err(backend)?;
-        let mut out = Vec::with_capacity(marks.len());
-        for m in marks {
-            let stmt = match m.kind {
-                MarkKind::Ack => &ack,
-                MarkKind::Read => &read,
-            };
-            let mut n = 0;
-            for id in &m.ids {
-                n += tx
-                    .execute(stmt, &[&now_ms, &m.recipient_id, &&id[..]])
-                    .map_err(backend)?;
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(backend)?;
+            let placeholders = ["$1", "$2", "$3"];
+            let ack = tx
+                .prepare(&MarkKind::Ack.sql(placeholders))
+                .map_err(backend)?;
+            let read = tx
+                .prepare(&MarkKind::Read.sql(placeholders))
+                .map_err(backend)?;
+            let mut out = Vec::with_capacity(marks.len());
+            for m in marks {
+                let stmt = match m.kind {
+                    MarkKind::Ack => &ack,
+                    MarkKind::Read => &read,
+                };
+                let mut n = 0;
+                for id in &m.ids {
+                    n += tx
+                        .execute(stmt, &[&now_ms, &m.recipient_id, &&id[..]])
+                        .map_err(backend)?;
+                }
+                out.push(n);
             }
-            out.push(n);
-        }
-        tx.commit().map_err(backend)?;
-        Ok(out)
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
     }
 
     fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64> {
-        self.client()
-            .execute(
+        self.with(|c| {
+            c.execute(
                 "DELETE FROM messages WHERE seq IN (
                      SELECT seq FROM messages WHERE deleted_at IS NOT NULL
                      UNION ALL
@@ -399,5 +553,6 @@ impl Storage for PostgresStorage {
                 &[&expire_before_ms, &i64::from(limit)],
             )
             .map_err(backend)
+        })
     }
 }

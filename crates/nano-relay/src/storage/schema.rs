@@ -83,3 +83,16 @@ pub const POSTGRES: &[(u32, &str)] = &[(
 pub fn latest(migrations: &[(u32, &str)]) -> u32 {
     migrations.last().map_or(0, |(v, _)| *v)
 }
+
+/// The readiness query, the same on both backends: the schema version, from a statement that
+/// also names every table and column the relay reads or writes (no rows are read).
+pub const PROBE: &str =
+    "SELECT CAST((SELECT COALESCE(MAX(version), 0) FROM schema_migrations) AS BIGINT) AS version,
+        (SELECT COUNT(*) FROM (SELECT id, username, bundle, fingerprint, min_mode, created_at,
+            updated_at FROM users LIMIT 0) u) AS users,
+        (SELECT COUNT(*) FROM (SELECT seq, message_id, recipient_id, sender_id, crypto_mode,
+            timestamp, payload, read_at, deleted_at FROM messages LIMIT 0) m) AS messages";
+
+/// The readiness write: an update that matches no row (sequence numbers are positive), which
+/// still needs a writable table.
+pub const PROBE_WRITE: &str = "UPDATE messages SET read_at = read_at WHERE seq < 0";

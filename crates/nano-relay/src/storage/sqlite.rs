@@ -30,7 +30,14 @@ pub struct SqliteStorage {
 }
 
 fn backend(e: rusqlite::Error) -> RelayError {
-    RelayError::Storage(e.to_string())
+    use rusqlite::Error as E;
+    match e {
+        // A column of another type or range than the schema gives it: permanent, not transient.
+        E::InvalidColumnType(..)
+        | E::FromSqlConversionFailure(..)
+        | E::IntegralValueOutOfRange(..) => RelayError::Corrupt(e.to_string()),
+        _ => RelayError::Storage(e.to_string()),
+    }
 }
 
 impl SqliteStorage {
@@ -195,10 +202,13 @@ impl Storage for SqliteStorage {
             .map_err(backend)
     }
 
-    fn ping(&self) -> Result<()> {
-        self.conn()
-            .query_row("SELECT 1", [], |_| Ok(()))
-            .map_err(backend)
+    fn probe(&self) -> Result<u32> {
+        let conn = self.conn();
+        let v: i64 = conn
+            .query_row(schema::PROBE, [], |r| r.get(0))
+            .map_err(backend)?;
+        conn.execute(schema::PROBE_WRITE, []).map_err(backend)?;
+        u32::try_from(v).map_err(|_| RelayError::Corrupt("schema version out of range".into()))
     }
 
     fn create_user(

@@ -1,0 +1,103 @@
+//! The HTTP API's listener: accepts connections on `api_port` (over TLS when `[tls]` is
+//! enabled), serves each with HTTP/1.1, and bounds what any client can hold:
+//!
+//! - at most `limits.max_http_connections` connections at once; beyond that, accepting waits
+//!   for one to close (the kernel's backlog holds the rest);
+//! - the TLS handshake within `server.connection_timeout_seconds`;
+//! - a complete request head within `limits.http_header_timeout_seconds` of the connection
+//!   opening or of its previous response, so a silent client, a half-sent request line and an
+//!   idle keep-alive connection are all closed after that long;
+//! - the whole request (body read and handling) within `limits.http_request_timeout_seconds`,
+//!   answered `408 request_timeout` otherwise (see `http::router`).
+//!
+//! Shutdown: the listener stops accepting, idle connections close at once, a request in
+//! progress gets its answer, and whatever is left after [`DRAIN`] is dropped, so no client can
+//! hold the process open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::state::Shared;
+
+/// Longest a connection may take to finish its request once shutdown has begun.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// Accepts API connections until `stop`, each on `tracker`; returns once `stop` is cancelled.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: axum::Router,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limits = &shared.config.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_http_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.http_header_timeout_seconds))
+        .keep_alive(true);
+    let handshake = Duration::from_secs(shared.config.server.connection_timeout_seconds);
+    loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => break,
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    crate::log_limit::warn("API accept failed", &e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (http, router, stop, tls) = (http.clone(), router.clone(), stop.clone(), tls.clone());
+        tracker.spawn(async move {
+            match tls {
+                Some(acc) => {
+                    if let Ok(Ok(s)) = tokio::time::timeout(handshake, acc.accept(stream)).await {
+                        connection(&http, s, router, &stop).await;
+                    }
+                }
+                None => connection(&http, stream, router, &stop).await,
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Serves one connection until it closes, or until shutdown plus [`DRAIN`].
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    http: &hyper::server::conn::http1::Builder,
+    stream: S,
+    router: axum::Router,
+    stop: &CancellationToken,
+) {
+    let service = TowerToHyperService::new(router);
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, conn).await;
+        }
+    }
+}
