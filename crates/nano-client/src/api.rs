@@ -1,5 +1,6 @@
 //! The relay's HTTP API through one pooled HTTP client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nano_crypto::{CryptoMode, Identity, OsRng, PublicBundle, SigContext};
@@ -16,12 +17,19 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API at `base` (`http://host:port`).
+    /// The API at `base` (`http://host:port` or `https://host:port`), trusting the Mozilla
+    /// roots for HTTPS.
     pub fn new(base: &str) -> Result<Self> {
+        Self::with_tls(base, &crate::tls::client_config(None)?)
+    }
+
+    /// The API at `base`, with `tls` deciding which certificates an `https://` relay may
+    /// present (see [`crate::tls`]).
+    pub fn with_tls(base: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(ClientError::Invalid(format!(
-                "the relay URL must start with http:// (got {base})"
+                "the relay URL must start with http:// or https:// (got {base})"
             )));
         }
         // Pooled, but an idle connection is closed after a few seconds: a client needs the REST
@@ -33,6 +41,8 @@ impl Api {
             .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(4)
             .tcp_nodelay(true)
+            .https_only(base.starts_with("https://"))
+            .use_preconfigured_tls(rustls::ClientConfig::clone(tls))
             .build()
             .map_err(|e| ClientError::Invalid(format!("HTTP client: {e}")))?;
         Ok(Self { http, base })
@@ -46,7 +56,11 @@ impl Api {
     fn unreachable(&self, e: &reqwest::Error) -> ClientError {
         ClientError::Unreachable {
             url: self.base.clone(),
-            reason: if e.is_connect() {
+            reason: if let Some(tls) = tls_failure(e) {
+                format!(
+                    "TLS: {tls} (an https:// relay with a private or self-signed certificate needs `init --relay-ca FILE`)"
+                )
+            } else if e.is_connect() {
                 "connection refused".into()
             } else if e.is_timeout() {
                 "timed out".into()
@@ -168,4 +182,16 @@ fn decode_bundle(bytes: &[u8]) -> Result<PublicBundle> {
     }
     c.insert(bytes.to_vec(), b.clone());
     Ok(b)
+}
+
+/// The TLS failure somewhere in `e`'s chain of causes (a certificate that does not verify),
+/// as the innermost cause's words, if any.
+fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut innermost = None;
+    while let Some(c) = cause {
+        innermost = Some(c.to_string());
+        cause = c.source();
+    }
+    innermost.filter(|m| m.contains("certificate") || m.contains("TLS") || m.contains("tls"))
 }

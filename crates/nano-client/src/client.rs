@@ -133,6 +133,8 @@ pub(crate) struct Shared {
     pub(crate) trust: Arc<dyn TrustPolicy>,
     pub(crate) rtt_us: AtomicU64,
     bundles: Mutex<HashMap<String, CachedBundle>>,
+    /// The TLS trust for `wss://` (the same as the API's).
+    pub(crate) tls: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -145,7 +147,6 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// `name`'s bundle, from the cache while fresh, checked against the trust policy.
     /// As [`Shared::bundle`], trying again while the relay is unreachable or answers a
     /// retryable code (it restarts, its database restarts), for up to [`SEND_TIMEOUT`]: a send
     /// during a short outage completes late instead of failing.
@@ -164,6 +165,7 @@ impl Shared {
         }
     }
 
+    /// `name`'s bundle, from the cache while fresh, checked against the trust policy.
     pub(crate) async fn bundle(&self, name: &str) -> Result<Arc<PublicBundle>> {
         let cached = {
             let c = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
@@ -206,6 +208,25 @@ pub struct ClientConfig {
     pub username: String,
     /// The relay identity fingerprint pinned earlier (hex); `None` pins on first use.
     pub pinned_relay_id: Option<String>,
+    /// PEM certificates an `https://`/`wss://` relay's certificate must chain to (a private
+    /// CA, or a development relay's self-signed certificate); `None` trusts the Mozilla roots.
+    pub relay_ca_pem: Option<Vec<u8>>,
+}
+
+impl ClientConfig {
+    /// A configuration for `username` at `relay_url`, nothing pinned, the Mozilla roots.
+    pub fn new(relay_url: &str, username: &str) -> Self {
+        Self {
+            relay_url: relay_url.to_owned(),
+            username: username.to_owned(),
+            pinned_relay_id: None,
+            relay_ca_pem: None,
+        }
+    }
+
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>> {
+        crate::tls::client_config(self.relay_ca_pem.as_deref())
+    }
 }
 
 /// A connected client. Cloning shares the connection.
@@ -253,7 +274,8 @@ impl Client {
         identity: Arc<Identity>,
         trust: Arc<dyn TrustPolicy>,
     ) -> Result<(Self, mpsc::Receiver<Incoming>, RelayInfo)> {
-        let api = Api::new(&cfg.relay_url)?;
+        let tls = cfg.tls()?;
+        let api = Api::with_tls(&cfg.relay_url, &tls)?;
         let username = Username::new(&cfg.username)?;
         let relay = api.relay_info().await?;
         if let Some(pinned) = &cfg.pinned_relay_id {
@@ -279,6 +301,7 @@ impl Client {
             trust,
             rtt_us: AtomicU64::new(0),
             bundles: Mutex::new(HashMap::new()),
+            tls,
         });
         let (commands, rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(INCOMING);
@@ -288,16 +311,11 @@ impl Client {
 
     /// Registers `identity` as `username` (`POST /v1/users`), checking the relay against
     /// `pinned_relay_id` when one is pinned; returns the relay information (whose id to pin).
-    pub async fn register_only(
-        relay_url: &str,
-        username: &str,
-        identity: &Identity,
-        pinned_relay_id: Option<&str>,
-    ) -> Result<RelayInfo> {
-        let api = Api::new(relay_url)?;
+    pub async fn register_only(cfg: &ClientConfig, identity: &Identity) -> Result<RelayInfo> {
+        let api = Api::with_tls(&cfg.relay_url, &cfg.tls()?)?;
         let info = api.relay_info().await?;
-        if let Some(pinned) = pinned_relay_id {
-            if pinned != info.relay_id {
+        if let Some(pinned) = &cfg.pinned_relay_id {
+            if *pinned != info.relay_id {
                 return Err(ClientError::RelayIdentityChanged {
                     pinned: pinned.to_owned(),
                     now: info.relay_id.clone(),
@@ -305,7 +323,7 @@ impl Client {
             }
         }
         api.register(
-            &Username::new(username)?,
+            &Username::new(&cfg.username)?,
             identity,
             info.minimum_crypto_mode,
         )

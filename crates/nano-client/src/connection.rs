@@ -222,7 +222,9 @@ fn queue(st: &mut State, c: Command) {
 /// Connects and authenticates.
 async fn start(shared: &Shared) -> Result<Ws> {
     let url = shared.relay.websocket_url.clone();
-    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true);
+    let connector = tokio_tungstenite::Connector::Rustls(Arc::clone(&shared.tls));
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, Some(connector));
     let (mut ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
         .await
         .map_err(|_| ClientError::Timeout("connecting to the relay"))?

@@ -44,6 +44,10 @@ pub struct Profile {
     /// The relay identity fingerprint pinned on first contact (hex).
     #[serde(default)]
     pub relay_id: Option<String>,
+    /// PEM certificates the relay's TLS certificate must chain to (`init --relay-ca`); absent,
+    /// the Mozilla roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_ca_pem: Option<String>,
     /// Whether registration succeeded.
     #[serde(default)]
     pub registered: bool,

@@ -6,6 +6,7 @@
 //! connection  the WebSocket task: auth, keep-alive, reconnect with backoff, resend of
 //!             unanswered sends, receive → batch verify → decrypt → dedup → Incoming stream
 //! api         the relay's HTTP API (relay info, users, registration), pooled
+//! tls         HTTPS/WSS trust: Mozilla roots, or the certificates of a relay CA file
 //! keystore    the home directory: Argon2id + ChaCha20-Poly1305 keystore, profile, 0600 files
 //! contacts    trust-on-first-use pins of contacts' fingerprints; ids already shown
 //! error       ClientError: one line each, saying what to do
@@ -18,6 +19,7 @@ mod connection;
 pub mod contacts;
 pub mod error;
 pub mod keystore;
+pub mod tls;
 
 pub use client::{
     Client, ClientConfig, Incoming, ModeChoice, Received, SendReceipt, TrustAll, TrustPolicy,

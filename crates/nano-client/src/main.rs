@@ -58,9 +58,14 @@ enum Command {
         /// The weakest mode you accept; nobody can send you anything weaker.
         #[arg(long, value_enum, default_value = "hybrid")]
         crypto_mode: Mode,
-        /// The relay's HTTP API, e.g. http://127.0.0.1:8080.
+        /// The relay's HTTP API, e.g. http://127.0.0.1:8080 or https://relay.example:8080.
         #[arg(long)]
         relay: String,
+        /// A PEM file of the certificates an https:// relay's certificate must chain to: a
+        /// private CA, or a development relay's DATA_DIR/tls-self-signed.crt. Without it,
+        /// the Mozilla roots. Copied into the home.
+        #[arg(long, value_name = "FILE")]
+        relay_ca: Option<std::path::PathBuf>,
     },
     /// Claim your username on the relay and pin the relay's identity.
     Register,
@@ -169,17 +174,19 @@ async fn connect(home: &Home) -> Result<(Client, tokio::sync::mpsc::Receiver<Inc
         home: home.clone(),
         contacts: Mutex::new(home.contacts()?),
     });
-    let (client, incoming, _) = Client::connect(
-        ClientConfig {
-            relay_url: profile.relay.clone(),
-            username: profile.username.clone(),
-            pinned_relay_id: profile.relay_id.clone(),
-        },
-        Arc::new(identity),
-        pins,
-    )
-    .await?;
+    let (client, incoming, _) =
+        Client::connect(client_config(&profile), Arc::new(identity), pins).await?;
     Ok((client, incoming))
+}
+
+/// How to reach the relay, from the home's profile.
+fn client_config(profile: &Profile) -> ClientConfig {
+    ClientConfig {
+        relay_url: profile.relay.clone(),
+        username: profile.username.clone(),
+        pinned_relay_id: profile.relay_id.clone(),
+        relay_ca_pem: profile.relay_ca_pem.clone().map(String::into_bytes),
+    }
 }
 
 /// `s` with control characters escaped, so a sender cannot drive the terminal.
@@ -276,9 +283,19 @@ async fn run(cli: Cli) -> Result<bool> {
             username,
             crypto_mode,
             relay,
+            relay_ca,
         } => {
             let username = nano_proto::Username::new(&username)?;
-            nano_client::api::Api::new(&relay)?;
+            let relay_ca_pem = relay_ca
+                .map(|p| {
+                    std::fs::read_to_string(&p).map_err(|e| ClientError::Io {
+                        path: p.display().to_string(),
+                        reason: e.to_string(),
+                    })
+                })
+                .transpose()?;
+            let tls = nano_client::tls::client_config(relay_ca_pem.as_deref().map(str::as_bytes))?;
+            nano_client::api::Api::with_tls(&relay, &tls)?;
             if home.exists() {
                 return Err(ClientError::HomeExists(home.dir().display().to_string()));
             }
@@ -289,6 +306,7 @@ async fn run(cli: Cli) -> Result<bool> {
                 min_mode: mode(crypto_mode),
                 relay,
                 relay_id: None,
+                relay_ca_pem,
                 registered: false,
                 fingerprint: identity.fingerprint().to_hex(),
             };
@@ -299,13 +317,7 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Register => {
             let (mut profile, identity) = load(&home)?;
-            let info = Client::register_only(
-                &profile.relay,
-                &profile.username,
-                &identity,
-                profile.relay_id.as_deref(),
-            )
-            .await?;
+            let info = Client::register_only(&client_config(&profile), &identity).await?;
             profile.relay_id = Some(info.relay_id.clone());
             profile.registered = true;
             home.save_profile(&profile)?;
@@ -373,7 +385,10 @@ async fn run(cli: Cli) -> Result<bool> {
                     );
                 }
                 ContactsAction::Trust { name } => {
-                    let api = nano_client::api::Api::new(&profile.relay)?;
+                    let tls = nano_client::tls::client_config(
+                        profile.relay_ca_pem.as_deref().map(str::as_bytes),
+                    )?;
+                    let api = nano_client::api::Api::with_tls(&profile.relay, &tls)?;
                     let info = api.relay_info().await?;
                     if let Some(pinned) = &profile.relay_id {
                         if *pinned != info.relay_id {

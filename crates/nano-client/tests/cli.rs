@@ -274,10 +274,13 @@ async fn contacts_trust_accepts_a_rotated_key() {
     init(&alice, "alice", "classical", &relay.api);
     ok(&alice, None, &["register"]);
     let bob = Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap();
-    timeout(WAIT, Client::register_only(&relay.api, "bob", &bob, None))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(
+        WAIT,
+        Client::register_only(&ClientConfig::new(&relay.api, "bob"), &bob),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     ok(&alice, None, &["send", "bob", "first"]);
 
     // Bob rotates his keys.
@@ -295,11 +298,7 @@ async fn contacts_trust_accepts_a_rotated_key() {
     let (bob_client, mut rx, _) = timeout(
         WAIT,
         Client::connect(
-            ClientConfig {
-                relay_url: relay.api.clone(),
-                username: "bob".into(),
-                pinned_relay_id: None,
-            },
+            ClientConfig::new(&relay.api, "bob"),
             Arc::clone(&bob2),
             Arc::new(TrustAll),
         ),
@@ -515,4 +514,48 @@ async fn receive_follow_prints_messages_as_they_arrive() {
     // The first line proves it is connected; this one arrives while it runs.
     ok(&alice, None, &["send", "bob", "live"]);
     assert_eq!(next_text(), "live");
+}
+
+/// The development configuration end to end over `https://localhost` and `wss://localhost`:
+/// the relay's self-signed certificate is trusted with `--relay-ca`; without it, registration
+/// fails on the certificate and says so.
+#[tokio::test]
+async fn init_register_send_receive_over_https_with_the_relay_ca() {
+    let relay = Relay::start_tls();
+    assert!(relay.api.starts_with("https://"), "{}", relay.api);
+    // The certificate names localhost.
+    let url = relay.api.replace("127.0.0.1", "localhost");
+    let ca = relay.dir().join("data").join("tls-self-signed.crt");
+    assert!(ca.is_file(), "{} missing", ca.display());
+    let ca = ca.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, bob, eve) = (
+        tmp.path().join("alice"),
+        tmp.path().join("bob"),
+        tmp.path().join("eve"),
+    );
+    for (home, name) in [(&alice, "alice"), (&bob, "bob")] {
+        ok(
+            home,
+            None,
+            &[
+                "init",
+                "--username",
+                name,
+                "--relay",
+                &url,
+                "--relay-ca",
+                ca,
+            ],
+        );
+        ok(home, None, &["register"]);
+    }
+    ok(&alice, None, &["send", "bob", "over TLS"]);
+    let out = ok(&bob, None, &["receive"]);
+    assert!(out.contains("over TLS"), "{out}");
+
+    init(&eve, "eve", "hybrid", &url);
+    let o = cli(&eve, Some(PASS), None, &["register"]);
+    let line = failed(&o, "register without the relay CA");
+    assert!(line.contains("certificate"), "{line}");
 }

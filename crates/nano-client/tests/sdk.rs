@@ -30,10 +30,13 @@ fn identity(min: CryptoMode) -> Arc<Identity> {
 }
 
 async fn register(url: &str, name: &str, id: &Identity) -> RelayInfo {
-    timeout(WAIT, Client::register_only(url, name, id, None))
-        .await
-        .expect("registration timed out")
-        .unwrap_or_else(|e| panic!("registering {name}: {e}"))
+    timeout(
+        WAIT,
+        Client::register_only(&ClientConfig::new(url, name), id),
+    )
+    .await
+    .expect("registration timed out")
+    .unwrap_or_else(|e| panic!("registering {name}: {e}"))
 }
 
 async fn connect_with(
@@ -44,9 +47,8 @@ async fn connect_with(
     trust: Arc<dyn TrustPolicy>,
 ) -> Result<Connected, ClientError> {
     let cfg = ClientConfig {
-        relay_url: url.to_owned(),
-        username: name.to_owned(),
         pinned_relay_id,
+        ..ClientConfig::new(url, name)
     };
     timeout(WAIT, Client::connect(cfg, Arc::clone(id), trust))
         .await
@@ -637,7 +639,13 @@ async fn a_relay_identity_change_is_detected() {
     let bob = identity(CryptoMode::Classical);
     let e = timeout(
         WAIT,
-        Client::register_only(&relay2.api, "bob", &bob, Some(&info1.relay_id)),
+        Client::register_only(
+            &ClientConfig {
+                pinned_relay_id: Some(info1.relay_id.clone()),
+                ..ClientConfig::new(&relay2.api, "bob")
+            },
+            &bob,
+        ),
     )
     .await
     .unwrap()

@@ -169,7 +169,7 @@ pub(crate) async fn register_users(
         let gate = Arc::clone(&gate);
         tasks.push(tokio::spawn(async move {
             let _p = gate.acquire().await?;
-            Client::register_only(&api, &name, &id, None).await?;
+            Client::register_only(&ClientConfig::new(&api, &name), &id).await?;
             Ok::<_, anyhow::Error>(User {
                 name,
                 identity: Arc::new(id),
@@ -189,11 +189,7 @@ pub(crate) async fn connect(
     user: &User,
 ) -> anyhow::Result<(Client, tokio::sync::mpsc::Receiver<Incoming>)> {
     let (c, rx, _) = Client::connect(
-        ClientConfig {
-            relay_url: api.to_owned(),
-            username: user.name.clone(),
-            pinned_relay_id: None,
-        },
+        ClientConfig::new(api, &user.name),
         Arc::clone(&user.identity),
         Arc::new(TrustAll),
     )

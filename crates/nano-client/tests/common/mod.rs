@@ -63,6 +63,15 @@ impl Relay {
         Self(RelayProcess::start(relay_bin(), &Config::minimal(), WAIT))
     }
 
+    /// A relay serving its API and WebSocket over TLS with a generated self-signed
+    /// certificate (the development configuration's `[tls]`).
+    pub(crate) fn start_tls() -> Self {
+        let cfg = Config::minimal()
+            .set("tls", "enabled", true)
+            .set("tls", "self_signed", true);
+        Self(RelayProcess::start(relay_bin(), &cfg, WAIT))
+    }
+
     /// A new relay (fresh temp dir, so a new identity) on the ports `other` used, which must
     /// have been stopped.
     pub(crate) fn start_on_ports_of(other: &Relay) -> Self {
