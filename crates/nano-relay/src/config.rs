@@ -504,7 +504,20 @@ impl RelayConfig {
         )?;
         if c.enable_l2_cache {
             match &c.l2_cache_url {
-                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {}
+                Some(u) if u.starts_with("rediss://") => {
+                    return Err(invalid(
+                        "caching.l2_cache_url",
+                        "rediss:// (TLS) is not built in: use redis:// on a private network",
+                    ));
+                }
+                Some(u) if u.starts_with("redis://") => {
+                    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(u.as_str()) {
+                        return Err(invalid(
+                            "caching.l2_cache_url",
+                            format!("not a Redis URL: {e}"),
+                        ));
+                    }
+                }
                 Some(_) => return Err(invalid("caching.l2_cache_url", "must be a redis:// URL")),
                 None => {
                     return Err(invalid(
@@ -530,6 +543,13 @@ impl RelayConfig {
                     "must start with ws:// or wss://",
                 ));
             }
+            if self.tls.enabled && u.starts_with("ws://") {
+                return Err(invalid(
+                    "server.public_websocket_url",
+                    "ws:// while [tls] is enabled: clients would speak plain WebSocket to a TLS \
+                     port (use wss://)",
+                ));
+            }
         }
         range(
             "debug.profile_duration_seconds",
@@ -549,6 +569,16 @@ impl RelayConfig {
         }
         if st.url == "sqlite://" {
             return Err(invalid("storage.url", "sqlite:// needs a file path"));
+        }
+        if let Some(path) = st.url.strip_prefix("sqlite://") {
+            if path == ":memory:" || path.starts_with("file:") || path.contains("mode=memory") {
+                return Err(invalid(
+                    "storage.url",
+                    "an in-memory SQLite database is not durable: give a file path",
+                ));
+            }
+        } else if let Err(e) = st.url.parse::<postgres::Config>() {
+            return Err(invalid("storage.url", format!("not a PostgreSQL URL: {e}")));
         }
         range("storage.pool_size", st.pool_size, 1, 1024)?;
         range(

@@ -17,6 +17,7 @@
 //!
 //! building blocks:
 //!   config      relay.toml: the guide's sections plus [storage] [security] [tls] [limits]
+//!   config_env  the configuration against this machine: TLS files, data dir, descriptors
 //!   storage     one Storage trait; SQLite (WAL) and PostgreSQL (r2d2 pool, reconnects on its
 //!               own); migrations, the four indexes; the readiness probe
 //!   directory   users through L1 (l1_cache) → L2 (l2_cache, Redis) → storage
@@ -35,6 +36,7 @@
 pub mod auth;
 pub mod cleanup;
 pub mod config;
+pub mod config_env;
 pub mod crypto_pool;
 pub mod directory;
 pub mod error;

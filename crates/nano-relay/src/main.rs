@@ -41,7 +41,12 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Check a configuration file (and the environment overrides) without starting.
-    ValidateConfig,
+    ValidateConfig {
+        /// Check the text only, not this machine (TLS files, data directory, descriptor
+        /// limits): for a configuration meant for another machine.
+        #[arg(long)]
+        syntax_only: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
             environment,
             output,
         } => init_config(environment, output),
-        Command::ValidateConfig => validate(cli.config),
+        Command::ValidateConfig { syntax_only } => validate(cli.config, syntax_only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,10 +99,14 @@ fn init_config(env: Env, output: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn validate(path: Option<PathBuf>) -> anyhow::Result<()> {
+fn validate(path: Option<PathBuf>, syntax_only: bool) -> anyhow::Result<()> {
     let path = path.context("validate-config needs --config FILE")?;
     let cfg = RelayConfig::load(Some(&path), env_var)
         .with_context(|| format!("{} is not valid", path.display()))?;
+    if !syntax_only {
+        nano_relay::config_env::check(&cfg)
+            .with_context(|| format!("{} cannot work on this machine", path.display()))?;
+    }
     println!(
         "{}: valid (storage {}, api port {}, websocket port {}, tls {})",
         path.display(),
@@ -119,6 +128,7 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = RelayConfig::load(path.as_deref(), env_var).context("invalid configuration")?;
+    nano_relay::config_env::check(&cfg).context("invalid configuration")?;
     if path.is_none() {
         tracing::info!(
             "no --config given: development defaults on loopback (HTTP API on {}, plain ws:// on \

@@ -234,6 +234,36 @@ fn bad_values_name_the_key() {
         ),
         ("[storage]\nurl = \"mysql://x\"\n", "storage.url"),
         ("[storage]\nurl = \"sqlite://\"\n", "storage.url"),
+        // Values that parse but cannot work.
+        ("[storage]\nurl = \"sqlite://:memory:\"\n", "storage.url"),
+        (
+            "[storage]\nurl = \"sqlite://file:x?mode=memory\"\n",
+            "storage.url",
+        ),
+        (
+            "[storage]\nurl = \"postgres://u@h:notaport/db\"\n",
+            "storage.url",
+        ),
+        (
+            "[caching]\nenable_l2_cache = true\nl2_cache_url = \"rediss://x:6379\"\n",
+            "caching.l2_cache_url",
+        ),
+        (
+            "[caching]\nenable_l2_cache = true\nl2_cache_url = \"redis://x:port\"\n",
+            "caching.l2_cache_url",
+        ),
+        (
+            "[server]\npublic_websocket_url = \"ws://relay.example\"\n[tls]\nenabled = true\nself_signed = true\n",
+            "server.public_websocket_url",
+        ),
+        (
+            "[limits]\nmax_http_connections = 0\n",
+            "limits.max_http_connections",
+        ),
+        (
+            "[limits]\nhttp_header_timeout_seconds = 0\n",
+            "limits.http_header_timeout_seconds",
+        ),
         ("[tls]\nenabled = true\n", "tls.cert_path"),
         (
             "[limits]\nmax_message_bytes = 300000\n",

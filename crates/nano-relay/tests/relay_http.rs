@@ -351,9 +351,11 @@ on_each_storage!(key_rotation: key_rotation_sqlite, key_rotation_postgres);
 fn validate_config_accepts_the_shipped_templates() {
     for env in ["development", "production"] {
         let path = template(env);
+        // The production template names files of a production machine: its text is checked.
         let out = output_within(
             relay_command()
                 .arg("validate-config")
+                .args((env == "production").then_some("--syntax-only"))
                 .arg("--config")
                 .arg(&path),
         );
@@ -427,6 +429,7 @@ fn init_config_output_validates() {
         let out = output_within(
             relay_command()
                 .arg("validate-config")
+                .args((env == "production").then_some("--syntax-only"))
                 .arg("--config")
                 .arg(&path),
         );
@@ -484,4 +487,22 @@ async fn sigterm_and_sigint_drain_and_exit_zero() {
     );
     let status = relay.signal("-INT").await;
     assert!(status.success(), "exit status after SIGINT: {status:?}");
+}
+
+/// `validate-config` checks the configuration against this machine too, naming the key: the
+/// production template's certificate does not exist here.
+#[test]
+fn validate_config_refuses_what_cannot_work_here() {
+    let out = output_within(
+        relay_command()
+            .arg("validate-config")
+            .arg("--config")
+            .arg(template("production")),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.cert_path") && err.contains("/etc/nano-relay/tls/cert.pem"),
+        "{err}"
+    );
 }
