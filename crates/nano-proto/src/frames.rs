@@ -202,7 +202,7 @@ fn classify(text: &str, err: &serde_json::Error, known: &[&str]) -> ProtoError {
     }
     match serde_json::from_str::<TypeProbe>(text) {
         Err(_) => ProtoError::Malformed("a frame must be a JSON object".into()),
-        Ok(TypeProbe { ty: None }) => ProtoError::field("type", "missing"),
+        Ok(TypeProbe { ty: None }) => ProtoError::field("type", missing_type_hint(text)),
         Ok(TypeProbe {
             ty: Some(serde_json::Value::String(t)),
         }) if !known.contains(&t.as_str()) => {
@@ -222,6 +222,36 @@ fn classify(text: &str, err: &serde_json::Error, known: &[&str]) -> ProtoError {
             ),
         ),
         Ok(_) => ProtoError::field("type", "must be a string"),
+    }
+}
+
+/// What to say about a JSON object without `type`: a frame wrapped in another object (as load
+/// tools do with `{"payload": "<the frame as a string>"}`) gets told what was expected instead.
+fn missing_type_hint(text: &str) -> String {
+    let wrapped = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+        .ok()
+        .and_then(|m| {
+            m.iter().find_map(|(k, v)| {
+                let inner = v.as_str()?;
+                let probe = serde_json::from_str::<TypeProbe>(inner).ok()?;
+                probe.ty.is_some().then(|| k.clone())
+            })
+        });
+    match wrapped {
+        // The key is named back only when it looks like a field name.
+        Some(k)
+            if (1..=32).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            format!(
+                "missing: the frame arrived wrapped, as a string in field {k:?}; send the frame's JSON \
+             object itself, e.g. {{\"type\":\"send_message\",...}}"
+            )
+        }
+        Some(_) => "missing: the frame arrived wrapped, as a string inside another object; send \
+                    the frame's JSON object itself, e.g. {\"type\":\"send_message\",...}"
+            .into(),
+        None => "missing".into(),
     }
 }
 

@@ -380,3 +380,18 @@ fn a_payload_with_u0000_is_refused_in_both_encodings() {
         ErrorCode::InvalidField
     );
 }
+
+/// A frame wrapped as a string in another object (what Artillery's `send: {payload: …}` does)
+/// is refused with a message that says what was expected instead; a plain object without
+/// `type` is told only that `type` is missing.
+#[test]
+fn a_wrapped_frame_is_told_to_send_the_frame_itself() {
+    let wrapped = r#"{"payload":"{\"type\":\"send_message\",\"recipient\":\"user_1\",\"message\":\"x\",\"crypto_mode\":\"hybrid\"}"}"#;
+    let e = ClientFrame::from_json(wrapped).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidField);
+    let m = e.to_string();
+    assert!(m.contains("wrapped") && m.contains("\"payload\""), "{m}");
+    assert!(m.contains(r#"{"type":"send_message",...}"#), "{m}");
+    let plain = ClientFrame::from_json(r#"{"recipient":"x"}"#).unwrap_err();
+    assert_eq!(plain.to_string(), "invalid field type: missing");
+}

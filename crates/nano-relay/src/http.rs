@@ -35,6 +35,7 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub fn router(shared: Arc<Shared>) -> Router {
     let request_timeout =
         std::time::Duration::from_secs(shared.config.limits.http_request_timeout_seconds);
+    let error_metrics = shared.metrics.clone();
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -49,31 +50,55 @@ pub fn router(shared: Arc<Shared>) -> Router {
         // Bodies are read with our own limit so an oversized one gets the JSON error body.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(move |req, next| {
-            within(request_timeout, req, next)
+            within(request_timeout, error_metrics.clone(), req, next)
         }))
         .with_state(shared)
 }
 
 /// Runs a request (reading its body included) within `limit`, else answers `408
-/// request_timeout` and closes the connection (the rest of the body was never read).
+/// request_timeout` and closes the connection (the rest of the body was never read). Counts
+/// the error code of every error answer in `nano_messenger_errors_total`, as the WebSocket
+/// path does.
 async fn within(
     limit: std::time::Duration,
+    metrics: crate::metrics::Metrics,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
+    let response = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => {
-            let body = ErrorBody {
-                code: nano_proto::ErrorCode::RequestTimeout,
-                message: format!("the request did not complete within {} s", limit.as_secs()),
-            };
-            let mut r = json(StatusCode::REQUEST_TIMEOUT, &body);
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            r
-        }
+        Err(_) => timed_out(limit),
+    };
+    if let Some(code) = response.extensions().get::<nano_proto::ErrorCode>() {
+        metrics.error(*code);
     }
+    response
+}
+
+fn timed_out(limit: std::time::Duration) -> Response {
+    let message = format!("the request did not complete within {} s", limit.as_secs());
+    closing(error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        nano_proto::ErrorCode::RequestTimeout,
+        message,
+    ))
+}
+
+/// The one shape of every error answer: the JSON error body, with its code also attached to the
+/// response for the error metric.
+fn error_response(status: StatusCode, code: nano_proto::ErrorCode, message: String) -> Response {
+    let mut r = json(status, &ErrorBody { code, message });
+    r.extensions_mut().insert(code);
+    r
+}
+
+/// `r` marked as the last answer on its connection: the rest of the request body is never
+/// read, so the connection cannot carry another request (a pooling client must not send its
+/// next request into it).
+fn closing(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 enum ApiError {
@@ -95,29 +120,19 @@ impl From<ProtoError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let e = match self {
-            Self::Relay(e) => e,
-            Self::BodyTooLarge => {
-                let body = ErrorBody {
-                    code: nano_proto::ErrorCode::FrameTooLarge,
-                    message: format!("the request body exceeds {MAX_BODY} bytes"),
-                };
-                let mut r = json(StatusCode::PAYLOAD_TOO_LARGE, &body);
-                // The rest of the body is never read, so this connection cannot carry another
-                // request: say so, or a pooling client would send its next request into it.
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return r;
+        match self {
+            Self::Relay(e) => {
+                let status = StatusCode::from_u16(e.http_status())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                e.report();
+                error_response(status, e.code(), e.public_message())
             }
-        };
-        let status =
-            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        e.report();
-        let body = ErrorBody {
-            code: e.code(),
-            message: e.public_message(),
-        };
-        json(status, &body)
+            Self::BodyTooLarge => closing(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                nano_proto::ErrorCode::FrameTooLarge,
+                format!("the request body exceeds {MAX_BODY} bytes"),
+            )),
+        }
     }
 }
 
@@ -146,16 +161,44 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
     })
 }
 
-async fn not_found() -> ApiError {
-    ApiError::Relay(RelayError::NotFound)
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        nano_proto::ErrorCode::NotFound,
+        "no such path".into(),
+    )
+}
+
+/// The `{name}` of a path, or the JSON error body when it is not UTF-8 (axum's own rejection
+/// answers in plain text).
+struct NameParam(Result<String, ApiError>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NameParam {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let name = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(n)| n)
+            .map_err(|_| {
+                ApiError::from(ProtoError::InvalidField {
+                    field: "name",
+                    reason: "not a valid percent-encoded UTF-8 path segment".into(),
+                })
+            });
+        Ok(Self(name))
+    }
 }
 
 async fn method_not_allowed() -> Response {
-    let body = ErrorBody {
-        code: nano_proto::ErrorCode::InvalidField,
-        message: "method not allowed on this path".into(),
-    };
-    json(StatusCode::METHOD_NOT_ALLOWED, &body)
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        nano_proto::ErrorCode::InvalidField,
+        "method not allowed on this path".into(),
+    )
 }
 
 /// Reads a request body of at most [`MAX_BODY`] bytes.
@@ -307,10 +350,8 @@ async fn lookup(s: &Arc<Shared>, name: &str) -> Result<Arc<UserEntry>, ApiError>
     Ok(entry)
 }
 
-async fn user(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+async fn user(State(s): State<Arc<Shared>>, name: NameParam) -> Result<Response, ApiError> {
+    let name = name.0?;
     let e = lookup(&s, &name).await?;
     let r = &e.record;
     let resp = user_response(&r.username, r.bundle.clone(), &r.fingerprint, r.min_mode)?;
@@ -319,9 +360,10 @@ async fn user(
 
 async fn rotate(
     State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
+    name: NameParam,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = name.0?;
     let req: RotateKeysRequest = parse(&read_body(body).await?)?;
     check_floor(&s, req.crypto_mode)?;
     let current = lookup(&s, &name).await?;

@@ -281,6 +281,8 @@ fn encode(frame: &RelayFrame, binary: bool, pool: Option<&Arc<BufferPool>>) -> M
 /// Why the loop ended: the close frame to send, if any.
 enum End {
     Close(CloseCode, &'static str),
+    /// The peer sent a close frame: the echo goes out, completing the closing handshake.
+    PeerClosed,
     Gone,
 }
 
@@ -331,12 +333,21 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let kill = mailbox.kill.clone();
     let mut session = Session::new(Arc::clone(shared), mailbox);
     let end = drive(shared, &mut session, &mut conn, &mut events, &kill, ip).await;
-    if let End::Close(code, reason) = end {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.ws.close(Some(frame))).await;
+    let closing = Duration::from_secs(2);
+    match end {
+        End::Close(code, reason) => {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(closing, conn.ws.close(Some(frame))).await;
+        }
+        // Flushes the echo the transport queued (sending a close of our own is not allowed
+        // once the peer's arrived).
+        End::PeerClosed => {
+            let _ = tokio::time::timeout(closing, SinkExt::close(&mut conn.ws)).await;
+        }
+        End::Gone => {}
     }
 }
 
@@ -445,8 +456,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         conn.binary = true;
                         (Some(b.len()).filter(|l| *l <= max_frame).map(|_| ClientFrame::from_binary(b)), b.len())
                     }
-                    // A close frame (control frames were handled above).
-                    _ => return End::Gone,
+                    // The peer's close: the transport queued the echo of its code.
+                    _ => return End::PeerClosed,
                 };
                 if !allowed {
                     let f = error_frame(shared, &RelayError::RateLimited, None);

@@ -288,3 +288,57 @@ async fn protocol_violations_close_with_1002_and_a_reason() {
     let mut ws = Ws::connect(&relay.ws).await;
     assert!(matches!(ws.recv().await, RelayFrame::Challenge { .. }));
 }
+
+#[tokio::test]
+async fn http_errors_are_counted_like_websocket_ones() {
+    let relay = Relay::start(&Config::new()).await;
+    let (status, _) = relay.post_raw("/v1/users", "{").await;
+    assert_eq!(status, 400);
+    let (status, _) = relay.get_json("/v1/users/nobody").await;
+    assert_eq!(status, 404);
+    let text = relay.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "nano_messenger_errors_total{code=\"malformed_body\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "nano_messenger_errors_total{code=\"not_found\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let relay = Relay::start(&Config::new()).await;
+    let mut ws = Ws::connect(&relay.ws).await;
+    ws.challenge().await;
+    ws.send_raw(Message::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        },
+    )))
+    .await;
+    let (_, close) = ws.closed().await;
+    assert_eq!(
+        close.expect("the relay's close frame").code,
+        CloseCode::Normal
+    );
+}
+
+/// Every error answer of the API is the JSON error body, even where the framework would answer
+/// in plain text (a path segment that is not UTF-8) or where no route matches.
+#[tokio::test]
+async fn path_errors_get_the_json_error_body() {
+    let relay = Relay::start(&Config::new()).await;
+    let (status, body) = relay.get_json("/v1/users/%FF").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_field");
+    let (status, body) = relay.get_json("/nope").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "not_found");
+    assert_eq!(body["message"], "no such path");
+}
