@@ -720,3 +720,63 @@ async fn a_relay_identity_change_while_connected_fails_pending_sends() {
         Err(e) => panic!("expected RelayIdentityChanged, got {e:?}"),
     }
 }
+
+/// A send the relay refuses as `unavailable` (its database locked past the writer's busy
+/// timeout, as during a restart) is written again by the SDK and completes late instead of
+/// failing; the relay counted the refusal, so the retry really happened.
+#[tokio::test]
+async fn a_send_refused_as_unavailable_is_retried_until_it_is_stored() {
+    let (relay, alice, bob) = start_with_alice_and_bob(CryptoMode::Classical).await;
+    let (a, _arx) = connect(&relay, "alice", &alice).await;
+    let (_b, mut brx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut brx).await;
+    // Warm the recipient's bundle so only the store meets the lock.
+    send(
+        &a,
+        "bob",
+        "before",
+        ModeChoice::Explicit(CryptoMode::Classical),
+    )
+    .await;
+    assert_eq!(expect_message(&mut brx).await.plaintext, b"before");
+
+    let db = relay.db_path();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let locker = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        // Longer than the relay's 5 s busy timeout: the first attempt is refused.
+        std::thread::sleep(std::time::Duration::from_secs(7));
+        c.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let receipt = timeout(
+        nano_client::client::SEND_TIMEOUT,
+        a.send(
+            "bob",
+            b"during the outage",
+            ModeChoice::Explicit(CryptoMode::Classical),
+        ),
+    )
+    .await
+    .expect("send timed out")
+    .expect("a retryable refusal must not fail the send");
+    locker.join().unwrap();
+    assert!(!receipt.duplicate);
+    assert_eq!(
+        expect_message(&mut brx).await.plaintext,
+        b"during the outage"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", relay.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nano_messenger_errors_total{code=\"unavailable\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1.0), "no unavailable counted");
+}
