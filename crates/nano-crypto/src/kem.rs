@@ -143,7 +143,11 @@ impl KemPublicKey {
     pub fn from_bytes(mode: CryptoMode, bytes: &[u8]) -> Result<Self> {
         crate::codec::exact_len(bytes, public_key_len(mode), "KEM public key")?;
         Ok(match mode {
-            CryptoMode::Classical => Self::Classical(*arr(bytes)?),
+            CryptoMode::Classical => {
+                let u: &[u8; x25519::PUBLIC_KEY_LEN] = arr(bytes)?;
+                x25519::validate_public(u)?;
+                Self::Classical(*u)
+            }
             CryptoMode::Hybrid => Self::Hybrid(XWingPublicKey::from_bytes(bytes)?),
             CryptoMode::Quantum => Self::Quantum(MlKem1024PublicKey::from_bytes(bytes)?),
         })

@@ -644,3 +644,29 @@ fn sign_with_a_mode_the_identity_lacks_is_not_allowed() {
         }
     }
 }
+
+/// A bundle whose X25519 key (classical, or X-Wing's half) is a small-order point is refused
+/// when decoded, naming the key and why, before any proof is checked: it could never be used.
+#[test]
+fn a_bundle_with_a_small_order_x25519_key_is_refused() {
+    let id = identity(CryptoMode::Classical, 41);
+    let bundle = id.public_bundle().to_bytes();
+    for (mode, r) in entry_ranges(CryptoMode::Classical) {
+        if mode == CryptoMode::Quantum {
+            continue;
+        }
+        // The entry's KEM key starts after its mode byte; X25519 is its last 32 bytes.
+        let kem_end = r.start + 1 + kem::public_key_len(mode);
+        let mut b = bundle.clone();
+        b[kem_end - 32..kem_end].fill(0);
+        match parse_err(&b) {
+            CryptoError::InvalidKey(what) => {
+                assert!(
+                    what.contains("X25519") && what.contains("small-order"),
+                    "{mode}: {what}"
+                );
+            }
+            e => panic!("{mode}: {e:?}"),
+        }
+    }
+}

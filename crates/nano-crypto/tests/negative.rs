@@ -67,12 +67,67 @@ fn x25519_low_order_points_are_rejected_everywhere() {
         );
         let ct = KemCiphertext::from_bytes(CryptoMode::Classical, &p).unwrap();
         assert_eq!(kem.decapsulate(&ct), Err(CryptoError::KeyAgreement));
-        let pk = KemPublicKey::from_bytes(CryptoMode::Classical, &p).unwrap();
-        assert_eq!(
-            pk.encapsulate(&mut rng()).err(),
-            Some(CryptoError::KeyAgreement)
+        // A public key is refused when decoded (a bundle carrying one never registers).
+        assert!(
+            matches!(
+                KemPublicKey::from_bytes(CryptoMode::Classical, &p),
+                Err(CryptoError::InvalidKey(_))
+            ),
+            "{h}"
         );
+        assert!(x25519::validate_public(&p).is_err(), "{h}");
     }
+}
+
+#[test]
+fn x25519_public_keys_are_validated_on_decode() {
+    // p − 1 is of small order; p and p + 1 are non-canonical encodings of 0 and 1; a set top bit
+    // is non-canonical whatever the rest.
+    let cases = [
+        (
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "small-order",
+        ),
+        (
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "non-canonical",
+        ),
+        (
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "non-canonical",
+        ),
+        (
+            "0900000000000000000000000000000000000000000000000000000000000080",
+            "non-canonical",
+        ),
+        (
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "small-order",
+        ),
+    ];
+    for (h, why) in cases {
+        match x25519::validate_public(&point(h)) {
+            Err(CryptoError::InvalidKey(what)) => assert!(what.contains(why), "{h}: {what}"),
+            other => panic!("{h}: {other:?}"),
+        }
+    }
+    // The base point (u = 9) and a real key pass.
+    let mut nine = [0u8; 32];
+    nine[0] = 9;
+    x25519::validate_public(&nine).unwrap();
+    let kp = X25519KeyPair::from_secret(&[7u8; 32]).unwrap();
+    x25519::validate_public(kp.public_key()).unwrap();
+    assert!(KemPublicKey::from_bytes(CryptoMode::Classical, kp.public_key()).is_ok());
+    // X-Wing's X25519 half is checked the same way.
+    let kem = KemKeyPair::generate(CryptoMode::Hybrid, &mut rng()).unwrap();
+    let mut pk = kem.public_key().as_bytes().to_vec();
+    let n = pk.len();
+    assert!(KemPublicKey::from_bytes(CryptoMode::Hybrid, &pk).is_ok());
+    pk[n - 32..].copy_from_slice(&point(LOW_ORDER[3]));
+    assert!(matches!(
+        KemPublicKey::from_bytes(CryptoMode::Hybrid, &pk),
+        Err(CryptoError::InvalidKey(_))
+    ));
 }
 
 #[test]

@@ -17,6 +17,36 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 /// Secret key (seed) length.
 pub const SECRET_KEY_LEN: usize = 32;
 
+/// Checks a peer's X25519 public key before it is used or pinned: the canonical encoding of a
+/// u-coordinate (bit 255 clear, u < 2^255 − 19) that is not of small order on the curve or its
+/// twist (`[8]·u ≠ 0`). Such keys make every key agreement with them produce a known (all-zero)
+/// secret, so a bundle carrying one can never be used. Errors with
+/// [`CryptoError::InvalidKey`] naming the reason.
+pub fn validate_public(u: &[u8; PUBLIC_KEY_LEN]) -> Result<()> {
+    // p = 2^255 − 19, little-endian.
+    const P: [u8; 32] = {
+        let mut p = [0xff; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        p
+    };
+    let below_p = u
+        .iter()
+        .rev()
+        .zip(P.iter().rev())
+        .find(|(a, b)| a != b)
+        .is_some_and(|(a, b)| a < b);
+    if !below_p {
+        return Err(CryptoError::InvalidKey("X25519 (non-canonical encoding)"));
+    }
+    let point = curve25519_dalek::montgomery::MontgomeryPoint(*u);
+    let cleared = point * curve25519_dalek::scalar::Scalar::from(8u8);
+    if cleared.to_bytes() == [0u8; 32] {
+        return Err(CryptoError::InvalidKey("X25519 (small-order point)"));
+    }
+    Ok(())
+}
+
 /// An X25519 static key pair.
 pub struct X25519KeyPair {
     secret: SecureBox,

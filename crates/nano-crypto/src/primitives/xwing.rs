@@ -66,6 +66,7 @@ impl XWingPublicKey {
         let mlkem = MlKem768PublicKey::from_bytes(m)?;
         let mut x25519 = [0u8; 32];
         x25519.copy_from_slice(x);
+        super::x25519::validate_public(&x25519)?;
         let mut all = Box::new([0u8; PUBLIC_KEY_LEN]);
         all.copy_from_slice(bytes);
         Ok(Self {
