@@ -362,7 +362,8 @@ impl Client {
             .minimum_crypto_mode
             .max(me.min_mode())
             .max(them.min_mode());
-        Ok(AdaptiveCryptoConfig::default().select_mode_within(&ctx, floor, &available)?)
+        // Never below hybrid: the RTT and load behind the rules can be pushed from the network.
+        Ok(AdaptiveCryptoConfig::default().select_automatic(&ctx, floor, &available)?)
     }
 
     /// Seals `plaintext` for `recipient` and sends it; returns once the relay has durably stored

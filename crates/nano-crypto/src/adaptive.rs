@@ -18,12 +18,18 @@
 //! The effective threat is the higher of the deployment's configured `threat_level` and the
 //! message's. A NaN measurement satisfies no threshold (it never lowers the mode). Afterwards
 //! [`AdaptiveCryptoConfig::select_mode_within`] raises the mode to the floor (relay, sender,
-//! recipient minimums) and to the weakest mode both sides hold keys for.
+//! recipient minimums) and to the weakest mode both sides hold keys for; an automatic choice
+//! ([`AdaptiveCryptoConfig::select_automatic`]) is never below [`AUTOMATIC_FLOOR`] (hybrid),
+//! since the measurements behind rules 5–8 can be pushed from the network.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CryptoError, Result};
 use crate::mode::CryptoMode;
+
+/// The weakest mode an automatic choice ([`AdaptiveCryptoConfig::select_automatic`]) makes,
+/// whatever the measurements say: rules 5–8 only lower a choice above it.
+pub const AUTOMATIC_FLOOR: CryptoMode = CryptoMode::Hybrid;
 
 /// How hostile the environment is believed to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -140,6 +146,20 @@ impl AdaptiveCryptoConfig {
     /// The rules' pick raised to `floor`.
     pub fn select_mode_with_floor(&self, ctx: &MessageContext, floor: CryptoMode) -> CryptoMode {
         self.select_mode(ctx).max(floor)
+    }
+
+    /// The mode for a message whose mode nobody chose explicitly (`Auto`): as
+    /// [`AdaptiveCryptoConfig::select_mode_within`] with the floor raised to
+    /// [`AUTOMATIC_FLOOR`]. Bandwidth, latency and even CPU load can be pushed by whoever sits
+    /// on the network (delaying packets, flooding the device), so no measurement may lower an
+    /// automatic choice to classical; only the user's explicit choice can.
+    pub fn select_automatic(
+        &self,
+        ctx: &MessageContext,
+        floor: CryptoMode,
+        available: &[CryptoMode],
+    ) -> Result<CryptoMode> {
+        self.select_mode_within(ctx, floor.max(AUTOMATIC_FLOOR), available)
     }
 
     /// The weakest mode in `available` (modes both sides hold keys for) at or above both the

@@ -44,7 +44,7 @@ pub mod sign;
 pub mod tagged;
 
 pub use accel::CryptoAcceleration;
-pub use adaptive::{AdaptiveCryptoConfig, DataClass, MessageContext, ThreatLevel};
+pub use adaptive::{AUTOMATIC_FLOOR, AdaptiveCryptoConfig, DataClass, MessageContext, ThreatLevel};
 pub use aead::{AeadId, AeadKey};
 pub use batch::{BatchVerifier, VerificationResult, VerificationTask};
 pub use envelope::{Envelope, EnvelopeHeader, open, open_many, seal};

@@ -838,3 +838,38 @@ proptest! {
         );
     }
 }
+
+/// An automatic choice never goes below hybrid, however constrained the measurements (which an
+/// attacker on the network can push), yet still rises for the rules and the floors.
+#[test]
+fn automatic_choices_are_never_below_hybrid() {
+    let cfg = AdaptiveCryptoConfig::default();
+    let slow = constrained();
+    assert_eq!(
+        cfg.select_mode(&slow),
+        Classical,
+        "the rules alone pick classical"
+    );
+    assert_eq!(
+        cfg.select_automatic(&slow, Classical, &CryptoMode::ALL),
+        Ok(Hybrid)
+    );
+    assert_eq!(nano_crypto::AUTOMATIC_FLOOR, Hybrid);
+    let ts = MessageContext {
+        data_class: DataClass::TopSecret,
+        ..slow
+    };
+    assert_eq!(
+        cfg.select_automatic(&ts, Classical, &CryptoMode::ALL),
+        Ok(Quantum)
+    );
+    assert_eq!(
+        cfg.select_automatic(&slow, Quantum, &CryptoMode::ALL),
+        Ok(Quantum)
+    );
+    // Only classical shared: no automatic downgrade, an error instead.
+    assert_eq!(
+        cfg.select_automatic(&slow, Classical, &[Classical]),
+        Err(CryptoError::NoCommonMode)
+    );
+}
