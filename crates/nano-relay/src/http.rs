@@ -307,8 +307,10 @@ async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, 
         .crypto
         .run(move || -> Result<_, RelayError> {
             let started = std::time::Instant::now();
-            // Decoding checks every mode's proof of possession.
+            // Decoding checks every key and every mode's proof of possession.
             let bundle = req.bundle()?;
+            // A bundle accepting less than the relay allows would invite senders below it.
+            check_floor(&shared, bundle.min_mode())?;
             let sig = req.signature()?;
             let key = bundle
                 .verifying_key(req.crypto_mode)
@@ -374,6 +376,7 @@ async fn rotate(
         s.crypto
             .run(move || -> Result<_, RelayError> {
                 let new = req.bundle()?;
+                check_floor(&shared, new.min_mode())?;
                 let sig = req.signature()?;
                 // Signed by the *current* key of that mode.
                 let key = cur.bundle.verifying_key(req.crypto_mode).ok_or(

@@ -205,14 +205,18 @@ async fn minimum_crypto_mode_is_enforced() {
     assert_eq!(info.minimum_crypto_mode, CryptoMode::Hybrid);
     assert_eq!(info.modes, vec![CryptoMode::Hybrid, CryptoMode::Quantum]);
 
-    // alice holds classical keys too, but may not use them here.
-    let alice = User::new("alice", CryptoMode::Classical);
-    let (status, body) = relay
-        .post_json("/v1/users", &alice.claim(CryptoMode::Classical))
-        .await;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["code"], "mode_not_allowed");
-    alice.register_with(&relay, CryptoMode::Hybrid).await;
+    // A bundle that accepts classical is refused, signed classically or not: it would invite
+    // senders below the relay's floor.
+    let classical_alice = User::new("alice", CryptoMode::Classical);
+    for signed in [CryptoMode::Classical, CryptoMode::Hybrid] {
+        let (status, body) = relay
+            .post_json("/v1/users", &classical_alice.claim(signed))
+            .await;
+        assert_eq!(status, 403, "{signed}: {body}");
+        assert_eq!(body["code"], "mode_not_allowed", "{signed}: {body}");
+    }
+    let alice = User::new("alice", CryptoMode::Hybrid);
+    alice.register(&relay).await;
     let bob = User::new("bob", CryptoMode::Hybrid);
     bob.register(&relay).await;
     let quinn = User::new("quinn", CryptoMode::Quantum);
@@ -221,7 +225,8 @@ async fn minimum_crypto_mode_is_enforced() {
     // Classical auth is refused, and a fresh challenge follows; hybrid auth then succeeds.
     let mut a = relay.connect().await;
     let ch = a.challenge().await;
-    a.send(&alice.auth(CryptoMode::Classical, &ch)).await;
+    a.send(&classical_alice.auth(CryptoMode::Classical, &ch))
+        .await;
     match a.recv().await {
         RelayFrame::Error { code, .. } => assert!(
             matches!(code.as_str(), "mode_not_allowed" | "auth_failed"),
