@@ -100,7 +100,8 @@ fn subscriber(
 ) {
     let deliver = cache.channel("deliver");
     let invalidate = cache.invalidation_channel();
-    let mut gap = false;
+    // Notices sent before the first subscription (Redis down at start) are a gap too.
+    let mut gap = true;
     while !stop.load(Ordering::Relaxed) {
         let mut conn = match cache.subscriber_connection(POLL) {
             Ok(c) => c,
@@ -121,7 +122,9 @@ fn subscriber(
             // inbox once, and no cached bundle outlives a rotation announced in the gap.
             directory.invalidate_all_local();
             let woken = hub.wake_all();
-            tracing::info!(woken, "relay notices resumed");
+            if woken > 0 {
+                tracing::info!(woken, "relay notices resumed");
+            }
             gap = false;
         }
         while !stop.load(Ordering::Relaxed) {

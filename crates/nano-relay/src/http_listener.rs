@@ -8,18 +8,23 @@
 //!   opening or of its previous response, so a silent client, a half-sent request line and an
 //!   idle keep-alive connection are all closed after that long;
 //! - the whole request (body read and handling) within `limits.http_request_timeout_seconds`,
-//!   answered `408 request_timeout` otherwise (see `http::router`).
+//!   answered `408 request_timeout` otherwise (see `http::router`);
+//! - every write making progress within that same time: a client that stops reading its
+//!   answers (pipelining requests into a full socket) is disconnected.
 //!
 //! Shutdown: the listener stops accepting, idle connections close at once, a request in
 //! progress gets its answer, and whatever is left after [`DRAIN`] is dropped, so no client can
 //! hold the process open.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -47,6 +52,7 @@ pub async fn serve(
         .header_read_timeout(Duration::from_secs(limits.http_header_timeout_seconds))
         .keep_alive(true);
     let handshake = Duration::from_secs(shared.config.server.connection_timeout_seconds);
+    let stall = Duration::from_secs(limits.http_request_timeout_seconds);
     loop {
         let slot = tokio::select! {
             _ = stop.cancelled() => break,
@@ -73,10 +79,10 @@ pub async fn serve(
             match tls {
                 Some(acc) => {
                     if let Ok(Ok(s)) = tokio::time::timeout(handshake, acc.accept(stream)).await {
-                        connection(&http, s, router, &stop).await;
+                        connection(&http, WriteDeadline::new(s, stall), router, &stop).await;
                     }
                 }
-                None => connection(&http, stream, router, &stop).await,
+                None => connection(&http, WriteDeadline::new(stream, stall), router, &stop).await,
             }
             drop(slot);
         });
@@ -99,5 +105,80 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN, conn).await;
         }
+    }
+}
+
+/// A stream whose writes must make progress within `limit`: a write (or flush) that stays
+/// pending longer fails with `TimedOut`, which ends the connection.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Maps a write's poll result: progress clears the deadline, pending starts it (once).
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Ready(v) => {
+                self.stalled = None;
+                Poll::Ready(v)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -97,14 +97,21 @@ impl Shared {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Runs blocking storage or cache work off the I/O workers.
+    /// Runs blocking storage or cache work off the I/O workers. Work whose caller stopped
+    /// waiting before it started (a timed-out request) is skipped, so a slow database does not
+    /// pile up work nobody will read.
     pub async fn blocking<R: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Self) -> Result<R, RelayError> + Send + 'static,
     ) -> Result<R, RelayError> {
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || f(&me))
-            .await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        drop(tokio::task::spawn_blocking(move || {
+            if !tx.is_closed() {
+                let _ = tx.send(f(&me));
+            }
+        }));
+        rx.await
             .map_err(|_| RelayError::Internal("blocking task failed".into()))?
     }
 }

@@ -365,6 +365,11 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         sec.rate_limit_burst,
         shared.clock_now(),
     );
+    let mut control_bucket = TokenBucket::new(
+        sec.rate_limit_per_connection,
+        sec.rate_limit_burst,
+        shared.clock_now(),
+    );
     let idle = Duration::from_secs(shared.config.limits.idle_timeout_seconds);
     let mut last_seen = Instant::now();
     let mut tick = tokio::time::interval(idle / 3);
@@ -434,13 +439,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     _ => return End::Gone,
                 };
                 last_seen = Instant::now();
-                // Every frame counts against the rates, control frames too: a ping flood would
-                // otherwise cost a pong each, unmetered. Control frames cannot be answered with
-                // an error frame (that would answer a flood with one), so their flood closes.
-                let control = matches!(msg, Message::Ping(_) | Message::Pong(_) | Message::Frame(_));
-                let allowed = bucket.try_take(shared.clock_now()) && shared.address_allows(ip);
-                if control {
-                    if allowed {
+                // Control frames are metered too (a ping flood would otherwise cost a pong each),
+                // on a budget of their own: a client at its data rate may still answer the
+                // relay's pings. They cannot be answered with an error frame (that would answer a
+                // flood with one), so only a flood of them closes the connection.
+                if matches!(msg, Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) {
+                    if control_bucket.try_take(shared.clock_now()) {
                         continue;
                     }
                     shared.metrics.error(nano_proto::ErrorCode::RateLimited);
@@ -459,8 +463,13 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     // The peer's close: the transport queued the echo of its code.
                     _ => return End::PeerClosed,
                 };
-                if !allowed {
-                    let f = error_frame(shared, &RelayError::RateLimited, None);
+                if !(bucket.try_take(shared.clock_now()) && shared.address_allows(ip)) {
+                    // A refused send names its id, so the client can write it again later.
+                    let id = match &decoded {
+                        Some(Ok(ClientFrame::SendMessage { id, .. })) => *id,
+                        _ => None,
+                    };
+                    let f = error_frame(shared, &RelayError::RateLimited, id);
                     if let Err(e) = conn.send(vec![f]).await { return e; }
                     continue;
                 }

@@ -342,3 +342,79 @@ async fn path_errors_get_the_json_error_body() {
     assert_eq!(body["code"], "not_found");
     assert_eq!(body["message"], "no such path");
 }
+
+/// A `send_message` refused for the rate names its id (so a client can write it again), and a
+/// client at its data rate may still answer pings: only a flood of control frames closes.
+#[tokio::test]
+async fn a_rate_limited_send_names_its_id_and_pings_keep_their_own_budget() {
+    let cfg = Config::new()
+        .set("security", "rate_limit_per_connection", 1)
+        .set("security", "rate_limit_burst", 2);
+    let (relay, alice, _bob) = start_with_alice_and_bob(&cfg).await;
+    // Logging in takes the burst; the next sends are over the rate.
+    let (mut a, _) = alice.connect(&relay).await;
+    let mut refused = None;
+    for _ in 0..4 {
+        let id = random_id();
+        a.send(&send_frame("bob", "x", CryptoMode::Hybrid, Some(id)))
+            .await;
+        if let RelayFrame::Error { code, id: got, .. } = a.recv().await {
+            if code.as_str() == "rate_limited" {
+                refused = Some((id, got));
+                break;
+            }
+        }
+    }
+    let (id, got) = refused.expect("a send refused for the rate");
+    assert_eq!(got, Some(id));
+    // Over the data rate, a ping is still answered and the connection stays open.
+    a.send_raw(Message::Ping(b"still here".to_vec().into()))
+        .await;
+    loop {
+        match a.next_raw().await {
+            Some(Message::Pong(p)) => {
+                assert_eq!(&p[..], b"still here");
+                break;
+            }
+            Some(Message::Close(c)) => panic!("closed: {c:?}"),
+            Some(_) => {}
+            None => panic!("the connection ended"),
+        }
+    }
+}
+
+/// A client that pipelines requests and never reads the answers cannot hold an API connection
+/// slot: its stalled writes end the connection and the next client is served.
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_loses_its_api_connection() {
+    let cfg = Config::new().set("limits", "max_http_connections", 1).set(
+        "limits",
+        "http_request_timeout_seconds",
+        2,
+    );
+    let relay = Relay::start(&cfg).await;
+    let addr: std::net::SocketAddr = api_addr(&relay).parse().unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    let mut stalled = sock.connect(addr).await.unwrap();
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n";
+    for _ in 0..400 {
+        if timeout(Duration::from_millis(200), stalled.write_all(request))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut next = TcpStream::connect(addr).await.unwrap();
+    next.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    timeout(WAIT, next.read_to_end(&mut answer))
+        .await
+        .expect("the next client was never served")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    drop(stalled);
+}

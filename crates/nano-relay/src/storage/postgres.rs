@@ -5,7 +5,9 @@
 //! terminated backend) is discarded on return and replaced, so the relay reconnects on its own.
 //! An operation that fails because its connection was found closed runs once more on a fresh
 //! one; while the server is down, operations fail within [`CHECKOUT_TIMEOUT`] as
-//! [`RelayError::Storage`] (the wire's retryable `unavailable`).
+//! [`RelayError::Unreachable`] (the wire's retryable `unavailable`). A commit whose answer was
+//! lost is never run again (its outcome is unknown): it fails as `Unreachable`, and the
+//! client's resend with the same id is deduplicated.
 //!
 //! Migrations take an advisory lock so relays starting together apply each version once. The
 //! guide's indexes are created in the first migration, on empty tables, so they need no
@@ -60,12 +62,31 @@ impl Drop for PostgresStorage {
         // thread already inside one (the relay's async workers): drop the pool elsewhere.
         if let Some(pool) = self.pool.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::Builder::new()
+                let spare = std::sync::Arc::new(std::sync::Mutex::new(Some(pool)));
+                let moved = std::sync::Arc::clone(&spare);
+                let spawned = std::thread::Builder::new()
                     .name("pg-pool-drop".into())
-                    .spawn(move || drop(pool));
+                    .spawn(move || drop(moved.lock().ok().and_then(|mut p| p.take())));
+                if spawned.is_err() {
+                    // No thread to close it on: leak it rather than panic here.
+                    if let Some(p) = spare.lock().ok().and_then(|mut p| p.take()) {
+                        std::mem::forget(p);
+                    }
+                }
             }
         }
     }
+}
+
+/// Commits `tx`. A failure here leaves the outcome unknown (the server may have committed before
+/// the connection died), so it is reported as [`RelayError::Unreachable`], which is never
+/// retried on another connection; a client's resend with the same ids is deduplicated.
+fn commit(tx: postgres::Transaction<'_>) -> Result<()> {
+    tx.commit().map_err(|e| {
+        RelayError::Unreachable(format!(
+            "connection lost while committing (outcome unknown): {e}"
+        ))
+    })
 }
 
 fn backend(e: postgres::Error) -> RelayError {
@@ -141,7 +162,14 @@ impl PostgresStorage {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        config.keepalives(true);
+        // A server that vanishes without a reset (a failover, a dead host) is noticed within
+        // seconds instead of the kernel's retransmission timeout (about 15 minutes).
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(35));
         let mut first = config.connect(NoTls).map_err(backend)?;
         // `IF NOT EXISTS` is not safe against a concurrent creator: relays starting together
         // serialize on the migration lock here too.
@@ -210,6 +238,11 @@ impl PostgresStorage {
                 *outage = None;
                 Ok(c)
             }
+            // Every connection busy is load, not an outage: wait again next time.
+            Err(e) if pool.state().connections > 0 => {
+                *outage = None;
+                Err(RelayError::Storage(format!("all connections busy: {e}")))
+            }
             Err(e) => {
                 *outage = Some(Instant::now());
                 Err(RelayError::Unreachable(format!(
@@ -221,16 +254,18 @@ impl PostgresStorage {
 
     /// Runs `f` on a pooled connection. If it fails because the server closed that connection
     /// (a restart), the connection is discarded and `f` runs again on another, up to the pool's
-    /// size plus one times: every operation here is a single statement or one transaction, so
-    /// a failed attempt left nothing behind.
-    fn with<T>(&self, f: impl Fn(&mut Client) -> Result<T>) -> Result<T> {
+    /// size plus one times, told that it is a retry. Every operation here is one statement or
+    /// one transaction: a transaction whose COMMIT got no answer is not retried (see
+    /// [`commit`]), and a single statement whose answer was lost may have been applied, so
+    /// single-statement writes check on a retry whether they already were.
+    fn with<T>(&self, f: impl Fn(&mut Client, bool) -> Result<T>) -> Result<T> {
         // After a restart every pooled connection is dead: try each in turn, then a fresh one.
         let attempts = self.pool()?.max_size() + 1;
         let mut tried = 0;
         loop {
             let mut conn = self.checkout()?;
             tried += 1;
-            match f(&mut conn) {
+            match f(&mut conn, tried > 1) {
                 // The probe also makes the client notice a closed socket, so `has_broken`
                 // discards the connection when it returns to the pool.
                 Err(RelayError::Storage(_))
@@ -320,9 +355,12 @@ impl Storage for PostgresStorage {
     }
 
     fn migrate(&self) -> Result<u32> {
-        self.with(|client| {
+        self.with(|client, _| {
             let latest = schema::latest(schema::POSTGRES);
             let mut tx = client.transaction().map_err(backend)?;
+            // A migration (or the wait for another relay's) may take longer than any request.
+            tx.batch_execute("SET LOCAL statement_timeout = 0")
+                .map_err(backend)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .map_err(backend)?;
             let current = schema_version(&mut tx)?;
@@ -348,11 +386,11 @@ impl Storage for PostgresStorage {
     }
 
     fn schema_version(&self) -> Result<u32> {
-        self.with(schema_version)
+        self.with(|c, _| schema_version(c))
     }
 
     fn probe(&self) -> Result<u32> {
-        self.with(|c| {
+        self.with(|c, _| {
             let row = c.query_one(schema::PROBE, &[]).map_err(backend)?;
             c.execute(schema::PROBE_WRITE, &[]).map_err(backend)?;
             u32::try_from(col::<i64>(&row, 0)?)
@@ -369,7 +407,7 @@ impl Storage for PostgresStorage {
         now_ms: i64,
     ) -> Result<UserRecord> {
         let m = i16::from(min_mode.to_byte());
-        self.with(|c| {
+        self.with(|c, retry| {
             let res = c.query_one(
                 "INSERT INTO users (username, bundle, fingerprint, min_mode, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
@@ -384,6 +422,21 @@ impl Storage for PostgresStorage {
                     min_mode,
                 }),
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    // On a retry the first attempt may have inserted this very row.
+                    if retry {
+                        let row = c
+                            .query_opt(
+                                "SELECT id, username, bundle, fingerprint, min_mode FROM users
+                                 WHERE username = $1",
+                                &[&username],
+                            )
+                            .map_err(backend)?;
+                        if let Some(r) = row.map(|r| user_record(&r)).transpose()? {
+                            if r.fingerprint == *fingerprint && r.bundle == bundle {
+                                return Ok(r);
+                            }
+                        }
+                    }
                     Err(RelayError::NameTaken)
                 }
                 Err(e) => Err(backend(e)),
@@ -392,7 +445,7 @@ impl Storage for PostgresStorage {
     }
 
     fn user(&self, username: &str) -> Result<Option<UserRecord>> {
-        self.with(|c| {
+        self.with(|c, _| {
             c.query_opt(
                 "SELECT id, username, bundle, fingerprint, min_mode FROM users WHERE username = $1",
                 &[&username],
@@ -413,7 +466,7 @@ impl Storage for PostgresStorage {
         now_ms: i64,
     ) -> Result<()> {
         let m = i16::from(min_mode.to_byte());
-        self.with(|client| {
+        self.with(|client, retry| {
             let n = client
                 .execute(
                     "UPDATE users SET bundle = $1, fingerprint = $2, min_mode = $3, updated_at = $4
@@ -432,21 +485,22 @@ impl Storage for PostgresStorage {
                 return Ok(());
             }
             let row = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)",
+                .query_opt(
+                    "SELECT fingerprint FROM users WHERE username = $1",
                     &[&username],
                 )
                 .map_err(backend)?;
-            Err(if col::<bool>(&row, 0)? {
-                RelayError::Conflict
-            } else {
-                RelayError::NotFound
-            })
+            match row {
+                None => Err(RelayError::NotFound),
+                // On a retry the first attempt may have applied this very rotation.
+                Some(r) if retry && col::<Vec<u8>>(&r, 0)? == fingerprint[..] => Ok(()),
+                Some(_) => Err(RelayError::Conflict),
+            }
         })
     }
 
     fn store_batch(&self, batch: &[NewMessage], inbox_quota: u64) -> Result<Vec<StoreOutcome>> {
-        self.with(|client| {
+        self.with(|client, _| {
             let mut tx = client.transaction().map_err(backend)?;
             let existing = tx
                 .prepare("SELECT seq FROM messages WHERE recipient_id = $1 AND message_id = $2")
@@ -469,13 +523,13 @@ impl Storage for PostgresStorage {
                 insert,
             };
             let out = super::store_with(&mut q, batch, inbox_quota)?;
-            tx.commit().map_err(backend)?;
+            commit(tx)?;
             Ok(out)
         })
     }
 
     fn pending(&self, recipient_id: i64, after: i64, limit: u32) -> Result<Vec<StoredMessage>> {
-        self.with(|c| {
+        self.with(|c, _| {
             let rows = c
                 .query(
                     "SELECT m.seq, m.message_id, u.username, m.crypto_mode, m.timestamp, m.payload, m.read_at
@@ -502,7 +556,7 @@ impl Storage for PostgresStorage {
     }
 
     fn pending_count(&self, recipient_id: i64) -> Result<u64> {
-        self.with(|c| {
+        self.with(|c, _| {
             let row = c
                 .query_one(
                     "SELECT COUNT(*) FROM messages WHERE recipient_id = $1 AND deleted_at IS NULL",
@@ -514,7 +568,7 @@ impl Storage for PostgresStorage {
     }
 
     fn mark_batch(&self, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>> {
-        self.with(|client| {
+        self.with(|client, _| {
             let mut tx = client.transaction().map_err(backend)?;
             let placeholders = ["$1", "$2", "$3"];
             let ack = tx
@@ -537,13 +591,13 @@ impl Storage for PostgresStorage {
                 }
                 out.push(n);
             }
-            tx.commit().map_err(backend)?;
+            commit(tx)?;
             Ok(out)
         })
     }
 
     fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64> {
-        self.with(|c| {
+        self.with(|c, _| {
             c.execute(
                 "DELETE FROM messages WHERE seq IN (
                      SELECT seq FROM messages WHERE deleted_at IS NOT NULL
