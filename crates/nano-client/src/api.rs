@@ -54,13 +54,15 @@ impl Api {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        if let Some(reason) = tls_failure(e) {
+            return ClientError::Tls {
+                url: self.base.clone(),
+                reason,
+            };
+        }
         ClientError::Unreachable {
             url: self.base.clone(),
-            reason: if let Some(tls) = tls_failure(e) {
-                format!(
-                    "TLS: {tls} (an https:// relay with a private or self-signed certificate needs `init --relay-ca FILE`)"
-                )
-            } else if e.is_connect() {
+            reason: if e.is_connect() {
                 "connection refused".into()
             } else if e.is_timeout() {
                 "timed out".into()

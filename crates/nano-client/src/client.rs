@@ -24,7 +24,8 @@ use crate::error::{ClientError, Result};
 pub const BUNDLE_TTL: Duration = Duration::from_secs(60);
 /// Most bundles cached.
 pub const BUNDLE_CACHE: usize = 1024;
-/// Longest wait for a `sent` answer (reconnects included).
+/// Longest a send may take, from looking up the recipient's keys to the relay's `sent` answer
+/// (reconnects and retries included).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Received messages buffered for the application.
 const INCOMING: usize = 1024;
@@ -147,11 +148,14 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// As [`Shared::bundle`], trying again while the relay is unreachable or answers a
-    /// retryable code (it restarts, its database restarts), for up to [`SEND_TIMEOUT`]: a send
-    /// during a short outage completes late instead of failing.
-    pub(crate) async fn bundle_retrying(&self, name: &str) -> Result<Arc<PublicBundle>> {
-        let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
+    /// As [`Shared::bundle`], trying again until `deadline` while the relay is unreachable or
+    /// answers a retryable code (it restarts, its database restarts): a send during a short
+    /// outage completes late instead of failing.
+    pub(crate) async fn bundle_retrying(
+        &self,
+        name: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<PublicBundle>> {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.bundle(name).await {
@@ -374,7 +378,9 @@ impl Client {
         plaintext: &[u8],
         choice: ModeChoice,
     ) -> Result<SendReceipt> {
-        let them = self.shared.bundle_retrying(recipient).await?;
+        // One deadline for the whole send: the key lookup's retries and the wait for `sent`.
+        let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
+        let them = self.shared.bundle_retrying(recipient, deadline).await?;
         let me = self.shared.identity.public_bundle();
         let mode = match choice {
             ModeChoice::Auto => self.auto_mode_for(recipient, &them)?,
@@ -422,7 +428,7 @@ impl Client {
             })
             .await
             .map_err(|_| ClientError::Closed)?;
-        let duplicate = tokio::time::timeout(SEND_TIMEOUT, rx)
+        let duplicate = tokio::time::timeout_at(deadline, rx)
             .await
             .map_err(|_| ClientError::Timeout("waiting for the relay to store the message"))?
             .map_err(|_| ClientError::Closed)??;

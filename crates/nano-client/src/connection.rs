@@ -4,7 +4,7 @@
 //! their senders' keys checked, verified (a backlog page with one batch verification) and
 //! decrypted, and each id is handed to the application once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::client::{Incoming, Received, Shared};
 use crate::contacts::BoundedSet;
 use crate::error::{ClientError, Result};
+use crate::outbox::Outbox;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -45,88 +46,17 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Marks queued while disconnected.
 const MAX_QUEUED_MARKS: usize = 1024;
-/// First pause before writing a send again that the relay refused as `unavailable` or
-/// `rate_limited`; it doubles per refusal up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_millis(100);
-/// Longest pause between retries of one send.
-const RETRY_MAX: Duration = Duration::from_secs(2);
-/// A retried send waits for its answer this long before it counts as due again (an answer
-/// normally arrives long before; a lost one is covered by the resend after a reconnect).
-const RETRY_PARKED: Duration = Duration::from_secs(3600);
-
 #[derive(Default)]
 struct State {
-    /// Sends written but not yet answered, in order.
-    unacked: Vec<(MessageId, ClientFrame)>,
-    waiters: HashMap<MessageId, oneshot::Sender<Result<bool>>>,
+    /// Sends not yet answered.
+    outbox: Outbox,
     /// `ack`/`read` frames not yet written.
     marks: VecDeque<ClientFrame>,
     seen: BoundedSet<MessageId>,
     acked: BoundedSet<MessageId>,
-    /// Sends the relay answered with a retryable code (`unavailable`, `rate_limited`): when to
-    /// write each again, and how many times it was refused so far.
-    retries: HashMap<MessageId, (tokio::time::Instant, u32)>,
 }
 
 impl State {
-    fn answer(&mut self, id: &MessageId, r: Result<bool>) {
-        self.retries.remove(id);
-        self.unacked.retain(|(i, _)| i != id);
-        if let Some(w) = self.waiters.remove(id) {
-            let _ = w.send(r);
-        }
-    }
-
-    /// Schedules `id` to be written again after a retryable refusal, with exponential backoff
-    /// (100 ms doubling to 2 s); the caller's own timeout bounds how long it keeps trying.
-    fn retry_later(&mut self, id: MessageId) {
-        let refused = self.retries.get(&id).map_or(0, |(_, n)| *n) + 1;
-        let delay = RETRY_MIN.saturating_mul(1 << refused.min(5)).min(RETRY_MAX);
-        self.retries
-            .insert(id, (tokio::time::Instant::now() + delay, refused));
-    }
-
-    /// When the next retry is due.
-    fn next_retry(&self) -> Option<tokio::time::Instant> {
-        self.retries.values().map(|(at, _)| *at).min()
-    }
-
-    /// The frames of the sends whose retry is due now (their retry stays recorded, for the
-    /// backoff of a further refusal).
-    fn due_retries(&mut self) -> Vec<ClientFrame> {
-        let now = tokio::time::Instant::now();
-        let due: Vec<MessageId> = self
-            .retries
-            .iter_mut()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(id, (at, _))| {
-                *at = now + RETRY_PARKED;
-                *id
-            })
-            .collect();
-        self.unacked
-            .iter()
-            .filter(|(id, _)| due.contains(id))
-            .map(|(_, f)| f.clone())
-            .collect()
-    }
-
-    fn fail_all(&mut self, error: impl Fn() -> ClientError) {
-        self.retries.clear();
-        self.unacked.clear();
-        for (_, w) in self.waiters.drain() {
-            let _ = w.send(Err(error()));
-        }
-    }
-
-    /// Drops the sends whose caller stopped waiting (timed out, or gone): they are never resent,
-    /// so a long outage cannot pile them up.
-    fn forget_abandoned(&mut self) {
-        self.waiters.retain(|_, w| !w.is_closed());
-        let waiters = &self.waiters;
-        self.unacked.retain(|(id, _)| waiters.contains_key(id));
-    }
-
     fn queue_mark(&mut self, f: ClientFrame) {
         if self.marks.len() >= MAX_QUEUED_MARKS {
             self.marks.pop_front();
@@ -161,19 +91,32 @@ pub(crate) async fn run(
                     End::Lost => tracing::debug!("connection lost; reconnecting"),
                 }
             }
+            Err(e) if e.is_retryable() => {
+                // The relay (or its database) is restarting: try again after the backoff.
+                tracing::debug!(error = %e, "login refused for now; retrying");
+            }
             Err(ClientError::Relay { code, message }) => {
                 // The relay refused us (unknown user, bad key): retrying cannot help.
                 tracing::warn!(%code, "authentication refused");
-                st.fail_all(|| ClientError::Relay {
+                st.outbox.fail_all(|| ClientError::Relay {
                     code,
                     message: message.clone(),
+                });
+                return;
+            }
+            Err(ClientError::Tls { url, reason }) => {
+                // The certificate will not change by itself: retrying cannot help.
+                tracing::warn!(%reason, "the relay's certificate was refused");
+                st.outbox.fail_all(|| ClientError::Tls {
+                    url: url.clone(),
+                    reason: reason.clone(),
                 });
                 return;
             }
             Err(ClientError::RelayIdentityChanged { pinned, now }) => {
                 // Another relay answers at this address: never talk to it.
                 tracing::warn!("the relay's identity changed; disconnecting");
-                st.fail_all(|| ClientError::RelayIdentityChanged {
+                st.outbox.fail_all(|| ClientError::RelayIdentityChanged {
                     pinned: pinned.clone(),
                     now: now.clone(),
                 });
@@ -201,9 +144,8 @@ pub(crate) async fn run(
 fn queue(st: &mut State, c: Command) {
     match c {
         Command::Send { id, frame, reply } => {
-            st.forget_abandoned();
-            st.unacked.push((id, frame));
-            st.waiters.insert(id, reply);
+            st.outbox.forget_abandoned();
+            st.outbox.push(id, frame, reply);
         }
         Command::Ack(ids) => {
             for id in &ids {
@@ -228,9 +170,15 @@ async fn start(shared: &Shared) -> Result<Ws> {
     let (mut ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
         .await
         .map_err(|_| ClientError::Timeout("connecting to the relay"))?
-        .map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Tls(t) => ClientError::Tls {
+                url: url.clone(),
+                reason: t.to_string(),
+            },
+            e => ClientError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            },
         })?;
     let (nonce, relay_id) = match next_frame(&mut ws).await? {
         RelayFrame::Challenge { nonce, relay_id } => (nonce, relay_id),
@@ -326,11 +274,9 @@ async fn serve(
     incoming: &mpsc::Sender<Incoming>,
 ) -> End {
     // Everything not yet answered goes out again, in order, with the same ids.
-    st.forget_abandoned();
-    st.retries.clear();
     let mut resend: Vec<Message> = Vec::new();
-    for (_, f) in &st.unacked {
-        if let Ok(m) = encode(f) {
+    for f in st.outbox.resend_all() {
+        if let Ok(m) = encode(&f) {
             resend.push(m);
         }
     }
@@ -349,10 +295,10 @@ async fn serve(
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     let mut ping_sent: Option<Instant> = None;
     loop {
-        let next_retry = st.next_retry();
+        let next_retry = st.outbox.next_retry();
         tokio::select! {
             _ = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)), if next_retry.is_some() => {
-                for f in st.due_retries() {
+                for f in st.outbox.due_retries() {
                     let Ok(m) = encode(&f) else { continue };
                     if ws.send(m).await.is_err() {
                         return End::Lost;
@@ -364,7 +310,7 @@ async fn serve(
                 let frame = match c {
                     Command::Close => {
                         let _ = ws.close(None).await;
-                        st.fail_all(|| ClientError::Closed);
+                        st.outbox.fail_all(|| ClientError::Closed);
                         return End::Closed;
                     }
                     Command::Flush(tx) => {
@@ -373,8 +319,7 @@ async fn serve(
                         continue;
                     }
                     Command::Send { id, frame, reply } => {
-                        st.unacked.push((id, frame.clone()));
-                        st.waiters.insert(id, reply);
+                        st.outbox.push(id, frame.clone(), reply);
                         frame
                     }
                     Command::Ack(ids) => {
@@ -421,13 +366,13 @@ async fn serve(
                     }
                 };
                 match frame {
-                    RelayFrame::Sent { id, duplicate } => st.answer(&id, Ok(duplicate)),
-                    RelayFrame::Error { code, message, id: Some(id) } if st.waiters.contains_key(&id) => {
+                    RelayFrame::Sent { id, duplicate } => st.outbox.answer(&id, Ok(duplicate)),
+                    RelayFrame::Error { code, message, id: Some(id) } if st.outbox.awaits(&id) => {
                         if retryable(code) {
                             tracing::debug!(%code, "send refused for now; retrying");
-                            st.retry_later(id);
+                            st.outbox.retry_later(id);
                         } else {
-                            st.answer(&id, Err(ClientError::Relay { code, message }));
+                            st.outbox.answer(&id, Err(ClientError::Relay { code, message }));
                         }
                     }
                     RelayFrame::Error { code, message, .. } => {

@@ -32,6 +32,18 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The relay's TLS certificate was refused (not issued by a trusted CA, or for another
+    /// name): not retried.
+    #[error(
+        "cannot reach the relay at {url} securely: {reason} (an https:// relay with a private or \
+         self-signed certificate needs `nano-client init --relay-ca FILE`)"
+    )]
+    Tls {
+        /// The URL tried.
+        url: String,
+        /// What rustls said.
+        reason: String,
+    },
     /// The relay answered with an error.
     #[error("the relay refused: {message} ({code}){}", hint(*code))]
     Relay {

@@ -5,6 +5,8 @@
 //!             Auto mode from measured RTT and CPU load; the TrustPolicy hook
 //! connection  the WebSocket task: auth, keep-alive, reconnect with backoff, resend of
 //!             unanswered sends, receive → batch verify → decrypt → dedup → Incoming stream
+//! outbox      unanswered sends: resent after a reconnect, retried after `unavailable`,
+//!             forgotten once their caller stops waiting
 //! api         the relay's HTTP API (relay info, users, registration), pooled
 //! tls         HTTPS/WSS trust: Mozilla roots, or the certificates of a relay CA file
 //! keystore    the home directory: Argon2id + ChaCha20-Poly1305 keystore, profile, 0600 files
@@ -19,6 +21,7 @@ mod connection;
 pub mod contacts;
 pub mod error;
 pub mod keystore;
+mod outbox;
 pub mod tls;
 
 pub use client::{
