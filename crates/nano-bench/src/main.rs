@@ -7,9 +7,11 @@
 //! primitives.rs the raw primitive figures beneath it
 //! sizes.rs      bytes on the wire per mode: envelope and frame overhead over the plaintext
 //! load/         the guide's load test: spawned relay, real clients, reports
+//! chaos/        faults under load (relay kill -9, PostgreSQL and Redis restarts): loss, duplicates
 //! ```
 #![forbid(unsafe_code)]
 
+mod chaos;
 mod crypto;
 mod load;
 mod measure;
@@ -31,12 +33,16 @@ enum Command {
     Crypto(crypto::CryptoArgs),
     /// The guide's load test against a relay, with real clients doing real crypto.
     Load(load::LoadArgs),
+    /// Faults under sustained load (relay kill -9, PostgreSQL or Redis restart): loss,
+    /// duplicates, failed sends and recovery time.
+    Chaos(chaos::ChaosArgs),
     /// Bytes on the wire per mode: envelope and `send_message` frame against the plaintext.
     Sizes(sizes::SizesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Chaos(args) => chaos::main(&args),
         Command::Crypto(args) => crypto::run(&args),
         Command::Load(args) => load::main(&args),
         Command::Sizes(args) => sizes::run(&args),

@@ -13,8 +13,8 @@
 mod kex;
 mod raw;
 mod report;
-mod run;
-mod setup;
+pub(crate) mod run;
+pub(crate) mod setup;
 mod stats;
 
 use std::io::IsTerminal;
@@ -247,7 +247,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         raw::receivers(Arc::clone(&ctx), Arc::clone(&inflight)).await?;
         Vec::new()
     } else {
-        setup::start_receivers(&api, &users, epoch, Arc::clone(&stats)).await?
+        setup::start_receivers(&api, &users, setup::record_into(Arc::clone(&stats), epoch)).await?
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample(api.clone(), Arc::clone(&stop), epoch));

@@ -109,15 +109,6 @@ impl Ctx {
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn code(e: &nano_client::ClientError) -> String {
-        match e {
-            nano_client::ClientError::Relay { code, .. } => code.as_str().to_owned(),
-            nano_client::ClientError::Timeout(_) => "timeout".into(),
-            nano_client::ClientError::Unreachable { .. } => "unreachable".into(),
-            _ => "client".into(),
-        }
-    }
-
     /// Sends one message from `client` to a random user, recording the outcome.
     async fn send_one(&self, client: &nano_client::Client) {
         let to = &self.pick().name;
@@ -127,8 +118,22 @@ impl Ctx {
             .await
         {
             Ok(_) => self.stats.acked(seq),
-            Err(e) => self.stats.error(&Self::code(&e)),
+            Err(e) => self.stats.error(&error_code(&e)),
         }
+    }
+}
+
+/// A short name for what a send failed with: the relay's wire code, or the kind of failure on
+/// the client's side (`timeout`, `unreachable`, `closed`, `protocol`, `client`).
+pub(crate) fn error_code(e: &nano_client::ClientError) -> String {
+    use nano_client::ClientError;
+    match e {
+        ClientError::Relay { code, .. } => code.as_str().to_owned(),
+        ClientError::Timeout(_) => "timeout".into(),
+        ClientError::Unreachable { .. } => "unreachable".into(),
+        ClientError::Closed => "closed".into(),
+        ClientError::Protocol(_) => "protocol".into(),
+        _ => "client".into(),
     }
 }
 

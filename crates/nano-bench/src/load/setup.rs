@@ -2,7 +2,7 @@
 //! users `user_1` … `user_N`, and one connected receiving client per user that records every
 //! arrival.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ impl Drop for SpawnedRelay {
 }
 
 /// The `nano-relay` binary next to this one (`cargo build --release -p nano-relay`).
-fn relay_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn relay_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("cannot locate nano-bench")?;
     let bin = me.with_file_name("nano-relay");
     if !bin.exists() {
@@ -54,24 +54,40 @@ fn relay_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Starts a relay on loopback with a temporary SQLite store (or `storage_url`).
-pub(crate) fn spawn_relay(storage_url: Option<&str>) -> anyhow::Result<SpawnedRelay> {
-    let dir = std::env::temp_dir().join(format!(
-        "nano-bench-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let dir = tempdir::Dir(dir);
-    let url = storage_url.map_or_else(
-        || format!("sqlite://{}/relay.db", dir.0.display()),
-        str::to_owned,
-    );
-    let config = format!(
+/// A `Command` for the relay binary with the environment overrides it reads removed: a run on
+/// a generated configuration must not inherit them.
+pub(crate) fn relay_command() -> anyhow::Result<Command> {
+    let mut child = Command::new(relay_binary()?);
+    for k in [
+        "NANO_STORAGE_URL",
+        "NANO_L2_CACHE_URL",
+        "NANO_L2_KEY_PREFIX",
+        "NANO_TLS_KEY_PATH",
+    ] {
+        child.env_remove(k);
+    }
+    Ok(child)
+}
+
+/// File descriptors the relay keeps beside its WebSocket connections: API connections (1,024
+/// by default) and its own files, with room to spare.
+const RELAY_FD_RESERVE: u64 = 2048;
+
+/// `max_connections` for a bench relay: 50,000, or fewer when the open-file hard limit (which
+/// the relay inherits, and checks its limits against at start) cannot hold that many.
+fn max_connections() -> u64 {
+    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, hard)| hard);
+    hard.saturating_sub(RELAY_FD_RESERVE).clamp(64, 50_000)
+}
+
+/// The bench relay's `relay.toml`: storage `url`, identity under `data_dir`, the given ports
+/// (0 = any free one), limits high enough for load, and `extra` (more TOML sections) appended.
+pub(crate) fn relay_toml(url: &str, data_dir: &Path, ports: (u16, u16), extra: &str) -> String {
+    format!(
         r#"[server]
-api_port = 0
-websocket_port = 0
-max_connections = 50000
+api_port = {api}
+websocket_port = {ws}
+max_connections = {max}
 [performance]
 message_batch_size = 256
 message_batch_timeout_ms = 2
@@ -87,23 +103,53 @@ rate_limit_burst = 100000
 send_queue_depth = 4096
 idle_timeout_seconds = 3600
 inbox_quota = 1000000
-"#,
-        data = dir.0.join("data").display()
+{extra}"#,
+        api = ports.0,
+        ws = ports.1,
+        max = max_connections(),
+        data = data_dir.display()
+    )
+}
+
+/// Reads the relay's first line (`nano-relay listening api=… websocket=…`) within `wait`,
+/// then keeps draining its standard output so it never blocks; returns (API URL, WebSocket
+/// URL), or `None` if it exited or said something else.
+pub(crate) fn read_listening(child: &mut Child, wait: Duration) -> Option<(String, String)> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(stdout);
+        let mut l = String::new();
+        let _ = std::io::BufRead::read_line(&mut r, &mut l);
+        let _ = tx.send(l);
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    let line = rx.recv_timeout(wait).ok()?;
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_owned)
+    };
+    Some((field("api=")?, field("websocket=")?))
+}
+
+/// Starts a relay on loopback with a temporary SQLite store (or `storage_url`).
+pub(crate) fn spawn_relay(storage_url: Option<&str>) -> anyhow::Result<SpawnedRelay> {
+    let dir = std::env::temp_dir().join(format!(
+        "nano-bench-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let dir = tempdir::Dir(dir);
+    let url = storage_url.map_or_else(
+        || format!("sqlite://{}/relay.db", dir.0.display()),
+        str::to_owned,
     );
     let cfg = dir.0.join("relay.toml");
-    std::fs::write(&cfg, config)?;
+    std::fs::write(&cfg, relay_toml(&url, &dir.0.join("data"), (0, 0), ""))?;
     let log = std::fs::File::create(dir.0.join("relay.log"))?;
-    let mut child = Command::new(relay_binary()?);
-    // The relay lets these override its file: a run on a temporary store must not inherit them.
-    for k in [
-        "NANO_STORAGE_URL",
-        "NANO_L2_CACHE_URL",
-        "NANO_L2_KEY_PREFIX",
-        "NANO_TLS_KEY_PATH",
-    ] {
-        child.env_remove(k);
-    }
-    let mut child = child
+    let mut child = relay_command()?
         .arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn")
@@ -111,24 +157,12 @@ inbox_quota = 1000000
         .stderr(Stdio::from(log))
         .spawn()
         .context("cannot start nano-relay")?;
-    let stdout = child.stdout.take().context("no relay stdout")?;
-    let line = std::thread::spawn(move || {
-        let mut l = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut l);
-        l
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("relay output reader failed"))?;
-    let api = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("api="))
-        .map(str::to_owned)
-        .with_context(|| {
-            format!(
-                "relay did not start (see {})",
-                dir.0.join("relay.log").display()
-            )
-        })?;
+    let (api, _) = read_listening(&mut child, Duration::from_secs(60)).with_context(|| {
+        format!(
+            "relay did not start (see {})",
+            dir.0.join("relay.log").display()
+        )
+    })?;
     Ok(SpawnedRelay {
         child,
         _dir: dir,
@@ -136,7 +170,8 @@ inbox_quota = 1000000
     })
 }
 
-fn rand_suffix() -> u64 {
+/// A random number for unique names.
+pub(crate) fn rand_suffix() -> u64 {
     use rand_core::RngCore;
     OsRng.next_u64()
 }
@@ -197,36 +232,38 @@ pub(crate) async fn connect(
     Ok((c, rx))
 }
 
-/// Connects every user as a receiver that acks and records each message's end-to-end latency
-/// (the plaintext carries the send instant). Returns when all are connected and up to date.
+/// What a receiver does with each item of its stream: `(index of the user, item)`.
+pub(crate) type OnIncoming = Arc<dyn Fn(usize, &Incoming) + Send + Sync>;
+
+/// Connects every user as a receiver that hands each item to `on` and acks each message.
+/// Returns when all are connected and up to date (at most 30 s of waiting).
 pub(crate) async fn start_receivers(
     api: &str,
     users: &[User],
-    epoch: Instant,
-    stats: Arc<Stats>,
+    on: OnIncoming,
 ) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::with_capacity(users.len());
     let mut ready = Vec::with_capacity(users.len());
-    for u in users {
+    for (who, u) in users.iter().enumerate() {
         let (client, mut rx) = connect(api, u).await?;
         let c2 = client.clone();
-        let stats = Arc::clone(&stats);
+        let on = Arc::clone(&on);
         let (tx, up) = tokio::sync::oneshot::channel();
         ready.push(up);
         tokio::spawn(async move {
             let mut tx = Some(tx);
             while let Some(item) = rx.recv().await {
+                on(who, &item);
                 match item {
                     Incoming::Message(m) => {
-                        stats.received(&m.plaintext, epoch);
                         let _ = c2.ack(&[m.id]).await;
                     }
-                    Incoming::Rejected { .. } => stats.rejected(),
                     Incoming::UpToDate => {
                         if let Some(t) = tx.take() {
                             let _ = t.send(());
                         }
                     }
+                    Incoming::Rejected { .. } => {}
                 }
             }
         });
@@ -236,4 +273,14 @@ pub(crate) async fn start_receivers(
         let _ = tokio::time::timeout(Duration::from_secs(30), r).await;
     }
     Ok(clients)
+}
+
+/// The load test's receivers: each message's end-to-end latency (the plaintext carries the
+/// send instant) and each rejection go to `stats`.
+pub(crate) fn record_into(stats: Arc<Stats>, epoch: Instant) -> OnIncoming {
+    Arc::new(move |_, item| match item {
+        Incoming::Message(m) => stats.received(&m.plaintext, epoch),
+        Incoming::Rejected { .. } => stats.rejected(),
+        Incoming::UpToDate => {}
+    })
 }
