@@ -143,6 +143,7 @@ data_dir = "$WORK/data"
 
 [security]
 allow_anonymous_send = true
+allow_opaque_payloads = true
 rate_limit_per_address = 10000000
 
 [limits]

@@ -95,6 +95,20 @@ impl std::fmt::Debug for Received {
 pub enum Incoming {
     /// A verified message.
     Message(Received),
+    /// A payload that is not a sealed envelope, or an envelope without a sender to verify it
+    /// against: test traffic a development relay accepts (`allow_opaque_payloads`,
+    /// `allow_anonymous_send`; the guide's load test). Nothing about it is authenticated, so
+    /// its content is not handed out; it is acknowledged like any message shown.
+    Unverifiable {
+        /// Its id.
+        id: MessageId,
+        /// The sender the relay names, if any.
+        sender: Option<String>,
+        /// What it is: [`Unverifiable`].
+        what: Unverifiable,
+        /// The payload's size as relayed (bytes).
+        len: usize,
+    },
     /// A message that failed verification or decryption, or whose sender's key is not trusted.
     Rejected {
         /// Its id.
@@ -106,6 +120,24 @@ pub enum Incoming {
     },
     /// The inbox backlog has been delivered; later messages arrive as they are sent.
     UpToDate,
+}
+
+/// Why a delivered payload cannot be verified (see [`Incoming::Unverifiable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unverifiable {
+    /// The payload is not standard base64 of a sealed envelope (PROTOCOL.md §6).
+    NotAnEnvelope,
+    /// An envelope sent anonymously: no sender whose bundle could verify it.
+    Anonymous,
+}
+
+impl std::fmt::Display for Unverifiable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NotAnEnvelope => "not a sealed envelope",
+            Self::Anonymous => "sent anonymously, so it cannot be verified",
+        })
+    }
 }
 
 /// Proof a message was durably stored by the relay.
@@ -400,6 +432,14 @@ impl Client {
                 m
             }
         };
+        let largest = nano_proto::max_plaintext_len(mode, self.shared.relay.max_message_bytes);
+        if plaintext.len() > largest {
+            return Err(ClientError::MessageTooLarge {
+                size: plaintext.len(),
+                largest,
+                mode,
+            });
+        }
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let now = std::time::SystemTime::now()

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::client::{Incoming, Received, Shared};
+use crate::client::{Incoming, Received, Shared, Unverifiable};
 use crate::contacts::BoundedSet;
 use crate::error::{ClientError, Result};
 use crate::outbox::Outbox;
@@ -425,6 +425,8 @@ enum Slot {
     Open(Pushed, usize),
     /// Refused before opening.
     Refused(Pushed, ClientError),
+    /// Test traffic that cannot be verified.
+    Unverifiable(Pushed, Unverifiable),
 }
 
 /// Codes a relay answers when it cannot take a send now but may soon (a database restarting,
@@ -468,17 +470,42 @@ async fn deliver(
             }
             continue;
         }
+        // Test traffic is reported as what it is where the relay admits it; anywhere else the
+        // same payload was damaged or forged on the way, and is rejected.
+        let (opaque_ok, anonymous_ok) = (
+            shared.relay.allow_opaque_payloads,
+            shared.relay.allow_anonymous_send,
+        );
+        let Some(env) = envelope(&p.message) else {
+            if opaque_ok {
+                slots.push(Slot::Unverifiable(p, Unverifiable::NotAnEnvelope));
+            } else {
+                let sender = p.sender.clone().unwrap_or_else(|| "(anonymous)".into());
+                let error = ClientError::Rejected {
+                    sender,
+                    reason: "not a sealed envelope".into(),
+                };
+                slots.push(Slot::Refused(p, error));
+            }
+            continue;
+        };
+        let Some(name) = p.sender.clone() else {
+            if anonymous_ok {
+                slots.push(Slot::Unverifiable(p, Unverifiable::Anonymous));
+            } else {
+                let error = ClientError::Rejected {
+                    sender: "(anonymous)".into(),
+                    reason: "no sender to verify".into(),
+                };
+                slots.push(Slot::Refused(p, error));
+            }
+            continue;
+        };
         let prepared = async {
-            let name = p.sender.clone().ok_or_else(|| ClientError::Rejected {
-                sender: "(anonymous)".into(),
-                reason: "no sender to verify".into(),
-            })?;
             let rejected = |reason: String| ClientError::Rejected {
                 sender: name.clone(),
                 reason,
             };
-            let bytes = base64_decode(&p.message).map_err(|e| rejected(e.to_string()))?;
-            let env = Envelope::from_bytes(&bytes).map_err(|e| rejected(e.to_string()))?;
             let bundle = match shared.bundle(&name).await {
                 Ok(b) => b,
                 Err(e @ ClientError::ContactKeyChanged { .. }) => return Err(e),
@@ -526,6 +553,15 @@ async fn deliver(
     .collect::<Vec<_>>();
     for slot in slots {
         let item = match slot {
+            Slot::Unverifiable(p, what) => {
+                st.seen.insert(&p.id);
+                Incoming::Unverifiable {
+                    id: p.id,
+                    len: p.message.len(),
+                    sender: p.sender,
+                    what,
+                }
+            }
             Slot::Refused(p, error) => {
                 if !matches!(error, ClientError::ContactKeyChanged { .. }) {
                     st.seen.insert(&p.id);
@@ -548,7 +584,14 @@ async fn deliver(
                     },
                 };
                 let (header, fingerprint) = headers[i];
+                let floor = shared.relay.minimum_crypto_mode;
+                let stale = freshness(header.timestamp_ms, now_ms());
                 match opened.get_mut(i).and_then(Option::take) {
+                    Some(Ok(_)) if header.mode < floor => rejected(format!(
+                        "sealed in {}, below the relay's minimum {floor}",
+                        header.mode
+                    )),
+                    Some(Ok(_)) if stale.is_some() => rejected(stale.unwrap_or_default()),
                     Some(Ok(plaintext)) if header.message_id == p.id.0 => {
                         Incoming::Message(Received {
                             id: p.id,
@@ -574,9 +617,53 @@ async fn deliver(
     }
 }
 
-fn base64_decode(s: &str) -> Result<Vec<u8>> {
+/// Milliseconds since the Unix epoch on this machine's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Why an envelope sealed at `sealed_ms` (its authenticated header time) is outside the replay
+/// window at `now_ms`, if it is: older than [`nano_proto::REPLAY_WINDOW_MS`] (a replay the
+/// relay no longer remembers) or later than [`nano_proto::CLOCK_SKEW_MS`] ahead.
+fn freshness(sealed_ms: u64, now_ms: i64) -> Option<String> {
+    let sealed = i64::try_from(sealed_ms).unwrap_or(i64::MAX);
+    if sealed < now_ms.saturating_sub(nano_proto::REPLAY_WINDOW_MS) {
+        Some("sealed more than 30 days ago: outside the replay window".into())
+    } else if sealed > now_ms.saturating_add(nano_proto::CLOCK_SKEW_MS) {
+        Some("dated more than 10 minutes in the future".into())
+    } else {
+        None
+    }
+}
+
+/// The envelope a relayed payload encodes (standard padded base64 of §6 bytes), if it is one.
+fn envelope(payload: &str) -> Option<Envelope> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|_| ClientError::Invalid("the message is not base64".into()))
+    if payload.len() > nano_proto::MAX_MESSAGE_BYTES {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .ok()?;
+    Envelope::from_bytes(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::freshness;
+
+    #[test]
+    fn the_replay_window_is_30_days_back_and_10_minutes_ahead() {
+        let now = 1_800_000_000_000_i64;
+        let at = |ms: i64| u64::try_from(ms).unwrap_or(0);
+        assert_eq!(freshness(at(now), now), None);
+        assert_eq!(freshness(at(now - nano_proto::REPLAY_WINDOW_MS), now), None);
+        assert!(freshness(at(now - nano_proto::REPLAY_WINDOW_MS - 1), now).is_some());
+        assert_eq!(freshness(at(now + nano_proto::CLOCK_SKEW_MS), now), None);
+        assert!(freshness(at(now + nano_proto::CLOCK_SKEW_MS + 1), now).is_some());
+        assert!(freshness(0, now).is_some());
+        assert!(freshness(u64::MAX, now).is_some());
+    }
 }

@@ -87,6 +87,19 @@ pub enum ClientError {
         /// Why (signature, decryption, addressing).
         reason: String,
     },
+    /// A message too large to send in its mode through this relay, refused before sealing.
+    #[error(
+        "the message is {size} bytes; the largest that fits in a {mode} envelope on this relay \
+         is {largest} bytes"
+    )]
+    MessageTooLarge {
+        /// The plaintext's size (bytes).
+        size: usize,
+        /// The largest plaintext that fits (bytes): [`nano_proto::max_plaintext_len`].
+        largest: usize,
+        /// The mode it would have been sealed in.
+        mode: nano_crypto::CryptoMode,
+    },
     /// No mode both parties and the relay accept.
     #[error("no crypto mode that you, {0} and the relay all accept")]
     NoCommonMode(String),

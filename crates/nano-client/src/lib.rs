@@ -26,5 +26,6 @@ pub mod tls;
 
 pub use client::{
     Client, ClientConfig, Incoming, ModeChoice, Received, SendReceipt, TrustAll, TrustPolicy,
+    Unverifiable,
 };
 pub use error::{ClientError, Result};

@@ -260,6 +260,20 @@ async fn receive(home: &Home, follow: bool, json: bool) -> Result<bool> {
                 }
                 client.ack(&[m.id]).await?;
             }
+            Incoming::Unverifiable {
+                id,
+                sender,
+                what,
+                len,
+            } => {
+                // Test traffic: said for what it is, never shown as a message, then removed.
+                let from = sender.as_deref().unwrap_or("an anonymous sender");
+                eprintln!(
+                    "nano-client: message {} from {from} ({len} bytes) is {what}; not shown",
+                    id.to_hex()
+                );
+                client.ack(&[id]).await?;
+            }
             Incoming::Rejected { id, error, .. } => {
                 clean = false;
                 eprintln!("nano-client: {error}");

@@ -332,6 +332,7 @@ async fn contacts_trust_accepts_a_rotated_key() {
             Incoming::Message(m) if m.plaintext == b"after trust" => break,
             Incoming::Message(m) => panic!("unexpected message {m:?}"),
             Incoming::Rejected { .. } | Incoming::UpToDate => {}
+            Incoming::Unverifiable { .. } => panic!("unexpected test traffic"),
         }
     }
 }
@@ -414,10 +415,12 @@ fn alice_and_bob_registered(
 
 /// `receive` removes what can never be opened (main.rs: "A message that can never be opened is
 /// removed; one from a contact whose key changed stays until the key is trusted again"): a
-/// message with a bad signature, one that is not an envelope at all, an anonymous one.
+/// message with a bad signature is rejected; on a development relay, which admits test
+/// traffic, a damaged envelope and an anonymous plain-text payload are said to be not
+/// envelopes, not shown, and removed too.
 #[tokio::test]
 async fn receive_removes_messages_that_can_never_be_opened() {
-    let relay = Relay::start();
+    let relay = Relay::start_development();
     let (_tmp, alice, bob) = alice_and_bob_registered(&relay, "hybrid");
     let id_of = |out: String| out.split_whitespace().nth(1).unwrap().to_owned();
     let hybrid = ["--crypto-mode", "hybrid"];
@@ -451,6 +454,25 @@ async fn receive_removes_messages_that_can_never_be_opened() {
     assert_eq!(errors.len(), 3, "{err}");
     assert!(
         errors.iter().all(|l| l.starts_with("nano-client: ")),
+        "{err}"
+    );
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|l| l.contains("rejected a message from alice"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        errors.iter().any(|l| l.contains("from alice")
+            && l.contains(&cut)
+            && l.contains("is not a sealed envelope; not shown")),
+        "{err}"
+    );
+    assert!(
+        errors.iter().any(|l| l.contains("from an anonymous sender")
+            && l.contains("is not a sealed envelope; not shown")),
         "{err}"
     );
 

@@ -267,6 +267,43 @@ async fn sending_to_an_unknown_user_fails() {
     );
 }
 
+/// A message over the largest plaintext is refused before sealing, naming the largest that
+/// fits; the largest itself goes through and arrives whole.
+#[tokio::test]
+async fn an_oversized_message_is_refused_before_sealing() {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Quantum);
+    let bob = identity(CryptoMode::Quantum);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let (a, _a_rx) = connect(&relay, "alice", &alice).await;
+    let (_b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut b_rx).await;
+    let largest = nano_crypto::envelope::MAX_PLAINTEXT_LEN;
+    let e = timeout(
+        WAIT,
+        a.send("bob", &vec![b'x'; largest + 1], ModeChoice::Auto),
+    )
+    .await
+    .expect("send timed out")
+    .expect_err("one byte too many");
+    assert!(
+        matches!(
+            e,
+            ClientError::MessageTooLarge { size, largest: l, mode: CryptoMode::Quantum }
+                if size == largest + 1 && l == largest
+        ),
+        "{e:?}"
+    );
+    let receipt = timeout(WAIT, a.send("bob", &vec![b'y'; largest], ModeChoice::Auto))
+        .await
+        .expect("send timed out")
+        .expect("the largest message fits");
+    let m = expect_message(&mut b_rx).await;
+    assert_eq!(m.id, receipt.id);
+    assert_eq!(m.plaintext.len(), largest);
+}
+
 /// A client whose user the relay does not know is refused at `auth`: retrying cannot help, so
 /// its sends fail and its message stream ends instead of waiting forever.
 #[tokio::test]

@@ -33,15 +33,17 @@ use crate::sign::{self, SigContext, Signature, VerifyingKey};
 pub const ENVELOPE_VERSION: u8 = 1;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 3 + 16 + 8 + 32 + 32;
-/// Largest plaintext an envelope may carry (1 MiB).
-pub const MAX_PLAINTEXT_LEN: usize = 1 << 20;
+/// Largest plaintext an envelope may carry: 65,536 bytes (64 KiB). A message, not a file: with
+/// the quantum overhead and base64 it still fits the relay's default 128 KiB message limit
+/// (PROTOCOL.md §6, "Size limits").
+pub const MAX_PLAINTEXT_LEN: usize = 1 << 16;
 
 /// Bytes an envelope adds to a plaintext in `mode`.
 pub const fn overhead(mode: CryptoMode) -> usize {
     HEADER_LEN + kem::ciphertext_len(mode) + 4 + TAG_LEN + sign::signature_len(mode)
 }
 
-/// Largest valid encoded envelope in any mode.
+/// Largest valid encoded envelope in any mode: 65,536 + 6,306 = 71,842 bytes.
 pub const MAX_ENVELOPE_LEN: usize = MAX_PLAINTEXT_LEN + overhead(CryptoMode::Quantum);
 
 /// The authenticated header.
@@ -100,7 +102,7 @@ pub struct Envelope {
     header: EnvelopeHeader,
     kem_ct: KemCiphertext,
     /// Where the AEAD body starts in `bytes` (it ends at `signed_len`): kept as an offset so a
-    /// 1 MiB body is held once.
+    /// 64 KiB body is held once.
     body_start: usize,
     signature: Signature,
     signed_len: usize,

@@ -30,6 +30,14 @@ pub enum ErrorCode {
     AuthFailed,
     /// The crypto mode is below the relay's or a user's floor, or not held by a user.
     ModeNotAllowed,
+    /// A `send_message` whose `crypto_mode` label differs from the mode in its envelope's
+    /// header (PROTOCOL.md §6): the relay judges what the message is, not its label.
+    ModeMismatch,
+    /// A `send_message` whose `id` differs from the `message_id` in its envelope's header.
+    IdMismatch,
+    /// A `send_message` payload that is not a sealed envelope (standard base64 of §6 bytes),
+    /// on a relay that accepts envelopes only.
+    NotAnEnvelope,
     /// The recipient is not registered.
     UnknownRecipient,
     /// The user does not exist.
@@ -55,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (metrics start a series for each).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::MalformedFrame,
         Self::MalformedBody,
         Self::UnknownType,
@@ -65,6 +73,9 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::AuthFailed,
         Self::ModeNotAllowed,
+        Self::ModeMismatch,
+        Self::IdMismatch,
+        Self::NotAnEnvelope,
         Self::UnknownRecipient,
         Self::NotFound,
         Self::NameTaken,
@@ -89,6 +100,9 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::AuthFailed => "auth_failed",
             Self::ModeNotAllowed => "mode_not_allowed",
+            Self::ModeMismatch => "mode_mismatch",
+            Self::IdMismatch => "id_mismatch",
+            Self::NotAnEnvelope => "not_an_envelope",
             Self::UnknownRecipient => "unknown_recipient",
             Self::NotFound => "not_found",
             Self::NameTaken => "name_taken",
@@ -201,6 +215,9 @@ mod tests {
             | ErrorCode::Unauthorized
             | ErrorCode::AuthFailed
             | ErrorCode::ModeNotAllowed
+            | ErrorCode::ModeMismatch
+            | ErrorCode::IdMismatch
+            | ErrorCode::NotAnEnvelope
             | ErrorCode::UnknownRecipient
             | ErrorCode::NotFound
             | ErrorCode::NameTaken
@@ -218,6 +235,6 @@ mod tests {
         }
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), 22);
     }
 }

@@ -27,7 +27,44 @@ pub use types::{Bytes, MessageId, Username};
 
 /// Most message ids one `ack` or `read` frame may carry.
 pub const MAX_IDS_PER_FRAME: usize = 1024;
-/// Absolute cap on a `send_message` payload (the relay's `[limits]` are usually lower).
-pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Largest `message` field of a `send_message` or `message` frame, in bytes: the standard
+/// padded base64 of the largest envelope ([`nano_crypto::envelope::MAX_ENVELOPE_LEN`], 71,842 bytes), so
+/// 95,792. Every size limit derives from the plaintext limit here (PROTOCOL.md §11, "Size
+/// limits"); a relay's `limits.max_message_bytes` may only be larger.
+pub const MAX_MESSAGE_BYTES: usize = base64_len(nano_crypto::envelope::MAX_ENVELOPE_LEN);
+
+/// How old an envelope may be when a client opens it: 30 days (2,592,000,000 ms) before the
+/// client's clock, by the sender's authenticated `timestamp_ms` (PROTOCOL.md §12, "Replays").
+/// Also the longest a relay keeps an undelivered message (`message_retention_days` ≤ 30).
+pub const REPLAY_WINDOW_MS: i64 = 30 * DAY_MS;
+
+/// How far ahead of the client's clock an envelope's `timestamp_ms` may be: 10 minutes.
+pub const CLOCK_SKEW_MS: i64 = 10 * 60 * 1000;
+
+/// How long a relay keeps the tombstone of an acked message, (recipient, message id), to answer
+/// a replay as a duplicate: 31 days, at least [`REPLAY_WINDOW_MS`] + [`CLOCK_SKEW_MS`], so a
+/// replay either meets its tombstone or is too old for any client to open.
+pub const TOMBSTONE_KEEP_MS: i64 = 31 * DAY_MS;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Length of the standard padded base64 of `n` bytes: `4 × ⌈n / 3⌉`.
+pub const fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// The largest plaintext (bytes) that can be sent in `mode` through a relay whose
+/// `send_message` limit is `message_limit` bytes (its `max_message_bytes`, from `GET
+/// /v1/relay`): the envelope's base64 must fit the limit, and the plaintext
+/// [`nano_crypto::envelope::MAX_PLAINTEXT_LEN`]. Zero when not even an empty message fits.
+pub const fn max_plaintext_len(mode: nano_crypto::CryptoMode, message_limit: usize) -> usize {
+    let envelope = message_limit / 4 * 3;
+    let fits = envelope.saturating_sub(nano_crypto::envelope::overhead(mode));
+    if fits < nano_crypto::envelope::MAX_PLAINTEXT_LEN {
+        fits
+    } else {
+        nano_crypto::envelope::MAX_PLAINTEXT_LEN
+    }
+}
 /// Absolute cap on any opaque byte field other than the message (keys, signatures, nonces).
 pub const MAX_FIELD_BYTES: usize = 32 * 1024;

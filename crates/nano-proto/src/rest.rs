@@ -67,8 +67,16 @@ pub struct RelayInfo {
     pub modes: Vec<CryptoMode>,
     /// The relay's policy floor.
     pub minimum_crypto_mode: CryptoMode,
-    /// Whether unauthenticated `send_message` is accepted.
+    /// Whether unauthenticated `send_message` is accepted (test traffic: such a message has no
+    /// sender and cannot be verified).
     pub allow_anonymous_send: bool,
+    /// Whether `send_message` payloads that are not sealed envelopes are accepted (test
+    /// traffic).
+    pub allow_opaque_payloads: bool,
+    /// The largest `send_message.message` accepted, in bytes (at most
+    /// [`crate::MAX_MESSAGE_BYTES`]); [`crate::max_plaintext_len`] turns it into the largest
+    /// plaintext per mode.
+    pub max_message_bytes: usize,
     /// Detected CPU acceleration.
     pub acceleration: CryptoAcceleration,
 }

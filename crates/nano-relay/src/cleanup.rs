@@ -1,6 +1,7 @@
-//! Storage upkeep in the background. Expiry: every `storage.cleanup_interval_seconds`, acked
-//! messages and messages older than `storage.message_retention_days` are deleted in bounded
-//! batches, so one pass never holds a long transaction. Checkpoints: SQLite's write-ahead log
+//! Storage upkeep in the background. Expiry: every `storage.cleanup_interval_seconds`,
+//! tombstones of acked messages older than [`nano_proto::TOMBSTONE_KEEP_MS`] and undelivered
+//! messages older than `storage.message_retention_days` are deleted in bounded batches, so one
+//! pass never holds a long transaction. Checkpoints: SQLite's write-ahead log
 //! is copied back into the database every `CHECKPOINT_EVERY`, beside the writer rather than in
 //! the middle of one of its commits.
 
@@ -57,9 +58,11 @@ pub async fn run(shared: Arc<Shared>) {
     while next_tick(&shared, &mut tick).await {
         let mut total = 0u64;
         for _ in 0..MAX_BATCHES_PER_PASS {
-            let before = now_ms().saturating_sub(retention_ms);
+            let now = now_ms();
+            let before = now.saturating_sub(retention_ms);
+            let tombstones = now.saturating_sub(nano_proto::TOMBSTONE_KEEP_MS);
             match shared
-                .blocking(move |s| s.storage.cleanup(before, BATCH))
+                .blocking(move |s| s.storage.cleanup(before, tombstones, BATCH))
                 .await
             {
                 Ok(n) => {

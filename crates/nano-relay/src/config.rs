@@ -236,8 +236,14 @@ impl Default for StorageConfig {
 pub struct SecurityConfig {
     /// The weakest mode the relay accepts for keys, auth and messages.
     pub minimum_crypto_mode: CryptoMode,
-    /// Accept `send_message` before authentication (sealed-sender style).
+    /// Accept `send_message` before authentication. Such a message has no sender, so its
+    /// recipient cannot verify it: test traffic (the performance guide's load test sends
+    /// before `auth`), on in the development template only.
     pub allow_anonymous_send: bool,
+    /// Accept `send_message` payloads that are not sealed envelopes (the guide's load test
+    /// sends plain text); recipients are told such a payload is not an envelope. Off except in
+    /// the development template: a production relay stores envelopes only.
+    pub allow_opaque_payloads: bool,
     /// Frames per second one connection may send (sustained).
     pub rate_limit_per_connection: u32,
     /// Frames per second all connections from one address may send (sustained).
@@ -250,7 +256,8 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             minimum_crypto_mode: CryptoMode::Classical,
-            allow_anonymous_send: true,
+            allow_anonymous_send: false,
+            allow_opaque_payloads: false,
             rate_limit_per_connection: 1_000,
             rate_limit_per_address: 5_000,
             rate_limit_burst: 200,
@@ -302,7 +309,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_frame_bytes: 256 * 1024,
-            max_message_bytes: 128 * 1024,
+            max_message_bytes: nano_proto::MAX_MESSAGE_BYTES,
             inbox_quota: 10_000,
             idle_timeout_seconds: 300,
             send_queue_depth: 256,
@@ -339,6 +346,10 @@ pub struct RelayConfig {
 }
 
 /// Checks `v` lies in `lo..=hi`.
+/// The longest `storage.message_retention_days`: the clients' replay window.
+const MAX_RETENTION_DAYS: u32 = 30;
+const _: () = assert!(MAX_RETENTION_DAYS as i64 * 86_400_000 == nano_proto::REPLAY_WINDOW_MS);
+
 fn range<T: PartialOrd + std::fmt::Display>(
     key: &'static str,
     v: T,
@@ -587,11 +598,13 @@ impl RelayConfig {
             1,
             86_400,
         )?;
+        // Clients refuse envelopes older than the replay window, so keeping one longer only
+        // delivers what cannot be opened.
         range(
             "storage.message_retention_days",
             st.message_retention_days,
             1,
-            3650,
+            MAX_RETENTION_DAYS,
         )?;
         let sec = &self.security;
         range(
@@ -641,11 +654,13 @@ impl RelayConfig {
             16 * 1024,
             4 * 1024 * 1024,
         )?;
+        // Above the protocol's limit no valid frame could use the room; below it the largest
+        // plaintext shrinks, and clients learn by how much from `GET /v1/relay`.
         range(
             "limits.max_message_bytes",
             l.max_message_bytes,
             1,
-            2 * 1024 * 1024,
+            nano_proto::MAX_MESSAGE_BYTES,
         )?;
         if l.max_message_bytes + 16 * 1024 > l.max_frame_bytes {
             return Err(invalid(

@@ -78,6 +78,21 @@ pub enum RelayError {
         /// The floor.
         floor: nano_crypto::CryptoMode,
     },
+    /// A `send_message` labelled with a mode other than its envelope's.
+    #[error("crypto_mode {label} differs from the envelope's mode {sealed}")]
+    ModeMismatch {
+        /// The frame's label.
+        label: nano_crypto::CryptoMode,
+        /// The mode byte of the envelope's header.
+        sealed: nano_crypto::CryptoMode,
+    },
+    /// A `send_message` whose `id` differs from its envelope's `message_id`.
+    #[error("id differs from the envelope's message_id")]
+    IdMismatch,
+    /// A `send_message` payload that is not a sealed envelope, on a relay that accepts only
+    /// envelopes.
+    #[error("message is not a sealed envelope (standard base64 of PROTOCOL.md §6 bytes)")]
+    NotAnEnvelope,
     /// The recipient is not registered.
     #[error("unknown recipient")]
     UnknownRecipient,
@@ -158,6 +173,9 @@ impl RelayError {
             Self::Unauthorized => ErrorCode::Unauthorized,
             Self::AuthFailed => ErrorCode::AuthFailed,
             Self::ModeNotAllowed { .. } => ErrorCode::ModeNotAllowed,
+            Self::ModeMismatch { .. } => ErrorCode::ModeMismatch,
+            Self::IdMismatch => ErrorCode::IdMismatch,
+            Self::NotAnEnvelope => ErrorCode::NotAnEnvelope,
             Self::UnknownRecipient => ErrorCode::UnknownRecipient,
             Self::InboxFull => ErrorCode::InboxFull,
             Self::RateLimited => ErrorCode::RateLimited,

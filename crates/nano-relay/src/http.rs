@@ -272,6 +272,8 @@ async fn relay_info(State(s): State<Arc<Shared>>) -> Response {
         modes: floor.and_stronger().collect(),
         minimum_crypto_mode: floor,
         allow_anonymous_send: s.config.security.allow_anonymous_send,
+        allow_opaque_payloads: s.config.security.allow_opaque_payloads,
+        max_message_bytes: s.config.limits.max_message_bytes,
         acceleration: s.acceleration,
     };
     json(StatusCode::OK, &info)

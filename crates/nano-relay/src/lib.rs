@@ -7,6 +7,7 @@
 //! request flow (the guide's three-stage pipeline):
 //!   ws          accept, TLS, limits, per-connection I/O loop        (async I/O workers)
 //!   session     challenge/auth, send, inbox paging, ack/read, key_exchange  (protocol state)
+//!   payload     a send judged by its envelope's clear header: id, mode; opaque test payloads
 //!   auth        batched auth signature checks through BatchVerifier ┐
 //!   kex         ephemeral KEM keys from the KeyCache, signed        ├ crypto_pool (bounded)
 //!   writer      bounded queue → batched commits → hub push          (storage stage)
@@ -49,6 +50,7 @@ pub mod l1_cache;
 pub mod l2_cache;
 mod log_limit;
 pub mod metrics;
+pub mod payload;
 pub mod pools;
 pub mod profiling;
 pub mod rate_limit;

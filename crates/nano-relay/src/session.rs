@@ -22,6 +22,7 @@ use crate::directory::UserEntry;
 use crate::error::RelayError;
 use crate::hub::{Mailbox, SessionEvent};
 use crate::kex::Offer;
+use crate::payload;
 use crate::state::{Shared, now_ms};
 use crate::storage::{Mark, MarkKind, NewMessage, StoreOutcome, StoredMessage};
 use crate::writer::WriteRequest;
@@ -352,41 +353,54 @@ impl Session {
         mode: CryptoMode,
         id: Option<MessageId>,
     ) -> Output {
-        let id = id.unwrap_or_else(|| {
-            let mut b = [0u8; 16];
-            OsRng.fill_bytes(&mut b);
-            MessageId(b)
-        });
         match self.prepare_send(recipient, message, mode, id).await {
             Ok(pending) => Output {
                 frames: Vec::new(),
                 pending: Some(pending),
             },
-            Err(e) => vec![self.err(&e, Some(id))].into(),
+            Err((e, id)) => vec![self.err(&e, id)].into(),
         }
     }
 
+    /// Checks a send and hands it to the writer; on refusal, the error and the id to name.
     async fn prepare_send(
+        &mut self,
+        recipient: Username,
+        message: String,
+        label: CryptoMode,
+        id: Option<MessageId>,
+    ) -> Result<Pending, (RelayError, Option<MessageId>)> {
+        let received = Instant::now();
+        let sec = &self.shared.config.security;
+        if self.user.is_none() && !sec.allow_anonymous_send {
+            return Err((RelayError::Unauthorized, id));
+        }
+        let max = self.shared.config.limits.max_message_bytes;
+        if message.len() > max {
+            let e = nano_proto::ProtoError::MessageTooLarge {
+                max,
+                got: message.len(),
+            };
+            return Err((e.into(), id));
+        }
+        // The floor applies to what the message is (its envelope's mode byte), not its label.
+        let judged =
+            payload::judge(&message, label, id, sec.allow_opaque_payloads).map_err(|e| (e, id))?;
+        let id = judged.id;
+        self.store(recipient, message, judged.mode, id, received)
+            .await
+            .map_err(|e| (e, Some(id)))
+    }
+
+    async fn store(
         &mut self,
         recipient: Username,
         message: String,
         mode: CryptoMode,
         id: MessageId,
+        received: Instant,
     ) -> Result<Pending, RelayError> {
-        let received = Instant::now();
-        let sec = &self.shared.config.security;
-        if self.user.is_none() && !sec.allow_anonymous_send {
-            return Err(RelayError::Unauthorized);
-        }
         self.check_mode(mode)?;
-        let max = self.shared.config.limits.max_message_bytes;
-        if message.len() > max {
-            return Err(nano_proto::ProtoError::MessageTooLarge {
-                max,
-                got: message.len(),
-            }
-            .into());
-        }
         let entry = match self.shared.directory.cached(recipient.as_str()) {
             Some(e) => e,
             None => {

@@ -118,12 +118,13 @@ fn guide_snippets_parse_with_their_values() {
 fn shipped_templates_are_valid_and_say_what_they_mean() {
     let dev = RelayConfig::for_environment(Environment::Development).unwrap();
     assert!(dev.tls.enabled && dev.tls.self_signed);
-    assert!(dev.security.allow_anonymous_send);
+    assert!(dev.security.allow_anonymous_send && dev.security.allow_opaque_payloads);
+    assert_eq!(dev.limits.max_message_bytes, nano_proto::MAX_MESSAGE_BYTES);
     assert!(dev.storage.url.starts_with("sqlite://"));
     assert_eq!(dev.server.bind_address.to_string(), "127.0.0.1");
     let prod = RelayConfig::for_environment(Environment::Production).unwrap();
     assert_eq!(prod.security.minimum_crypto_mode, CryptoMode::Hybrid);
-    assert!(!prod.security.allow_anonymous_send);
+    assert!(!prod.security.allow_anonymous_send && !prod.security.allow_opaque_payloads);
     assert!(prod.storage.url.starts_with("postgres://"));
     assert!(prod.tls.enabled && !prod.tls.self_signed && prod.tls.cert_path.is_some());
     // The files in config/ are the templates.
@@ -139,6 +140,9 @@ fn shipped_templates_are_valid_and_say_what_they_mean() {
 
 #[test]
 fn no_file_means_plain_loopback_development_defaults() {
+    // Test traffic is never accepted by default: only the development template opts in.
+    let d = RelayConfig::default();
+    assert!(!d.security.allow_anonymous_send && !d.security.allow_opaque_payloads);
     let c = RelayConfig::from_toml("").unwrap();
     assert_eq!(c, RelayConfig::default());
     assert!(!c.tls.enabled);
@@ -276,6 +280,16 @@ fn bad_values_name_the_key() {
         (
             "[security]\nrate_limit_burst = 0\n",
             "security.rate_limit_burst",
+        ),
+        // Beyond the protocol's largest message (PROTOCOL.md §6, "Size limits").
+        (
+            "[limits]\nmax_message_bytes = 95793\n",
+            "limits.max_message_bytes",
+        ),
+        // Beyond the clients' replay window.
+        (
+            "[storage]\nmessage_retention_days = 31\n",
+            "storage.message_retention_days",
         ),
     ] {
         match RelayConfig::from_toml(text) {

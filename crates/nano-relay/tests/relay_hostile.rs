@@ -751,7 +751,7 @@ async fn a_slow_reader_is_disconnected_and_keeps_its_inbox() {
     });
 
     let (mut a, _) = alice.connect(&relay).await;
-    let payload = "z".repeat(100_000);
+    let payload = "z".repeat(nano_proto::MAX_MESSAGE_BYTES);
     let mut to_slow: Vec<MessageId> = Vec::new();
     let mut to_fast: Vec<MessageId> = Vec::new();
     for _ in 0..N {

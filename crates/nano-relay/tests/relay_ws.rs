@@ -610,7 +610,7 @@ async fn two_relays_share_postgres_and_redis() {
 
 /// Payloads are opaque: every string the frame formats can carry comes back byte for byte.
 async fn payloads_round_trip_verbatim(cfg: Config) {
-    const MAX_MESSAGE: usize = 131_072;
+    const MAX_MESSAGE: usize = nano_proto::MAX_MESSAGE_BYTES;
     let relay = Relay::start(&cfg).await;
     let alice = User::new("alice", CryptoMode::Classical);
     let bob = User::new("bob", CryptoMode::Classical);
@@ -856,3 +856,93 @@ async fn a_bad_payload_does_not_fail_other_messages(cfg: Config) {
 }
 
 on_each_storage!(a_bad_payload_does_not_fail_other_messages: a_bad_payload_does_not_fail_other_messages_sqlite, a_bad_payload_does_not_fail_other_messages_postgres);
+
+/// A real envelope from `from` to `to`, sealed in `mode`: (its base64, its sealed id).
+fn envelope(from: &User, to: &User, mode: CryptoMode) -> (String, MessageId) {
+    use base64::Engine;
+    let bytes = nano_crypto::seal(
+        &from.identity,
+        to.identity.public_bundle(),
+        b"sealed",
+        mode,
+        nano_crypto::AeadId::ChaCha20Poly1305,
+    )
+    .unwrap();
+    let id = MessageId(
+        nano_crypto::Envelope::from_bytes(&bytes)
+            .unwrap()
+            .header()
+            .message_id,
+    );
+    (base64::engine::general_purpose::STANDARD.encode(bytes), id)
+}
+
+/// The relay judges a send by its envelope's clear header: the id is the sealed one (given or
+/// not), a label that disagrees with the sealed mode is `mode_mismatch` (so a classical
+/// envelope labelled hybrid cannot pass a hybrid floor), and a production relay refuses
+/// payloads that are not envelopes.
+#[tokio::test]
+async fn sends_are_judged_by_their_envelope() {
+    let cfg = Config::new()
+        .set("security", "minimum_crypto_mode", "\"hybrid\"")
+        .set("security", "allow_opaque_payloads", false);
+    let relay = Relay::start(&cfg).await;
+    assert!(!relay.info().await.allow_opaque_payloads);
+    assert_eq!(
+        relay.info().await.max_message_bytes,
+        nano_proto::MAX_MESSAGE_BYTES
+    );
+    let alice = User::new("alice", CryptoMode::Hybrid);
+    alice.register(&relay).await;
+    let bob = User::new("bob", CryptoMode::Hybrid);
+    bob.register(&relay).await;
+    // Classical keys: no bundle on this relay holds one, but the relay cannot check whom an
+    // envelope is sealed for, so an attacker seals between two outside identities.
+    let mallory = User::new("mallory", CryptoMode::Classical);
+    let outsider = User::new("outsider", CryptoMode::Classical);
+    let (mut a, _) = alice.connect(&relay).await;
+
+    // Without an id, the relay takes the sealed one, and bob receives it under that id.
+    let (msg, sealed) = envelope(&alice, &bob, CryptoMode::Hybrid);
+    a.send(&send_frame("bob", &msg, CryptoMode::Hybrid, None))
+        .await;
+    assert_eq!(a.expect_sent().await, (sealed, false));
+    // The same envelope again with its id is a duplicate.
+    a.send(&send_frame("bob", &msg, CryptoMode::Hybrid, Some(sealed)))
+        .await;
+    assert_eq!(a.expect_sent().await, (sealed, true));
+
+    // Another id, or another label, is refused and names the id given.
+    let other = random_id();
+    a.send(&send_frame("bob", &msg, CryptoMode::Hybrid, Some(other)))
+        .await;
+    assert_eq!(a.expect_error("id_mismatch").await.1, Some(other));
+    a.send(&send_frame("bob", &msg, CryptoMode::Quantum, None))
+        .await;
+    a.expect_error("mode_mismatch").await;
+
+    // A classical envelope labelled hybrid is caught by its header; labelled classical, by the
+    // floor.
+    let (low, low_id) = envelope(&mallory, &outsider, CryptoMode::Classical);
+    a.send(&send_frame("bob", &low, CryptoMode::Hybrid, None))
+        .await;
+    a.expect_error("mode_mismatch").await;
+    a.send(&send_frame("bob", &low, CryptoMode::Classical, None))
+        .await;
+    assert_eq!(a.expect_error("mode_not_allowed").await.1, Some(low_id));
+
+    // Plain text is not an envelope.
+    a.send(&send_frame("bob", "hello", CryptoMode::Hybrid, None))
+        .await;
+    a.expect_error("not_an_envelope").await;
+
+    let (_b, login) = bob.connect(&relay).await;
+    assert_eq!(
+        login
+            .msgs
+            .iter()
+            .map(|m| (m.id, m.mode, m.message.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(sealed, CryptoMode::Hybrid, msg.as_str())]
+    );
+}

@@ -173,10 +173,29 @@ fn ack_read_and_cleanup(s: &dyn Storage) {
     assert_eq!(s.ack(bob, &[[1; 16], [2; 16]], 1100).unwrap(), 2);
     assert_eq!(s.ack(bob, &[[1; 16]], 1101).unwrap(), 0);
     assert_eq!(s.pending_count(bob).unwrap(), 3);
-    // Cleanup removes acked rows and undelivered ones older than the cut-off, in bounded batches.
-    assert_eq!(s.cleanup(350, 1).unwrap(), 1);
-    assert_eq!(s.cleanup(350, 100).unwrap(), 2);
-    assert_eq!(s.cleanup(350, 100).unwrap(), 0);
+    // An acked message is a tombstone: out of the inbox, and a replay of its id is a
+    // duplicate, not a new message.
+    let replay = s
+        .store_batch(&[msg(1, bob, Some(alice), 1200)], 100)
+        .unwrap();
+    assert!(
+        matches!(replay[..], [StoreOutcome::Duplicate(_)]),
+        "{replay:?}"
+    );
+    assert_eq!(s.pending_count(bob).unwrap(), 3);
+    // Cleanup removes undelivered rows older than the expiry cut-off and tombstones older than
+    // theirs, in bounded batches; younger tombstones stay.
+    assert_eq!(s.cleanup(350, 1100, 1).unwrap(), 1);
+    assert_eq!(s.cleanup(350, 1100, 100).unwrap(), 0);
+    let replay = s
+        .store_batch(&[msg(1, bob, Some(alice), 1200)], 100)
+        .unwrap();
+    assert!(
+        matches!(replay[..], [StoreOutcome::Duplicate(_)]),
+        "{replay:?}"
+    );
+    assert_eq!(s.cleanup(350, 1101, 100).unwrap(), 2);
+    assert_eq!(s.cleanup(350, 1101, 100).unwrap(), 0);
     let left: Vec<u8> = s
         .pending(bob, 0, 10)
         .unwrap()

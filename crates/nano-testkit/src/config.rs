@@ -29,13 +29,13 @@ impl Config {
         .set("caching", "enable_l2_cache", false)
     }
 
-    /// [`Config::minimal`] with anonymous sends and the brief's limits.
+    /// [`Config::minimal`] with anonymous sends, opaque payloads and the brief's limits.
     pub fn new() -> Self {
         Self::minimal()
             .set("security", "allow_anonymous_send", true)
+            .set("security", "allow_opaque_payloads", true)
             .set("limits", "send_queue_depth", 256)
             .set("limits", "max_frame_bytes", 262_144)
-            .set("limits", "max_message_bytes", 131_072)
             .set("limits", "inbox_quota", 10_000)
             .set("limits", "idle_timeout_seconds", 300)
     }

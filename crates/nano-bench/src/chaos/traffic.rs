@@ -262,7 +262,7 @@ fn quantiles(v: impl Iterator<Item = f64>) -> [f64; 3] {
 pub(crate) fn on_incoming(tally: Arc<Tally>) -> OnIncoming {
     Arc::new(move |who, item| match item {
         Incoming::Message(m) => tally.shown(who, m),
-        Incoming::Rejected { .. } => {
+        Incoming::Rejected { .. } | Incoming::Unverifiable { .. } => {
             tally.rejected.fetch_add(1, Ordering::Relaxed);
         }
         Incoming::UpToDate => {}

@@ -1,6 +1,7 @@
 //! `--presealed`: the relay alone. Envelopes are sealed before the timed phase; senders replay
-//! them on raw authenticated connections with fresh message ids (the relay stores what it is
-//! given and never opens it), keeping `pipeline` sends in flight; receivers are raw
+//! them on raw authenticated connections with a fresh message id written into each one's
+//! header (the relay takes the id from there; the signature no longer verifies, which no one
+//! here checks: the relay never opens a message), keeping `pipeline` sends in flight; receivers are raw
 //! authenticated connections that ack every pushed message without opening it. What remains is
 //! the relay's work: store, acknowledge, push, and take the ack.
 
@@ -171,6 +172,24 @@ pub(crate) fn preseal(
         .collect()
 }
 
+/// `sealed` (base64 of an envelope) with `id` as its header's `message_id` (envelope bytes
+/// 3..19, PROTOCOL.md §6): only the 24 base64 characters covering bytes 3..21 are re-encoded.
+fn with_id(sealed: &str, id: &[u8; 16]) -> anyhow::Result<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let chars = sealed.get(4..28).context("envelope too short")?;
+    let mut bytes = b64.decode(chars)?;
+    bytes
+        .get_mut(..16)
+        .context("envelope too short")?
+        .copy_from_slice(id);
+    let mut out = String::with_capacity(sealed.len());
+    out.push_str(&sealed[..4]);
+    out.push_str(&b64.encode(bytes));
+    out.push_str(&sealed[28..]);
+    Ok(out)
+}
+
 /// One sender connection replaying `sealed` with fresh ids, `pipeline` in flight, until `stop`.
 pub(crate) async fn sender(
     ctx: Arc<Ctx>,
@@ -195,6 +214,7 @@ pub(crate) async fn sender(
             i += 1;
             let mut id = [0u8; 16];
             OsRng.fill_bytes(&mut id);
+            let payload = &with_id(payload, &id)?;
             let id = MessageId(id);
             let (seq, _) = ctx.stats.next_message(ctx.epoch);
             inflight
@@ -238,4 +258,25 @@ pub(crate) async fn sender(
     }
     let _ = tx.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_id;
+    use base64::Engine;
+
+    #[test]
+    fn with_id_rewrites_exactly_the_header_id() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let original: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        let id = [0xAB; 16];
+        let patched = b64
+            .decode(with_id(&b64.encode(&original), &id).unwrap())
+            .unwrap();
+        assert_eq!(patched.len(), original.len());
+        assert_eq!(patched[3..19], id);
+        assert_eq!(patched[..3], original[..3]);
+        assert_eq!(patched[19..], original[19..]);
+        assert!(with_id("AAAA", &id).is_err());
+    }
 }

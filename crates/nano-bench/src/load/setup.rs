@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nano_client::{Client, ClientConfig, Incoming, TrustAll};
+use nano_client::{Client, ClientConfig, Incoming, Received, TrustAll};
 use nano_crypto::{CryptoMode, Identity, OsRng};
 use tokio::sync::Semaphore;
 
@@ -96,6 +96,7 @@ url = "{url}"
 data_dir = "{data}"
 [security]
 allow_anonymous_send = true
+allow_opaque_payloads = true
 rate_limit_per_connection = 100000
 rate_limit_per_address = 10000000
 rate_limit_burst = 100000
@@ -255,8 +256,8 @@ pub(crate) async fn start_receivers(
             while let Some(item) = rx.recv().await {
                 on(who, &item);
                 match item {
-                    Incoming::Message(m) => {
-                        let _ = c2.ack(&[m.id]).await;
+                    Incoming::Message(Received { id, .. }) | Incoming::Unverifiable { id, .. } => {
+                        let _ = c2.ack(&[id]).await;
                     }
                     Incoming::UpToDate => {
                         if let Some(t) = tx.take() {
@@ -280,7 +281,7 @@ pub(crate) async fn start_receivers(
 pub(crate) fn record_into(stats: Arc<Stats>, epoch: Instant) -> OnIncoming {
     Arc::new(move |_, item| match item {
         Incoming::Message(m) => stats.received(&m.plaintext, epoch),
-        Incoming::Rejected { .. } => stats.rejected(),
+        Incoming::Rejected { .. } | Incoming::Unverifiable { .. } => stats.rejected(),
         Incoming::UpToDate => {}
     })
 }

@@ -63,6 +63,15 @@ impl Relay {
         Self(RelayProcess::start(relay_bin(), &Config::minimal(), WAIT))
     }
 
+    /// A relay like the development template's: anonymous sends and opaque payloads (test
+    /// traffic) accepted.
+    pub(crate) fn start_development() -> Self {
+        let cfg = Config::minimal()
+            .set("security", "allow_anonymous_send", true)
+            .set("security", "allow_opaque_payloads", true);
+        Self(RelayProcess::start(relay_bin(), &cfg, WAIT))
+    }
+
     /// A relay serving its API and WebSocket over TLS with a generated self-signed
     /// certificate (the development configuration's `[tls]`).
     pub(crate) fn start_tls() -> Self {

@@ -118,7 +118,9 @@ pub enum StoreOutcome {
 /// What a recipient marks on its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkKind {
-    /// Acknowledged: out of the inbox (the row stays, for deduplication, until cleanup).
+    /// Acknowledged: out of the inbox. The row stays as a tombstone, its payload erased at
+    /// once: (recipient, message id) keeps deduplicating replays until cleanup removes it
+    /// [`nano_proto::TOMBSTONE_KEEP_MS`] later (PROTOCOL.md §12, "Replays").
     Ack,
     /// Read.
     Read,
@@ -128,12 +130,12 @@ impl MarkKind {
     /// The statement that marks one id: parameters now, recipient id, message id.
     pub(crate) fn sql(self, placeholders: [&str; 3]) -> String {
         let [now, recipient, id] = placeholders;
-        let column = match self {
-            Self::Ack => "deleted_at",
-            Self::Read => "read_at",
+        let (column, erase) = match self {
+            Self::Ack => ("deleted_at", ", payload = ''"),
+            Self::Read => ("read_at", ""),
         };
         format!(
-            "UPDATE messages SET {column} = {now}
+            "UPDATE messages SET {column} = {now}{erase}
              WHERE recipient_id = {recipient} AND message_id = {id} AND {column} IS NULL"
         )
     }
@@ -248,9 +250,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn checkpoint(&self) -> Result<()> {
         Ok(())
     }
-    /// Deletes up to `limit` rows that are acked, or older than `expire_before_ms`; returns how
-    /// many were deleted.
-    fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64>;
+    /// Deletes up to `limit` rows: tombstones (acked rows) acked before `tombstone_before_ms`,
+    /// and unacked messages stored before `expire_before_ms`; returns how many were deleted.
+    fn cleanup(&self, expire_before_ms: i64, tombstone_before_ms: i64, limit: u32) -> Result<u64>;
 }
 
 /// Opens the backend `url` names (`sqlite://PATH` or `postgres://…`) with `pool_size`

@@ -596,15 +596,15 @@ impl Storage for PostgresStorage {
         })
     }
 
-    fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64> {
+    fn cleanup(&self, expire_before_ms: i64, tombstone_before_ms: i64, limit: u32) -> Result<u64> {
         self.with(|c, _| {
             c.execute(
                 "DELETE FROM messages WHERE seq IN (
-                     SELECT seq FROM messages WHERE deleted_at IS NOT NULL
+                     SELECT seq FROM messages WHERE deleted_at IS NOT NULL AND deleted_at < $2
                      UNION ALL
                      SELECT seq FROM messages WHERE deleted_at IS NULL AND timestamp < $1
-                     LIMIT $2)",
-                &[&expire_before_ms, &i64::from(limit)],
+                     LIMIT $3)",
+                &[&expire_before_ms, &tombstone_before_ms, &i64::from(limit)],
             )
             .map_err(backend)
         })

@@ -437,16 +437,16 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    fn cleanup(&self, expire_before_ms: i64, limit: u32) -> Result<u64> {
+    fn cleanup(&self, expire_before_ms: i64, tombstone_before_ms: i64, limit: u32) -> Result<u64> {
         let n = self
             .conn()
             .execute(
                 "DELETE FROM messages WHERE seq IN (
-                     SELECT seq FROM messages WHERE deleted_at IS NOT NULL
+                     SELECT seq FROM messages WHERE deleted_at IS NOT NULL AND deleted_at < ?2
                      UNION ALL
                      SELECT seq FROM messages WHERE deleted_at IS NULL AND timestamp < ?1
-                     LIMIT ?2)",
-                params![expire_before_ms, limit],
+                     LIMIT ?3)",
+                params![expire_before_ms, tombstone_before_ms, limit],
             )
             .map_err(backend)?;
         Ok(n as u64)

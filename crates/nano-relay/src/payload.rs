@@ -1,0 +1,159 @@
+//! What a `send_message` payload is. The relay cannot read a message, but it can read the clear
+//! header of a sealed envelope (PROTOCOL.md §6), and it judges a send by that header, never by
+//! the frame's unauthenticated labels: the envelope's `message_id` is the message's id and its
+//! mode byte is the mode the relay's floor is enforced on (PROTOCOL.md §11, "send_message").
+//!
+//! A payload that is not an envelope (the performance guide's load test sends plain text) is
+//! accepted only where `security.allow_opaque_payloads` says so, and reaches its recipient
+//! marked as what it is.
+
+use base64::Engine;
+use nano_crypto::{CryptoMode, Envelope, OsRng};
+use nano_proto::MessageId;
+use rand_core::RngCore;
+
+use crate::error::RelayError;
+
+/// What the relay stores a send as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    /// The message id: the envelope's `message_id`, or for an opaque payload the frame's `id`
+    /// (a random one when absent).
+    pub id: MessageId,
+    /// The mode: the envelope's mode byte, or for an opaque payload the frame's label.
+    pub mode: CryptoMode,
+    /// Whether the payload is a well-formed sealed envelope.
+    pub sealed: bool,
+}
+
+/// Judges a `send_message` by its payload.
+///
+/// # Errors
+/// - [`RelayError::IdMismatch`] when `id` is given and differs from the envelope's id;
+/// - [`RelayError::ModeMismatch`] when `label` differs from the envelope's mode;
+/// - [`RelayError::NotAnEnvelope`] when the payload is not standard base64 of a well-formed
+///   envelope (§6 lengths, no trailing bytes) and `opaque_allowed` is false.
+pub fn judge(
+    message: &str,
+    label: CryptoMode,
+    id: Option<MessageId>,
+    opaque_allowed: bool,
+) -> Result<Judged, RelayError> {
+    let Some(envelope) = envelope(message) else {
+        if !opaque_allowed {
+            return Err(RelayError::NotAnEnvelope);
+        }
+        return Ok(Judged {
+            id: id.unwrap_or_else(random_id),
+            mode: label,
+            sealed: false,
+        });
+    };
+    let header = envelope.header();
+    let sealed_id = MessageId(header.message_id);
+    if id.is_some_and(|i| i != sealed_id) {
+        return Err(RelayError::IdMismatch);
+    }
+    if label != header.mode {
+        return Err(RelayError::ModeMismatch {
+            label,
+            sealed: header.mode,
+        });
+    }
+    Ok(Judged {
+        id: sealed_id,
+        mode: header.mode,
+        sealed: true,
+    })
+}
+
+/// The envelope `message` encodes, if it is one.
+fn envelope(message: &str) -> Option<Envelope> {
+    if message.len() > nano_proto::MAX_MESSAGE_BYTES {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(message)
+        .ok()?;
+    Envelope::from_bytes(&bytes).ok()
+}
+
+fn random_id() -> MessageId {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    MessageId(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nano_crypto::{AeadId, Identity};
+
+    fn sealed(mode: CryptoMode) -> (String, MessageId) {
+        let a = Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap();
+        let b = Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap();
+        let env = nano_crypto::seal(&a, b.public_bundle(), b"hi", mode, AeadId::Aes256Gcm).unwrap();
+        let id = MessageId(Envelope::from_bytes(&env).unwrap().header().message_id);
+        (base64::engine::general_purpose::STANDARD.encode(env), id)
+    }
+
+    #[test]
+    fn an_envelope_is_judged_by_its_header() {
+        for mode in CryptoMode::ALL {
+            let (msg, id) = sealed(mode);
+            let j = judge(&msg, mode, None, false).unwrap();
+            assert_eq!(
+                j,
+                Judged {
+                    id,
+                    mode,
+                    sealed: true
+                }
+            );
+            assert_eq!(judge(&msg, mode, Some(id), false).unwrap().id, id);
+        }
+    }
+
+    #[test]
+    fn a_label_or_id_that_disagrees_with_the_header_is_refused() {
+        let (msg, id) = sealed(CryptoMode::Classical);
+        assert_eq!(
+            judge(&msg, CryptoMode::Hybrid, Some(id), true),
+            Err(RelayError::ModeMismatch {
+                label: CryptoMode::Hybrid,
+                sealed: CryptoMode::Classical
+            })
+        );
+        let other = MessageId([7; 16]);
+        assert_eq!(
+            judge(&msg, CryptoMode::Classical, Some(other), true),
+            Err(RelayError::IdMismatch)
+        );
+    }
+
+    #[test]
+    fn opaque_payloads_only_where_allowed() {
+        for text in ["hello", "", "AQ==", "not base64!"] {
+            assert_eq!(
+                judge(text, CryptoMode::Hybrid, None, false),
+                Err(RelayError::NotAnEnvelope)
+            );
+            let j = judge(text, CryptoMode::Hybrid, Some(MessageId([1; 16])), true).unwrap();
+            assert_eq!(
+                j,
+                Judged {
+                    id: MessageId([1; 16]),
+                    mode: CryptoMode::Hybrid,
+                    sealed: false
+                }
+            );
+        }
+        // A truncated envelope is not an envelope.
+        let (msg, _) = sealed(CryptoMode::Classical);
+        let cut = &msg[..msg.len() - 8];
+        assert_eq!(
+            judge(cut, CryptoMode::Classical, None, false),
+            Err(RelayError::NotAnEnvelope)
+        );
+    }
+}
