@@ -69,7 +69,7 @@ pub enum ClientError {
     /// A contact's key differs from the pinned one.
     #[error(
         "the key of {name} changed (pinned {pinned}, now {now}): verify the new fingerprint with \
-         {name}, then run `nano-client contacts trust {name}`"
+         {name}, then run `nano-client contacts trust {name} --fingerprint <the fingerprint {name} gave you>`"
     )]
     ContactKeyChanged {
         /// The contact.

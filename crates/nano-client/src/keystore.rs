@@ -76,7 +76,7 @@ fn argon2_key(
 }
 
 fn aead(pw: &[u8; 32], header: &[u8]) -> Result<AeadKey> {
-    let key = derive::<32>(KdfLabel::KeystoreKey, &[], pw, &[header]);
+    let key = derive::<32>(KdfLabel::KeystoreKey, &[], pw, &[header])?;
     Ok(AeadKey::new(AeadId::ChaCha20Poly1305, &key)?)
 }
 

@@ -107,10 +107,15 @@ enum ContactsAction {
         /// The contact.
         name: String,
     },
-    /// Accept NAME's current key (after checking its fingerprint with them).
+    /// Accept NAME's current key. Without --fingerprint, shows the key the relay serves and
+    /// changes nothing: check it with NAME in person or on another channel first.
     Trust {
         /// The contact.
         name: String,
+        /// The fingerprint NAME told you (64 hex digits; spaces allowed); it must equal the
+        /// one the relay serves.
+        #[arg(long, value_name = "HEX")]
+        fingerprint: Option<String>,
     },
 }
 
@@ -398,7 +403,7 @@ async fn run(cli: Cli) -> Result<bool> {
                         utc(c.pinned_at_ms)
                     );
                 }
-                ContactsAction::Trust { name } => {
+                ContactsAction::Trust { name, fingerprint } => {
                     let tls = nano_client::tls::client_config(
                         profile.relay_ca_pem.as_deref().map(str::as_bytes),
                     )?;
@@ -413,9 +418,30 @@ async fn run(cli: Cli) -> Result<bool> {
                         }
                     }
                     let bundle = api.bundle(&name).await?;
-                    contacts.trust(&name, &bundle.fingerprint().to_hex());
+                    let served = bundle.fingerprint();
+                    let Some(expected) = fingerprint else {
+                        return Err(ClientError::Invalid(format!(
+                            "the relay serves this key for {name}:\n  {served}\ncheck it with \
+                             {name} on another channel, then run `nano-client contacts trust \
+                             {name} --fingerprint {}`",
+                            served.to_hex()
+                        )));
+                    };
+                    let expected: String = expected
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .to_ascii_lowercase();
+                    // Public values: an ordinary comparison.
+                    if expected != served.to_hex() {
+                        return Err(ClientError::Invalid(format!(
+                            "the relay serves another key for {name} than the fingerprint you \
+                             checked ({served}); nothing was trusted"
+                        )));
+                    }
+                    contacts.trust(&name, &served.to_hex());
                     home.save_contacts(&contacts)?;
-                    println!("trusted {name}: {}", bundle.fingerprint());
+                    println!("trusted {name}: {served}");
                 }
             }
         }

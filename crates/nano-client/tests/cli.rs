@@ -318,7 +318,30 @@ async fn contacts_trust_accepts_a_rotated_key() {
     assert!(line.contains("changed"), "{line}");
     assert_eq!(stdout(&o), "");
 
-    let out = ok(&alice, None, &["contacts", "trust", "bob"]);
+    // Trust needs the fingerprint checked with bob: without it the served key is shown and
+    // nothing changes; with another one, nothing changes either.
+    let bob2_fp = bob2.fingerprint().to_hex();
+    let o = cli(&alice, Some(PASS), None, &["contacts", "trust", "bob"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("--fingerprint {bob2_fp}")),
+        "{}",
+        stderr(&o)
+    );
+    let wrong = "0".repeat(64);
+    let o = cli(
+        &alice,
+        Some(PASS),
+        None,
+        &["contacts", "trust", "bob", "--fingerprint", &wrong],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nothing was trusted"), "{}", stderr(&o));
+    let out = ok(
+        &alice,
+        None,
+        &["contacts", "trust", "bob", "--fingerprint", &bob2_fp],
+    );
     assert!(out.contains("trusted bob"), "{out}");
     let show = ok(&alice, None, &["contacts", "show", "bob"]);
     assert_eq!(field(&show, "fingerprint"), bob2.fingerprint().to_hex());

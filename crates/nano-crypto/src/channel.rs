@@ -10,16 +10,21 @@
 use aws_lc_rs::hmac;
 
 use crate::kdf::{KdfLabel, derive};
-use crate::{CryptoError, CryptoMode, KemCiphertext, KemPublicKey, SharedSecret, SymmetricKey};
+use crate::{
+    CryptoError, CryptoMode, KemCiphertext, KemPublicKey, Result, SharedSecret, SymmetricKey,
+};
 
 /// The channel key for (`mode`, `key_id`, `public_key`, `ciphertext`) from the KEM secret.
+///
+/// # Errors
+/// [`CryptoError::Internal`] if HKDF fails.
 pub fn channel_key(
     shared: &SharedSecret,
     mode: CryptoMode,
     key_id: u64,
     public_key: &KemPublicKey,
     ciphertext: &KemCiphertext,
-) -> SymmetricKey {
+) -> Result<SymmetricKey> {
     derive(
         KdfLabel::ChannelKey,
         &[],

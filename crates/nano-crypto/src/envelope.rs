@@ -34,7 +34,7 @@ pub const ENVELOPE_VERSION: u8 = 1;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 3 + 16 + 8 + 32 + 32;
 /// Largest plaintext an envelope may carry: 65,536 bytes (64 KiB). A message, not a file: with
-/// the quantum overhead and base64 it still fits the relay's default 128 KiB message limit
+/// the quantum overhead and base64 it is the relay's default message limit of 95,792 bytes
 /// (PROTOCOL.md §6, "Size limits").
 pub const MAX_PLAINTEXT_LEN: usize = 1 << 16;
 
@@ -186,7 +186,7 @@ pub fn seal_with(
     }
     .to_bytes();
     let (ct, ss) = kem_pk.encapsulate(rng)?;
-    let (key, nonce) = derive_key(&ss, &header, ct.as_bytes());
+    let (key, nonce) = derive_key(&ss, &header, ct.as_bytes())?;
     let body = AeadKey::new(params.aead, &key)?.seal(&nonce, &header, plaintext)?;
     let mut out = Vec::with_capacity(plaintext.len() + overhead(mode));
     out.extend_from_slice(&header);
@@ -202,15 +202,15 @@ fn derive_key(
     ss: &SecretBytes<32>,
     header: &[u8; HEADER_LEN],
     ct: &[u8],
-) -> (SymmetricKey, [u8; NONCE_LEN]) {
-    let okm: SecretBytes<44> = kdf::derive(KdfLabel::EnvelopeKey, b"", ss.expose(), &[header, ct]);
+) -> Result<(SymmetricKey, [u8; NONCE_LEN])> {
+    let okm: SecretBytes<44> = kdf::derive(KdfLabel::EnvelopeKey, b"", ss.expose(), &[header, ct])?;
     let mut key = [0u8; 32];
     key.copy_from_slice(&okm.expose()[..32]);
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&okm.expose()[32..]);
     let k = SymmetricKey::new(key);
     zeroize::Zeroize::zeroize(&mut key);
-    (k, nonce)
+    Ok((k, nonce))
 }
 
 impl Envelope {
@@ -333,7 +333,7 @@ impl Envelope {
         let header: &[u8; HEADER_LEN] = self.bytes[..HEADER_LEN]
             .try_into()
             .map_err(|_| CryptoError::Internal("envelope header"))?;
-        let (key, nonce) = derive_key(&ss, header, self.kem_ct.as_bytes());
+        let (key, nonce) = derive_key(&ss, header, self.kem_ct.as_bytes())?;
         let body = &self.bytes[self.body_start..self.signed_len];
         AeadKey::new(self.header.aead, &key)?.open(&nonce, header, body)
     }

@@ -5,6 +5,7 @@
 
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
 
+use crate::error::{CryptoError, Result};
 use crate::secret::SecretBytes;
 
 /// An output length for aws-lc's HKDF.
@@ -44,27 +45,29 @@ impl KdfLabel {
 }
 
 /// HKDF-SHA256 (aws-lc, whose PRK zeroizes on drop): `Extract(salt, ikm)` then
-/// `Expand(prk, label ‖ context…, N)`.
+/// `Expand(prk, label ‖ context…, N)` (RFC 5869).
+///
+/// # Errors
+/// [`CryptoError::Internal`] if HKDF-Expand fails: never for the `N ≤ 255 × 32` checked at
+/// compile time, but a failure must not yield a usable (all-zero) key.
 pub fn derive<const N: usize>(
     label: KdfLabel,
     salt: &[u8],
     ikm: &[u8],
     context: &[&[u8]],
-) -> SecretBytes<N> {
-    // HKDF-Expand is defined up to 255 hash lengths; checked at compile time, so the expansion
-    // below cannot fail.
+) -> Result<SecretBytes<N>> {
+    // HKDF-Expand is defined up to 255 hash lengths.
     const { assert!(N <= 255 * 32) };
     let prk = Salt::new(HKDF_SHA256, salt).extract(ikm);
     let mut info: Vec<&[u8]> = Vec::with_capacity(context.len() + 1);
     info.push(label.as_bytes());
     info.extend_from_slice(context);
     let mut out = [0u8; N];
-    if let Ok(okm) = prk.expand(&info, Len(N)) {
-        let _ = okm.fill(&mut out);
-    }
+    let filled = prk.expand(&info, Len(N)).and_then(|okm| okm.fill(&mut out));
     let secret = SecretBytes::new(out);
     zeroize::Zeroize::zeroize(&mut out);
-    secret
+    filled.map_err(|_| CryptoError::Internal("HKDF-Expand failed"))?;
+    Ok(secret)
 }
 
 #[cfg(test)]
@@ -82,8 +85,8 @@ mod tests {
         for (i, a) in labels.iter().enumerate() {
             for b in &labels[i + 1..] {
                 assert_ne!(a.as_bytes(), b.as_bytes());
-                let ka: SecretBytes<32> = derive(*a, b"", b"ikm", &[]);
-                let kb: SecretBytes<32> = derive(*b, b"", b"ikm", &[]);
+                let ka: SecretBytes<32> = derive(*a, b"", b"ikm", &[]).unwrap();
+                let kb: SecretBytes<32> = derive(*b, b"", b"ikm", &[]).unwrap();
                 assert_ne!(ka, kb);
             }
         }
@@ -103,7 +106,7 @@ mod tests {
             hex::encode(okm),
             "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
         );
-        let ours: SecretBytes<32> = derive(KdfLabel::ChannelKey, &salt, &ikm, &[&info]);
+        let ours: SecretBytes<32> = derive(KdfLabel::ChannelKey, &salt, &ikm, &[&info]).unwrap();
         let mut expect = [0u8; 32];
         let mut full = KdfLabel::ChannelKey.as_bytes().to_vec();
         full.extend_from_slice(&info);

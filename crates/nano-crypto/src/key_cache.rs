@@ -216,7 +216,15 @@ impl<C: Clock> KeyCache<C> {
     /// HKDF-derives a 32-byte key for (`label`, `ikm`, `info`), served from the cache when the
     /// same inputs were derived within the TTL. The map key is an HMAC of the inputs under the
     /// cache's random key, so the cache never holds `ikm` nor a guessable digest of it.
-    pub fn symmetric_key(&mut self, label: KdfLabel, ikm: &[u8], info: &[u8]) -> SymmetricKey {
+    ///
+    /// # Errors
+    /// [`crate::CryptoError::Internal`] if HKDF fails ([`kdf::derive`]).
+    pub fn symmetric_key(
+        &mut self,
+        label: KdfLabel,
+        ikm: &[u8],
+        info: &[u8],
+    ) -> crate::Result<SymmetricKey> {
         let mut h = hmac::Context::with_key(&self.index_key);
         h.update(label.as_bytes());
         h.update(&(ikm.len() as u64).to_be_bytes());
@@ -228,13 +236,13 @@ impl<C: Clock> KeyCache<C> {
         if let Some(e) = self.symmetric.get(&id) {
             if now.saturating_sub(e.created) < self.ttl {
                 self.stats.hits += 1;
-                return e.value.clone();
+                return Ok(e.value.clone());
             }
             self.symmetric.pop(&id);
             self.stats.evictions += 1;
         }
         self.stats.misses += 1;
-        let key: SymmetricKey = kdf::derive(label, b"", ikm, &[info]);
+        let key: SymmetricKey = kdf::derive(label, b"", ikm, &[info])?;
         let created = self.clock.now();
         if let Some((_, _old)) = self.symmetric.push(
             id,
@@ -245,7 +253,7 @@ impl<C: Clock> KeyCache<C> {
         ) {
             self.stats.evictions += 1;
         }
-        key
+        Ok(key)
     }
 
     /// Drops every expired entry (their secrets zeroize on drop).

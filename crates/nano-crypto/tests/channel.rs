@@ -46,7 +46,7 @@ fn pinned_vectors() {
         .iter()
         .map(|(mode, _, _)| {
             let (kp, ct, ss) = fixed(*mode);
-            let key = channel_key(&ss, *mode, 42, &kp.public_key(), &ct);
+            let key = channel_key(&ss, *mode, 42, &kp.public_key(), &ct).unwrap();
             let conf = confirmation(&key, 42);
             (hex::encode(key.expose()), hex::encode(conf))
         })
@@ -71,8 +71,8 @@ fn both_sides_agree_and_confirmation_verifies() {
         let pk = relay.public_key();
         let (ct, client_ss) = pk.encapsulate(&mut OsRng).unwrap();
         let relay_ss = relay.decapsulate(&ct).unwrap();
-        let client = channel_key(&client_ss, mode, 7, &pk, &ct);
-        let server = channel_key(&relay_ss, mode, 7, &pk, &ct);
+        let client = channel_key(&client_ss, mode, 7, &pk, &ct).unwrap();
+        let server = channel_key(&relay_ss, mode, 7, &pk, &ct).unwrap();
         assert_eq!(client, server);
         let conf = confirmation(&server, 7);
         verify_confirmation(&client, 7, &conf).unwrap();
@@ -92,14 +92,17 @@ fn key_is_bound_to_key_id_and_ciphertext() {
     let mode = CryptoMode::Hybrid;
     let (kp, ct, ss) = fixed(mode);
     let pk = kp.public_key();
-    let base = channel_key(&ss, mode, 42, &pk, &ct);
-    assert_ne!(base, channel_key(&ss, mode, 43, &pk, &ct));
+    let base = channel_key(&ss, mode, 42, &pk, &ct).unwrap();
+    assert_ne!(base, channel_key(&ss, mode, 43, &pk, &ct).unwrap());
     let (ct2, _) = pk
         .encapsulate_derand(&vec![0x33; kem::encaps_rand_len(mode)])
         .unwrap();
-    assert_ne!(base, channel_key(&ss, mode, 42, &pk, &ct2));
+    assert_ne!(base, channel_key(&ss, mode, 42, &pk, &ct2).unwrap());
     let other = KemKeyPair::from_seed(mode, &vec![0x44; kem::seed_len(mode)]).unwrap();
-    assert_ne!(base, channel_key(&ss, mode, 42, &other.public_key(), &ct));
+    assert_ne!(
+        base,
+        channel_key(&ss, mode, 42, &other.public_key(), &ct).unwrap()
+    );
 }
 
 /// The construction as `docs/PROTOCOL.md` describes it, through independent HKDF and HMAC code
@@ -118,7 +121,7 @@ fn matches_an_independent_hkdf_and_hmac() {
         hkdf::Hkdf::<sha2::Sha256>::new(None, ss.expose())
             .expand(&info, &mut okm)
             .unwrap();
-        let key = channel_key(&ss, mode, 42, &pk, &ct);
+        let key = channel_key(&ss, mode, 42, &pk, &ct).unwrap();
         assert_eq!(&okm, key.expose(), "{mode}");
         let mut msg = b"nano-messenger/v1 kex-confirm".to_vec();
         msg.extend_from_slice(&42u64.to_be_bytes());

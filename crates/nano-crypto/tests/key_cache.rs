@@ -25,7 +25,7 @@ fn stats(hits: u64, misses: u64, evictions: u64) -> KeyCacheStats {
 }
 
 fn expected(label: KdfLabel, ikm: &[u8], info: &[u8]) -> SymmetricKey {
-    kdf::derive::<32>(label, b"", ikm, &[info])
+    kdf::derive::<32>(label, b"", ikm, &[info]).unwrap()
 }
 
 #[test]
@@ -147,7 +147,9 @@ fn modes_are_separate_entries() {
 #[test]
 fn symmetric_key_hits_on_same_inputs_and_matches_kdf() {
     let (mut c, clock) = cache(16);
-    let k1 = c.symmetric_key(KdfLabel::ChannelKey, b"shared secret", b"session 1");
+    let k1 = c
+        .symmetric_key(KdfLabel::ChannelKey, b"shared secret", b"session 1")
+        .unwrap();
     assert_eq!(c.stats(), stats(0, 1, 0));
     assert_eq!(c.symmetric_len(), 1);
     assert_eq!(
@@ -156,7 +158,9 @@ fn symmetric_key_hits_on_same_inputs_and_matches_kdf() {
     );
 
     clock.advance(Duration::from_secs(59));
-    let k2 = c.symmetric_key(KdfLabel::ChannelKey, b"shared secret", b"session 1");
+    let k2 = c
+        .symmetric_key(KdfLabel::ChannelKey, b"shared secret", b"session 1")
+        .unwrap();
     assert_eq!(k1, k2);
     assert_eq!(c.stats(), stats(1, 1, 0));
     assert_eq!(c.symmetric_len(), 1);
@@ -171,7 +175,7 @@ fn symmetric_key_hits_on_same_inputs_and_matches_kdf() {
         (KdfLabel::ChannelKey, b"", b"session 1"),
     ];
     for (n, (label, ikm, info)) in variants.iter().enumerate() {
-        let k = c.symmetric_key(*label, ikm, info);
+        let k = c.symmetric_key(*label, ikm, info).unwrap();
         assert_eq!(k, expected(*label, ikm, info), "variant {n}");
         assert_ne!(k, k1, "variant {n}");
         assert_eq!(c.stats(), stats(1, 2 + n as u64, 0), "variant {n}");
@@ -179,7 +183,7 @@ fn symmetric_key_hits_on_same_inputs_and_matches_kdf() {
     assert_eq!(c.symmetric_len(), 1 + variants.len());
     // And each variant now hits.
     for (n, (label, ikm, info)) in variants.iter().enumerate() {
-        let k = c.symmetric_key(*label, ikm, info);
+        let k = c.symmetric_key(*label, ikm, info).unwrap();
         assert_eq!(k, expected(*label, ikm, info), "variant {n}");
     }
     assert_eq!(c.stats(), stats(1 + variants.len() as u64, 7, 0));
@@ -188,9 +192,9 @@ fn symmetric_key_hits_on_same_inputs_and_matches_kdf() {
 #[test]
 fn symmetric_key_boundary_between_ikm_and_info_is_unambiguous() {
     let (mut c, _clock) = cache(16);
-    let a = c.symmetric_key(KdfLabel::EnvelopeKey, b"ab", b"c");
-    let b = c.symmetric_key(KdfLabel::EnvelopeKey, b"a", b"bc");
-    let e = c.symmetric_key(KdfLabel::EnvelopeKey, b"abc", b"");
+    let a = c.symmetric_key(KdfLabel::EnvelopeKey, b"ab", b"c").unwrap();
+    let b = c.symmetric_key(KdfLabel::EnvelopeKey, b"a", b"bc").unwrap();
+    let e = c.symmetric_key(KdfLabel::EnvelopeKey, b"abc", b"").unwrap();
     assert_eq!(c.stats(), stats(0, 3, 0));
     assert_eq!(c.symmetric_len(), 3);
     assert_eq!(a, expected(KdfLabel::EnvelopeKey, b"ab", b"c"));
@@ -204,18 +208,20 @@ fn symmetric_key_boundary_between_ikm_and_info_is_unambiguous() {
 #[test]
 fn symmetric_key_expires_after_ttl() {
     let (mut c, clock) = cache(4);
-    let k = c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info");
+    let k = c
+        .symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info")
+        .unwrap();
     clock.advance(TTL - Duration::from_nanos(1));
-    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info"), k);
+    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info").unwrap(), k);
     assert_eq!(c.stats(), stats(1, 1, 0));
     clock.advance(Duration::from_nanos(1));
     // Expired: re-derived (same inputs, so the same value), counted as miss + eviction.
-    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info"), k);
+    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info").unwrap(), k);
     assert_eq!(c.stats(), stats(1, 2, 1));
     assert_eq!(c.symmetric_len(), 1);
     // The re-derived entry starts a new lifetime.
     clock.advance(TTL - Duration::from_nanos(1));
-    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info"), k);
+    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info").unwrap(), k);
     assert_eq!(c.stats(), stats(2, 2, 1));
 }
 
@@ -228,35 +234,35 @@ fn symmetric_lru_bound_evicts_least_recently_used() {
     const N: u32 = 4;
     let (mut c, _clock) = cache(N as usize);
     for i in 0..N {
-        c.symmetric_key(KdfLabel::ChannelKey, &ikm(i), b"");
+        c.symmetric_key(KdfLabel::ChannelKey, &ikm(i), b"").unwrap();
         assert_eq!(c.symmetric_len(), i as usize + 1);
     }
     assert_eq!(c.stats(), stats(0, u64::from(N), 0));
 
     // Touch entry 0: now entry 1 is the least recently used.
-    c.symmetric_key(KdfLabel::ChannelKey, &ikm(0), b"");
+    c.symmetric_key(KdfLabel::ChannelKey, &ikm(0), b"").unwrap();
     assert_eq!(c.stats(), stats(1, u64::from(N), 0));
 
     // Insert N+1-th distinct entry: evicts 1.
-    c.symmetric_key(KdfLabel::ChannelKey, &ikm(N), b"");
+    c.symmetric_key(KdfLabel::ChannelKey, &ikm(N), b"").unwrap();
     assert_eq!(c.symmetric_len(), N as usize);
     assert_eq!(c.stats(), stats(1, u64::from(N) + 1, 1));
 
     // 0 (touched), 2, 3 and N survive: all hits, no growth.
     for i in [0, 2, 3, N] {
-        let k = c.symmetric_key(KdfLabel::ChannelKey, &ikm(i), b"");
+        let k = c.symmetric_key(KdfLabel::ChannelKey, &ikm(i), b"").unwrap();
         assert_eq!(k, expected(KdfLabel::ChannelKey, &ikm(i), b""));
     }
     assert_eq!(c.stats(), stats(5, u64::from(N) + 1, 1));
     assert_eq!(c.symmetric_len(), N as usize);
 
     // 1 was evicted: a miss, which in turn evicts the now least recently used (0).
-    c.symmetric_key(KdfLabel::ChannelKey, &ikm(1), b"");
+    c.symmetric_key(KdfLabel::ChannelKey, &ikm(1), b"").unwrap();
     assert_eq!(c.stats(), stats(5, u64::from(N) + 2, 2));
     assert_eq!(c.symmetric_len(), N as usize);
-    c.symmetric_key(KdfLabel::ChannelKey, &ikm(2), b"");
+    c.symmetric_key(KdfLabel::ChannelKey, &ikm(2), b"").unwrap();
     assert_eq!(c.stats(), stats(6, u64::from(N) + 2, 2));
-    c.symmetric_key(KdfLabel::ChannelKey, &ikm(0), b"");
+    c.symmetric_key(KdfLabel::ChannelKey, &ikm(0), b"").unwrap();
     assert_eq!(c.stats(), stats(6, u64::from(N) + 3, 3));
 }
 
@@ -265,24 +271,26 @@ fn symmetric_len_never_exceeds_capacity() {
     for cap in [1usize, 2, 5] {
         let (mut c, _clock) = cache(cap);
         for i in 0..20u32 {
-            c.symmetric_key(KdfLabel::KeystoreKey, &ikm(i), b"x");
+            c.symmetric_key(KdfLabel::KeystoreKey, &ikm(i), b"x")
+                .unwrap();
             assert!(c.symmetric_len() <= cap);
         }
         assert_eq!(c.symmetric_len(), cap);
         assert_eq!(c.stats(), stats(0, 20, 20 - cap as u64), "capacity {cap}");
         // The last `cap` inserted are exactly the ones kept.
         for i in (20 - cap as u32)..20 {
-            c.symmetric_key(KdfLabel::KeystoreKey, &ikm(i), b"x");
+            c.symmetric_key(KdfLabel::KeystoreKey, &ikm(i), b"x")
+                .unwrap();
         }
         assert_eq!(c.stats(), stats(cap as u64, 20, 20 - cap as u64));
     }
     // Capacity 0 is treated as 1.
     let (mut c, _clock) = cache(0);
-    c.symmetric_key(KdfLabel::KeystoreKey, b"a", b"");
-    c.symmetric_key(KdfLabel::KeystoreKey, b"a", b"");
+    c.symmetric_key(KdfLabel::KeystoreKey, b"a", b"").unwrap();
+    c.symmetric_key(KdfLabel::KeystoreKey, b"a", b"").unwrap();
     assert_eq!(c.symmetric_len(), 1);
     assert_eq!(c.stats(), stats(1, 1, 0));
-    c.symmetric_key(KdfLabel::KeystoreKey, b"b", b"");
+    c.symmetric_key(KdfLabel::KeystoreKey, b"b", b"").unwrap();
     assert_eq!(c.symmetric_len(), 1);
     assert_eq!(c.stats(), stats(1, 2, 1));
 }
@@ -296,14 +304,17 @@ fn purge_expired_removes_only_stale_entries() {
     let (old_kp, _) = c
         .get_or_generate_keypair(CryptoMode::Classical, &mut rng)
         .unwrap();
-    c.symmetric_key(KdfLabel::ChannelKey, b"old-1", b"");
-    c.symmetric_key(KdfLabel::ChannelKey, b"old-2", b"");
+    c.symmetric_key(KdfLabel::ChannelKey, b"old-1", b"")
+        .unwrap();
+    c.symmetric_key(KdfLabel::ChannelKey, b"old-2", b"")
+        .unwrap();
     // t = 30 s: quantum pair and one derived key.
     clock.advance(Duration::from_secs(30));
     let (young_kp, _) = c
         .get_or_generate_keypair(CryptoMode::Quantum, &mut rng)
         .unwrap();
-    c.symmetric_key(KdfLabel::ChannelKey, b"young", b"");
+    c.symmetric_key(KdfLabel::ChannelKey, b"young", b"")
+        .unwrap();
     assert_eq!(c.stats(), stats(0, 5, 0));
     assert_eq!(c.symmetric_len(), 3);
 
@@ -335,14 +346,16 @@ fn purge_expired_removes_only_stale_entries() {
         .unwrap();
     assert!(Arc::ptr_eq(&kp, &young_kp));
     assert_eq!(left, Duration::from_secs(30));
-    c.symmetric_key(KdfLabel::ChannelKey, b"young", b"");
+    c.symmetric_key(KdfLabel::ChannelKey, b"young", b"")
+        .unwrap();
     assert_eq!(c.stats(), stats(2, 5, 3));
     let (kp, left) = c
         .get_or_generate_keypair(CryptoMode::Classical, &mut rng)
         .unwrap();
     assert!(!Arc::ptr_eq(&kp, &old_kp));
     assert_eq!(left, TTL);
-    c.symmetric_key(KdfLabel::ChannelKey, b"old-1", b"");
+    c.symmetric_key(KdfLabel::ChannelKey, b"old-1", b"")
+        .unwrap();
     assert_eq!(c.stats(), stats(2, 7, 3));
     assert_eq!(c.symmetric_len(), 2);
 
@@ -366,8 +379,8 @@ fn zero_ttl_never_hits() {
         .get_or_generate_keypair(CryptoMode::Classical, &mut rng)
         .unwrap();
     assert!(!Arc::ptr_eq(&a, &b));
-    c.symmetric_key(KdfLabel::ChannelKey, b"x", b"");
-    c.symmetric_key(KdfLabel::ChannelKey, b"x", b"");
+    c.symmetric_key(KdfLabel::ChannelKey, b"x", b"").unwrap();
+    c.symmetric_key(KdfLabel::ChannelKey, b"x", b"").unwrap();
     assert_eq!(c.stats(), stats(0, 4, 2));
 }
 

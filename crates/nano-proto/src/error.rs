@@ -44,6 +44,9 @@ pub enum ErrorCode {
     NotFound,
     /// The username is already registered.
     NameTaken,
+    /// The bundle (its fingerprint) is already registered to another name: one bundle belongs
+    /// to one name.
+    KeyTaken,
     /// A key or bundle that does not decode or is not usable.
     InvalidKey,
     /// A signature (over a registration claim, a rotation, an `auth` transcript) that does not
@@ -63,7 +66,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (metrics start a series for each).
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::MalformedFrame,
         Self::MalformedBody,
         Self::UnknownType,
@@ -79,6 +82,7 @@ impl ErrorCode {
         Self::UnknownRecipient,
         Self::NotFound,
         Self::NameTaken,
+        Self::KeyTaken,
         Self::InvalidKey,
         Self::InvalidSignature,
         Self::RequestTimeout,
@@ -106,6 +110,7 @@ impl ErrorCode {
             Self::UnknownRecipient => "unknown_recipient",
             Self::NotFound => "not_found",
             Self::NameTaken => "name_taken",
+            Self::KeyTaken => "key_taken",
             Self::InvalidKey => "invalid_key",
             Self::InvalidSignature => "invalid_signature",
             Self::RequestTimeout => "request_timeout",
@@ -221,6 +226,7 @@ mod tests {
             | ErrorCode::UnknownRecipient
             | ErrorCode::NotFound
             | ErrorCode::NameTaken
+            | ErrorCode::KeyTaken
             | ErrorCode::InvalidKey
             | ErrorCode::InvalidSignature
             | ErrorCode::RequestTimeout
@@ -235,6 +241,6 @@ mod tests {
         }
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 23);
     }
 }

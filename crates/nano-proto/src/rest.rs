@@ -26,17 +26,22 @@ pub struct RegisterRequest {
     pub signature: Bytes,
 }
 
-/// `PUT /v1/users/{name}/keys`: replace the bundle. Signed with the *current* bundle's key for
-/// `crypto_mode` (context `key-rotation`) over [`rotation_content`].
+/// `PUT /v1/users/{name}/keys`: replace the bundle. Signed over [`rotation_content`] (context
+/// `key-rotation`) twice: by the *current* bundle's key for `crypto_mode`, and by the *new*
+/// bundle's key for the same mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeysRequest {
     /// The new bundle.
     pub bundle: Bytes,
-    /// Which current key signed.
+    /// Which key of each bundle signed.
     pub crypto_mode: CryptoMode,
-    /// The rotation signature.
+    /// The user's rotations so far, as `GET /v1/users/{name}` gave it; must still be current.
+    pub key_version: u64,
+    /// The rotation signature by the current key.
     pub signature: Bytes,
+    /// The same statement signed by the new key: its consent to this name.
+    pub new_signature: Bytes,
 }
 
 /// `GET /v1/users/{name}` and the body of a successful registration.
@@ -50,6 +55,8 @@ pub struct UserResponse {
     pub fingerprint: String,
     /// The weakest mode the user accepts.
     pub min_mode: CryptoMode,
+    /// How many times the user's keys were rotated (0 after registration); a rotation names it.
+    pub key_version: u64,
 }
 
 /// `GET /v1/relay`.
@@ -127,8 +134,13 @@ impl RotateKeysRequest {
         decode_bundle(&self.bundle)
     }
 
-    /// The rotation signature, length-checked for its mode.
+    /// The rotation signature by the current key, length-checked for its mode.
     pub fn signature(&self) -> Result<Signature, ProtoError> {
         decode_signature(self.crypto_mode, &self.signature)
+    }
+
+    /// The rotation signature by the new key, length-checked for its mode.
+    pub fn new_signature(&self) -> Result<Signature, ProtoError> {
+        decode_signature(self.crypto_mode, &self.new_signature)
     }
 }

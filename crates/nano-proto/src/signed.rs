@@ -24,11 +24,21 @@ pub fn claim_content(username: &Username, bundle: &PublicBundle) -> Vec<u8> {
 }
 
 /// Key rotation (`PUT /v1/users/{name}/keys`), context `key-rotation`, signed by the *current*
-/// key: `"nano-messenger/v1 rotate" ‖ len (1) ‖ username ‖ current fingerprint (32) ‖ new
-/// fingerprint (32)`. Binding the current fingerprint stops a replay after rotating back.
-pub fn rotation_content(username: &Username, current: &Fingerprint, new: &Fingerprint) -> Vec<u8> {
+/// key and by the *new* key of the same mode: `"nano-messenger/v1 rotate" ‖ len (1) ‖ username
+/// ‖ key_version (8, big-endian) ‖ current fingerprint (32) ‖ new fingerprint (32)`.
+/// `key_version` counts the user's rotations so far (0 after registration, from `GET
+/// /v1/users/{name}`), so a statement is valid once: after A→B→A the old A→B statement names a
+/// spent version. The new key's signature is its consent to the name (no rotating a name onto
+/// someone else's keys).
+pub fn rotation_content(
+    username: &Username,
+    key_version: u64,
+    current: &Fingerprint,
+    new: &Fingerprint,
+) -> Vec<u8> {
     let mut out = b"nano-messenger/v1 rotate".to_vec();
     push_name(&mut out, username);
+    out.extend_from_slice(&key_version.to_be_bytes());
     out.extend_from_slice(&current.0);
     out.extend_from_slice(&new.0);
     out
@@ -78,11 +88,15 @@ mod tests {
         assert_eq!(&k[22..30], &7u64.to_be_bytes());
         assert_eq!(&k[30..38], &9u64.to_be_bytes());
         assert_eq!(&k[38..], b"pk");
-        let r = rotation_content(&u, &Fingerprint([4; 32]), &Fingerprint([5; 32]));
-        assert_eq!(r.len(), 24 + 4 + 64);
+        let r = rotation_content(&u, 6, &Fingerprint([4; 32]), &Fingerprint([5; 32]));
+        assert_eq!(&r[..24], b"nano-messenger/v1 rotate");
+        assert_eq!(&r[24..28], b"\x03bob");
+        assert_eq!(&r[28..36], &6u64.to_be_bytes());
+        assert_eq!(&r[36..68], &[4; 32]);
+        assert_eq!(&r[68..], &[5; 32]);
         assert_ne!(
-            rotation_content(&u, &Fingerprint([4; 32]), &Fingerprint([5; 32])),
-            rotation_content(&u, &Fingerprint([5; 32]), &Fingerprint([4; 32]))
+            rotation_content(&u, 6, &Fingerprint([4; 32]), &Fingerprint([5; 32])),
+            rotation_content(&u, 8, &Fingerprint([4; 32]), &Fingerprint([5; 32]))
         );
     }
 }

@@ -45,9 +45,11 @@ impl std::fmt::Debug for Directory {
     }
 }
 
-/// L2 value: user id (8 bytes, big-endian) ‖ encoded bundle.
+/// L2 value: user id (8 bytes, big-endian) ‖ key version (8 bytes, big-endian) ‖ encoded
+/// bundle.
 fn encode_l2(r: &UserRecord) -> Vec<u8> {
     let mut v = r.id.to_be_bytes().to_vec();
+    v.extend_from_slice(&r.key_version.to_be_bytes());
     v.extend_from_slice(&r.bundle);
     v
 }
@@ -63,7 +65,8 @@ fn entry(record: UserRecord) -> Result<Arc<UserEntry>, RelayError> {
 }
 
 fn decode_l2(name: &str, v: &[u8]) -> Option<Arc<UserEntry>> {
-    let (id, bundle) = v.split_first_chunk::<8>()?;
+    let (id, rest) = v.split_first_chunk::<8>()?;
+    let (version, bundle) = rest.split_first_chunk::<8>()?;
     let bundle_dec = PublicBundle::from_bytes(bundle).ok()?;
     Some(Arc::new(UserEntry {
         record: UserRecord {
@@ -72,6 +75,7 @@ fn decode_l2(name: &str, v: &[u8]) -> Option<Arc<UserEntry>> {
             bundle: bundle.to_vec(),
             fingerprint: bundle_dec.fingerprint().0,
             min_mode: bundle_dec.min_mode(),
+            key_version: u64::from_be_bytes(*version),
         },
         bundle: bundle_dec,
     }))
@@ -174,6 +178,7 @@ impl Directory {
         &self,
         name: &str,
         current: &Fingerprint,
+        version: u64,
         new: &PublicBundle,
         now_ms: i64,
     ) -> Result<(), RelayError> {
@@ -181,6 +186,7 @@ impl Directory {
         self.storage.replace_bundle(
             name,
             &current.0,
+            version,
             &new.to_bytes(),
             &new.fingerprint().0,
             min_mode,

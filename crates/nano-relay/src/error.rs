@@ -29,11 +29,15 @@ pub enum RelayError {
     /// The username is registered already.
     #[error("username is taken")]
     NameTaken,
+    /// The bundle's fingerprint is registered to another name.
+    #[error("this key bundle is registered to another name")]
+    KeyTaken,
     /// The user does not exist.
     #[error("no such user")]
     NotFound,
-    /// The stored bundle changed since it was read (a concurrent rotation).
-    #[error("the key bundle changed concurrently")]
+    /// The stored bundle changed since it was read (a concurrent rotation), or a rotation
+    /// names a key version that is no longer current (a spent or replayed statement).
+    #[error("the key bundle changed since this rotation was signed (stale key_version)")]
     Conflict,
     /// The database reported an error.
     #[error("database error: {0}")]
@@ -144,7 +148,7 @@ impl RelayError {
     pub fn http_status(&self) -> u16 {
         match self.code() {
             ErrorCode::NotFound | ErrorCode::UnknownRecipient => 404,
-            ErrorCode::NameTaken => 409,
+            ErrorCode::NameTaken | ErrorCode::KeyTaken => 409,
             ErrorCode::Unauthorized | ErrorCode::AuthFailed => 401,
             ErrorCode::InvalidKey | ErrorCode::InvalidSignature | ErrorCode::ModeNotAllowed => 403,
             ErrorCode::RequestTimeout => 408,
@@ -160,6 +164,7 @@ impl RelayError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NameTaken => ErrorCode::NameTaken,
+            Self::KeyTaken => ErrorCode::KeyTaken,
             Self::NotFound => ErrorCode::NotFound,
             // The key that signed the rotation is no longer the current one.
             Self::Conflict => ErrorCode::InvalidKey,

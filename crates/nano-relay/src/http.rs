@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::directory::UserEntry;
 use crate::error::RelayError;
 use crate::state::{Shared, now_ms};
+use crate::storage::UserRecord;
 
 /// Largest request body.
 const MAX_BODY: usize = 256 * 1024;
@@ -212,8 +213,11 @@ async fn health() -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
-/// Longest `/ready` waits for the storage probe before answering 503.
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Longest `/ready` waits for the storage probe before answering 503 (`storage timed out`).
+/// Shorter than the 2 s a reconnect may wait for a connection, so a restarting database shows
+/// as not ready while it is away instead of holding the probe until it is back (and within the
+/// 1 s default of a Kubernetes readiness probe).
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
 
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     let reason = if s.is_draining() {
@@ -279,17 +283,13 @@ async fn relay_info(State(s): State<Arc<Shared>>) -> Response {
     json(StatusCode::OK, &info)
 }
 
-fn user_response(
-    username: &str,
-    bundle: Vec<u8>,
-    fingerprint: &[u8; 32],
-    min_mode: CryptoMode,
-) -> Result<UserResponse, RelayError> {
+fn user_response(r: &UserRecord) -> Result<UserResponse, RelayError> {
     Ok(UserResponse {
-        username: Username::new(username)?,
-        bundle: Bytes(bundle),
-        fingerprint: hex::encode(fingerprint),
-        min_mode,
+        username: Username::new(&r.username)?,
+        bundle: Bytes(r.bundle.clone()),
+        fingerprint: hex::encode(r.fingerprint),
+        min_mode: r.min_mode,
+        key_version: r.key_version,
     })
 }
 
@@ -336,12 +336,7 @@ async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, 
         .blocking(move |s| s.directory.register(name.as_str(), &bundle, now_ms()))
         .await?;
     tracing::info!("user registered");
-    let resp = user_response(
-        &record.username,
-        record.bundle,
-        &record.fingerprint,
-        record.min_mode,
-    )?;
+    let resp = user_response(&record)?;
     Ok(json(StatusCode::CREATED, &resp))
 }
 
@@ -357,8 +352,7 @@ async fn lookup(s: &Arc<Shared>, name: &str) -> Result<Arc<UserEntry>, ApiError>
 async fn user(State(s): State<Arc<Shared>>, name: NameParam) -> Result<Response, ApiError> {
     let name = name.0?;
     let e = lookup(&s, &name).await?;
-    let r = &e.record;
-    let resp = user_response(&r.username, r.bundle.clone(), &r.fingerprint, r.min_mode)?;
+    let resp = user_response(&e.record)?;
     Ok(json(StatusCode::OK, &resp))
 }
 
@@ -371,37 +365,55 @@ async fn rotate(
     let req: RotateKeysRequest = parse(&read_body(body).await?)?;
     check_floor(&s, req.crypto_mode)?;
     let current = lookup(&s, &name).await?;
+    let version = current.record.key_version;
+    if req.key_version != version {
+        // A statement for another state of this name: spent, replayed, or raced.
+        return Err(RelayError::Conflict.into());
+    }
     let username = Username::new(&name)?;
     let shared = Arc::clone(&s);
     let cur = Arc::clone(&current);
-    let new =
-        s.crypto
-            .run(move || -> Result<_, RelayError> {
-                let new = req.bundle()?;
-                check_floor(&shared, new.min_mode())?;
-                let sig = req.signature()?;
-                // Signed by the *current* key of that mode.
-                let key = cur.bundle.verifying_key(req.crypto_mode).ok_or(
-                    RelayError::ModeNotAllowed {
-                        mode: req.crypto_mode,
-                        floor: cur.record.min_mode,
-                    },
-                )?;
+    let new = s
+        .crypto
+        .run(move || -> Result<_, RelayError> {
+            let new = req.bundle()?;
+            check_floor(&shared, new.min_mode())?;
+            let content = rotation_content(
+                &username,
+                version,
+                &cur.bundle.fingerprint(),
+                &new.fingerprint(),
+            );
+            // Signed by the *current* key of that mode, and by the *new* one: the new
+            // keys consent to this name.
+            let mode = req.crypto_mode;
+            for (bundle, sig) in [
+                (&cur.bundle, req.signature()?),
+                (&new, req.new_signature()?),
+            ] {
+                let key = bundle
+                    .verifying_key(mode)
+                    .ok_or(RelayError::ModeNotAllowed {
+                        mode,
+                        floor: bundle.min_mode(),
+                    })?;
                 let started = std::time::Instant::now();
-                key.verify(
-                    SigContext::KeyRotation,
-                    &rotation_content(&username, &cur.bundle.fingerprint(), &new.fingerprint()),
-                    &sig,
-                )?;
-                shared
-                    .metrics
-                    .crypto_op("verify", req.crypto_mode, started.elapsed());
-                Ok(new)
-            })
-            .await??;
+                key.verify(SigContext::KeyRotation, &content, &sig)?;
+                shared.metrics.crypto_op("verify", mode, started.elapsed());
+            }
+            Ok(new)
+        })
+        .await??;
     let fp = current.bundle.fingerprint();
-    let resp = user_response(&name, new.to_bytes(), &new.fingerprint().0, new.min_mode())?;
-    s.blocking(move |s| s.directory.rotate(&name, &fp, &new, now_ms()))
+    let resp = user_response(&UserRecord {
+        id: current.record.id,
+        username: name.clone(),
+        bundle: new.to_bytes(),
+        fingerprint: new.fingerprint().0,
+        min_mode: new.min_mode(),
+        key_version: version + 1,
+    })?;
+    s.blocking(move |s| s.directory.rotate(&name, &fp, version, &new, now_ms()))
         .await?;
     tracing::info!("keys rotated");
     // Answered from the bundle just stored: no second read (and proof check) of it.

@@ -165,7 +165,7 @@ impl KexService {
         let ss = offer.keypair.decapsulate(&ct)?;
         self.metrics
             .crypto_op("kem_decapsulate", mode, started.elapsed());
-        let key = channel_key(&ss, mode, offer.key_id, &offer.keypair.public_key(), &ct);
+        let key = channel_key(&ss, mode, offer.key_id, &offer.keypair.public_key(), &ct)?;
         let frame = RelayFrame::KeyExchangeOk {
             key_id: offer.key_id,
             confirmation: Bytes(confirmation(&key, offer.key_id).to_vec()),

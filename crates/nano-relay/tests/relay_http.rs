@@ -271,52 +271,110 @@ async fn an_oversized_body_gets_a_json_error() {
     assert_eq!(status, 200);
 }
 
-/// Rotation refused with the wrong key, accepted with the current one, then served.
+/// Rotation needs the current key and the new key's consent over a statement naming the
+/// current key version: refused otherwise, accepted with both, then served; a captured
+/// statement is spent once used, also after rotating back; one bundle belongs to one name.
 async fn key_rotation(cfg: Config) {
     let relay = Relay::start(&cfg).await;
     let alice = User::new("alice", CryptoMode::Classical);
     alice.register(&relay).await;
+    let bob = User::new("bob", CryptoMode::Classical);
+    bob.register(&relay).await;
     let alice2 = User::new("alice", CryptoMode::Classical);
     let mallory = User::new("mallory", CryptoMode::Classical);
     let (old_fp, new_fp) = (alice.identity.fingerprint(), alice2.identity.fingerprint());
-    let content = rotation_content(&alice.name, &old_fp, &new_fp);
-    let request = |signer: &User, mode: CryptoMode, content: &[u8]| RotateKeysRequest {
-        bundle: Bytes(alice2.identity.public_bundle().to_bytes()),
-        crypto_mode: mode,
-        signature: Bytes(signer.sign(mode, SigContext::KeyRotation, content)),
-    };
+    let content = rotation_content(&alice.name, 0, &old_fp, &new_fp);
+    let mode = CryptoMode::Classical;
+    let request =
+        |to: &User, current: &User, new: &User, version: u64, content: &[u8]| RotateKeysRequest {
+            bundle: Bytes(to.identity.public_bundle().to_bytes()),
+            crypto_mode: mode,
+            key_version: version,
+            signature: Bytes(current.sign(mode, SigContext::KeyRotation, content)),
+            new_signature: Bytes(new.sign(mode, SigContext::KeyRotation, content)),
+        };
 
+    let wrong = rotation_content(&alice.name, 0, &new_fp, &old_fp);
     for (what, req) in [
         (
             "another user's key",
-            request(&mallory, CryptoMode::Classical, &content),
+            request(&alice2, &mallory, &alice2, 0, &content),
         ),
         (
             "the new key itself",
-            request(&alice2, CryptoMode::Classical, &content),
+            request(&alice2, &alice2, &alice2, 0, &content),
+        ),
+        (
+            "without the new key's consent",
+            request(&alice2, &alice, &mallory, 0, &content),
         ),
         (
             "the current key over the wrong fingerprints",
-            request(
-                &alice,
-                CryptoMode::Classical,
-                &rotation_content(&alice.name, &new_fp, &old_fp),
-            ),
+            request(&alice2, &alice, &alice2, 0, &wrong),
         ),
     ] {
         let (status, body) = relay.put_json("/v1/users/alice/keys", &req).await;
         assert_eq!(status, 403, "{what}: {body}");
         assert_eq!(body["code"], "invalid_signature", "{what}: {body}");
     }
+    // A statement for another key version is stale.
+    let stale = rotation_content(&alice.name, 5, &old_fp, &new_fp);
+    let (status, body) = relay
+        .put_json(
+            "/v1/users/alice/keys",
+            &request(&alice2, &alice, &alice2, 5, &stale),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["code"]),
+        (403, &"invalid_key".into()),
+        "{body}"
+    );
+    // Identity misbinding: mallory cannot move a name onto bob's bundle (bob never consents),
+    // and a bundle already registered cannot be claimed by a second name.
+    mallory.register(&relay).await;
+    let onto_bob = rotation_content(
+        &mallory.name,
+        0,
+        &mallory.identity.fingerprint(),
+        &bob.identity.fingerprint(),
+    );
+    let (status, body) = relay
+        .put_json(
+            "/v1/users/mallory/keys",
+            &request(&bob, &mallory, &mallory, 0, &onto_bob),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["code"]),
+        (403, &"invalid_signature".into()),
+        "{body}"
+    );
+    let bob_again = User {
+        name: nano_proto::Username::new("bob2").unwrap(),
+        identity: nano_crypto::Identity::from_secret_bytes(
+            &bob.identity.to_secret_bytes(),
+            &mut nano_crypto::OsRng,
+        )
+        .unwrap(),
+    };
+    let (status, body) = relay.post_json("/v1/users", &bob_again.claim(mode)).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (409, &"key_taken".into()),
+        "{body}"
+    );
+
     let (_, body) = relay.get_json("/v1/users/alice").await;
     assert_eq!(
         body["fingerprint"],
         old_fp.to_hex(),
         "a refused rotation changed the keys"
     );
+    assert_eq!(body["key_version"], 0);
 
-    // Signed by the current key: accepted, and the new bundle is served.
-    let good = request(&alice, CryptoMode::Classical, &content);
+    // Signed by the current key and the new one: accepted, and the new bundle is served.
+    let good = request(&alice2, &alice, &alice2, 0, &content);
     let (status, body) = relay.put_json("/v1/users/alice/keys", &good).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["fingerprint"], new_fp.to_hex());
@@ -325,13 +383,16 @@ async fn key_rotation(cfg: Config) {
     let served: UserResponse = serde_json::from_value(body).unwrap();
     assert_eq!(served.fingerprint, new_fp.to_hex());
     assert_eq!(served.min_mode, CryptoMode::Classical);
+    assert_eq!(served.key_version, 1);
     assert_eq!(served.bundle.0, alice2.identity.public_bundle().to_bytes());
 
-    // Replaying the same rotation fails: the key that signed it is no longer current (the new
-    // bundle has a key of that mode, but another one).
+    // Replaying the same rotation fails: its key version is spent.
     let (status, body) = relay.put_json("/v1/users/alice/keys", &good).await;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["code"], "invalid_signature");
+    assert_eq!(
+        (status, &body["code"]),
+        (403, &"invalid_key".into()),
+        "{body}"
+    );
     // Rotating an unknown user: not found.
     let (status, body) = relay.put_json("/v1/users/nobody/keys", &good).await;
     assert_eq!(status, 404, "{body}");
@@ -343,6 +404,27 @@ async fn key_rotation(cfg: Config) {
     ws.expect_error("auth_failed").await;
     let ch = ws.challenge().await;
     alice2.login_with(&mut ws, CryptoMode::Classical, &ch).await;
+
+    // Back to the first keys (A→B→A): the captured A→B statement is still spent.
+    let back = rotation_content(&alice.name, 1, &new_fp, &old_fp);
+    let (status, body) = relay
+        .put_json(
+            "/v1/users/alice/keys",
+            &request(&alice, &alice2, &alice, 1, &back),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = relay.put_json("/v1/users/alice/keys", &good).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (403, &"invalid_key".into()),
+        "{body}"
+    );
+    let (_, body) = relay.get_json("/v1/users/alice").await;
+    assert_eq!(
+        (&body["fingerprint"], &body["key_version"]),
+        (&old_fp.to_hex().into(), &2.into())
+    );
 }
 
 on_each_storage!(key_rotation: key_rotation_sqlite, key_rotation_postgres);

@@ -445,11 +445,11 @@ async fn key_exchange_round_trip(cfg: Config) {
                 confirmation,
             } => {
                 assert_eq!(k, key_id);
-                let key = channel_key(&shared, mode, key_id, &pk, &ct);
+                let key = channel_key(&shared, mode, key_id, &pk, &ct).unwrap();
                 verify_confirmation(&key, key_id, confirmation.as_slice())
                     .unwrap_or_else(|e| panic!("{mode}: bad confirmation: {e}"));
                 let (_, other_shared) = pk.encapsulate(&mut OsRng).unwrap();
-                let wrong = channel_key(&other_shared, mode, key_id, &pk, &ct);
+                let wrong = channel_key(&other_shared, mode, key_id, &pk, &ct).unwrap();
                 assert!(verify_confirmation(&wrong, key_id, confirmation.as_slice()).is_err());
             }
             f => panic!("{mode}: expected key_exchange_ok, got {f:?}"),
@@ -578,14 +578,13 @@ async fn two_relays_share_postgres_and_redis() {
     assert_eq!(before["fingerprint"], alice.identity.fingerprint().to_hex());
     let alice2 = User::new("alice", CryptoMode::Classical);
     let new_fp = alice2.identity.fingerprint();
+    let content = rotation_content(&alice.name, 0, &alice.identity.fingerprint(), &new_fp);
     let rotate = RotateKeysRequest {
         bundle: Bytes(alice2.identity.public_bundle().to_bytes()),
         crypto_mode: CryptoMode::Classical,
-        signature: Bytes(alice.sign(
-            CryptoMode::Classical,
-            SigContext::KeyRotation,
-            &rotation_content(&alice.name, &alice.identity.fingerprint(), &new_fp),
-        )),
+        key_version: 0,
+        signature: Bytes(alice.sign(CryptoMode::Classical, SigContext::KeyRotation, &content)),
+        new_signature: Bytes(alice2.sign(CryptoMode::Classical, SigContext::KeyRotation, &content)),
     };
     let (status, body) = relay_a.put_json("/v1/users/alice/keys", &rotate).await;
     assert_eq!(status, 200, "{body}");

@@ -11,9 +11,9 @@ use nano_relay::storage::postgres::PostgresStorage;
 use nano_relay::storage::{Mark, MarkKind, RelayError, Storage, StoreOutcome};
 
 fn setup(s: &dyn Storage) -> (i64, i64) {
-    assert_eq!(s.migrate().unwrap(), 1);
-    assert_eq!(s.migrate().unwrap(), 1);
-    assert_eq!(s.probe().unwrap(), 1);
+    assert_eq!(s.migrate().unwrap(), 2);
+    assert_eq!(s.migrate().unwrap(), 2);
+    assert_eq!(s.probe().unwrap(), 2);
     common::two_users(s)
 }
 
@@ -77,15 +77,40 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
         s.create_user("alice", b"other", &[9; 32], CryptoMode::Quantum, 2),
         Err(RelayError::NameTaken)
     ));
+    // One bundle belongs to one name.
+    assert!(matches!(
+        s.create_user("carol", b"bundle-a", &[1; 32], CryptoMode::Classical, 2),
+        Err(RelayError::KeyTaken)
+    ));
     let u = s.user("alice").unwrap().unwrap();
     assert_eq!(
-        (u.id, u.bundle.as_slice(), u.fingerprint, u.min_mode),
-        (a, &b"bundle-a"[..], [1; 32], CryptoMode::Classical)
+        (
+            u.id,
+            u.bundle.as_slice(),
+            u.fingerprint,
+            u.min_mode,
+            u.key_version
+        ),
+        (a, &b"bundle-a"[..], [1; 32], CryptoMode::Classical, 0)
     );
     assert_eq!(s.user("nobody").unwrap(), None);
+    // Not onto bob's bundle.
+    assert!(matches!(
+        s.replace_bundle(
+            "alice",
+            &[1; 32],
+            0,
+            b"bundle-b",
+            &[2; 32],
+            CryptoMode::Hybrid,
+            5
+        ),
+        Err(RelayError::KeyTaken)
+    ));
     s.replace_bundle(
         "alice",
         &[1; 32],
+        0,
         b"bundle-a2",
         &[3; 32],
         CryptoMode::Hybrid,
@@ -93,15 +118,43 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
     )
     .unwrap();
     assert!(matches!(
-        s.replace_bundle("alice", &[1; 32], b"x", &[4; 32], CryptoMode::Hybrid, 6),
+        s.replace_bundle("alice", &[1; 32], 1, b"x", &[4; 32], CryptoMode::Hybrid, 6),
         Err(RelayError::Conflict)
     ));
     assert!(matches!(
-        s.replace_bundle("nobody", &[1; 32], b"x", &[4; 32], CryptoMode::Hybrid, 6),
+        s.replace_bundle("nobody", &[1; 32], 0, b"x", &[4; 32], CryptoMode::Hybrid, 6),
         Err(RelayError::NotFound)
     ));
     let u = s.user("alice").unwrap().unwrap();
-    assert_eq!((u.fingerprint, u.min_mode), ([3; 32], CryptoMode::Hybrid));
+    assert_eq!(
+        (u.fingerprint, u.min_mode, u.key_version),
+        ([3; 32], CryptoMode::Hybrid, 1)
+    );
+    // Back to the first bundle: the version moves on, so a statement for version 0 (A→B) is
+    // stale even though the fingerprint is A's again.
+    s.replace_bundle(
+        "alice",
+        &[3; 32],
+        1,
+        b"bundle-a",
+        &[1; 32],
+        CryptoMode::Classical,
+        7,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.replace_bundle(
+            "alice",
+            &[1; 32],
+            0,
+            b"bundle-a2",
+            &[3; 32],
+            CryptoMode::Hybrid,
+            8
+        ),
+        Err(RelayError::Conflict)
+    ));
+    assert_eq!(s.user("alice").unwrap().unwrap().key_version, 2);
 }
 
 fn batches_dedup_enforce_quota_and_page_in_order(s: &dyn Storage) {

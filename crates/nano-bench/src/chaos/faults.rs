@@ -16,7 +16,7 @@ use crate::chaos::{http, postgres};
 const MIN_GAP: Duration = Duration::from_secs(1);
 /// How often `/ready` is polled during a fault (milliseconds).
 const POLL: Duration = Duration::from_millis(50);
-/// Bound of one `/ready` request (the relay bounds its probe at 3 s).
+/// Bound of one `/ready` request (the relay bounds its probe at 900 ms).
 const READY_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long after the service is back `/ready` may take to answer 200 before the fault counts
 /// as unrecovered (seconds).

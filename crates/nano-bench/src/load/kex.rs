@@ -57,7 +57,7 @@ pub(crate) async fn exchange(
     ws.send(Message::text(done.to_json()?)).await?;
     match next(&mut ws).await? {
         RelayFrame::KeyExchangeOk { confirmation, .. } => {
-            let key = channel_key(&ss, mode, key_id, &pk, &ct);
+            let key = channel_key(&ss, mode, key_id, &pk, &ct)?;
             verify_confirmation(&key, key_id, confirmation.as_slice())?;
         }
         RelayFrame::Error { code, .. } => bail!("{code}"),

@@ -120,18 +120,31 @@ pub(crate) fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
 /// key; expects 200.
 pub(crate) async fn rotate_keys(api: &str, name: &str, old: &Identity, new: &Identity) {
     let username = Username::new(name).unwrap();
-    let sig = old
-        .sign(
+    let current: nano_proto::rest::UserResponse = reqwest::get(format!("{api}/v1/users/{name}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let version = current.key_version;
+    let content = rotation_content(&username, version, &old.fingerprint(), &new.fingerprint());
+    let sign = |who: &Identity| {
+        who.sign(
             CryptoMode::Classical,
             SigContext::KeyRotation,
-            &rotation_content(&username, &old.fingerprint(), &new.fingerprint()),
+            &content,
             &mut OsRng,
         )
-        .unwrap();
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+    };
     let req = RotateKeysRequest {
         bundle: Bytes(new.public_bundle().to_bytes()),
         crypto_mode: CryptoMode::Classical,
-        signature: Bytes(sig.as_bytes().to_vec()),
+        key_version: version,
+        signature: Bytes(sign(old)),
+        new_signature: Bytes(sign(new)),
     };
     let resp = timeout(
         WAIT,

@@ -113,12 +113,7 @@ impl X25519KeyPair {
     /// DHKEM decapsulation of `enc`.
     pub fn decapsulate(&self, enc: &[u8; PUBLIC_KEY_LEN]) -> Result<SharedSecret> {
         let dh = self.diffie_hellman(enc)?;
-        Ok(kdf::derive(
-            KdfLabel::X25519Kem,
-            b"",
-            dh.expose(),
-            &[enc, &self.public],
-        ))
+        kdf::derive(KdfLabel::X25519Kem, b"", dh.expose(), &[enc, &self.public])
     }
 }
 
@@ -153,6 +148,6 @@ pub fn encapsulate_derand(
     eph: &[u8; SECRET_KEY_LEN],
 ) -> Result<([u8; PUBLIC_KEY_LEN], SharedSecret)> {
     let (enc, dh) = ephemeral_exchange(eph, pk)?;
-    let ss = kdf::derive(KdfLabel::X25519Kem, b"", dh.expose(), &[&enc, pk]);
+    let ss = kdf::derive(KdfLabel::X25519Kem, b"", dh.expose(), &[&enc, pk])?;
     Ok((enc, ss))
 }

@@ -85,6 +85,24 @@ pub struct UserRecord {
     pub fingerprint: [u8; 32],
     /// Its minimum mode.
     pub min_mode: CryptoMode,
+    /// Rotations so far (0 after registration); a rotation statement names it.
+    pub key_version: u64,
+}
+
+/// A stored key version read back from the database.
+pub(crate) fn version_from_db(v: i64) -> Result<u64> {
+    u64::try_from(v)
+        .map_err(|_| RelayError::Corrupt(format!("invalid key_version {v} in database")))
+}
+
+/// The error for a unique-constraint violation on `users`, from the constraint's name or the
+/// database's message: the fingerprint index means the bundle belongs to another name.
+pub(crate) fn users_unique_violation(what: &str) -> RelayError {
+    if what.contains("fingerprint") {
+        RelayError::KeyTaken
+    } else {
+        RelayError::NameTaken
+    }
 }
 
 /// A message to store.
@@ -195,7 +213,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// a write that changes nothing on a connection that can write (so a read-only or
     /// unwritable database fails it). Returns the schema version. One round trip or two.
     fn probe(&self) -> Result<u32>;
-    /// Registers a user; [`RelayError::NameTaken`] if the name exists.
+    /// Registers a user; [`RelayError::NameTaken`] if the name exists,
+    /// [`RelayError::KeyTaken`] if another name holds the same bundle fingerprint.
     fn create_user(
         &self,
         username: &str,
@@ -206,11 +225,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<UserRecord>;
     /// Looks a user up by name.
     fn user(&self, username: &str) -> Result<Option<UserRecord>>;
-    /// Replaces a user's bundle if its fingerprint is still `expected`.
+    /// Replaces a user's bundle if its fingerprint is still `expected` and its key version
+    /// still `version` (else [`RelayError::Conflict`]), and counts the rotation;
+    /// [`RelayError::KeyTaken`] if another name holds the new fingerprint.
+    #[allow(clippy::too_many_arguments)]
     fn replace_bundle(
         &self,
         username: &str,
         expected: &[u8; 32],
+        version: u64,
         bundle: &[u8],
         fingerprint: &[u8; 32],
         min_mode: CryptoMode,

@@ -23,8 +23,17 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
     Mark, MarkKind, NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage,
-    UserRecord, fixed_from_db, schema,
+    UserRecord, fixed_from_db, schema, users_unique_violation, version_from_db,
 };
+
+/// The users table's unique-violation error for `e`: which constraint decides the code.
+fn unique_violation(e: &postgres::Error) -> RelayError {
+    users_unique_violation(
+        e.as_db_error()
+            .and_then(|d| d.constraint())
+            .unwrap_or_default(),
+    )
+}
 
 /// Longest wait for a pooled connection (or a new one while the server is away).
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -346,6 +355,7 @@ fn user_record(r: &postgres::Row) -> Result<UserRecord> {
         bundle: col(r, 2)?,
         fingerprint: fixed_from_db(col(r, 3)?, "fingerprint")?,
         min_mode: mode(col(r, 4)?)?,
+        key_version: version_from_db(col(r, 5)?)?,
     })
 }
 
@@ -420,14 +430,15 @@ impl Storage for PostgresStorage {
                     bundle: bundle.to_vec(),
                     fingerprint: *fingerprint,
                     min_mode,
+                    key_version: 0,
                 }),
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     // On a retry the first attempt may have inserted this very row.
                     if retry {
                         let row = c
                             .query_opt(
-                                "SELECT id, username, bundle, fingerprint, min_mode FROM users
-                                 WHERE username = $1",
+                                "SELECT id, username, bundle, fingerprint, min_mode, key_version
+                                 FROM users WHERE username = $1",
                                 &[&username],
                             )
                             .map_err(backend)?;
@@ -437,7 +448,7 @@ impl Storage for PostgresStorage {
                             }
                         }
                     }
-                    Err(RelayError::NameTaken)
+                    Err(unique_violation(&e))
                 }
                 Err(e) => Err(backend(e)),
             }
@@ -447,7 +458,8 @@ impl Storage for PostgresStorage {
     fn user(&self, username: &str) -> Result<Option<UserRecord>> {
         self.with(|c, _| {
             c.query_opt(
-                "SELECT id, username, bundle, fingerprint, min_mode FROM users WHERE username = $1",
+                "SELECT id, username, bundle, fingerprint, min_mode, key_version FROM users
+                 WHERE username = $1",
                 &[&username],
             )
             .map_err(backend)?
@@ -460,17 +472,20 @@ impl Storage for PostgresStorage {
         &self,
         username: &str,
         expected: &[u8; 32],
+        version: u64,
         bundle: &[u8],
         fingerprint: &[u8; 32],
         min_mode: CryptoMode,
         now_ms: i64,
     ) -> Result<()> {
         let m = i16::from(min_mode.to_byte());
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
         self.with(|client, retry| {
             let n = client
                 .execute(
-                    "UPDATE users SET bundle = $1, fingerprint = $2, min_mode = $3, updated_at = $4
-                     WHERE username = $5 AND fingerprint = $6",
+                    "UPDATE users SET bundle = $1, fingerprint = $2, min_mode = $3, updated_at = $4,
+                         key_version = key_version + 1
+                     WHERE username = $5 AND fingerprint = $6 AND key_version = $7",
                     &[
                         &bundle,
                         &&fingerprint[..],
@@ -478,9 +493,16 @@ impl Storage for PostgresStorage {
                         &now_ms,
                         &username,
                         &&expected[..],
+                        &version,
                     ],
                 )
-                .map_err(backend)?;
+                .map_err(|e| {
+                    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                        unique_violation(&e)
+                    } else {
+                        backend(e)
+                    }
+                })?;
             if n == 1 {
                 return Ok(());
             }

@@ -20,10 +20,11 @@ macro_rules! message_indexes {
 }
 
 /// SQLite migrations: (version, SQL).
-pub const SQLITE: &[(u32, &str)] = &[(
-    1,
-    concat!(
-        "CREATE TABLE users (
+pub const SQLITE: &[(u32, &str)] = &[
+    (
+        1,
+        concat!(
+            "CREATE TABLE users (
         id INTEGER PRIMARY KEY,
         username TEXT NOT NULL UNIQUE,
         bundle BLOB NOT NULL,
@@ -45,15 +46,24 @@ pub const SQLITE: &[(u32, &str)] = &[(
         UNIQUE (recipient_id, message_id)
     );
     ",
-        message_indexes!()
+            message_indexes!()
+        ),
     ),
-)];
+    (2, MIGRATION_2),
+];
+
+/// Version 2, the same on both backends: rotations are counted (a rotation statement names the
+/// count, so it is valid once), and one bundle fingerprint belongs to one name.
+const MIGRATION_2: &str = "
+    ALTER TABLE users ADD COLUMN key_version BIGINT NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX idx_users_fingerprint ON users (fingerprint);";
 
 /// PostgreSQL migrations: (version, SQL).
-pub const POSTGRES: &[(u32, &str)] = &[(
-    1,
-    concat!(
-        "CREATE TABLE users (
+pub const POSTGRES: &[(u32, &str)] = &[
+    (
+        1,
+        concat!(
+            "CREATE TABLE users (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         username TEXT NOT NULL UNIQUE,
         bundle BYTEA NOT NULL,
@@ -75,9 +85,11 @@ pub const POSTGRES: &[(u32, &str)] = &[(
         UNIQUE (recipient_id, message_id)
     );
     ",
-        message_indexes!()
+            message_indexes!()
+        ),
     ),
-)];
+    (2, MIGRATION_2),
+];
 
 /// The highest schema version this build knows.
 pub fn latest(migrations: &[(u32, &str)]) -> u32 {
@@ -88,8 +100,8 @@ pub fn latest(migrations: &[(u32, &str)]) -> u32 {
 /// also names every table and column the relay reads or writes (no rows are read).
 pub const PROBE: &str =
     "SELECT CAST((SELECT COALESCE(MAX(version), 0) FROM schema_migrations) AS BIGINT) AS version,
-        (SELECT COUNT(*) FROM (SELECT id, username, bundle, fingerprint, min_mode, created_at,
-            updated_at FROM users LIMIT 0) u) AS users,
+        (SELECT COUNT(*) FROM (SELECT id, username, bundle, fingerprint, min_mode, key_version,
+            created_at, updated_at FROM users LIMIT 0) u) AS users,
         (SELECT COUNT(*) FROM (SELECT seq, message_id, recipient_id, sender_id, crypto_mode,
             timestamp, payload, read_at, deleted_at FROM messages LIMIT 0) m) AS messages";
 

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::pool::Pool;
 use super::{
     Mark, MarkKind, NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage,
-    UserRecord, fixed_from_db, mode_from_db, schema,
+    UserRecord, fixed_from_db, mode_from_db, schema, users_unique_violation, version_from_db,
 };
 
 /// SQLite storage.
@@ -146,7 +146,7 @@ impl Drop for WriterGuard<'_> {
 }
 
 /// `users` columns as read: id, username, bundle, fingerprint, min_mode.
-type UserRow = (i64, String, Vec<u8>, Vec<u8>, i64);
+type UserRow = (i64, String, Vec<u8>, Vec<u8>, i64, i64);
 
 fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     Ok((
@@ -155,6 +155,7 @@ fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         row.get(2)?,
         row.get(3)?,
         row.get(4)?,
+        row.get(5)?,
     ))
 }
 
@@ -238,11 +239,12 @@ impl Storage for SqliteStorage {
                 bundle: bundle.to_vec(),
                 fingerprint: *fingerprint,
                 min_mode,
+                key_version: 0,
             }),
-            Err(rusqlite::Error::SqliteFailure(e, _))
+            Err(rusqlite::Error::SqliteFailure(e, msg))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(RelayError::NameTaken)
+                Err(users_unique_violation(msg.as_deref().unwrap_or("")))
             }
             Err(e) => Err(backend(e)),
         }
@@ -252,19 +254,21 @@ impl Storage for SqliteStorage {
         let row = self
             .reader()
             .query_row(
-                "SELECT id, username, bundle, fingerprint, min_mode FROM users WHERE username = ?1",
+                "SELECT id, username, bundle, fingerprint, min_mode, key_version FROM users
+                 WHERE username = ?1",
                 params![username],
                 user_row,
             )
             .optional()
             .map_err(backend)?;
-        row.map(|(id, username, bundle, fp, m)| {
+        row.map(|(id, username, bundle, fp, m, v)| {
             Ok(UserRecord {
                 id,
                 username,
                 bundle,
                 fingerprint: fixed_from_db(fp, "fingerprint")?,
                 min_mode: mode_from_db(m)?,
+                key_version: version_from_db(v)?,
             })
         })
         .transpose()
@@ -274,6 +278,7 @@ impl Storage for SqliteStorage {
         &self,
         username: &str,
         expected: &[u8; 32],
+        version: u64,
         bundle: &[u8],
         fingerprint: &[u8; 32],
         min_mode: CryptoMode,
@@ -282,18 +287,27 @@ impl Storage for SqliteStorage {
         let conn = self.conn();
         let n = conn
             .execute(
-                "UPDATE users SET bundle = ?1, fingerprint = ?2, min_mode = ?3, updated_at = ?4
-                 WHERE username = ?5 AND fingerprint = ?6",
+                "UPDATE users SET bundle = ?1, fingerprint = ?2, min_mode = ?3, updated_at = ?4,
+                     key_version = key_version + 1
+                 WHERE username = ?5 AND fingerprint = ?6 AND key_version = ?7",
                 params![
                     bundle,
                     &fingerprint[..],
                     min_mode.to_byte(),
                     now_ms,
                     username,
-                    &expected[..]
+                    &expected[..],
+                    i64::try_from(version).unwrap_or(i64::MAX)
                 ],
             )
-            .map_err(backend)?;
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, msg)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    users_unique_violation(msg.as_deref().unwrap_or(""))
+                }
+                e => backend(e),
+            })?;
         if n == 1 {
             return Ok(());
         }
