@@ -22,13 +22,17 @@ pub enum SessionEvent {
     Deliver(Arc<StoredMessage>),
     /// Messages were committed for this user on another relay: read the inbox.
     Wake,
+    /// A message stored earlier that may never have been pushed (its first commit's answer
+    /// was lost, so the writer did not hand it over; the sender's resend found it stored):
+    /// pushed whatever the session's cursor, since its sequence number may be below it.
+    Redeliver(Arc<StoredMessage>),
 }
 
 impl SessionEvent {
     /// Bytes this event holds while queued (the payload it shares plus a frame's worth).
     pub fn size(&self) -> usize {
         match self {
-            Self::Deliver(m) => m.payload.len() + 64,
+            Self::Deliver(m) | Self::Redeliver(m) => m.payload.len() + 64,
             Self::Wake => 0,
         }
     }
@@ -127,6 +131,11 @@ impl Hub {
     /// Hands `msg` to every session of `user_id`; returns how many took it.
     pub fn deliver(&self, user_id: i64, msg: &Arc<StoredMessage>) -> usize {
         self.send(user_id, || SessionEvent::Deliver(Arc::clone(msg)))
+    }
+
+    /// Hands `msg` to every session of `user_id` as a [`SessionEvent::Redeliver`].
+    pub fn redeliver(&self, user_id: i64, msg: &Arc<StoredMessage>) -> usize {
+        self.send(user_id, || SessionEvent::Redeliver(Arc::clone(msg)))
     }
 
     /// Tells every session of `user_id` to read its inbox.

@@ -336,6 +336,15 @@ impl Session {
                     Err(e) => vec![self.err(&e, None)],
                 }
             }
+            SessionEvent::Redeliver(m) => {
+                // Possibly below the cursor; the client drops an id it has shown already.
+                self.cursor = self.cursor.max(m.seq);
+                self.shared.metrics.messages_delivered.inc();
+                match message_frame(&m) {
+                    Ok(f) => vec![f],
+                    Err(e) => vec![self.err(&e, None)],
+                }
+            }
             SessionEvent::Wake if self.live => {
                 let cursor = self.cursor;
                 self.page(cursor, PAGE, false)

@@ -188,12 +188,20 @@ async fn run(
     metrics: Metrics,
 ) {
     let mut linger = false;
+    let mut pushed = Pushed::default();
     while let Some(batch) = next_batch(&mut rx, &cfg, linger).await {
         linger = batch.len() >= cfg.batch_size;
         metrics
             .write_queue_depth
             .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
-        store(&storage, &cfg, &hub, fanout.as_deref(), &metrics, batch).await;
+        let env = StoreEnv {
+            storage: &storage,
+            cfg: &cfg,
+            hub: &hub,
+            fanout: fanout.as_deref(),
+            metrics: &metrics,
+        };
+        store(&env, &mut pushed, batch).await;
     }
     tracing::debug!("batch writer drained");
 }
@@ -236,15 +244,71 @@ async fn apply_marks(storage: &Arc<dyn Storage>, reqs: Vec<MarkRequest>) {
     }
 }
 
+/// Sequence numbers this writer handed to the hub lately (the most recent [`PUSHED_KEPT`]): a
+/// resend of one of them needs no second push.
+#[derive(Debug, Default)]
+struct Pushed {
+    set: std::collections::HashSet<i64>,
+    order: std::collections::VecDeque<i64>,
+}
+
+/// Pushed sequence numbers remembered (8 bytes each, twice): 512 KiB at most.
+const PUSHED_KEPT: usize = 32_768;
+
+impl Pushed {
+    fn insert(&mut self, seq: i64) {
+        if self.set.insert(seq) {
+            self.order.push_back(seq);
+            if self.order.len() > PUSHED_KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// What storing a batch works with.
+struct StoreEnv<'a> {
+    storage: &'a Arc<dyn Storage>,
+    cfg: &'a WriterConfig,
+    hub: &'a Hub,
+    fanout: Option<&'a Fanout>,
+    metrics: &'a Metrics,
+}
+
+/// Pushes again each (recipient, seq) found stored by a resend, if it is still in the inbox: a
+/// commit whose answer was lost (the connection dropped during COMMIT) may have stored it
+/// without the writer handing it to the hub, and the recipient's live session would never
+/// read below its cursor. Resends are rare; each costs one inbox read. Failures are left to
+/// the recipient's next login, which reads the whole inbox.
+async fn redeliver(storage: &Arc<dyn Storage>, hub: &Hub, duplicates: Vec<(i64, i64)>) {
+    let st = Arc::clone(storage);
+    let found = tokio::task::spawn_blocking(move || {
+        duplicates
+            .into_iter()
+            .filter_map(|(recipient, seq)| {
+                let first = st.pending(recipient, seq - 1, 1).ok()?.into_iter().next()?;
+                (first.seq == seq).then_some((recipient, first))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (recipient, m) in found {
+        hub.redeliver(recipient, &Arc::new(m));
+    }
+}
+
 /// Commits a batch of messages, answers their senders and hands the stored ones to the hub.
-async fn store(
-    storage: &Arc<dyn Storage>,
-    cfg: &WriterConfig,
-    hub: &Hub,
-    fanout: Option<&Fanout>,
-    metrics: &Metrics,
-    batch: Vec<WriteRequest>,
-) {
+async fn store(env: &StoreEnv<'_>, pushed: &mut Pushed, batch: Vec<WriteRequest>) {
+    let StoreEnv {
+        storage,
+        cfg,
+        hub,
+        fanout,
+        metrics,
+    } = *env;
     let (msgs, rest): (Vec<NewMessage>, Vec<_>) = batch
         .into_iter()
         .map(|r| (r.msg, (r.sender, r.received, r.reply)))
@@ -274,6 +338,7 @@ async fn store(
     match outcome {
         Ok(outcomes) => {
             let mut woken = Vec::new();
+            let mut duplicates = Vec::new();
             for ((msg, (sender, received, reply)), outcome) in
                 msgs.into_iter().zip(rest).zip(outcomes)
             {
@@ -297,9 +362,27 @@ async fn store(
                         read_at: None,
                     });
                     hub.deliver(recipient, &stored);
+                    pushed.insert(seq);
                     woken.push(recipient);
                 }
+                if let StoreOutcome::Duplicate(seq) = outcome {
+                    if pushed.set.contains(&seq) {
+                        let _ = reply.send(Ok(outcome));
+                        continue;
+                    }
+                    // Answered once the original is handed over again.
+                    duplicates.push((msg.recipient_id, seq, reply));
+                    continue;
+                }
                 let _ = reply.send(Ok(outcome));
+            }
+            if !duplicates.is_empty() {
+                let found: Vec<(i64, i64)> = duplicates.iter().map(|(r, s, _)| (*r, *s)).collect();
+                redeliver(storage, hub, found).await;
+                for (_, seq, reply) in duplicates {
+                    pushed.insert(seq);
+                    let _ = reply.send(Ok(StoreOutcome::Duplicate(seq)));
+                }
             }
             if let (Some(f), false) = (fanout, woken.is_empty()) {
                 f.announce_deliveries(woken);

@@ -140,15 +140,18 @@ async fn duplicates_quota_and_push_delivery() {
         matches!(outcomes[4], StoreOutcome::Stored(_)),
         "alice has room"
     );
-    // Bob's session got exactly his two stored messages, in order.
-    let mut pushed = Vec::new();
+    // Bob's session got exactly his two stored messages, in order; the duplicate of one this
+    // writer pushed is not pushed again.
+    let (mut pushed, mut again) = (Vec::new(), Vec::new());
     while let Ok(ev) = events.try_recv() {
         match ev {
             SessionEvent::Deliver(m) => pushed.push(m.message_id[0]),
+            SessionEvent::Redeliver(m) => again.push(m.message_id[0]),
             SessionEvent::Wake => panic!("no wake-ups without fan-out"),
         }
     }
     assert_eq!(pushed, vec![1, 2]);
+    assert!(again.is_empty(), "{again:?}");
     drop(handle);
     task.await.unwrap();
 }
@@ -233,6 +236,48 @@ async fn marks_queued_together_are_applied_and_answered_each() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].message_id[0], 3);
     assert!(left[0].read_at.is_some());
+    drop(handle);
+    task.await.unwrap();
+}
+
+/// A commit whose answer was lost (the connection dropped during COMMIT) stored the message,
+/// but the writer answered `unavailable` and pushed nothing. The sender's resend finds it stored:
+/// the recipient's session gets it then, whatever its cursor; once acknowledged, a resend
+/// pushes nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_resend_of_a_message_stored_but_never_pushed_delivers_it() {
+    let (storage, hub, metrics, (_, bob)) = setup();
+    let (mailbox, mut events) = Mailbox::new(8, 1 << 20);
+    hub.register(bob, 1, mailbox);
+    // Stored behind the writer's back, as the lost commit did.
+    let first = storage
+        .store_batch(&[common::msg(7, bob, None, 7)], 100)
+        .unwrap();
+    let StoreOutcome::Stored(seq) = first[0] else {
+        panic!("{first:?}")
+    };
+    let (handle, task) = writer::spawn(
+        Arc::clone(&storage),
+        cfg(10, 100),
+        Arc::clone(&hub),
+        None,
+        metrics,
+    );
+    let (req, rx) = request(7, bob);
+    handle.submit(req).await.unwrap();
+    assert_eq!(rx.await.unwrap().unwrap(), StoreOutcome::Duplicate(seq));
+    match events.try_recv() {
+        Ok(SessionEvent::Redeliver(m)) => assert_eq!((m.seq, m.message_id), (seq, [7; 16])),
+        other => panic!("expected a redelivery, got {other:?}"),
+    }
+    storage.ack(bob, &[[7; 16]], 8).unwrap();
+    let (req, rx) = request(7, bob);
+    handle.submit(req).await.unwrap();
+    assert_eq!(rx.await.unwrap().unwrap(), StoreOutcome::Duplicate(seq));
+    assert!(
+        events.try_recv().is_err(),
+        "an acknowledged message is not pushed again"
+    );
     drop(handle);
     task.await.unwrap();
 }
