@@ -410,6 +410,9 @@ impl Client {
         plaintext: &[u8],
         choice: ModeChoice,
     ) -> Result<SendReceipt> {
+        // Names are case-insensitive: `Bob` is `bob` everywhere, contacts included.
+        let canonical = Username::new(recipient)?;
+        let recipient = canonical.as_str();
         // One deadline for the whole send: the key lookup's retries and the wait for `sent`.
         let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
         let them = self.shared.bundle_retrying(recipient, deadline).await?;

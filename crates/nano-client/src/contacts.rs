@@ -61,6 +61,26 @@ impl Contacts {
         }
     }
 
+    /// The pinned contacts other than `name` whose names look like it: the same name but for
+    /// case, or the same UTS #39 skeleton ([`nano_proto::Username::skeleton`]). A relay refuses
+    /// to register such a pair, so one found here came from elsewhere (an older relay, another
+    /// relay with the same home) and the user is warned before trusting it.
+    pub fn look_alikes(&self, name: &str) -> Vec<String> {
+        let Ok(wanted) = nano_proto::Username::new(name) else {
+            return Vec::new();
+        };
+        let skeleton = wanted.skeleton();
+        self.contacts
+            .keys()
+            .filter(|other| other.as_str() != name)
+            .filter(|other| {
+                nano_proto::Username::new(other)
+                    .is_ok_and(|o| o == wanted || o.skeleton() == skeleton)
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Pins `fingerprint` for `name`, replacing any earlier pin.
     pub fn trust(&mut self, name: &str, fingerprint: &str) {
         self.contacts.insert(
@@ -175,5 +195,22 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: Seen = serde_json::from_str(&json).unwrap();
         assert!(back.contains(&(MAX_SEEN + 1).to_string()));
+    }
+}
+
+#[cfg(test)]
+mod look_alike_tests {
+    use super::Contacts;
+
+    #[test]
+    fn a_look_alike_contact_is_named() {
+        let mut c = Contacts::default();
+        c.trust("alice", "aa");
+        c.trust("bob", "bb");
+        c.trust("Alice", "cc");
+        assert_eq!(c.look_alikes("a1ice"), vec!["Alice", "alice"]);
+        assert_eq!(c.look_alikes("alice"), vec!["Alice"]);
+        assert!(c.look_alikes("carol").is_empty());
+        assert!(c.look_alikes("not a name").is_empty());
     }
 }

@@ -156,6 +156,12 @@ impl TrustPolicy for Pins {
         let mut c = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
         if c.check(name, &fp.to_hex())? == PinOutcome::New {
             eprintln!("pinned {name}'s key: {fp}");
+            for other in c.look_alikes(name) {
+                eprintln!(
+                    "warning: the new contact {name} looks like your contact {other}: they are \
+                     different people; check whom you are writing to"
+                );
+            }
             self.home.save_contacts(&c)?;
         }
         Ok(())

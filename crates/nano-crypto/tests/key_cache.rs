@@ -212,16 +212,28 @@ fn symmetric_key_expires_after_ttl() {
         .symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info")
         .unwrap();
     clock.advance(TTL - Duration::from_nanos(1));
-    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info").unwrap(), k);
+    assert_eq!(
+        c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info")
+            .unwrap(),
+        k
+    );
     assert_eq!(c.stats(), stats(1, 1, 0));
     clock.advance(Duration::from_nanos(1));
     // Expired: re-derived (same inputs, so the same value), counted as miss + eviction.
-    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info").unwrap(), k);
+    assert_eq!(
+        c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info")
+            .unwrap(),
+        k
+    );
     assert_eq!(c.stats(), stats(1, 2, 1));
     assert_eq!(c.symmetric_len(), 1);
     // The re-derived entry starts a new lifetime.
     clock.advance(TTL - Duration::from_nanos(1));
-    assert_eq!(c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info").unwrap(), k);
+    assert_eq!(
+        c.symmetric_key(KdfLabel::ChannelKey, b"ikm", b"info")
+            .unwrap(),
+        k
+    );
     assert_eq!(c.stats(), stats(2, 2, 1));
 }
 

@@ -17,8 +17,14 @@ use crate::error::ProtoError;
 pub const MAX_USERNAME_LEN: usize = 64;
 
 /// A username: 1–64 bytes of ASCII letters, digits, `_`, `-` and `.`, starting with a letter or
-/// digit. Case-sensitive. Names are an index for routing, so the alphabet is small on purpose:
-/// no look-alike Unicode, no separators that could confuse logs or URLs.
+/// digit. Names are an index for routing, so the alphabet is small on purpose: no look-alike
+/// Unicode, no separators that could confuse logs or URLs.
+///
+/// **Case-insensitive**: a name is held in its canonical form, ASCII lowercase, from the moment
+/// it is parsed (`Alice`, `ALICE` and `alice` are one name, `alice`), and every signed
+/// statement, lookup and stored row uses that form. Names that still look alike in that form
+/// (`a1ice` and `alice`, `rn` and `m`) share a [`Username::skeleton`], and a relay registers at
+/// most one name per skeleton (PROTOCOL.md §11).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Username(String);
 
@@ -39,12 +45,21 @@ impl Username {
                 "only letters, digits, '_', '-', '.', starting with a letter or digit",
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.to_ascii_lowercase()))
     }
 
-    /// The name.
+    /// The name, in canonical (lowercase) form.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The look-alike key of the name: the UTS #39 confusable skeleton (Unicode Technical
+    /// Standard #39 §4, via `unicode-security`) of the canonical name, lowercased. Two names
+    /// with the same skeleton look alike (`a1ice`, `alice` → `alice`; `rn`, `m` → `rn`).
+    pub fn skeleton(&self) -> String {
+        unicode_security::confusable_detection::skeleton(&self.0)
+            .collect::<String>()
+            .to_lowercase()
     }
 }
 
@@ -191,7 +206,7 @@ mod tests {
         for ok in ["user_42", "a", "Alice.B-c", &"x".repeat(64)] {
             assert_eq!(
                 Username::new(ok).map(|u| u.as_str().to_owned()),
-                Ok(ok.to_owned())
+                Ok(ok.to_ascii_lowercase())
             );
         }
         for bad in [
@@ -233,5 +248,32 @@ mod tests {
         assert_eq!(format!("{b:?}"), "Bytes(4 bytes)");
         assert!(Bytes::from_base64("!!!").is_err());
         assert!(Bytes::from_base64(&"A".repeat(crate::MAX_FIELD_BYTES * 2)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod username_tests {
+    use super::Username;
+
+    fn name(s: &str) -> Username {
+        Username::new(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        for s in ["alice", "Alice", "ALICE", "aLiCe"] {
+            assert_eq!(name(s).as_str(), "alice");
+        }
+        assert_eq!(name("Alice"), name("alice"));
+    }
+
+    #[test]
+    fn look_alikes_share_a_skeleton() {
+        for (a, b) in [("alice", "a1ice"), ("bob", "b0b"), ("modem", "rnodern")] {
+            assert_eq!(name(a).skeleton(), name(b).skeleton(), "{a} {b}");
+        }
+        for (a, b) in [("alice", "bob"), ("alice", "alicia"), ("ab", "a.b")] {
+            assert_ne!(name(a).skeleton(), name(b).skeleton(), "{a} {b}");
+        }
     }
 }

@@ -365,6 +365,8 @@ async fn rotate(
     let req: RotateKeysRequest = parse(&read_body(body).await?)?;
     check_floor(&s, req.crypto_mode)?;
     let current = lookup(&s, &name).await?;
+    // The canonical (registered) form of the name in the path.
+    let name = current.record.username.clone();
     let version = current.record.key_version;
     if req.key_version != version {
         // A statement for another state of this name: spent, replayed, or raced.

@@ -159,6 +159,27 @@ async fn register_lookup_and_conflicts() {
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "name_taken");
+    // Names are case-insensitive and look-alikes are one name: each is taken too, and the
+    // claim is checked over the canonical (lowercase) name.
+    for look_alike in ["Alice", "ALICE", "a1ice", "A1ICE"] {
+        let impostor = User::new(look_alike, CryptoMode::Hybrid);
+        let (status, body) = relay
+            .post_json("/v1/users", &impostor.claim(CryptoMode::Hybrid))
+            .await;
+        assert_eq!(
+            (status, &body["code"]),
+            (409, &"name_taken".into()),
+            "{look_alike}: {body}"
+        );
+    }
+    for spelling in ["Alice", "ALICE"] {
+        let (status, body) = relay.get_json(&format!("/v1/users/{spelling}")).await;
+        assert_eq!(
+            (status, &body["username"]),
+            (200, &"alice".into()),
+            "{body}"
+        );
+    }
     let (status, again) = relay
         .post_json("/v1/users", &alice.claim(CryptoMode::Classical))
         .await;

@@ -11,9 +11,9 @@ use nano_relay::storage::postgres::PostgresStorage;
 use nano_relay::storage::{Mark, MarkKind, RelayError, Storage, StoreOutcome};
 
 fn setup(s: &dyn Storage) -> (i64, i64) {
-    assert_eq!(s.migrate().unwrap(), 2);
-    assert_eq!(s.migrate().unwrap(), 2);
-    assert_eq!(s.probe().unwrap(), 2);
+    assert_eq!(s.migrate().unwrap(), 3);
+    assert_eq!(s.migrate().unwrap(), 3);
+    assert_eq!(s.probe().unwrap(), 3);
     common::two_users(s)
 }
 

@@ -11,7 +11,7 @@ use nano_testkit::PgDb;
 
 fn migrated(db: &PgDb, connections: usize) -> PostgresStorage {
     let s = PostgresStorage::connect_pool(&db.url, None, connections).unwrap();
-    assert_eq!(s.migrate().unwrap(), 2);
+    assert_eq!(s.migrate().unwrap(), 3);
     s
 }
 
@@ -24,14 +24,14 @@ fn the_pool_reconnects_after_the_server_closes_every_connection() {
     let alice = s
         .create_user("alice", b"bundle", &[1; 32], CryptoMode::Hybrid, 1)
         .unwrap();
-    assert_eq!(s.probe().unwrap(), 2);
+    assert_eq!(s.probe().unwrap(), 3);
     // What a restart does to the relay's side: every connection closed by the server.
     assert!(db.terminate_connections() >= 1);
     // The next operations find their connections closed, discard them and run on fresh ones.
     for _ in 0..8 {
         assert_eq!(s.user("alice").unwrap().unwrap().id, alice.id);
     }
-    assert_eq!(s.probe().unwrap(), 2);
+    assert_eq!(s.probe().unwrap(), 3);
     assert_eq!(s.pending_count(alice.id).unwrap(), 0);
 }
 
@@ -41,7 +41,7 @@ fn the_probe_fails_without_a_table_the_relay_needs() {
         return;
     };
     let s = migrated(&db, 2);
-    assert_eq!(s.probe().unwrap(), 2);
+    assert_eq!(s.probe().unwrap(), 3);
     db.execute("DROP TABLE messages").unwrap();
     let e = s.probe().unwrap_err();
     assert!(e.to_string().contains("messages"), "{e}");
@@ -112,7 +112,7 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         })
         .collect();
     for t in threads {
-        assert_eq!(t.join().unwrap(), 2);
+        assert_eq!(t.join().unwrap(), 3);
     }
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let applied: i64 = c
@@ -122,7 +122,7 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
     let rows = c
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1",

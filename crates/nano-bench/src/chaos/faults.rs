@@ -30,8 +30,8 @@ pub(crate) enum Injector {
         relay: Arc<Mutex<Relay>>,
         outage: Duration,
     },
-    /// `pg_ctlcluster --skip-systemctl-redirect <version> main restart`.
-    PgRestart { version: String },
+    /// `pg_ctlcluster --skip-systemctl-redirect <version> main stop`; after `outage`, `start`.
+    PgRestart { version: String, outage: Duration },
     /// `pg_terminate_backend` of every server process of the relay's database.
     PgTerminate { url: String },
     /// `redis-cli shutdown nosave`; after `outage`, Redis starts again.
@@ -55,9 +55,10 @@ impl Injector {
                     outage.as_secs_f64()
                 )
             }
-            Self::PgRestart { version } => {
-                format!("pg_ctlcluster --skip-systemctl-redirect {version} main restart")
-            }
+            Self::PgRestart { version, outage } => format!(
+                "pg_ctlcluster --skip-systemctl-redirect {version} main stop, started again {:.1} s later",
+                outage.as_secs_f64()
+            ),
             Self::PgTerminate { .. } => {
                 "pg_terminate_backend of every server process of the relay's database".into()
             }
@@ -78,8 +79,10 @@ impl Injector {
                 lock(relay).restart()?;
                 Ok(String::new())
             }
-            Self::PgRestart { version } => {
-                postgres::restart_cluster(version)?;
+            Self::PgRestart { version, outage } => {
+                postgres::cluster(version, "stop")?;
+                std::thread::sleep(*outage);
+                postgres::cluster(version, "start")?;
                 Ok(String::new())
             }
             Self::PgTerminate { url } => {

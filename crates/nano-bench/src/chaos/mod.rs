@@ -7,7 +7,7 @@
 //! faults.rs    what each scenario breaks and brings back, when, and /ready while it recovers
 //! traffic.rs   open-loop senders, checking receivers, the books (lost, duplicates shown)
 //! services.rs  the processes of each scenario (one relay, or Redis and two relays)
-//! postgres.rs  pg_ctlcluster restart, pg_terminate_backend
+//! postgres.rs  pg_ctlcluster stop / start, pg_terminate_backend
 //! http.rs      a plain GET of the relay's /ready
 //! redis.rs     the shared or a private redis-server: shutdown, start, PUBSUB NUMSUB
 //! report.rs    summary table, Markdown, JSON
@@ -83,13 +83,13 @@ pub(crate) struct ChaosArgs {
     /// Faults injected, evenly spread over the load.
     #[arg(long, value_name = "K", default_value_t = 10)]
     faults: usize,
-    /// Seconds the relay (relay-kill) or Redis (redis-restart) stays down before it starts
-    /// again.
+    /// Seconds the relay (relay-kill), PostgreSQL (postgres-restart) or Redis (redis-restart)
+    /// stays down before it starts again.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
     pub(crate) outage: f64,
-    /// postgres-restart: `restart` the local cluster with pg_ctlcluster, or `terminate` the
-    /// relay's server processes; default restart when the server is local and pg_ctlcluster
-    /// is available, else terminate.
+    /// postgres-restart: `restart` the local cluster (pg_ctlcluster stop, then start after
+    /// --outage), or `terminate` the relay's server processes; default restart when the server
+    /// is local and pg_ctlcluster is available, else terminate.
     #[arg(long, value_enum)]
     pub(crate) pg_fault: Option<PgFault>,
     /// redis-restart: the shared Redis to restart (with `redis-cli shutdown nosave`, then

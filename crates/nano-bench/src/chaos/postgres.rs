@@ -1,5 +1,6 @@
 //! PostgreSQL for `postgres-restart`: a real restart of the local cluster with
-//! `pg_ctlcluster --skip-systemctl-redirect <version> main restart`, or the termination of the
+//! `pg_ctlcluster --skip-systemctl-redirect <version> main stop`, then `start` after the
+//! outage, or the termination of the
 //! relay's server processes (`pg_terminate_backend`), which a restart does to its connections,
 //! scoped to the relay's database.
 
@@ -79,15 +80,16 @@ pub(crate) fn choose(chosen: Option<PgFault>, url: &str) -> anyhow::Result<(PgFa
     }
 }
 
-/// Restarts the local cluster `version`/main (blocking until `pg_ctlcluster` returns).
-pub(crate) fn restart_cluster(version: &str) -> anyhow::Result<()> {
+/// Runs `pg_ctlcluster … version main action` (`stop`, `start`) on the local cluster, blocking
+/// until it returns.
+pub(crate) fn cluster(version: &str, action: &str) -> anyhow::Result<()> {
     let out = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", version, "main", "restart"])
+        .args(["--skip-systemctl-redirect", version, "main", action])
         .output()
         .context("running pg_ctlcluster")?;
     if !out.status.success() {
         bail!(
-            "pg_ctlcluster {version} main restart failed: {}",
+            "pg_ctlcluster {version} main {action} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

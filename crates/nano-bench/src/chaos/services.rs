@@ -102,7 +102,7 @@ fn start(args: &ChaosArgs, run: &RunDir) -> anyhow::Result<Services> {
             let (kind, version) = postgres::choose(args.pg_fault, &url)?;
             let a = shared(Relay::start(run, "relay", Some(&url), "", None)?);
             let injector = match kind {
-                PgFault::Restart => Injector::PgRestart { version },
+                PgFault::Restart => Injector::PgRestart { version, outage },
                 PgFault::Terminate => Injector::PgTerminate { url },
             };
             Ok(Services::single(a, injector, kind == PgFault::Restart))

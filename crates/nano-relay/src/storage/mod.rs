@@ -95,6 +95,39 @@ pub(crate) fn version_from_db(v: i64) -> Result<u64> {
         .map_err(|_| RelayError::Corrupt(format!("invalid key_version {v} in database")))
 }
 
+/// The look-alike key stored with `username` ([`nano_proto::Username::skeleton`]); `None` for
+/// a name that is not valid (the relay never stores one).
+pub(crate) fn name_key(username: &str) -> Option<String> {
+    nano_proto::Username::new(username)
+        .ok()
+        .map(|u| u.skeleton())
+}
+
+/// Fills in `name_key` for rows that have none (those registered before schema version 3), one
+/// row at a time through `set(id, key)`, which answers whether the key was free; a key another
+/// name holds is left empty and counted (logged once, by count).
+pub(crate) fn backfill_name_keys(
+    rows: Vec<(i64, String)>,
+    mut set: impl FnMut(i64, &str) -> Result<bool>,
+) -> Result<()> {
+    let mut collisions = 0u64;
+    for (id, name) in rows {
+        if let Some(key) = name_key(&name) {
+            if !set(id, &key)? {
+                collisions += 1;
+            }
+        }
+    }
+    if collisions > 0 {
+        tracing::warn!(
+            collisions,
+            "registered names that look like another registered name keep working but are not \
+             protected against look-alikes"
+        );
+    }
+    Ok(())
+}
+
 /// The error for a unique-constraint violation on `users`, from the constraint's name or the
 /// database's message: the fingerprint index means the bundle belongs to another name.
 pub(crate) fn users_unique_violation(what: &str) -> RelayError {

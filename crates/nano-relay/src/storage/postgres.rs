@@ -391,6 +391,19 @@ impl Storage for PostgresStorage {
                 .map_err(backend)?;
             }
             tx.commit().map_err(backend)?;
+            let rows = client
+                .query("SELECT id, username FROM users WHERE name_key IS NULL", &[])
+                .map_err(backend)?
+                .iter()
+                .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+                .collect::<Result<Vec<(i64, String)>>>()?;
+            super::backfill_name_keys(rows, |id, key| {
+                match client.execute("UPDATE users SET name_key = $1 WHERE id = $2", &[&key, &id]) {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(false),
+                    Err(e) => Err(backend(e)),
+                }
+            })?;
             Ok(latest)
         })
     }
@@ -417,11 +430,13 @@ impl Storage for PostgresStorage {
         now_ms: i64,
     ) -> Result<UserRecord> {
         let m = i16::from(min_mode.to_byte());
+        let key = super::name_key(username);
         self.with(|c, retry| {
             let res = c.query_one(
-                "INSERT INTO users (username, bundle, fingerprint, min_mode, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
-                &[&username, &bundle, &&fingerprint[..], &m, &now_ms],
+                "INSERT INTO users (username, name_key, bundle, fingerprint, min_mode, created_at,
+                                    updated_at)
+                 VALUES ($1, $6, $2, $3, $4, $5, $5) RETURNING id",
+                &[&username, &bundle, &&fingerprint[..], &m, &now_ms, &key],
             );
             match res {
                 Ok(row) => Ok(UserRecord {

@@ -50,6 +50,7 @@ pub const SQLITE: &[(u32, &str)] = &[
         ),
     ),
     (2, MIGRATION_2),
+    (3, MIGRATION_3),
 ];
 
 /// Version 2, the same on both backends: rotations are counted (a rotation statement names the
@@ -57,6 +58,19 @@ pub const SQLITE: &[(u32, &str)] = &[
 const MIGRATION_2: &str = "
     ALTER TABLE users ADD COLUMN key_version BIGINT NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX idx_users_fingerprint ON users (fingerprint);";
+
+/// Version 3, the same on both backends: names are case-insensitive and look-alikes are one
+/// name. Existing names become lowercase where that collides with no other (of a group that
+/// differs only by case, the oldest); `name_key` (the name's UTS #39 skeleton,
+/// `Username::skeleton`) is unique, and filled in for existing rows by the relay after
+/// migrating (`backfill_name_keys`), where it collides with no other.
+const MIGRATION_3: &str = "
+    UPDATE users SET username = lower(username)
+     WHERE username <> lower(username)
+       AND NOT EXISTS (SELECT 1 FROM users AS o WHERE o.username = lower(users.username))
+       AND id = (SELECT MIN(g.id) FROM users AS g WHERE lower(g.username) = lower(users.username));
+    ALTER TABLE users ADD COLUMN name_key TEXT;
+    CREATE UNIQUE INDEX idx_users_name_key ON users (name_key);";
 
 /// PostgreSQL migrations: (version, SQL).
 pub const POSTGRES: &[(u32, &str)] = &[
@@ -89,6 +103,7 @@ pub const POSTGRES: &[(u32, &str)] = &[
         ),
     ),
     (2, MIGRATION_2),
+    (3, MIGRATION_3),
 ];
 
 /// The highest schema version this build knows.
@@ -100,8 +115,8 @@ pub fn latest(migrations: &[(u32, &str)]) -> u32 {
 /// also names every table and column the relay reads or writes (no rows are read).
 pub const PROBE: &str =
     "SELECT CAST((SELECT COALESCE(MAX(version), 0) FROM schema_migrations) AS BIGINT) AS version,
-        (SELECT COUNT(*) FROM (SELECT id, username, bundle, fingerprint, min_mode, key_version,
-            created_at, updated_at FROM users LIMIT 0) u) AS users,
+        (SELECT COUNT(*) FROM (SELECT id, username, name_key, bundle, fingerprint, min_mode,
+            key_version, created_at, updated_at FROM users LIMIT 0) u) AS users,
         (SELECT COUNT(*) FROM (SELECT seq, message_id, recipient_id, sender_id, crypto_mode,
             timestamp, payload, read_at, deleted_at FROM messages LIMIT 0) m) AS messages";
 

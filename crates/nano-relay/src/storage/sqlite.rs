@@ -190,6 +190,28 @@ impl Storage for SqliteStorage {
             .map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
+        let rows = {
+            let mut q = conn
+                .prepare("SELECT id, username FROM users WHERE name_key IS NULL")
+                .map_err(backend)?;
+            q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<(i64, String)>>>)
+                .map_err(backend)?
+        };
+        super::backfill_name_keys(rows, |id, key| {
+            match conn.execute(
+                "UPDATE users SET name_key = ?1 WHERE id = ?2",
+                params![key, id],
+            ) {
+                Ok(_) => Ok(true),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(backend(e)),
+            }
+        })?;
         Ok(latest)
     }
 
@@ -222,14 +244,16 @@ impl Storage for SqliteStorage {
     ) -> Result<UserRecord> {
         let conn = self.conn();
         let res = conn.execute(
-            "INSERT INTO users (username, bundle, fingerprint, min_mode, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            "INSERT INTO users (username, name_key, bundle, fingerprint, min_mode, created_at,
+                                updated_at)
+             VALUES (?1, ?6, ?2, ?3, ?4, ?5, ?5)",
             params![
                 username,
                 bundle,
                 &fingerprint[..],
                 min_mode.to_byte(),
-                now_ms
+                now_ms,
+                super::name_key(username)
             ],
         );
         match res {
