@@ -6,6 +6,7 @@
 //! crypto.rs     the guide's crypto table (5 operations × 3 modes), reports, printing
 //! primitives.rs the raw primitive figures beneath it
 //! sizes.rs      bytes on the wire per mode: envelope and frame overhead over the plaintext
+//! output.rs     a run's report files (JSON, Markdown), for load and chaos
 //! load/         the guide's load test: spawned relay, real clients, reports
 //! chaos/        faults under load (relay kill -9, PostgreSQL and Redis restarts): loss, duplicates
 //! ```
@@ -15,6 +16,7 @@ mod chaos;
 mod crypto;
 mod load;
 mod measure;
+mod output;
 mod primitives;
 mod sizes;
 

@@ -476,7 +476,7 @@ async fn deliver(
             shared.relay.allow_opaque_payloads,
             shared.relay.allow_anonymous_send,
         );
-        let Some(env) = envelope(&p.message) else {
+        let Some(env) = nano_proto::sealed_envelope(&p.message) else {
             if opaque_ok {
                 slots.push(Slot::Unverifiable(p, Unverifiable::NotAnEnvelope));
             } else {
@@ -636,18 +636,6 @@ fn freshness(sealed_ms: u64, now_ms: i64) -> Option<String> {
     } else {
         None
     }
-}
-
-/// The envelope a relayed payload encodes (standard padded base64 of §6 bytes), if it is one.
-fn envelope(payload: &str) -> Option<Envelope> {
-    use base64::Engine;
-    if payload.len() > nano_proto::MAX_MESSAGE_BYTES {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(payload)
-        .ok()?;
-    Envelope::from_bytes(&bytes).ok()
 }
 
 #[cfg(test)]

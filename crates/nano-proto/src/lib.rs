@@ -48,6 +48,19 @@ pub const TOMBSTONE_KEEP_MS: i64 = 31 * DAY_MS;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The sealed envelope a `message` field encodes (standard padded base64 of PROTOCOL.md §6
+/// bytes, parsed with exact lengths, not verified), or `None` if it is not one.
+pub fn sealed_envelope(message: &str) -> Option<nano_crypto::Envelope> {
+    use base64::Engine;
+    if message.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(message)
+        .ok()?;
+    nano_crypto::Envelope::from_bytes(&bytes).ok()
+}
+
 /// Length of the standard padded base64 of `n` bytes: `4 × ⌈n / 3⌉`.
 pub const fn base64_len(n: usize) -> usize {
     n.div_ceil(3) * 4

@@ -7,8 +7,7 @@
 //! accepted only where `security.allow_opaque_payloads` says so, and reaches its recipient
 //! marked as what it is.
 
-use base64::Engine;
-use nano_crypto::{CryptoMode, Envelope, OsRng};
+use nano_crypto::{CryptoMode, OsRng};
 use nano_proto::MessageId;
 use rand_core::RngCore;
 
@@ -39,7 +38,7 @@ pub fn judge(
     id: Option<MessageId>,
     opaque_allowed: bool,
 ) -> Result<Judged, RelayError> {
-    let Some(envelope) = envelope(message) else {
+    let Some(envelope) = nano_proto::sealed_envelope(message) else {
         if !opaque_allowed {
             return Err(RelayError::NotAnEnvelope);
         }
@@ -67,17 +66,6 @@ pub fn judge(
     })
 }
 
-/// The envelope `message` encodes, if it is one.
-fn envelope(message: &str) -> Option<Envelope> {
-    if message.len() > nano_proto::MAX_MESSAGE_BYTES {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(message)
-        .ok()?;
-    Envelope::from_bytes(&bytes).ok()
-}
-
 fn random_id() -> MessageId {
     let mut b = [0u8; 16];
     OsRng.fill_bytes(&mut b);
@@ -87,7 +75,8 @@ fn random_id() -> MessageId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nano_crypto::{AeadId, Identity};
+    use base64::Engine;
+    use nano_crypto::{AeadId, Envelope, Identity};
 
     fn sealed(mode: CryptoMode) -> (String, MessageId) {
         let a = Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap();

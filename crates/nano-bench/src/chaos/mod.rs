@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::ValueEnum;
 use nano_crypto::CryptoMode;
 
@@ -332,15 +332,12 @@ pub(crate) fn main(args: &ChaosArgs) -> anyhow::Result<()> {
         }
     };
     println!("{}", report.table());
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &args.report {
-        std::fs::write(p, report.markdown(&command))
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
+    crate::output::write_reports(
+        &report,
+        args.json.as_deref(),
+        args.report.as_deref(),
+        |command| report.markdown(command),
+    )?;
     if !report.failures.is_empty() {
         env.run.keep();
         bail!(

@@ -390,15 +390,12 @@ pub(crate) fn main(args: &LoadArgs) -> anyhow::Result<()> {
         .build()?;
     let report = rt.block_on(run(args))?;
     println!("{}", report.table());
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &args.report {
-        std::fs::write(p, report.markdown(&command))
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
+    crate::output::write_reports(
+        &report,
+        args.json.as_deref(),
+        args.report.as_deref(),
+        |command| report.markdown(command),
+    )?;
     if let Some(p) = &args.chart {
         std::fs::write(p, report.svg()).with_context(|| format!("writing {}", p.display()))?;
     }
