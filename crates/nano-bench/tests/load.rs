@@ -38,18 +38,20 @@ fn assert_clean(r: &serde_json::Value) {
     assert_eq!(n("lost"), 0, "{r}");
     assert_eq!(n("duplicates"), 0, "{r}");
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r}");
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number in {r}"));
+    // Messages went through in measurable time, through a relay process that was sampled.
     for k in [
-        "crypto_mode",
         "throughput_msgs_per_s",
         "relay_rss_mb_max",
         "connections_max",
         "duration_s",
     ] {
-        assert!(!r[k].is_null(), "{k} missing");
+        assert!(f(&r[k]) > 0.0, "{k} in {r}");
     }
-    for k in ["p50", "p95", "p99", "max"] {
-        assert!(r["latency_ms"][k].as_f64().unwrap() >= 0.0);
-    }
+    // Latency percentiles of received messages: positive and in order.
+    let l = &r["latency_ms"];
+    let (p50, p95, p99, max) = (f(&l["p50"]), f(&l["p95"]), f(&l["p99"]), f(&l["max"]));
+    assert!(0.0 < p50 && p50 <= p95 && p95 <= p99 && p99 <= max, "{l}");
 }
 
 #[test]

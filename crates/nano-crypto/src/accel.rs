@@ -86,8 +86,31 @@ mod tests {
         assert_eq!(a.optimize_chacha20(), ChaCha20Config::Avx2);
     }
 
+    /// `detect` agrees with the kernel's own account of the CPU (`/proc/cpuinfo` flags), an
+    /// independent source.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     #[test]
-    fn detect_is_stable() {
-        assert_eq!(CryptoAcceleration::detect(), CryptoAcceleration::detect());
+    fn detect_matches_the_kernels_cpu_flags() {
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            eprintln!("skipping: /proc/cpuinfo is not readable");
+            return;
+        };
+        let flags: Vec<&str> = info
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|f| f.split_whitespace().collect())
+            .unwrap_or_default();
+        let has = |f: &str| flags.contains(&f);
+        assert!(!flags.is_empty(), "no flags line in /proc/cpuinfo");
+        assert_eq!(
+            CryptoAcceleration::detect(),
+            CryptoAcceleration {
+                has_aes_ni: has("aes") && has("pclmulqdq"),
+                has_avx2: has("avx2"),
+                has_sha_extensions: has("sha_ni"),
+                has_rdrand: has("rdrand"),
+            }
+        );
     }
 }
