@@ -256,34 +256,33 @@ async fn a_ping_flood_is_rate_limited_and_closed_with_policy() {
     assert!(metric(&text, "nano_messenger_errors_total{code=\"rate_limited\"}").unwrap() >= 1.0);
 }
 
+/// Sends raw frame `f` on a fresh connection after its challenge; expects a 1002 close with
+/// `reason`.
+async fn expect_protocol_close(relay: &Relay, f: Frame, reason: &str) {
+    let mut ws = Ws::connect(&relay.ws).await;
+    ws.challenge().await;
+    ws.send_raw(Message::Frame(f)).await;
+    let (_, close) = ws.closed().await;
+    let close = close.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Protocol);
+    assert_eq!(close.reason.as_str(), reason);
+}
+
 #[tokio::test]
 async fn protocol_violations_close_with_1002_and_a_reason() {
     let relay = Relay::start(&Config::new()).await;
     // RSV1 set without a negotiated extension (compression was never offered).
-    let mut ws = Ws::connect(&relay.ws).await;
-    ws.challenge().await;
     let mut f = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
     f.header_mut().rsv1 = true;
-    ws.send_raw(Message::Frame(f)).await;
-    let (_, close) = ws.closed().await;
-    let close = close.expect("a close frame");
-    assert_eq!(close.code, CloseCode::Protocol);
-    assert_eq!(
-        close.reason.as_str(),
-        "reserved bits set without a negotiated extension"
-    );
+    expect_protocol_close(
+        &relay,
+        f,
+        "reserved bits set without a negotiated extension",
+    )
+    .await;
     // A continuation frame with no first frame.
-    let mut ws = Ws::connect(&relay.ws).await;
-    ws.challenge().await;
     let f = Frame::message(b"x".to_vec(), OpCode::Data(Data::Continue), true);
-    ws.send_raw(Message::Frame(f)).await;
-    let (_, close) = ws.closed().await;
-    let close = close.expect("a close frame");
-    assert_eq!(close.code, CloseCode::Protocol);
-    assert_eq!(
-        close.reason.as_str(),
-        "continuation frame without a first frame"
-    );
+    expect_protocol_close(&relay, f, "continuation frame without a first frame").await;
     // A frame the relay answers normally afterwards on a fresh connection.
     let mut ws = Ws::connect(&relay.ws).await;
     assert!(matches!(ws.recv().await, RelayFrame::Challenge { .. }));
