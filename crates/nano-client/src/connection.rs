@@ -501,6 +501,16 @@ async fn deliver(
             }
             continue;
         };
+        // What the clear header alone refuses is refused before any signature check or
+        // decryption is spent on it.
+        if let Some(reason) = header_refusal(env.header(), &p, shared.relay.minimum_crypto_mode) {
+            let error = ClientError::Rejected {
+                sender: name,
+                reason,
+            };
+            slots.push(Slot::Refused(p, error));
+            continue;
+        }
         let prepared = async {
             let rejected = |reason: String| ClientError::Rejected {
                 sender: name.clone(),
@@ -584,28 +594,16 @@ async fn deliver(
                     },
                 };
                 let (header, fingerprint) = headers[i];
-                let floor = shared.relay.minimum_crypto_mode;
-                let stale = freshness(header.timestamp_ms, now_ms());
                 match opened.get_mut(i).and_then(Option::take) {
-                    Some(Ok(_)) if header.mode < floor => rejected(format!(
-                        "sealed in {}, below the relay's minimum {floor}",
-                        header.mode
-                    )),
-                    Some(Ok(_)) if stale.is_some() => rejected(stale.unwrap_or_default()),
-                    Some(Ok(plaintext)) if header.message_id == p.id.0 => {
-                        Incoming::Message(Received {
-                            id: p.id,
-                            sender: sender.clone(),
-                            sender_fingerprint: fingerprint,
-                            sent_at_ms: header.timestamp_ms,
-                            timestamp_ms: p.timestamp_ms,
-                            crypto_mode: header.mode,
-                            plaintext,
-                        })
-                    }
-                    Some(Ok(_)) => {
-                        rejected("the relay's message id differs from the sealed one".into())
-                    }
+                    Some(Ok(plaintext)) => Incoming::Message(Received {
+                        id: p.id,
+                        sender: sender.clone(),
+                        sender_fingerprint: fingerprint,
+                        sent_at_ms: header.timestamp_ms,
+                        timestamp_ms: p.timestamp_ms,
+                        crypto_mode: header.mode,
+                        plaintext,
+                    }),
                     Some(Err(e)) => rejected(e.to_string()),
                     None => rejected("not processed".into()),
                 }
@@ -615,6 +613,26 @@ async fn deliver(
             return;
         }
     }
+}
+
+/// Why an envelope pushed as `p` is refused on its clear header alone, if it is: its id is not
+/// the one the relay delivered it under, its mode is below the relay's `floor`, or its time is
+/// outside the replay window.
+fn header_refusal(
+    header: &nano_crypto::EnvelopeHeader,
+    p: &Pushed,
+    floor: nano_crypto::CryptoMode,
+) -> Option<String> {
+    if header.message_id != p.id.0 {
+        return Some("the relay's message id differs from the sealed one".into());
+    }
+    if header.mode < floor {
+        return Some(format!(
+            "sealed in {}, below the relay's minimum {floor}",
+            header.mode
+        ));
+    }
+    freshness(header.timestamp_ms, now_ms())
 }
 
 /// Milliseconds since the Unix epoch on this machine's clock.
