@@ -42,7 +42,7 @@ function watchReplies(context, events, next) {
       s.errors.push('unparsable reply');
       return wake();
     }
-    // `challenge` opens every connection; it answers nothing.
+    // `challenge` answers only `hello` (a login), which the load test never sends.
     if (frame.type === 'challenge') return undefined;
     counter(events, `nano.replies.${frame.type}`);
     s.answered += 1;

@@ -24,7 +24,8 @@ impl Api {
     }
 
     /// The API at `base`, with `tls` deciding which certificates an `https://` relay may
-    /// present (see [`crate::tls`]).
+    /// present (see [`crate::tls`]). Plain `http://` is refused off loopback
+    /// ([`ClientError::InsecureTransport`]).
     pub fn with_tls(base: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") && !base.starts_with("https://") {
@@ -32,6 +33,7 @@ impl Api {
                 "the relay URL must start with http:// or https:// (got {base})"
             )));
         }
+        crate::tls::require_tls_off_loopback(&base)?;
         // Pooled, but an idle connection is closed after a few seconds: a client needs the REST
         // API at connect and for the odd bundle fetch, and a process with thousands of clients
         // must not keep thousands of idle sockets.

@@ -162,12 +162,16 @@ pub(crate) struct Shared {
     pub(crate) identity: Arc<Identity>,
     pub(crate) username: Username,
     pub(crate) relay: RelayInfo,
-    pub(crate) relay_fp: Fingerprint,
+    /// The relay's identity (its fingerprint is the pinned `relay_id`): verifies its
+    /// `challenge`.
+    pub(crate) relay_bundle: PublicBundle,
     pub(crate) trust: Arc<dyn TrustPolicy>,
     pub(crate) rtt_us: AtomicU64,
     bundles: Mutex<HashMap<String, CachedBundle>>,
     /// The TLS trust for `wss://` (the same as the API's).
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// Why the connection task stopped for good, if it did.
+    gave_up: Mutex<Option<ClientError>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -180,6 +184,21 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Records why the connection task stops for good.
+    pub(crate) fn give_up(&self, why: ClientError) {
+        *self.gave_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// The error for a command the stopped connection task can no longer take: why it stopped,
+    /// or [`ClientError::Closed`] after [`Client::close`].
+    fn closed(&self) -> ClientError {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or(ClientError::Closed)
+    }
+
     /// As [`Shared::bundle`], trying again until `deadline` while the relay is unreachable or
     /// answers a retryable code (it restarts, its database restarts): a send during a short
     /// outage completes late instead of failing.
@@ -328,16 +347,18 @@ impl Client {
                 "the relay's identity does not match its id".into(),
             ));
         }
+        crate::tls::require_tls_off_loopback(&relay.websocket_url)?;
         let shared = Arc::new(Shared {
             api,
             identity,
             username,
-            relay_fp: relay_bundle.fingerprint(),
+            relay_bundle,
             relay: relay.clone(),
             trust,
             rtt_us: AtomicU64::new(0),
             bundles: Mutex::new(HashMap::new()),
             tls,
+            gave_up: Mutex::new(None),
         });
         let (commands, rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(INCOMING);
@@ -470,11 +491,11 @@ impl Client {
                 reply: tx,
             })
             .await
-            .map_err(|_| ClientError::Closed)?;
+            .map_err(|_| self.shared.closed())?;
         let duplicate = tokio::time::timeout_at(deadline, rx)
             .await
             .map_err(|_| ClientError::Timeout("waiting for the relay to store the message"))?
-            .map_err(|_| ClientError::Closed)??;
+            .map_err(|_| self.shared.closed())??;
         Ok(SendReceipt {
             id,
             mode,
@@ -503,7 +524,7 @@ impl Client {
             self.commands
                 .send(cmd)
                 .await
-                .map_err(|_| ClientError::Closed)?;
+                .map_err(|_| self.shared.closed())?;
         }
         Ok(())
     }
@@ -514,11 +535,11 @@ impl Client {
         self.commands
             .send(Command::Flush(tx))
             .await
-            .map_err(|_| ClientError::Closed)?;
+            .map_err(|_| self.shared.closed())?;
         tokio::time::timeout(SEND_TIMEOUT, rx)
             .await
             .map_err(|_| ClientError::Timeout("flushing to the relay"))?
-            .map_err(|_| ClientError::Closed)
+            .map_err(|_| self.shared.closed())
     }
 
     /// Closes the connection.

@@ -10,9 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use nano_crypto::{CryptoMode, Envelope, OsRng, PublicBundle, SigContext, open_many};
-use nano_proto::signed::auth_content;
-use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame};
+use nano_crypto::{CryptoMode, Envelope, OsRng, PublicBundle, open_many};
+use nano_proto::{ClientFrame, MessageId, RelayFrame};
 use rand_core::RngCore;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::client::{Incoming, Received, Shared, Unverifiable};
 use crate::contacts::BoundedSet;
 use crate::error::{ClientError, Result};
+use crate::login::{LoginAttempt, channel_binding};
 use crate::outbox::Outbox;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -95,31 +95,13 @@ pub(crate) async fn run(
                 // The relay (or its database) is restarting: try again after the backoff.
                 tracing::debug!(error = %e, "login refused for now; retrying");
             }
-            Err(ClientError::Relay { code, message }) => {
-                // The relay refused us (unknown user, bad key): retrying cannot help.
-                tracing::warn!(%code, "authentication refused");
-                st.outbox.fail_all(|| ClientError::Relay {
-                    code,
-                    message: message.clone(),
-                });
-                return;
-            }
-            Err(ClientError::Tls { url, reason }) => {
-                // The certificate will not change by itself: retrying cannot help.
-                tracing::warn!(%reason, "the relay's certificate was refused");
-                st.outbox.fail_all(|| ClientError::Tls {
-                    url: url.clone(),
-                    reason: reason.clone(),
-                });
-                return;
-            }
-            Err(ClientError::RelayIdentityChanged { pinned, now }) => {
-                // Another relay answers at this address: never talk to it.
-                tracing::warn!("the relay's identity changed; disconnecting");
-                st.outbox.fail_all(|| ClientError::RelayIdentityChanged {
-                    pinned: pinned.clone(),
-                    now: now.clone(),
-                });
+            Err(e) if e.is_permanent_refusal() => {
+                // Refused for a reason that will not go away by itself (the relay refused our
+                // key, its certificate or identity is wrong, it could not prove itself):
+                // retrying cannot help, and every waiting and later send says why.
+                tracing::warn!(error = %e, "giving up on the relay");
+                st.outbox.fail_all(|| e.clone());
+                shared.give_up(e);
                 return;
             }
             Err(e) => tracing::debug!(error = %e, "cannot connect; retrying"),
@@ -180,42 +162,27 @@ async fn start(shared: &Shared) -> Result<Ws> {
                 reason: e.to_string(),
             },
         })?;
-    let (nonce, relay_id) = match next_frame(&mut ws).await? {
-        RelayFrame::Challenge { nonce, relay_id } => (nonce, relay_id),
-        f => {
-            return Err(ClientError::Protocol(format!(
-                "expected challenge, got {}",
-                f.type_name()
-            )));
-        }
-    };
-    if relay_id != shared.relay_fp.to_hex() {
-        return Err(ClientError::RelayIdentityChanged {
-            pinned: shared.relay_fp.to_hex(),
-            now: relay_id,
-        });
-    }
-    let nonce: [u8; 32] = nonce
-        .as_slice()
-        .try_into()
-        .map_err(|_| ClientError::Protocol("challenge nonce is not 32 bytes".into()))?;
     let me = shared.identity.public_bundle();
     let mode: CryptoMode = me
         .modes()
         .filter(|m| *m >= shared.relay.minimum_crypto_mode)
         .min()
         .ok_or_else(|| ClientError::NoCommonMode("the relay".into()))?;
-    let sig = shared.identity.sign(
-        mode,
-        SigContext::RelayAuth,
-        &auth_content(&nonce, &shared.relay_fp, &shared.username),
-        &mut OsRng,
+    let binding = channel_binding(&ws)?;
+    let (attempt, hello) = LoginAttempt::start(mode, binding);
+    ws.send(encode(&hello)?)
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    let challenge = next_frame(&mut ws).await?;
+    let auth = attempt.answer(
+        &shared.relay_bundle,
+        challenge,
+        &shared.identity,
+        &shared.username,
     )?;
-    let auth = ClientFrame::Auth {
-        username: shared.username.clone(),
-        crypto_mode: mode,
-        signature: Bytes(sig.as_bytes().to_vec()),
-    };
     let sent = Instant::now();
     ws.send(encode(&auth)?)
         .await

@@ -5,7 +5,7 @@ use nano_proto::ErrorCode;
 
 /// Everything the SDK and the CLI can fail with.
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// No keystore in the home directory.
     #[error("no identity in {0}: run `nano-client init` first (or pass --home)")]
@@ -65,6 +65,21 @@ pub enum ClientError {
         pinned: String,
         /// Served fingerprint.
         now: String,
+    },
+    /// The relay did not prove its identity on this connection (its `challenge` signature is
+    /// missing, invalid or bound to another connection). Nothing was signed.
+    #[error(
+        "the relay did not prove its identity on this connection ({0}): this may be an attack; \
+         nothing was signed"
+    )]
+    RelayNotAuthenticated(String),
+    /// A plain-text relay URL off this machine.
+    #[error(
+        "refusing {url}: a relay on another machine must be reached over TLS (https:// and wss://)"
+    )]
+    InsecureTransport {
+        /// The URL.
+        url: String,
     },
     /// A contact's key differs from the pinned one.
     #[error(
@@ -145,6 +160,19 @@ impl ClientError {
                     ..
                 }
         )
+    }
+
+    /// Whether a login failed for a reason that will not go away by itself: the relay refused
+    /// us (other than for now), its certificate was refused, its identity changed, or it did
+    /// not prove its identity. The connection task stops instead of retrying.
+    pub fn is_permanent_refusal(&self) -> bool {
+        match self {
+            Self::Relay { .. } => !self.is_retryable(),
+            Self::Tls { .. }
+            | Self::RelayIdentityChanged { .. }
+            | Self::RelayNotAuthenticated(_) => true,
+            _ => false,
+        }
     }
 }
 

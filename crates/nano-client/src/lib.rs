@@ -3,8 +3,10 @@
 //! ```text
 //! client      Client::connect / register / send (ModeChoice) / ack / read; bundle cache;
 //!             Auto mode from measured RTT and CPU load; the TrustPolicy hook
-//! connection  the WebSocket task: auth, keep-alive, reconnect with backoff, resend of
+//! connection  the WebSocket task: login, keep-alive, reconnect with backoff, resend of
 //!             unanswered sends, receive → batch verify → decrypt → dedup → Incoming stream
+//! login       the relay's signed challenge checked against its pinned identity and the
+//!             connection's TLS channel binding, before anything is signed
 //! outbox      unanswered sends: resent after a reconnect, retried after `unavailable`,
 //!             forgotten once their caller stops waiting
 //! api         the relay's HTTP API (relay info, users, registration), pooled
@@ -21,6 +23,7 @@ mod connection;
 pub mod contacts;
 pub mod error;
 pub mod keystore;
+pub mod login;
 mod outbox;
 pub mod tls;
 

@@ -36,8 +36,10 @@ pub enum SigContext {
     Envelope,
     /// Proof of possession of one mode's keys in a bundle.
     ProofOfPossession,
-    /// A relay authentication challenge response.
+    /// A client's `auth`: its answer to a relay's `challenge`.
     RelayAuth,
+    /// A relay's `challenge`: its proof of identity on one connection.
+    RelayChallenge,
     /// A relay's ephemeral `key_exchange` key.
     RelayKeyExchange,
     /// A key rotation request.
@@ -51,6 +53,7 @@ impl SigContext {
             Self::Envelope => b"envelope",
             Self::ProofOfPossession => b"proof-of-possession",
             Self::RelayAuth => b"relay-auth",
+            Self::RelayChallenge => b"relay-challenge",
             Self::RelayKeyExchange => b"relay-key-exchange",
             Self::KeyRotation => b"key-rotation",
         }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! frame   = type (1) ‖ fields, in declaration order, nothing after the last
-//! client  = 0x01 auth | 0x02 send_message | 0x03 ack | 0x04 read | 0x05 fetch | 0x06 key_exchange
+//! client  = 0x07 hello | 0x01 auth | 0x02 send_message | 0x03 ack | 0x04 read | 0x05 fetch | 0x06 key_exchange
 //! relay   = 0x81 challenge | 0x82 auth_ok | 0x83 message | 0x84 sent | 0x85 key_exchange
 //!           | 0x86 key_exchange_ok | 0x87 error | 0x88 fetched
 //! name    = len (1) ‖ UTF-8              usernames, relay id, error code
@@ -195,6 +195,11 @@ impl ClientFrame {
         self.validate()?;
         let mut w = W(std::mem::take(out));
         match self {
+            Self::Hello { crypto_mode, nonce } => {
+                w.u8(0x07);
+                w.mode(*crypto_mode);
+                w.bytes(nonce);
+            }
             Self::Auth {
                 username,
                 crypto_mode,
@@ -249,6 +254,10 @@ impl ClientFrame {
     pub fn from_binary(bytes: &[u8]) -> Result<Self, ProtoError> {
         let mut r = R(bytes);
         let f = match r.u8()? {
+            0x07 => Self::Hello {
+                crypto_mode: r.mode()?,
+                nonce: r.bytes()?,
+            },
             0x01 => Self::Auth {
                 username: r.username()?,
                 crypto_mode: r.mode()?,
@@ -292,10 +301,19 @@ impl RelayFrame {
         self.validate()?;
         let mut w = W(std::mem::take(out));
         match self {
-            Self::Challenge { nonce, relay_id } => {
+            Self::Challenge {
+                nonce,
+                relay_id,
+                crypto_mode,
+                channel_binding,
+                signature,
+            } => {
                 w.u8(0x81);
                 w.bytes(nonce);
                 w.name(relay_id);
+                w.mode(*crypto_mode);
+                w.u8(channel_binding.to_byte());
+                w.bytes(signature);
             }
             Self::AuthOk { username, pending } => {
                 w.u8(0x82);
@@ -373,6 +391,9 @@ impl RelayFrame {
             0x81 => Self::Challenge {
                 nonce: r.bytes()?,
                 relay_id: r.name()?.to_owned(),
+                crypto_mode: r.mode()?,
+                channel_binding: crate::BindingKind::from_byte(r.u8()?)?,
+                signature: r.bytes()?,
             },
             0x82 => Self::AuthOk {
                 username: r.username()?,

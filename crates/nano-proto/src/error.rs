@@ -28,6 +28,11 @@ pub enum ErrorCode {
     Unauthorized,
     /// Authentication failed (bad signature, unknown user, stale challenge).
     AuthFailed,
+    /// A login (`hello`) over a plain connection from a peer that is not on loopback: logins
+    /// need TLS, so they can be bound to the channel (PROTOCOL.md §12).
+    TlsRequired,
+    /// A `key_exchange` completion for a key whose `expires_at_ms` has passed.
+    KeyExpired,
     /// The crypto mode is below the relay's or a user's floor, or not held by a user.
     ModeNotAllowed,
     /// A `send_message` whose `crypto_mode` label differs from the mode in its envelope's
@@ -66,7 +71,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (metrics start a series for each).
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::MalformedFrame,
         Self::MalformedBody,
         Self::UnknownType,
@@ -75,6 +80,8 @@ impl ErrorCode {
         Self::MessageTooLarge,
         Self::Unauthorized,
         Self::AuthFailed,
+        Self::TlsRequired,
+        Self::KeyExpired,
         Self::ModeNotAllowed,
         Self::ModeMismatch,
         Self::IdMismatch,
@@ -103,6 +110,8 @@ impl ErrorCode {
             Self::MessageTooLarge => "message_too_large",
             Self::Unauthorized => "unauthorized",
             Self::AuthFailed => "auth_failed",
+            Self::TlsRequired => "tls_required",
+            Self::KeyExpired => "key_expired",
             Self::ModeNotAllowed => "mode_not_allowed",
             Self::ModeMismatch => "mode_mismatch",
             Self::IdMismatch => "id_mismatch",
@@ -219,6 +228,8 @@ mod tests {
             | ErrorCode::MessageTooLarge
             | ErrorCode::Unauthorized
             | ErrorCode::AuthFailed
+            | ErrorCode::TlsRequired
+            | ErrorCode::KeyExpired
             | ErrorCode::ModeNotAllowed
             | ErrorCode::ModeMismatch
             | ErrorCode::IdMismatch
@@ -241,6 +252,6 @@ mod tests {
         }
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 25);
     }
 }

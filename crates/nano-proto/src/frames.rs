@@ -1,6 +1,6 @@
 //! The WebSocket messages, in their JSON text form.
 //!
-//! Client → relay: `auth`, `send_message`, `ack`, `read`, `fetch`, `key_exchange`.
+//! Client → relay: `hello`, `auth`, `send_message`, `ack`, `read`, `fetch`, `key_exchange`.
 //! Relay → client: `challenge`, `auth_ok`, `message`, `sent`, `key_exchange`,
 //! `fetched`, `key_exchange_ok`, `error`. The guide's frames parse exactly as written, e.g.
 //! `{"type":"send_message","recipient":"user_42","message":"…","crypto_mode":"hybrid"}` and
@@ -18,8 +18,16 @@ use crate::{MAX_IDS_PER_FRAME, MAX_MESSAGE_BYTES};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
-    /// Answer to `challenge`: a signature over (nonce, relay id, label) by `username`'s key for
-    /// `crypto_mode`.
+    /// Opens a login: the client's fresh nonce, and the mode of the relay key that is to sign
+    /// the `challenge` (PROTOCOL.md §12).
+    Hello {
+        /// The mode of the relay's signature key that signs the answer.
+        crypto_mode: CryptoMode,
+        /// 32 fresh random bytes.
+        nonce: Bytes,
+    },
+    /// Answer to `challenge`: a signature over [`crate::signed::auth_content`] (relay id, both
+    /// nonces, channel binding, username) by `username`'s key for `crypto_mode`.
     Auth {
         /// Who is authenticating.
         username: Username,
@@ -77,12 +85,20 @@ pub enum ClientFrame {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RelayFrame {
-    /// Sent on connect: sign it to authenticate.
+    /// Answer to `hello`: the relay's nonce and its proof of identity, bound to the client's
+    /// nonce and this connection. Sign it (with `auth`) to authenticate.
     Challenge {
-        /// 32 random bytes, valid for this connection only.
+        /// 32 random bytes, valid for one `auth` on this connection.
         nonce: Bytes,
         /// The relay's identity fingerprint (hex).
         relay_id: String,
+        /// The mode of the relay key that signed (the one `hello` asked for).
+        crypto_mode: CryptoMode,
+        /// The channel binding the relay saw on this connection.
+        channel_binding: crate::BindingKind,
+        /// Relay signature (context `relay-challenge`) over
+        /// [`crate::signed::challenge_content`].
+        signature: Bytes,
     },
     /// Authentication succeeded.
     AuthOk {
@@ -138,7 +154,7 @@ pub enum RelayFrame {
         /// Whether more messages are waiting.
         more: bool,
     },
-    /// The exchange completed: both sides hold the channel key.
+    /// The exchange completed: the relay decapsulated (PROTOCOL.md §12: a probe, no channel).
     KeyExchangeOk {
         /// The relay key used.
         key_id: u64,
@@ -157,7 +173,8 @@ pub enum RelayFrame {
     },
 }
 
-const CLIENT_TYPES: [&str; 6] = [
+const CLIENT_TYPES: [&str; 7] = [
+    "hello",
     "auth",
     "send_message",
     "ack",
@@ -182,7 +199,7 @@ pub const MAX_FETCH_LIMIT: u32 = 500;
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// Longest `error` message, in bytes.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
-/// Challenge nonce length.
+/// Length of `hello.nonce` and `challenge.nonce`, in bytes.
 pub const NONCE_LEN: usize = 32;
 
 #[derive(Deserialize)]
@@ -269,6 +286,13 @@ fn check_bytes(field: &'static str, b: &Bytes) -> Result<(), ProtoError> {
     Ok(())
 }
 
+fn check_nonce(nonce: &Bytes) -> Result<(), ProtoError> {
+    if nonce.as_slice().len() != NONCE_LEN {
+        return Err(ProtoError::field("nonce", "must be 32 bytes"));
+    }
+    Ok(())
+}
+
 fn check_key_id(id: u64) -> Result<(), ProtoError> {
     if id > MAX_SAFE_INTEGER {
         return Err(ProtoError::field("key_id", "must be at most 2^53 - 1"));
@@ -294,6 +318,7 @@ impl ClientFrame {
     /// The frame's `type` string.
     pub fn type_name(&self) -> &'static str {
         match self {
+            Self::Hello { .. } => "hello",
             Self::Auth { .. } => "auth",
             Self::SendMessage { .. } => "send_message",
             Self::Ack { .. } => "ack",
@@ -326,6 +351,7 @@ impl ClientFrame {
                     .map_or(Ok(()), |c| check_bytes("ciphertext", c))
             }
             Self::Auth { signature, .. } => check_bytes("signature", signature),
+            Self::Hello { nonce, .. } => check_nonce(nonce),
             _ => Ok(()),
         }
     }
@@ -376,10 +402,14 @@ impl RelayFrame {
     pub fn validate(&self) -> Result<(), ProtoError> {
         match self {
             Self::Message { message, .. } => check_message(message),
-            Self::Challenge { nonce, relay_id } => {
-                if nonce.as_slice().len() != NONCE_LEN {
-                    return Err(ProtoError::field("nonce", "must be 32 bytes"));
-                }
+            Self::Challenge {
+                nonce,
+                relay_id,
+                signature,
+                ..
+            } => {
+                check_nonce(nonce)?;
+                check_bytes("signature", signature)?;
                 if relay_id.len() != 64
                     || !relay_id
                         .bytes()

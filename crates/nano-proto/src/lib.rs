@@ -4,7 +4,8 @@
 //! types     Username, MessageId, Bytes (base64 in JSON): validated on construction
 //! frames    ClientFrame / RelayFrame: the WebSocket messages, JSON text form
 //! binary    the compact binary form of the same frames
-//! signed    the exact bytes of every signed statement (claims, rotation, auth, key exchange)
+//! signed    the exact bytes of every signed statement (claims, rotation, challenge, auth, kex)
+//! binding   ChannelBinding: RFC 9266 tls-exporter, what ties a login to one connection
 //! rest      bodies of the HTTP API (registration, lookup, rotation, relay info, errors)
 //! error     ProtoError and ErrorCode: every failure's stable wire code, in one place
 //! ```
@@ -15,12 +16,14 @@
 #![forbid(unsafe_code)]
 
 pub mod binary;
+pub mod binding;
 pub mod error;
 pub mod frames;
 pub mod rest;
 pub mod signed;
 pub mod types;
 
+pub use binding::{BindingKind, ChannelBinding};
 pub use error::{ErrorCode, ProtoError};
 pub use frames::{ClientFrame, RelayFrame};
 pub use types::{Bytes, MessageId, Username};

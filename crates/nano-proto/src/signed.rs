@@ -6,6 +6,7 @@
 
 use nano_crypto::{CryptoMode, Fingerprint, PublicBundle};
 
+use crate::binding::ChannelBinding;
 use crate::types::Username;
 
 fn push_name(out: &mut Vec<u8>, name: &Username) {
@@ -44,12 +45,44 @@ pub fn rotation_content(
     out
 }
 
-/// Authentication (`auth` answering `challenge`), context `relay-auth`:
-/// `"nano-messenger/v1 auth" ‖ nonce (32) ‖ relay fingerprint (32) ‖ len (1) ‖ username`.
-pub fn auth_content(nonce: &[u8; 32], relay: &Fingerprint, username: &Username) -> Vec<u8> {
-    let mut out = b"nano-messenger/v1 auth".to_vec();
-    out.extend_from_slice(nonce);
+/// The connection transcript both sides of a login sign: `relay fingerprint (32) ‖ relay
+/// nonce (32) ‖ client nonce (32) ‖ channel binding (33, [`ChannelBinding::encode`])`.
+fn push_transcript(out: &mut Vec<u8>, relay: &Fingerprint, login: &Login<'_>) {
     out.extend_from_slice(&relay.0);
+    out.extend_from_slice(login.relay_nonce);
+    out.extend_from_slice(login.client_nonce);
+    out.extend_from_slice(&login.binding.encode());
+}
+
+/// What one login on one connection is made of: the nonces of `challenge` and `hello`, and the
+/// connection's channel binding.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    /// `challenge.nonce`, chosen by the relay.
+    pub relay_nonce: &'a [u8; 32],
+    /// `hello.nonce`, chosen by the client.
+    pub client_nonce: &'a [u8; 32],
+    /// This connection's binding, as computed by the end that signs or verifies.
+    pub binding: ChannelBinding,
+}
+
+/// The relay's proof of identity (`challenge` answering `hello`), context `relay-challenge`,
+/// signed by the relay's key of `challenge.crypto_mode`:
+/// `"nano-messenger/v1 challenge" ‖ relay fingerprint (32) ‖ relay nonce (32) ‖ client nonce
+/// (32) ‖ binding kind (1) ‖ binding value (32)`, 156 bytes.
+pub fn challenge_content(relay: &Fingerprint, login: &Login<'_>) -> Vec<u8> {
+    let mut out = b"nano-messenger/v1 challenge".to_vec();
+    push_transcript(&mut out, relay, login);
+    out
+}
+
+/// Authentication (`auth` answering `challenge`), context `relay-auth`, signed by the user's
+/// key of `auth.crypto_mode`: `"nano-messenger/v2 auth" ‖ relay fingerprint (32) ‖ relay nonce
+/// (32) ‖ client nonce (32) ‖ binding kind (1) ‖ binding value (32) ‖ len (1) ‖ username`.
+/// (`v2`: the v1 statement signed the relay nonce alone and could be relayed.)
+pub fn auth_content(relay: &Fingerprint, login: &Login<'_>, username: &Username) -> Vec<u8> {
+    let mut out = b"nano-messenger/v2 auth".to_vec();
+    push_transcript(&mut out, relay, login);
     push_name(&mut out, username);
     out
 }
@@ -77,11 +110,23 @@ mod tests {
     #[test]
     fn layouts() {
         let u = Username::new("bob").unwrap_or_else(|_| unreachable!());
-        let a = auth_content(&[1; 32], &Fingerprint([2; 32]), &u);
-        assert_eq!(&a[..22], b"nano-messenger/v1 auth");
-        assert_eq!(&a[22..54], &[1; 32]);
-        assert_eq!(&a[54..86], &[2; 32]);
-        assert_eq!(&a[86..], b"\x03bob");
+        let login = Login {
+            relay_nonce: &[1; 32],
+            client_nonce: &[3; 32],
+            binding: ChannelBinding::TlsExporter([6; 32]),
+        };
+        let a = auth_content(&Fingerprint([2; 32]), &login, &u);
+        assert_eq!(&a[..22], b"nano-messenger/v2 auth");
+        assert_eq!(&a[22..54], &[2; 32]);
+        assert_eq!(&a[54..86], &[1; 32]);
+        assert_eq!(&a[86..118], &[3; 32]);
+        assert_eq!(a[118], 1);
+        assert_eq!(&a[119..151], &[6; 32]);
+        assert_eq!(&a[151..], b"\x03bob");
+        let c = challenge_content(&Fingerprint([2; 32]), &login);
+        assert_eq!(c.len(), 156);
+        assert_eq!(&c[..27], b"nano-messenger/v1 challenge");
+        assert_eq!(&c[27..], &a[22..151]);
         let k = key_exchange_content(CryptoMode::Quantum, 7, 9, b"pk");
         assert_eq!(&k[..21], b"nano-messenger/v1 kex");
         assert_eq!(k[21], 3);

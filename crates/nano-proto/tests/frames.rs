@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nano_crypto::CryptoMode;
-use nano_proto::{Bytes, ClientFrame, ErrorCode, MessageId, RelayFrame, Username};
+use nano_proto::{BindingKind, Bytes, ClientFrame, ErrorCode, MessageId, RelayFrame, Username};
 use proptest::prelude::*;
 
 fn user(s: &str) -> Username {
@@ -118,20 +118,29 @@ fn error_messages_do_not_echo_content() {
 
 #[test]
 fn invalid_frames_cannot_be_encoded() {
-    let too_long = RelayFrame::Challenge {
-        nonce: Bytes(vec![0; 31]),
-        relay_id: "ab".repeat(32),
+    let challenge = |nonce: usize, relay_id: String| RelayFrame::Challenge {
+        nonce: Bytes(vec![0; nonce]),
+        relay_id,
+        crypto_mode: CryptoMode::Hybrid,
+        channel_binding: BindingKind::TlsExporter,
+        signature: Bytes(vec![1; 64]),
     };
+    let too_long = challenge(31, "ab".repeat(32));
     assert_eq!(
         too_long.to_binary().unwrap_err().code(),
         ErrorCode::InvalidField
     );
     assert!(too_long.to_json().is_err());
-    let bad_id = RelayFrame::Challenge {
-        nonce: Bytes(vec![0; 32]),
-        relay_id: "x".repeat(300),
-    };
+    let bad_id = challenge(32, "x".repeat(300));
     assert!(bad_id.to_binary().is_err());
+    for n in [0, 31, 33] {
+        let hello = ClientFrame::Hello {
+            crypto_mode: CryptoMode::Quantum,
+            nonce: Bytes(vec![5; n]),
+        };
+        assert_eq!(hello.to_json().unwrap_err().code(), ErrorCode::InvalidField);
+        assert!(hello.to_binary().is_err());
+    }
     let huge = Bytes(vec![0; nano_proto::MAX_FIELD_BYTES + 1]);
     let f = ClientFrame::Auth {
         username: user("a"),
@@ -227,6 +236,10 @@ fn any_bytes() -> impl Strategy<Value = Bytes> {
 
 fn any_client() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
+        (any_mode(), any::<[u8; 32]>()).prop_map(|(crypto_mode, n)| ClientFrame::Hello {
+            crypto_mode,
+            nonce: Bytes(n.to_vec()),
+        }),
         (any_user(), any_mode(), any_bytes()).prop_map(|(username, crypto_mode, signature)| {
             ClientFrame::Auth {
                 username,
@@ -274,9 +287,22 @@ fn any_relay() -> impl Strategy<Value = RelayFrame> {
     prop_oneof![
         (
             any::<[u8; 32]>().prop_map(|n| Bytes(n.to_vec())),
-            "[0-9a-f]{64}"
+            "[0-9a-f]{64}",
+            any_mode(),
+            prop_oneof![Just(BindingKind::None), Just(BindingKind::TlsExporter)],
+            any_bytes()
         )
-            .prop_map(|(nonce, relay_id)| RelayFrame::Challenge { nonce, relay_id }),
+            .prop_map(
+                |(nonce, relay_id, crypto_mode, channel_binding, signature)| {
+                    RelayFrame::Challenge {
+                        nonce,
+                        relay_id,
+                        crypto_mode,
+                        channel_binding,
+                        signature,
+                    }
+                }
+            ),
         (any_user(), any::<u64>())
             .prop_map(|(username, pending)| RelayFrame::AuthOk { username, pending }),
         (

@@ -74,6 +74,17 @@ pub enum RelayError {
     /// Authentication failed: unknown user, mode not held, bad signature or a spent challenge.
     #[error("authentication failed")]
     AuthFailed,
+    /// A login over a plain connection from a peer that is not on loopback.
+    #[error(
+        "logins need TLS (wss://) except from loopback, so they can be bound to the connection"
+    )]
+    TlsRequired,
+    /// More `hello` frames on one connection than [`crate::login::MAX_LOGIN_ATTEMPTS`].
+    #[error("too many logins on this connection; open a new one")]
+    TooManyLogins,
+    /// A `key_exchange` completion for a key past its `expires_at_ms`.
+    #[error("this key_exchange key has expired; ask for a new one")]
+    KeyExpired,
     /// The crypto mode is below the relay's or a user's floor.
     #[error("crypto mode {mode} is not allowed (minimum {floor})")]
     ModeNotAllowed {
@@ -149,7 +160,7 @@ impl RelayError {
         match self.code() {
             ErrorCode::NotFound | ErrorCode::UnknownRecipient => 404,
             ErrorCode::NameTaken | ErrorCode::KeyTaken => 409,
-            ErrorCode::Unauthorized | ErrorCode::AuthFailed => 401,
+            ErrorCode::Unauthorized | ErrorCode::AuthFailed | ErrorCode::TlsRequired => 401,
             ErrorCode::InvalidKey | ErrorCode::InvalidSignature | ErrorCode::ModeNotAllowed => 403,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::RateLimited => 429,
@@ -177,13 +188,15 @@ impl RelayError {
             Self::Crypto(e) => nano_proto::ProtoError::Crypto(e.clone()).code(),
             Self::Unauthorized => ErrorCode::Unauthorized,
             Self::AuthFailed => ErrorCode::AuthFailed,
+            Self::TlsRequired => ErrorCode::TlsRequired,
+            Self::KeyExpired => ErrorCode::KeyExpired,
             Self::ModeNotAllowed { .. } => ErrorCode::ModeNotAllowed,
             Self::ModeMismatch { .. } => ErrorCode::ModeMismatch,
             Self::IdMismatch => ErrorCode::IdMismatch,
             Self::NotAnEnvelope => ErrorCode::NotAnEnvelope,
             Self::UnknownRecipient => ErrorCode::UnknownRecipient,
             Self::InboxFull => ErrorCode::InboxFull,
-            Self::RateLimited => ErrorCode::RateLimited,
+            Self::RateLimited | Self::TooManyLogins => ErrorCode::RateLimited,
             Self::ConfigParse(_)
             | Self::ConfigInvalid { .. }
             | Self::Io { .. }

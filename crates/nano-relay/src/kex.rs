@@ -1,6 +1,12 @@
 //! `key_exchange`: the relay's ephemeral KEM key for a mode, signed by its long-term identity,
 //! and completion of the exchange from the client's encapsulation.
 //!
+//! This is the performance guide's key-exchange frame, kept as a probe (PROTOCOL.md §12): a
+//! completed exchange proves that the relay holds the secret of a key its identity signed, and
+//! nothing more. The derived key authenticates the confirmation and is dropped; it protects no
+//! traffic and no session state keeps it. Logins are bound to the connection by TLS channel
+//! binding instead ([`crate::login`]).
+//!
 //! With `enable_key_caching`, one key per mode is served from the [`KeyCache`] for
 //! `key_cache_ttl_seconds`, and its signed offer is reused, so a burst of exchanges costs one key
 //! generation and one signature. Without it, every request gets a fresh key. All of this is CPU
@@ -11,9 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nano_crypto::channel::{channel_key, confirmation};
-use nano_crypto::{
-    CryptoMode, Identity, KemCiphertext, KemKeyPair, KeyCache, OsRng, SigContext, SymmetricKey,
-};
+use nano_crypto::{CryptoMode, Identity, KemCiphertext, KemKeyPair, KeyCache, OsRng, SigContext};
 use nano_proto::frames::MAX_SAFE_INTEGER;
 use nano_proto::signed::key_exchange_content;
 use nano_proto::{Bytes, RelayFrame};
@@ -29,6 +33,8 @@ pub struct Offer {
     pub key_id: u64,
     /// The key pair (the session keeps it to complete the exchange).
     pub keypair: Arc<KemKeyPair>,
+    /// When the key stops being valid, ms since the Unix epoch (as signed).
+    pub expires_at_ms: u64,
     /// The signed `key_exchange` frame.
     pub frame: RelayFrame,
 }
@@ -141,6 +147,7 @@ impl KexService {
         self.metrics.crypto_op("sign", mode, started.elapsed());
         Ok(Offer {
             key_id: id,
+            expires_at_ms,
             frame: RelayFrame::KeyExchange {
                 crypto_mode: mode,
                 key_id: id,
@@ -152,13 +159,12 @@ impl KexService {
         })
     }
 
-    /// Completes an exchange: decapsulates `ciphertext` with `offer`'s key; returns the channel
-    /// key and the `key_exchange_ok` frame (blocking).
-    pub fn complete(
-        &self,
-        offer: &Offer,
-        ciphertext: &[u8],
-    ) -> Result<(SymmetricKey, RelayFrame), RelayError> {
+    /// Completes an exchange: decapsulates `ciphertext` with `offer`'s key; returns the
+    /// `key_exchange_ok` frame, whose confirmation is keyed by the derived key (blocking).
+    ///
+    /// # Errors
+    /// `invalid_key` for a ciphertext of the wrong length or one that does not decapsulate.
+    pub fn complete(&self, offer: &Offer, ciphertext: &[u8]) -> Result<RelayFrame, RelayError> {
         let mode = offer.keypair.mode();
         let ct = KemCiphertext::from_bytes(mode, ciphertext)?;
         let started = std::time::Instant::now();
@@ -170,6 +176,6 @@ impl KexService {
             key_id: offer.key_id,
             confirmation: Bytes(confirmation(&key, offer.key_id).to_vec()),
         };
-        Ok((key, frame))
+        Ok(frame)
     }
 }

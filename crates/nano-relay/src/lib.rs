@@ -6,7 +6,8 @@
 //!
 //! request flow (the guide's three-stage pipeline):
 //!   ws          accept, TLS, limits, per-connection I/O loop        (async I/O workers)
-//!   session     challenge/auth, send, inbox paging, ack/read, key_exchange  (protocol state)
+//!   session     login, send, inbox paging, ack/read, key_exchange  (protocol state)
+//!   login       hello → signed challenge → auth, bound to the TLS channel (RFC 9266)
 //!   payload     a send judged by its envelope's clear header: id, mode; opaque test payloads
 //!   auth        batched auth signature checks through BatchVerifier ┐
 //!   kex         ephemeral KEM keys from the KeyCache, signed        ├ crypto_pool (bounded)
@@ -49,6 +50,7 @@ pub mod kex;
 pub mod l1_cache;
 pub mod l2_cache;
 mod log_limit;
+pub mod login;
 pub mod metrics;
 pub mod payload;
 pub mod pools;

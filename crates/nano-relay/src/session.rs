@@ -1,4 +1,4 @@
-//! One connection's protocol state: challenge, authentication, sends, inbox paging, key exchange.
+//! One connection's protocol state: login, sends, inbox paging, key exchange.
 //!
 //! The session turns a decoded [`ClientFrame`] into the frames to answer with. It does no socket
 //! I/O (that is `ws.rs`); it awaits storage, the crypto pool and the writer. A `send_message` is
@@ -11,17 +11,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nano_crypto::{CryptoMode, OsRng, SigContext, Signature, SymmetricKey, VerificationTask};
-use nano_proto::frames::{MAX_FETCH_LIMIT, NONCE_LEN};
-use nano_proto::signed::auth_content;
+use nano_crypto::CryptoMode;
+use nano_proto::frames::MAX_FETCH_LIMIT;
 use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
-use rand_core::RngCore;
 use tokio::sync::oneshot;
 
 use crate::directory::UserEntry;
 use crate::error::RelayError;
 use crate::hub::{Mailbox, SessionEvent};
 use crate::kex::Offer;
+use crate::login::{self, Challenged, MAX_LOGIN_ATTEMPTS, Transport};
 use crate::payload;
 use crate::state::{Shared, now_ms};
 use crate::storage::{Mark, MarkKind, NewMessage, StoreOutcome, StoredMessage};
@@ -95,14 +94,17 @@ fn message_frame(m: &StoredMessage) -> Result<RelayFrame, RelayError> {
 pub struct Session {
     shared: Arc<Shared>,
     conn_id: u64,
-    nonce: Option<[u8; NONCE_LEN]>,
+    transport: Transport,
+    /// The `challenge` awaiting its `auth`.
+    challenged: Option<Challenged>,
+    /// `hello` frames so far.
+    logins: u32,
     user: Option<Arc<UserEntry>>,
     /// Highest inbox sequence delivered on this connection.
     cursor: i64,
     /// True once the backlog is drained: pushes go straight out.
     live: bool,
     offers: HashMap<u64, Offer>,
-    channel_key: Option<SymmetricKey>,
     mailbox: Mailbox,
 }
 
@@ -117,34 +119,20 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A new session; its mailbox is handed to the hub once it authenticates.
-    pub fn new(shared: Arc<Shared>, mailbox: Mailbox) -> Self {
+    /// A new session over `transport`; its mailbox is handed to the hub once it
+    /// authenticates.
+    pub fn new(shared: Arc<Shared>, transport: Transport, mailbox: Mailbox) -> Self {
         Self {
             conn_id: shared.conn_id(),
             shared,
-            nonce: None,
+            transport,
+            challenged: None,
+            logins: 0,
             user: None,
             cursor: 0,
             live: false,
             offers: HashMap::new(),
-            channel_key: None,
             mailbox,
-        }
-    }
-
-    /// Whether a channel key was established by `key_exchange`.
-    pub fn has_channel_key(&self) -> bool {
-        self.channel_key.is_some()
-    }
-
-    /// A fresh `challenge` (the previous nonce, if any, is spent).
-    pub fn challenge(&mut self) -> RelayFrame {
-        let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
-        self.nonce = Some(nonce);
-        RelayFrame::Challenge {
-            nonce: Bytes(nonce.to_vec()),
-            relay_id: self.shared.relay_id.to_hex(),
         }
     }
 
@@ -157,16 +145,13 @@ impl Session {
     }
 
     fn check_mode(&self, mode: CryptoMode) -> Result<(), RelayError> {
-        let floor = self.shared.config.security.minimum_crypto_mode;
-        if mode < floor {
-            return Err(RelayError::ModeNotAllowed { mode, floor });
-        }
-        Ok(())
+        login::check_floor(&self.shared, mode)
     }
 
     /// Handles one frame.
     pub async fn handle(&mut self, frame: ClientFrame) -> Output {
         match frame {
+            ClientFrame::Hello { crypto_mode, nonce } => self.hello(crypto_mode, &nonce).await,
             ClientFrame::Auth {
                 username,
                 crypto_mode,
@@ -201,59 +186,57 @@ impl Session {
         }
     }
 
-    async fn auth(&mut self, username: Username, mode: CryptoMode, signature: Bytes) -> Output {
+    fn already_authenticated(&self) -> RelayFrame {
+        let e = RelayError::Proto(nano_proto::ProtoError::InvalidField {
+            field: "type",
+            reason: "this connection is already authenticated".into(),
+        });
+        self.err(&e, None)
+    }
+
+    /// `hello` → the relay's signed `challenge` (a new one replaces any unanswered one).
+    async fn hello(&mut self, mode: CryptoMode, client_nonce: &Bytes) -> Output {
         if self.user.is_some() {
-            let e = RelayError::Proto(nano_proto::ProtoError::InvalidField {
-                field: "type",
-                reason: "this connection is already authenticated".into(),
-            });
-            return vec![self.err(&e, None)].into();
+            return vec![self.already_authenticated()].into();
         }
-        // A nonce answers one attempt: replaying a signature over it can never succeed again.
-        let Some(nonce) = self.nonce.take() else {
-            return vec![self.err(&RelayError::AuthFailed, None), self.challenge()].into();
-        };
-        match self.verify_auth(&nonce, &username, mode, &signature).await {
-            Ok(user) => self.authenticated(user).await,
-            Err(e) => {
-                tracing::debug!(conn = self.conn_id, code = %e.code(), "auth refused");
-                vec![self.err(&e, None), self.challenge()].into()
+        self.challenged = None;
+        if self.logins >= MAX_LOGIN_ATTEMPTS {
+            return vec![self.err(&RelayError::TooManyLogins, None)].into();
+        }
+        self.logins += 1;
+        match login::challenge(&self.shared, &self.transport, mode, client_nonce).await {
+            Ok((challenged, frame)) => {
+                self.challenged = Some(challenged);
+                vec![frame].into()
             }
+            Err(e) => vec![self.err(&e, None)].into(),
         }
     }
 
-    async fn verify_auth(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        username: &Username,
-        mode: CryptoMode,
-        signature: &Bytes,
-    ) -> Result<Arc<UserEntry>, RelayError> {
-        self.check_mode(mode)?;
-        let name = username.as_str().to_owned();
-        let user = self
-            .shared
-            .blocking(move |s| s.directory.lookup(&name))
-            .await?
-            .ok_or(RelayError::AuthFailed)?;
-        let key = user
-            .bundle
-            .verifying_key(mode)
-            .ok_or(RelayError::AuthFailed)?;
-        let sig = Signature::from_bytes(mode, signature.as_slice())
-            .map_err(|_| RelayError::AuthFailed)?;
-        let content = auth_content(nonce, &self.shared.relay_id, username);
-        let task = VerificationTask::new(0, key, SigContext::RelayAuth, &content, &sig)
-            .map_err(|_| RelayError::AuthFailed)?;
-        let started = Instant::now();
-        let ok = self.shared.auth.verify(task).await?;
-        self.shared
-            .metrics
-            .crypto_op("verify", mode, started.elapsed());
-        if ok {
-            Ok(user)
-        } else {
-            Err(RelayError::AuthFailed)
+    async fn auth(&mut self, username: Username, mode: CryptoMode, signature: Bytes) -> Output {
+        if self.user.is_some() {
+            return vec![self.already_authenticated()].into();
+        }
+        // A challenge answers one attempt: replaying a signature over it can never succeed
+        // again. After a failure the client starts over with `hello`.
+        let Some(spent) = self.challenged.take() else {
+            return vec![self.err(&RelayError::AuthFailed, None)].into();
+        };
+        let checked = login::verify(
+            &self.shared,
+            &self.transport,
+            &spent,
+            &username,
+            mode,
+            &signature,
+        )
+        .await;
+        match checked {
+            Ok(user) => self.authenticated(user).await,
+            Err(e) => {
+                tracing::debug!(conn = self.conn_id, code = %e.code(), "auth refused");
+                vec![self.err(&e, None)].into()
+            }
         }
     }
 
@@ -521,13 +504,17 @@ impl Session {
                             reason: "no key with this id was offered on this connection".into(),
                         })
                     })?;
-                let (key, frame) = self
+                if u64::try_from(now_ms()).unwrap_or(0) >= offer.expires_at_ms {
+                    self.offers.remove(&id);
+                    return Err(RelayError::KeyExpired);
+                }
+                // A ciphertext that fails leaves the offer in place; a completed one is spent.
+                let frame = self
                     .shared
                     .crypto
                     .run(move || shared.kex.complete(&offer, ct.as_slice()))
                     .await??;
                 self.offers.remove(&id);
-                self.channel_key = Some(key);
                 Ok(frame)
             }
             _ => {

@@ -55,7 +55,8 @@ pub fn server_config(
         .map_err(|e| tls_err("cannot read private key", &key_path, e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        // TLS 1.3 only: logins are bound to its exporter (RFC 9266 `tls-exporter`).
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| RelayError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)

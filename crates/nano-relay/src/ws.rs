@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use nano_proto::{ClientFrame, ProtoError, RelayFrame};
+use nano_proto::binding::{TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
+use nano_proto::{ChannelBinding, ClientFrame, ProtoError, RelayFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::RelayError;
 use crate::hub::{Mailbox, SessionEvent};
+use crate::login::Transport;
 use crate::pools::{BufferPool, PooledBuf};
 use crate::rate_limit::TokenBucket;
 use crate::session::{Session, error_frame};
@@ -210,17 +212,18 @@ async fn connection(
         match tls {
             Some(acc) => boxed_within(limit, || async {
                 let s = acc.accept(stream).await.ok()?;
-                handshake(shared, s).await
+                let binding = tls_exporter(s.get_ref().1)?;
+                Some((handshake(shared, s).await?, binding))
             })
             .await
             .ok()
             .flatten()
-            .map(|ws| session_loop(shared, ws, ip)),
+            .map(|(ws, binding)| session_loop(shared, ws, Transport::new(binding, ip))),
             None => boxed_within(limit, || handshake(shared, stream))
                 .await
                 .ok()
                 .flatten()
-                .map(|ws| session_loop(shared, ws, ip)),
+                .map(|ws| session_loop(shared, ws, Transport::new(ChannelBinding::None, ip))),
         }
     };
     // A client still in its handshake at shutdown is simply dropped: it has nothing to drain.
@@ -233,16 +236,25 @@ async fn connection(
     }
 }
 
+/// The connection's RFC 9266 `tls-exporter` channel binding (`None` if rustls cannot export,
+/// which it can on every established TLS 1.3 connection).
+fn tls_exporter(tls: &rustls::ServerConnection) -> Option<ChannelBinding> {
+    let out = [0u8; TLS_EXPORTER_LEN];
+    tls.export_keying_material(out, TLS_EXPORTER_LABEL, Some(&[]))
+        .ok()
+        .map(ChannelBinding::TlsExporter)
+}
+
 /// The connection's loop on the heap, whatever its transport.
 fn session_loop<'a, S>(
     shared: &'a Arc<Shared>,
     ws: WebSocketStream<S>,
-    ip: IpAddr,
+    transport: Transport,
 ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
 {
-    Box::pin(run(shared, Conn::new(shared, ws), ip))
+    Box::pin(run(shared, Conn::new(shared, ws), transport))
 }
 
 /// The future `f` makes, limited to `limit`, built straight on the heap (a future built in an
@@ -326,12 +338,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Arc<Shared>,
     mut conn: Conn<S>,
-    ip: IpAddr,
+    transport: Transport,
 ) {
     let limits = &shared.config.limits;
     let (mailbox, mut events) = Mailbox::new(limits.send_queue_depth, limits.send_queue_bytes);
     let kill = mailbox.kill.clone();
-    let mut session = Session::new(Arc::clone(shared), mailbox);
+    let ip = transport.peer;
+    let mut session = Session::new(Arc::clone(shared), transport, mailbox);
     let end = drive(shared, &mut session, &mut conn, &mut events, &kill, ip).await;
     let closing = Duration::from_secs(2);
     match end {
@@ -376,9 +389,6 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending = FuturesOrdered::new();
     let max_frame = shared.config.limits.max_frame_bytes;
-    if let Err(e) = conn.send(vec![session.challenge()]).await {
-        return e;
-    }
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => {

@@ -37,7 +37,7 @@ enum Input {
     Auth(AuthCase),
 }
 
-/// Ways to fail authentication; each spends the challenge and earns a new one.
+/// Ways to fail authentication; each spends the challenge (the next `hello` earns a new one).
 enum AuthCase {
     /// alice's name and mode, a 10-byte signature.
     WrongLength,
@@ -90,7 +90,7 @@ fn auth_input(a: &Actors, case: &AuthCase, ch: &Challenge, spent: &Challenge) ->
         AuthCase::Replay => return Message::text(a.replay.clone()),
         AuthCase::StaleNonce => a.alice.auth(c, spent),
         AuthCase::OtherRelay => {
-            let content = auth_content(&ch.nonce, &Fingerprint([9; 32]), &a.alice.name);
+            let content = auth_content(&Fingerprint([9; 32]), &ch.login(), &a.alice.name);
             ClientFrame::Auth {
                 username: a.alice.name.clone(),
                 crypto_mode: c,
@@ -554,7 +554,6 @@ async fn a_frame_over_twice_the_limit_closes_with_1009() {
         Message::binary(vec![0x02; 2 * MAX_FRAME + 1_000]),
     ] {
         let mut ws = relay.connect().await;
-        ws.challenge().await;
         let (_, read, close) = ws.send_while_reading(m).await;
         assert_eq!(
             read, 0,
@@ -565,7 +564,6 @@ async fn a_frame_over_twice_the_limit_closes_with_1009() {
     }
     // Another client is unaffected.
     let mut ws = relay.connect().await;
-    ws.challenge().await;
     ws.send(&ClientFrame::Fetch {
         after: None,
         limit: None,
@@ -574,20 +572,18 @@ async fn a_frame_over_twice_the_limit_closes_with_1009() {
     ws.expect_error("unauthorized").await;
 }
 
-/// Opens a connection; `Ok(challenge)` if admitted, `Err(close)` if refused.
+/// Opens a connection and says `hello`; `Ok(challenge)` if admitted, `Err(close)` if refused.
 async fn try_admit(relay: &Relay) -> Result<(Ws, Challenge), Option<(u16, String)>> {
     let mut ws = relay.connect().await;
+    let client_nonce = ws.hello(CryptoMode::Hybrid).await;
     match ws.next_raw().await {
-        Some(Message::Text(t)) => match RelayFrame::from_json(&t) {
-            Ok(RelayFrame::Challenge { nonce, relay_id }) => Ok((
-                ws,
-                Challenge {
-                    nonce: nonce.as_slice().try_into().unwrap(),
-                    relay_id,
-                },
-            )),
-            other => panic!("expected a challenge, got {other:?}"),
-        },
+        Some(Message::Text(t)) => {
+            let f = RelayFrame::from_json(&t).unwrap();
+            match ws.challenge_of(f, client_nonce) {
+                Ok(ch) => Ok((ws, ch)),
+                Err(other) => panic!("expected a challenge, got {other:?}"),
+            }
+        }
         Some(Message::Close(c)) => {
             Err(c.map(|c| (u16::from(c.code), c.reason.as_str().to_owned())))
         }
@@ -662,7 +658,6 @@ async fn a_connection_over_its_rate_is_told_rate_limited() {
         limit: None,
     };
     let mut ws = relay.connect().await;
-    ws.challenge().await;
     for _ in 0..20 {
         ws.feed(&fetch).await;
     }
@@ -688,7 +683,6 @@ async fn a_connection_over_its_rate_is_told_rate_limited() {
 
     // Other connections have their own allowance.
     let mut other = relay.connect().await;
-    other.challenge().await;
     other.send(&fetch).await;
     other.expect_error("unauthorized").await;
     // The limited connection stays open and is served again once its bucket refills.
@@ -722,7 +716,6 @@ async fn the_per_address_rate_spans_connections() {
     let mut conns = Vec::new();
     for _ in 0..3 {
         let mut ws = relay.connect().await;
-        ws.challenge().await;
         for _ in 0..10 {
             ws.feed(&fetch).await;
         }

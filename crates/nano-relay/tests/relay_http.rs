@@ -67,7 +67,6 @@ async fn metrics_expose_the_guides_names() {
     a.send_message("bob", "m", CryptoMode::Hybrid, Some(random_id()))
         .await;
     let mut other = relay.connect().await;
-    other.challenge().await;
     other.send_text(r#"{"type":"no_such_thing"}"#).await;
     other.expect_error("unknown_type").await;
 
@@ -568,6 +567,7 @@ async fn sigterm_and_sigint_drain_and_exit_zero() {
             .await,
         (id, false)
     );
+    // An idle session (its hello answered, so its loop runs).
     let mut idle = relay.connect().await;
     idle.challenge().await;
 

@@ -9,7 +9,7 @@ mod relay_common;
 use std::time::Duration;
 
 use nano_crypto::CryptoMode;
-use nano_proto::RelayFrame;
+use nano_proto::{BindingKind, RelayFrame};
 use relay_common::{
     Config, PgDb, Relay, Ws, metric, random_id, send_frame, start_with_alice_and_bob,
 };
@@ -244,7 +244,6 @@ async fn a_ping_flood_is_rate_limited_and_closed_with_policy() {
         .set("security", "rate_limit_burst", 5);
     let relay = Relay::start(&cfg).await;
     let mut ws = Ws::connect(&relay.ws).await;
-    ws.challenge().await;
     for _ in 0..50 {
         if !ws.try_send_raw(Message::Ping(Vec::new().into())).await {
             break;
@@ -261,11 +260,10 @@ async fn a_ping_flood_is_rate_limited_and_closed_with_policy() {
     assert!(metric(&text, "nano_messenger_errors_total{code=\"rate_limited\"}").unwrap() >= 1.0);
 }
 
-/// Sends raw frame `f` on a fresh connection after its challenge; expects a 1002 close with
+/// Sends raw frame `f` on a fresh connection; expects a 1002 close with
 /// `reason`.
 async fn expect_protocol_close(relay: &Relay, f: Frame, reason: &str) {
     let mut ws = Ws::connect(&relay.ws).await;
-    ws.challenge().await;
     ws.send_raw(Message::Frame(f)).await;
     let (_, close) = ws.closed().await;
     let close = close.expect("a close frame");
@@ -290,7 +288,7 @@ async fn protocol_violations_close_with_1002_and_a_reason() {
     expect_protocol_close(&relay, f, "continuation frame without a first frame").await;
     // A frame the relay answers normally afterwards on a fresh connection.
     let mut ws = Ws::connect(&relay.ws).await;
-    assert!(matches!(ws.recv().await, RelayFrame::Challenge { .. }));
+    assert_eq!(ws.challenge().await.channel_binding, BindingKind::None);
 }
 
 #[tokio::test]
@@ -318,7 +316,6 @@ async fn http_errors_are_counted_like_websocket_ones() {
 async fn a_client_close_is_answered_with_a_close_frame() {
     let relay = Relay::start(&Config::new()).await;
     let mut ws = Ws::connect(&relay.ws).await;
-    ws.challenge().await;
     ws.send_raw(Message::Close(Some(
         tokio_tungstenite::tungstenite::protocol::CloseFrame {
             code: CloseCode::Normal,

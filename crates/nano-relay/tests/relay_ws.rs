@@ -167,7 +167,6 @@ async fn the_guides_frames_work_as_written() {
     user.register(&relay).await;
 
     let mut anon = relay.connect().await;
-    anon.challenge().await;
     anon.send_text(
         r#"{"type":"send_message","recipient":"user_42","message":"…","crypto_mode":"hybrid"}"#,
     )
@@ -222,8 +221,11 @@ async fn minimum_crypto_mode_is_enforced() {
     let quinn = User::new("quinn", CryptoMode::Quantum);
     quinn.register(&relay).await;
 
-    // Classical auth is refused, and a fresh challenge follows; hybrid auth then succeeds.
+    // The relay signs no challenge below its floor; classical auth is refused; hybrid auth after
+    // a new hello then succeeds.
     let mut a = relay.connect().await;
+    a.hello(CryptoMode::Classical).await;
+    a.expect_error("mode_not_allowed").await;
     let ch = a.challenge().await;
     a.send(&classical_alice.auth(CryptoMode::Classical, &ch))
         .await;
@@ -243,7 +245,6 @@ async fn minimum_crypto_mode_is_enforced() {
         .await;
     assert_eq!(a.expect_error("mode_not_allowed").await.1, Some(id));
     let mut anon = relay.connect().await;
-    anon.challenge().await;
     anon.send(&send_frame("bob", "x", CryptoMode::Classical, None))
         .await;
     anon.expect_error("mode_not_allowed").await;
@@ -296,7 +297,6 @@ async fn a_repeated_id_is_stored_once() {
     assert_eq!(a.expect_sent().await, (y, false));
     assert_eq!(a.expect_sent().await, (y, true));
     let mut anon = relay.connect().await;
-    anon.challenge().await;
     anon.send(&fx).await;
     assert_eq!(anon.expect_sent().await, (x, true));
 
@@ -475,6 +475,67 @@ async fn key_exchange_round_trip_from_the_key_pool_without_key_caching() {
             .set("performance", "enable_key_caching", false),
     )
     .await;
+}
+
+/// The guide's key-exchange flow (no login, no hello) against a key past its signed
+/// `expires_at_ms`: refused `key_expired`; a new offer completes.
+#[tokio::test]
+async fn a_key_exchange_key_is_refused_after_it_expires() {
+    let relay = Relay::start(&Config::new().set("performance", "key_cache_ttl_seconds", 1)).await;
+    let mut ws = relay.connect().await;
+    let mode = CryptoMode::Hybrid;
+    let ask = ClientFrame::KeyExchange {
+        crypto_mode: mode,
+        key_id: None,
+        ciphertext: None,
+    };
+    ws.send(&ask).await;
+    let (key_id, public_key, expires_at_ms) = match ws.recv().await {
+        RelayFrame::KeyExchange {
+            key_id,
+            public_key,
+            expires_at_ms,
+            ..
+        } => (key_id, public_key, expires_at_ms),
+        f => panic!("expected key_exchange, got {f:?}"),
+    };
+    assert!(expires_at_ms <= now_ms() + 1_000, "a 1 s key lives longer");
+    // Wait (bounded: at most the key's 1 s) until it has expired.
+    while now_ms() <= expires_at_ms {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pk = KemPublicKey::from_bytes(mode, public_key.as_slice()).unwrap();
+    let (ct, _) = pk.encapsulate(&mut OsRng).unwrap();
+    ws.send(&ClientFrame::KeyExchange {
+        crypto_mode: mode,
+        key_id: Some(key_id),
+        ciphertext: Some(Bytes(ct.as_bytes().to_vec())),
+    })
+    .await;
+    ws.expect_error("key_expired").await;
+    // The next request gets a fresh key that completes.
+    ws.send(&ask).await;
+    let (key_id, public_key) = match ws.recv().await {
+        RelayFrame::KeyExchange {
+            key_id,
+            public_key,
+            expires_at_ms,
+            ..
+        } => {
+            assert!(expires_at_ms > now_ms());
+            (key_id, public_key)
+        }
+        f => panic!("expected key_exchange, got {f:?}"),
+    };
+    let pk = KemPublicKey::from_bytes(mode, public_key.as_slice()).unwrap();
+    let (ct, _) = pk.encapsulate(&mut OsRng).unwrap();
+    ws.send(&ClientFrame::KeyExchange {
+        crypto_mode: mode,
+        key_id: Some(key_id),
+        ciphertext: Some(Bytes(ct.as_bytes().to_vec())),
+    })
+    .await;
+    assert!(matches!(ws.recv().await, RelayFrame::KeyExchangeOk { .. }));
 }
 
 #[tokio::test]
@@ -793,7 +854,6 @@ async fn a_bad_payload_does_not_fail_other_messages(cfg: Config) {
     let (relay, alice, bob) = start_with_alice_and_bob(&cfg).await;
     let (mut a, _) = alice.connect(&relay).await;
     let mut m = relay.connect().await;
-    m.challenge().await;
 
     let good: Vec<MessageId> = (0..EACH).map(|_| random_id()).collect();
     let bad: Vec<MessageId> = (0..EACH).map(|_| random_id()).collect();

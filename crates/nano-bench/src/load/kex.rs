@@ -1,6 +1,8 @@
 //! A key-exchange virtual user: the guide's `{"type":"key_exchange","crypto_mode":…}` on a raw
 //! WebSocket, then the full exchange with real crypto: the relay's signature over its ephemeral
-//! key is checked against its identity, the key is encapsulated to, and the confirmation checked.
+//! key is checked against its identity and its expiry against our clock, the key is
+//! encapsulated to, and the confirmation checked. No channel results: the exchange is a probe
+//! of the relay's KEM work (PROTOCOL.md §12).
 
 use anyhow::{Context, bail};
 use futures_util::SinkExt;
@@ -12,6 +14,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::load::raw::next;
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// One complete exchange in `mode` against the relay at `ws_url` whose identity is `relay`.
 pub(crate) async fn exchange(
     ws_url: &str,
@@ -19,9 +27,6 @@ pub(crate) async fn exchange(
     mode: CryptoMode,
 ) -> anyhow::Result<()> {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
-    let RelayFrame::Challenge { .. } = next(&mut ws).await? else {
-        bail!("no challenge");
-    };
     let ask = ClientFrame::KeyExchange {
         crypto_mode: mode,
         key_id: None,
@@ -47,6 +52,9 @@ pub(crate) async fn exchange(
         &key_exchange_content(mode, key_id, expires, pk.as_slice()),
         &Signature::from_bytes(mode, sig.as_slice())?,
     )?;
+    if expires <= now_ms() {
+        bail!("the relay offered a key that has expired");
+    }
     let pk = KemPublicKey::from_bytes(mode, pk.as_slice())?;
     let (ct, ss) = pk.encapsulate(&mut OsRng)?;
     let done = ClientFrame::KeyExchange {

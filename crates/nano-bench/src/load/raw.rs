@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use nano_crypto::{AeadId, CryptoMode, OsRng, SigContext};
-use nano_proto::signed::auth_content;
-use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
+use nano_client::login::{LoginAttempt, channel_binding};
+use nano_crypto::{AeadId, CryptoMode, OsRng};
+use nano_proto::{ClientFrame, MessageId, RelayFrame, Username};
 use rand_core::RngCore;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -49,23 +49,11 @@ pub(crate) async fn next(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
 /// `fetched`): senders skip it, receivers ack it.
 async fn authenticated(ctx: &Ctx, user: &User) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(ctx.ws_url.as_str()).await?;
-    let RelayFrame::Challenge { nonce, .. } = next(&mut ws).await? else {
-        bail!("no challenge");
-    };
-    let nonce: [u8; 32] = nonce.as_slice().try_into().context("nonce")?;
     let name = Username::new(&user.name)?;
-    let mode = user.identity.min_mode();
-    let sig = user.identity.sign(
-        mode,
-        SigContext::RelayAuth,
-        &auth_content(&nonce, &ctx.relay.fingerprint(), &name),
-        &mut OsRng,
-    )?;
-    let auth = ClientFrame::Auth {
-        username: name,
-        crypto_mode: mode,
-        signature: Bytes(sig.as_bytes().to_vec()),
-    };
+    let (attempt, hello) = LoginAttempt::start(user.identity.min_mode(), channel_binding(&ws)?);
+    ws.send(Message::text(hello.to_json()?)).await?;
+    let challenge = next(&mut ws).await?;
+    let auth = attempt.answer(&ctx.relay, challenge, &user.identity, &name)?;
     ws.send(Message::text(auth.to_json()?)).await?;
     loop {
         match next(&mut ws).await? {

@@ -81,6 +81,11 @@ impl Relay {
         Self(RelayProcess::start(relay_bin(), &cfg, WAIT))
     }
 
+    /// A relay for `cfg` (see [`Config::minimal`]).
+    pub(crate) fn start_config(cfg: &Config) -> Self {
+        Self(RelayProcess::start(relay_bin(), cfg, WAIT))
+    }
+
     /// A new relay (fresh temp dir, so a new identity) on the ports `other` used, which must
     /// have been stopped.
     pub(crate) fn start_on_ports_of(other: &Relay) -> Self {

@@ -23,8 +23,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng, SigContext};
 use nano_proto::rest::{RegisterRequest, RelayInfo, UserResponse, claim_content};
-use nano_proto::signed::auth_content;
-use nano_proto::{Bytes, ClientFrame, MessageId, RelayFrame, Username};
+use nano_proto::signed::{Login as LoginTranscript, auth_content};
+use nano_proto::{
+    BindingKind, Bytes, ChannelBinding, ClientFrame, MessageId, RelayFrame, Username,
+};
 use nano_testkit::RelayProcess;
 // Not every test binary uses every helper (as with `dead_code` above).
 #[allow(unused_imports)]
@@ -314,14 +316,37 @@ pub(crate) struct Fetched {
     pub(crate) more: bool,
 }
 
-/// A `challenge` frame.
+/// A `challenge` frame, with the `hello` it answered and the connection's binding.
 #[derive(Debug, Clone)]
 pub(crate) struct Challenge {
     pub(crate) nonce: [u8; 32],
     pub(crate) relay_id: String,
+    pub(crate) mode: CryptoMode,
+    pub(crate) channel_binding: BindingKind,
+    pub(crate) signature: Vec<u8>,
+    /// The `hello` nonce it answers.
+    pub(crate) client_nonce: [u8; 32],
+    /// The binding of the connection it came on, as this end computes it.
+    pub(crate) binding: ChannelBinding,
 }
 
 impl Challenge {
+    /// The same challenge with another relay nonce (an answer to it is wrong).
+    pub(crate) fn clone_with_other_nonce(&self) -> Self {
+        let mut c = self.clone();
+        c.nonce[0] ^= 0xff;
+        c
+    }
+
+    /// The transcript both signatures cover.
+    pub(crate) fn login(&self) -> LoginTranscript<'_> {
+        LoginTranscript {
+            relay_nonce: &self.nonce,
+            client_nonce: &self.client_nonce,
+            binding: self.binding,
+        }
+    }
+
     /// The relay fingerprint the challenge names.
     pub(crate) fn relay_fingerprint(&self) -> Fingerprint {
         let v = hex::decode(&self.relay_id).expect("relay_id is hex");
@@ -524,14 +549,66 @@ impl Ws {
         .await;
     }
 
-    /// Expects a `challenge`.
+    /// Sends `hello` in hybrid mode (at or above every floor the tests use) and expects a
+    /// `challenge`.
     pub(crate) async fn challenge(&mut self) -> Challenge {
-        match self.recv().await {
-            RelayFrame::Challenge { nonce, relay_id } => Challenge {
+        self.challenge_in(CryptoMode::Hybrid).await
+    }
+
+    /// Sends `hello` for a relay signature of `mode` and expects a `challenge`.
+    pub(crate) async fn challenge_in(&mut self, mode: CryptoMode) -> Challenge {
+        let client_nonce = self.hello(mode).await;
+        let f = self.recv().await;
+        self.challenge_of(f, client_nonce)
+            .unwrap_or_else(|f| panic!("expected challenge, got {f:?}"))
+    }
+
+    /// Sends `hello` with a fresh nonce (a send that fails is ignored: the relay may be
+    /// closing the connection); returns the nonce.
+    pub(crate) async fn hello(&mut self, mode: CryptoMode) -> [u8; 32] {
+        let mut client_nonce = [0u8; 32];
+        OsRng.fill_bytes(&mut client_nonce);
+        let hello = ClientFrame::Hello {
+            crypto_mode: mode,
+            nonce: Bytes(client_nonce.to_vec()),
+        };
+        let m = self.encode(&hello);
+        self.try_send_raw(m).await;
+        client_nonce
+    }
+
+    /// `f` as the `challenge` answering the `hello` with `client_nonce` on this connection.
+    pub(crate) fn challenge_of(
+        &self,
+        f: RelayFrame,
+        client_nonce: [u8; 32],
+    ) -> Result<Challenge, RelayFrame> {
+        match f {
+            RelayFrame::Challenge {
+                nonce,
+                relay_id,
+                crypto_mode,
+                channel_binding,
+                signature,
+            } => Ok(Challenge {
                 nonce: nonce.as_slice().try_into().expect("32-byte nonce"),
                 relay_id,
-            },
-            f => panic!("expected challenge, got {f:?}"),
+                mode: crypto_mode,
+                channel_binding,
+                signature: signature.0,
+                client_nonce,
+                binding: self.binding(),
+            }),
+            f => Err(f),
+        }
+    }
+
+    /// This connection's channel binding (RFC 9266 `tls-exporter` over TLS).
+    pub(crate) fn binding(&self) -> ChannelBinding {
+        match self.inner.get_ref() {
+            MaybeTlsStream::Plain(_) => ChannelBinding::None,
+            #[allow(unreachable_patterns)]
+            _ => panic!("the relay tests speak plain WebSocket"),
         }
     }
 
@@ -757,7 +834,7 @@ impl User {
         mode: CryptoMode,
         ch: &Challenge,
     ) -> ClientFrame {
-        let content = auth_content(&ch.nonce, &ch.relay_fingerprint(), claimed);
+        let content = auth_content(&ch.relay_fingerprint(), &ch.login(), claimed);
         ClientFrame::Auth {
             username: claimed.clone(),
             crypto_mode: mode,
