@@ -50,7 +50,8 @@ fn mode(m: Mode) -> CryptoMode {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create your identity: keys for --crypto-mode and every stronger mode, sealed under a
-    /// passphrase (prompted, or $NANO_PASSPHRASE).
+    /// passphrase (prompted, or the first line of the 0600 file $NANO_PASSPHRASE_FILE, or
+    /// $NANO_PASSPHRASE).
     Init {
         /// Your username on the relay ([A-Za-z0-9_.-], 1 to 64 characters).
         #[arg(long)]
@@ -119,13 +120,38 @@ enum ContactsAction {
     },
 }
 
+/// The passphrase from the file `$NANO_PASSPHRASE_FILE` names: its first line (the line end
+/// is not part of it). The file must be readable by its owner only (mode 0600 or stricter),
+/// like the keystore it unlocks.
+fn passphrase_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e: std::io::Error| ClientError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(ClientError::Invalid(format!(
+            "{}: the passphrase file must be readable by its owner only (chmod 600)",
+            path.display()
+        )));
+    }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+    let line = text.split(['\r', '\n']).next().unwrap_or_default();
+    Ok(zeroize::Zeroizing::new(line.to_owned()))
+}
+
 fn passphrase(confirm: bool) -> Result<zeroize::Zeroizing<String>> {
+    if let Some(path) = std::env::var_os("NANO_PASSPHRASE_FILE") {
+        return passphrase_file(std::path::Path::new(&path));
+    }
     if let Ok(p) = std::env::var("NANO_PASSPHRASE") {
         return Ok(zeroize::Zeroizing::new(p));
     }
     if !std::io::stdin().is_terminal() {
         return Err(ClientError::Invalid(
-            "no passphrase: set NANO_PASSPHRASE or run in a terminal".into(),
+            "no passphrase: run in a terminal, or set NANO_PASSPHRASE_FILE (or NANO_PASSPHRASE)"
+                .into(),
         ));
     }
     let read = |prompt: &str| {

@@ -604,3 +604,46 @@ async fn init_register_send_receive_over_https_with_the_relay_ca() {
     let line = failed(&o, "register without the relay CA");
     assert!(line.contains("certificate"), "{line}");
 }
+
+/// `NANO_PASSPHRASE_FILE`: the first line of an owner-only file unlocks the keystore (and takes
+/// precedence over `NANO_PASSPHRASE`); a file others may read, a missing file, or a wrong
+/// passphrase in it are refused with one clear line.
+#[test]
+fn the_passphrase_can_come_from_an_owner_only_file() {
+    let relay = Relay::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("alice");
+    init(&home, "alice", "classical", &relay.api);
+    let file = tmp.path().join("passphrase");
+    std::fs::write(&file, format!("{PASS}\nignored second line\n")).unwrap();
+    let with_file = |mode: Option<u32>, env: Option<&str>| {
+        if let Some(mode) = mode {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let mut cmd = std::process::Command::new(common::client_bin());
+        cmd.arg("--home").arg(&home).arg("register");
+        cmd.env_remove("NANO_HOME")
+            .env("NANO_PASSPHRASE_FILE", &file);
+        match env {
+            Some(p) => cmd.env("NANO_PASSPHRASE", p),
+            None => cmd.env_remove("NANO_PASSPHRASE"),
+        };
+        common::run(&mut cmd, None)
+    };
+    let line = failed(
+        &with_file(Some(0o644), None),
+        "a world-readable passphrase file",
+    );
+    assert!(line.contains("owner only"), "{line}");
+    let o = with_file(Some(0o600), Some("not the passphrase"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(&file, "wrong\n").unwrap();
+    let line = failed(
+        &with_file(Some(0o600), Some(PASS)),
+        "a wrong passphrase in the file",
+    );
+    assert!(line.contains("wrong passphrase"), "{line}");
+    std::fs::remove_file(&file).unwrap();
+    let line = failed(&with_file(None, None), "a missing passphrase file");
+    assert!(line.contains("passphrase"), "{line}");
+}
