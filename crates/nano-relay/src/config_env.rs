@@ -62,7 +62,7 @@ fn check_tls(cfg: &RelayConfig) -> Result<(), RelayError> {
         }
     }
     // Parses both files and checks that the key is the certificate's.
-    crate::tls::server_config(t, &cfg.storage.data_dir)
+    crate::net::tls::server_config(t, &cfg.storage.data_dir)
         .map(|_| ())
         .map_err(|e| invalid("tls.cert_path", e.to_string()))
 }

@@ -79,7 +79,7 @@ pub enum RelayError {
         "logins need TLS (wss://) except from loopback, so they can be bound to the connection"
     )]
     TlsRequired,
-    /// More `hello` frames on one connection than [`crate::login::MAX_LOGIN_ATTEMPTS`].
+    /// More `hello` frames on one connection than [`crate::protocol::login::MAX_LOGIN_ATTEMPTS`].
     #[error("too many logins on this connection; open a new one")]
     TooManyLogins,
     /// A `key_exchange` completion for a key past its `expires_at_ms`.
@@ -143,14 +143,14 @@ impl RelayError {
     /// kind so an outage or a corrupt row costs a few lines, not one per request.
     pub fn report(&self) {
         match self {
-            Self::Corrupt(_) => crate::log_limit::error("corrupt stored data", self),
+            Self::Corrupt(_) => crate::telemetry::log_limit::error("corrupt stored data", self),
             Self::Internal(_) | Self::Io { .. } | Self::Tls(_) => {
-                crate::log_limit::error("internal error", self);
+                crate::telemetry::log_limit::error("internal error", self);
             }
             Self::Storage(_) | Self::Unreachable(_) | Self::SchemaTooNew { .. } => {
-                crate::log_limit::warn("database unavailable", self);
+                crate::telemetry::log_limit::warn("database unavailable", self);
             }
-            Self::Cache(_) => crate::log_limit::warn("L2 cache unavailable", self),
+            Self::Cache(_) => crate::telemetry::log_limit::warn("L2 cache unavailable", self),
             _ => {}
         }
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nano_crypto::{CryptoMode, KemKeyPair, OsRng};
 
-use crate::crypto_pool::CryptoPool;
+use crate::crypto::pool::CryptoPool;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

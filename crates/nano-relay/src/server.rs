@@ -15,27 +15,27 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::AuthVerifier;
 use crate::config::RelayConfig;
-use crate::crypto_pool::CryptoPool;
+use crate::crypto::auth_verifier::AuthVerifier;
+use crate::crypto::kex::KexService;
+use crate::crypto::pool::CryptoPool;
+use crate::delivery::fanout::Fanout;
+use crate::delivery::hub::Hub;
+use crate::delivery::writer::{self, WriterConfig};
 use crate::directory::Directory;
+use crate::directory::l2_cache::RedisCache;
 use crate::error::RelayError;
-use crate::fanout::Fanout;
-use crate::hub::Hub;
-use crate::kex::KexService;
-use crate::l2_cache::RedisCache;
-use crate::metrics::Metrics;
+use crate::net::rate_limit::AddressLimiter;
 use crate::pools::{BufferPool, KeyPool};
-use crate::rate_limit::AddressLimiter;
 use crate::state::Shared;
-use crate::writer::{self, WriterConfig};
+use crate::telemetry::metrics::Metrics;
 
 /// Addresses tracked by the per-address rate limiter.
 const MAX_TRACKED_ADDRESSES: usize = 65_536;
 /// Jobs the crypto pool admits at once.
 const CRYPTO_QUEUE: usize = 4_096;
 /// Longest wait for sessions (and background tasks) to close at shutdown.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the batch writers to commit what is queued once sessions are gone.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,7 +92,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     let url = config.storage.url.clone();
     let pool_size = config.storage.pool_size as usize;
     let (identity, storage) = tokio::task::spawn_blocking(move || {
-        let identity = crate::relay_identity::load_or_create(&data_dir)?;
+        let identity = crate::crypto::identity::load_or_create(&data_dir)?;
         let storage = crate::storage::open(&url, pool_size)?;
         Ok::<_, RelayError>((identity, storage))
     })
@@ -167,7 +167,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         key_pool,
         metrics.clone(),
     );
-    let tls = crate::tls::server_config(&config.tls, &config.storage.data_dir)?
+    let tls = crate::net::tls::server_config(&config.tls, &config.storage.data_dir)?
         .map(tokio_rustls::TlsAcceptor::from);
     let bind = config.server.bind_address;
     let api = TcpListener::bind((bind, config.server.api_port))
@@ -190,7 +190,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         MAX_TRACKED_ADDRESSES,
         MonotonicClock::new(),
     );
-    let profiler = crate::profiling::start(
+    let profiler = crate::telemetry::profiling::start(
         config.debug.enable_profiling,
         Duration::from_secs(config.debug.profile_duration_seconds),
         config.debug.profile_dir.clone(),
@@ -218,21 +218,21 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     });
     let sessions = TaskTracker::new();
     let background = TaskTracker::new();
-    background.spawn(crate::ws::serve(
+    background.spawn(crate::net::ws_listener::serve(
         Arc::clone(&shared),
         ws,
         tls.clone(),
         sessions.clone(),
     ));
-    background.spawn(crate::cleanup::run(Arc::clone(&shared)));
-    background.spawn(crate::cleanup::checkpoints(Arc::clone(&shared)));
+    background.spawn(crate::delivery::cleanup::run(Arc::clone(&shared)));
+    background.spawn(crate::delivery::cleanup::checkpoints(Arc::clone(&shared)));
     let http_stop = CancellationToken::new();
     let http_tasks = TaskTracker::new();
-    let http = tokio::spawn(crate::http_listener::serve(
+    let http = tokio::spawn(crate::net::http_listener::serve(
         Arc::clone(&shared),
         api,
         tls,
-        crate::http::router(Arc::clone(&shared)),
+        crate::net::http::router(Arc::clone(&shared)),
         http_stop.clone(),
         http_tasks.clone(),
     ));
@@ -312,7 +312,7 @@ impl RunningRelay {
         self.http_stop.cancel();
         let _ = self.http.await;
         self.http_tasks.close();
-        let api_deadline = crate::http_listener::DRAIN + Duration::from_secs(1);
+        let api_deadline = crate::net::http_listener::DRAIN + Duration::from_secs(1);
         if tokio::time::timeout(api_deadline, self.http_tasks.wait())
             .await
             .is_err()

@@ -4,22 +4,21 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use nano_crypto::{CryptoAcceleration, Fingerprint, Identity, MonotonicClock};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::AuthVerifier;
 use crate::config::RelayConfig;
-use crate::crypto_pool::CryptoPool;
+use crate::crypto::auth_verifier::AuthVerifier;
+use crate::crypto::kex::KexService;
+use crate::crypto::pool::CryptoPool;
+use crate::delivery::hub::Hub;
+use crate::delivery::writer::WriterHandle;
 use crate::directory::Directory;
 use crate::error::RelayError;
-use crate::hub::Hub;
-use crate::kex::KexService;
-use crate::metrics::Metrics;
-use crate::rate_limit::AddressLimiter;
+use crate::net::rate_limit::AddressLimiter;
 use crate::storage::Storage;
-use crate::writer::WriterHandle;
+use crate::telemetry::metrics::Metrics;
 
 /// The relay's shared state.
 #[derive(Debug)]
@@ -114,11 +113,4 @@ impl Shared {
         rx.await
             .map_err(|_| RelayError::Internal("blocking task failed".into()))?
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nano_relay::l2_cache::RedisCache;
+use nano_relay::directory::l2_cache::RedisCache;
 
 fn cache(test: &str, ttl: u64) -> Option<(RedisCache, String)> {
     let Ok(url) = std::env::var("NANO_TEST_REDIS_URL") else {

@@ -8,11 +8,11 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nano_relay::hub::{Hub, Mailbox, SessionEvent};
-use nano_relay::metrics::Metrics;
+use nano_relay::delivery::hub::{Hub, Mailbox, SessionEvent};
+use nano_relay::delivery::writer::{self, WriteRequest, WriterConfig};
 use nano_relay::storage::sqlite::SqliteStorage;
 use nano_relay::storage::{Mark, MarkKind, Storage, StoreOutcome};
-use nano_relay::writer::{self, WriteRequest, WriterConfig};
+use nano_relay::telemetry::metrics::Metrics;
 use tokio::sync::oneshot;
 
 fn setup() -> (Arc<dyn Storage>, Arc<Hub>, Metrics, (i64, i64)) {

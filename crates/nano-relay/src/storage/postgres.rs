@@ -142,7 +142,7 @@ struct LogErrors;
 
 impl r2d2::HandleError<postgres::Error> for LogErrors {
     fn handle_error(&self, e: postgres::Error) {
-        crate::log_limit::warn("PostgreSQL connection failed; retrying", &backend(e));
+        crate::telemetry::log_limit::warn("PostgreSQL connection failed; retrying", &backend(e));
     }
 }
 

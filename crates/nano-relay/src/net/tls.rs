@@ -12,20 +12,20 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsConfig;
+use crate::crypto::identity::write_private;
 use crate::error::RelayError;
-use crate::relay_identity::write_private;
 
 /// Self-signed certificate file in the data directory.
-pub const SELF_SIGNED_CERT: &str = "tls-self-signed.crt";
+pub(crate) const SELF_SIGNED_CERT: &str = "tls-self-signed.crt";
 /// Its private key.
-pub const SELF_SIGNED_KEY: &str = "tls-self-signed.key";
+pub(crate) const SELF_SIGNED_KEY: &str = "tls-self-signed.key";
 
 fn tls_err(what: &str, path: &Path, e: impl std::fmt::Display) -> RelayError {
     RelayError::Tls(format!("{what} {}: {e}", path.display()))
 }
 
 /// The rustls server configuration `[tls]` describes, or `None` when TLS is off.
-pub fn server_config(
+pub(crate) fn server_config(
     cfg: &TlsConfig,
     data_dir: &Path,
 ) -> Result<Option<Arc<ServerConfig>>, RelayError> {

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
+use crate::delivery::hub::Hub;
 use crate::directory::Directory;
-use crate::hub::Hub;
-use crate::l2_cache::RedisCache;
+use crate::directory::l2_cache::RedisCache;
 
 /// Capacity of the publish queue (batches of recipients).
 const PUBLISH_QUEUE: usize = 4096;
@@ -86,7 +86,7 @@ fn publisher(cache: &RedisCache, instance: u64, rx: &Receiver<Vec<i64>>) {
         users.dedup();
         let payloads: Vec<String> = users.iter().map(|u| format!("{instance}:{u}")).collect();
         if let Err(e) = cache.publish(&channel, &payloads) {
-            crate::log_limit::warn("cross-relay delivery notice failed", &e);
+            crate::telemetry::log_limit::warn("cross-relay delivery notice failed", &e);
         }
     }
 }
@@ -106,14 +106,17 @@ fn subscriber(
         let mut conn = match cache.subscriber_connection(POLL) {
             Ok(c) => c,
             Err(e) => {
-                crate::log_limit::warn("cannot subscribe to relay notices; retrying", &e);
+                crate::telemetry::log_limit::warn(
+                    "cannot subscribe to relay notices; retrying",
+                    &e,
+                );
                 std::thread::sleep(RESUBSCRIBE_EVERY);
                 continue;
             }
         };
         let mut ps = conn.as_pubsub();
         if let Err(e) = ps.subscribe(&[&deliver, &invalidate]) {
-            crate::log_limit::warn("cannot subscribe to relay notices; retrying", &e);
+            crate::telemetry::log_limit::warn("cannot subscribe to relay notices; retrying", &e);
             std::thread::sleep(RESUBSCRIBE_EVERY);
             continue;
         }
@@ -132,7 +135,10 @@ fn subscriber(
                 Ok(m) => m,
                 Err(e) if e.is_timeout() => continue,
                 Err(e) => {
-                    crate::log_limit::warn("relay notice subscription lost; reconnecting", &e);
+                    crate::telemetry::log_limit::warn(
+                        "relay notice subscription lost; reconnecting",
+                        &e,
+                    );
                     gap = true;
                     break;
                 }

@@ -11,7 +11,7 @@ use nano_crypto::{CryptoMode, Identity, OsRng};
 use crate::error::RelayError;
 
 /// File name of the identity inside the data directory.
-pub const IDENTITY_FILE: &str = "relay-identity.key";
+pub(crate) const IDENTITY_FILE: &str = "relay-identity.key";
 
 fn io(path: &Path, e: std::io::Error) -> RelayError {
     RelayError::Io {
@@ -21,7 +21,7 @@ fn io(path: &Path, e: std::io::Error) -> RelayError {
 }
 
 /// Loads `data_dir/relay-identity.key`, or creates it (mode 0600) when absent.
-pub fn load_or_create(data_dir: &Path) -> Result<Identity, RelayError> {
+pub(crate) fn load_or_create(data_dir: &Path) -> Result<Identity, RelayError> {
     let path: PathBuf = data_dir.join(IDENTITY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -43,7 +43,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Identity, RelayError> {
 }
 
 /// Writes `bytes` to a new file readable by the owner only; never replaces an existing file.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), RelayError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), RelayError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -11,11 +11,11 @@ use std::time::Duration;
 use nano_crypto::{BatchVerifier, VerificationTask};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::crypto_pool::CryptoPool;
+use crate::crypto::pool::CryptoPool;
 use crate::error::RelayError;
 
 /// Most signatures per batch.
-pub const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 /// Checks that may wait for the collector.
 const QUEUE: usize = 1024;
 

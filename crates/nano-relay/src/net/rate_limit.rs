@@ -15,7 +15,7 @@ use nano_crypto::Clock;
 
 /// One token bucket.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -24,7 +24,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket refilling at `rate` per second up to `burst` (both at least 1).
-    pub fn new(rate: u32, burst: u32, now: Duration) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32, now: Duration) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             rate: f64::from(rate.max(1)),
@@ -35,7 +35,7 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Duration) -> bool {
+    pub(crate) fn try_take(&mut self, now: Duration) -> bool {
         let elapsed = now.saturating_sub(self.last).as_secs_f64();
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);

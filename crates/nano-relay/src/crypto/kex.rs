@@ -1,11 +1,12 @@
-//! `key_exchange`: the relay's ephemeral KEM key for a mode, signed by its long-term identity,
-//! and completion of the exchange from the client's encapsulation.
+//! The `key_exchange` service: the relay's ephemeral KEM key for a mode, signed by its long-term
+//! identity, and completion of an exchange from the client's encapsulation (the frames are
+//! handled in `protocol::key_exchange`).
 //!
 //! This is the performance guide's key-exchange frame, kept as a probe (PROTOCOL.md §12): a
 //! completed exchange proves that the relay holds the secret of a key its identity signed, and
 //! nothing more. The derived key authenticates the confirmation and is dropped; it protects no
 //! traffic and no session state keeps it. Logins are bound to the connection by TLS channel
-//! binding instead ([`crate::login`]).
+//! binding instead ([`crate::protocol::login`]).
 //!
 //! With `enable_key_caching`, one key per mode is served from the [`KeyCache`] for
 //! `key_cache_ttl_seconds`, and its signed offer is reused, so a burst of exchanges costs one key
@@ -23,8 +24,9 @@ use nano_proto::signed::key_exchange_content;
 use nano_proto::{Bytes, RelayFrame};
 
 use crate::error::RelayError;
-use crate::metrics::Metrics;
 use crate::pools::KeyPool;
+
+use crate::telemetry::metrics::Metrics;
 
 /// One signed ephemeral key, as offered to clients.
 #[derive(Debug, Clone)]
@@ -136,7 +138,7 @@ impl KexService {
     ) -> Result<Offer, RelayError> {
         let pk = keypair.public_key();
         let id = key_id(pk.as_bytes());
-        let expires_at_ms = u64::try_from(crate::state::now_ms())
+        let expires_at_ms = u64::try_from(crate::clock::now_ms())
             .unwrap_or(0)
             .saturating_add(u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX));
         let content = key_exchange_content(mode, id, expires_at_ms, pk.as_bytes());

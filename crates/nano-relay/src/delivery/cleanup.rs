@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::state::{Shared, now_ms};
+use crate::clock::now_ms;
+use crate::state::Shared;
 
 /// Rows deleted per transaction.
-pub const BATCH: u32 = 1_000;
+pub(crate) const BATCH: u32 = 1_000;
 /// Batches per pass at most; the rest waits for the next tick.
 const MAX_BATCHES_PER_PASS: u32 = 100;
 
@@ -35,7 +36,7 @@ async fn next_tick(shared: &Shared, tick: &mut tokio::time::Interval) -> bool {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 /// Checkpoints until shutdown (SQLite only).
-pub async fn checkpoints(shared: Arc<Shared>) {
+pub(crate) async fn checkpoints(shared: Arc<Shared>) {
     if shared.storage.backend() != "sqlite" {
         return;
     }
@@ -51,7 +52,7 @@ pub async fn checkpoints(shared: Arc<Shared>) {
 }
 
 /// Runs until shutdown.
-pub async fn run(shared: Arc<Shared>) {
+pub(crate) async fn run(shared: Arc<Shared>) {
     let every = Duration::from_secs(shared.config.storage.cleanup_interval_seconds);
     let retention_ms = i64::from(shared.config.storage.message_retention_days) * 86_400_000;
     let mut tick = ticker(every);

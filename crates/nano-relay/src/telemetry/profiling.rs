@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Starts the profiler thread when enabled and compiled in; returns its stop flag.
-pub fn start(enabled: bool, every: Duration, dir: PathBuf) -> Option<Arc<AtomicBool>> {
+pub(crate) fn start(enabled: bool, every: Duration, dir: PathBuf) -> Option<Arc<AtomicBool>> {
     if !enabled {
         return None;
     }

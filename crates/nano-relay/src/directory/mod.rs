@@ -5,16 +5,19 @@
 //! only [`Directory::cached`] is cheap enough for the I/O workers. A rotation invalidates L1 here,
 //! deletes the L2 entry and publishes the name so every other relay drops its L1 copy.
 
+pub(crate) mod l1_cache;
+pub mod l2_cache;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nano_crypto::{CryptoMode, Fingerprint, MonotonicClock, PublicBundle};
 
+use crate::directory::l1_cache::TtlCache;
+use crate::directory::l2_cache::RedisCache;
 use crate::error::RelayError;
-use crate::l1_cache::TtlCache;
-use crate::l2_cache::RedisCache;
-use crate::metrics::Metrics;
 use crate::storage::{Storage, UserRecord};
+use crate::telemetry::metrics::Metrics;
 
 /// A user as the relay needs it: the row and the decoded bundle.
 #[derive(Debug)]

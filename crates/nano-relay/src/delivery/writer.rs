@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use nano_proto::Username;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::now_ms;
+use crate::delivery::fanout::Fanout;
+use crate::delivery::hub::Hub;
 use crate::error::RelayError;
-use crate::fanout::Fanout;
-use crate::hub::Hub;
-use crate::metrics::Metrics;
-use crate::state::now_ms;
 use crate::storage::{Mark, NewMessage, Storage, StoreOutcome, StoredMessage};
+use crate::telemetry::metrics::Metrics;
 
 /// One message to store, and where to send the outcome.
 #[derive(Debug)]
@@ -159,7 +159,7 @@ fn commit(
         // Nothing to learn from retrying one by one while the database is away.
         Err(e) if msgs.len() == 1 || matches!(e, RelayError::Unreachable(_)) => Err(e),
         Err(e) => {
-            crate::log_limit::warn(
+            crate::telemetry::log_limit::warn(
                 "batch commit failed; committing its messages one by one",
                 &e,
             );

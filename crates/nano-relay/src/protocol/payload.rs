@@ -15,7 +15,7 @@ use crate::error::RelayError;
 
 /// What the relay stores a send as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Judged {
+pub(crate) struct Judged {
     /// The message id: the envelope's `message_id`, or for an opaque payload the frame's `id`
     /// (a random one when absent).
     pub id: MessageId,
@@ -32,7 +32,7 @@ pub struct Judged {
 /// - [`RelayError::ModeMismatch`] when `label` differs from the envelope's mode;
 /// - [`RelayError::NotAnEnvelope`] when the payload is not standard base64 of a well-formed
 ///   envelope (§6 lengths, no trailing bytes) and `opaque_allowed` is false.
-pub fn judge(
+pub(crate) fn judge(
     message: &str,
     label: CryptoMode,
     id: Option<MessageId>,

@@ -21,19 +21,20 @@ use nano_proto::rest::{
 use nano_proto::{Bytes, ProtoError, Username};
 use serde::Serialize;
 
+use crate::clock::now_ms;
 use crate::directory::UserEntry;
 use crate::error::RelayError;
-use crate::state::{Shared, now_ms};
+use crate::state::Shared;
 use crate::storage::UserRecord;
 
 /// Largest request body.
 const MAX_BODY: usize = 256 * 1024;
 
 /// The OpenAPI 3 description of this API.
-pub const OPENAPI: &str = include_str!("../openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// The API router.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let request_timeout =
         std::time::Duration::from_secs(shared.config.limits.http_request_timeout_seconds);
     let error_metrics = shared.metrics.clone();
@@ -62,7 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// path does.
 async fn within(
     limit: std::time::Duration,
-    metrics: crate::metrics::Metrics,
+    metrics: crate::telemetry::metrics::Metrics,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

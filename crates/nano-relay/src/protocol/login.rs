@@ -1,6 +1,6 @@
 //! Logging in on one connection (PROTOCOL.md §12): `hello` is answered with a `challenge`
 //! signed by the relay's identity over both nonces and the connection's channel binding; `auth`
-//! is the user's signature over the same transcript, checked in a batch ([`crate::auth`]).
+//! is the user's signature over the same transcript, checked in a batch ([`crate::crypto::auth_verifier`]).
 //!
 //! Both signatures cover the RFC 9266 `tls-exporter` value of the connection, so a login can
 //! neither be relayed to another connection nor answered by anyone who does not hold the relay's
@@ -20,14 +20,16 @@ use crate::directory::UserEntry;
 use crate::error::RelayError;
 use crate::state::Shared;
 
+use super::{Output, PAGE, Session};
+
 /// Logins one connection may start (`hello` frames): a client needs one, a few retries are
 /// allowed; more are refused `rate_limited` ([`RelayError::TooManyLogins`]), so a connection cannot make the relay sign on
 /// demand.
-pub const MAX_LOGIN_ATTEMPTS: u32 = 16;
+pub(crate) const MAX_LOGIN_ATTEMPTS: u32 = 16;
 
 /// What the relay knows about a connection's transport.
 #[derive(Debug, Clone, Copy)]
-pub struct Transport {
+pub(crate) struct Transport {
     /// The connection's channel binding (`None` for plain WebSocket).
     pub binding: ChannelBinding,
     /// The peer's address.
@@ -36,12 +38,12 @@ pub struct Transport {
 
 impl Transport {
     /// The transport of a connection from `peer` with `binding`.
-    pub fn new(binding: ChannelBinding, peer: IpAddr) -> Self {
+    pub(crate) fn new(binding: ChannelBinding, peer: IpAddr) -> Self {
         Self { binding, peer }
     }
 
     /// Logins need a bound channel (TLS), except from loopback.
-    pub fn allows_login(&self) -> bool {
+    pub(crate) fn allows_login(&self) -> bool {
         self.peer.to_canonical().is_loopback()
             || matches!(self.binding, ChannelBinding::TlsExporter(_))
     }
@@ -49,7 +51,7 @@ impl Transport {
 
 /// A `challenge` sent and not yet answered: one `auth` spends it.
 #[derive(Debug)]
-pub struct Challenged {
+pub(crate) struct Challenged {
     relay_nonce: [u8; NONCE_LEN],
     client_nonce: [u8; NONCE_LEN],
 }
@@ -72,7 +74,7 @@ impl Challenged {
 /// [`RelayError::ModeNotAllowed`] below the relay's `minimum_crypto_mode`;
 /// `invalid_field` for a nonce that is not 32 bytes; [`RelayError::Unavailable`] when the crypto
 /// pool is full.
-pub async fn challenge(
+pub(crate) async fn challenge(
     shared: &Arc<Shared>,
     transport: &Transport,
     mode: CryptoMode,
@@ -118,7 +120,7 @@ pub async fn challenge(
 /// [`RelayError::AuthFailed`] for an unknown user, a mode the user does not hold, or a signature
 /// that does not decode or verify; [`RelayError::ModeNotAllowed`] below the relay's floor;
 /// storage errors as they are.
-pub async fn verify(
+pub(crate) async fn verify(
     shared: &Arc<Shared>,
     transport: &Transport,
     spent: &Challenged,
@@ -155,12 +157,102 @@ pub async fn verify(
 ///
 /// # Errors
 /// [`RelayError::ModeNotAllowed`] below it.
-pub fn check_floor(shared: &Shared, mode: CryptoMode) -> Result<(), RelayError> {
+pub(crate) fn check_floor(shared: &Shared, mode: CryptoMode) -> Result<(), RelayError> {
     let floor = shared.config.security.minimum_crypto_mode;
     if mode < floor {
         return Err(RelayError::ModeNotAllowed { mode, floor });
     }
     Ok(())
+}
+
+impl Session {
+    pub(super) fn already_authenticated(&self) -> RelayFrame {
+        let e = RelayError::Proto(nano_proto::ProtoError::InvalidField {
+            field: "type",
+            reason: "this connection is already authenticated".into(),
+        });
+        self.err(&e, None)
+    }
+
+    /// `hello` → the relay's signed `challenge` (a new one replaces any unanswered one).
+    pub(super) async fn hello(&mut self, mode: CryptoMode, client_nonce: &Bytes) -> Output {
+        if self.user.is_some() {
+            return vec![self.already_authenticated()].into();
+        }
+        self.challenged = None;
+        if self.logins >= MAX_LOGIN_ATTEMPTS {
+            return vec![self.err(&RelayError::TooManyLogins, None)].into();
+        }
+        self.logins += 1;
+        match challenge(&self.shared, &self.transport, mode, client_nonce).await {
+            Ok((challenged, frame)) => {
+                self.challenged = Some(challenged);
+                vec![frame].into()
+            }
+            Err(e) => vec![self.err(&e, None)].into(),
+        }
+    }
+
+    pub(super) async fn auth(
+        &mut self,
+        username: Username,
+        mode: CryptoMode,
+        signature: Bytes,
+    ) -> Output {
+        if self.user.is_some() {
+            return vec![self.already_authenticated()].into();
+        }
+        // A challenge answers one attempt: replaying a signature over it can never succeed
+        // again. After a failure the client starts over with `hello`.
+        let Some(spent) = self.challenged.take() else {
+            return vec![self.err(&RelayError::AuthFailed, None)].into();
+        };
+        let checked = verify(
+            &self.shared,
+            &self.transport,
+            &spent,
+            &username,
+            mode,
+            &signature,
+        )
+        .await;
+        match checked {
+            Ok(user) => self.authenticated(user).await,
+            Err(e) => {
+                tracing::debug!(conn = self.conn_id, code = %e.code(), "auth refused");
+                vec![self.err(&e, None)].into()
+            }
+        }
+    }
+
+    pub(super) async fn authenticated(&mut self, user: Arc<UserEntry>) -> Output {
+        let uid = user.record.id;
+        // Registered before the inbox is read: a message committed meanwhile is either in the
+        // page or queued as an event, and events at or below the cursor are skipped.
+        self.shared
+            .hub
+            .register(uid, self.conn_id, self.mailbox.clone());
+        let username = match Username::new(&user.record.username) {
+            Ok(u) => u,
+            Err(e) => return vec![self.err(&e.into(), None)].into(),
+        };
+        self.user = Some(user);
+        tracing::debug!(conn = self.conn_id, "authenticated");
+        let pending = match self
+            .shared
+            .blocking(move |s| s.storage.pending_count(uid))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => return vec![self.err(&e, None)].into(),
+        };
+        let mut frames = vec![RelayFrame::AuthOk { username, pending }];
+        match self.page(0, PAGE, true).await {
+            Ok(f) => frames.extend(f),
+            Err(e) => frames.push(self.err(&e, None)),
+        }
+        frames.into()
+    }
 }
 
 #[cfg(test)]

@@ -34,10 +34,10 @@ use tokio_util::task::TaskTracker;
 use crate::state::Shared;
 
 /// Longest a connection may take to finish its request once shutdown has begun.
-pub const DRAIN: Duration = Duration::from_secs(5);
+pub(crate) const DRAIN: Duration = Duration::from_secs(5);
 
 /// Accepts API connections until `stop`, each on `tracker`; returns once `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -67,7 +67,7 @@ pub async fn serve(
                 Ok(v) => v,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
-                    crate::log_limit::warn("API accept failed", &e);
+                    crate::telemetry::log_limit::warn("API accept failed", &e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

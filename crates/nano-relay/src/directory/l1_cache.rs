@@ -18,7 +18,7 @@ use nano_crypto::Clock;
 
 /// Hit, miss and eviction counters (exported as metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CacheStats {
+pub(crate) struct CacheStats {
     /// Lookups answered from the cache.
     pub hits: u64,
     /// Lookups that missed (absent or expired).
@@ -29,10 +29,10 @@ pub struct CacheStats {
 
 /// Taken before reading a lower cache level; see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadTicket(u64);
+pub(crate) struct LoadTicket(u64);
 
 /// A bounded LRU whose entries expire `ttl` after insertion.
-pub struct TtlCache<K: Hash + Eq, V, C: Clock> {
+pub(crate) struct TtlCache<K: Hash + Eq, V, C: Clock> {
     map: LruCache<K, (V, Duration)>,
     generation: u64,
     ttl: Duration,
@@ -52,7 +52,7 @@ impl<K: Hash + Eq, V, C: Clock> std::fmt::Debug for TtlCache<K, V, C> {
 
 impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
     /// A cache of at most `capacity` entries (at least 1).
-    pub fn new(capacity: usize, ttl: Duration, clock: C) -> Self {
+    pub(crate) fn new(capacity: usize, ttl: Duration, clock: C) -> Self {
         Self {
             map: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
             generation: 0,
@@ -63,7 +63,7 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
     }
 
     /// The value for `key` if present and fresh.
-    pub fn get(&mut self, key: &K) -> Option<V> {
+    pub(crate) fn get(&mut self, key: &K) -> Option<V> {
         let now = self.clock.now();
         match self.map.get(key) {
             Some((v, at)) if now.saturating_sub(*at) < self.ttl => {
@@ -84,13 +84,13 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
     }
 
     /// A ticket for a load about to read a lower level.
-    pub fn begin_load(&self) -> LoadTicket {
+    pub(crate) fn begin_load(&self) -> LoadTicket {
         LoadTicket(self.generation)
     }
 
     /// Caches a loaded value unless an invalidation happened since `ticket` was taken. Returns
     /// whether it was cached.
-    pub fn insert_loaded(&mut self, key: K, value: V, ticket: LoadTicket) -> bool {
+    pub(crate) fn insert_loaded(&mut self, key: K, value: V, ticket: LoadTicket) -> bool {
         if ticket.0 != self.generation {
             return false;
         }
@@ -100,7 +100,7 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
 
     /// Stores `value` for `key` (a value the caller itself just wrote below, e.g. a new
     /// registration), evicting the least recently used entry when full.
-    pub fn insert(&mut self, key: K, value: V) {
+    pub(crate) fn insert(&mut self, key: K, value: V) {
         let now = self.clock.now();
         let replaced_same_key = self.map.contains(&key);
         if self.map.push(key, (value, now)).is_some() && !replaced_same_key {
@@ -109,7 +109,7 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
     }
 
     /// Removes `key` (key rotation) and voids every load in flight.
-    pub fn invalidate(&mut self, key: &K) {
+    pub(crate) fn invalidate(&mut self, key: &K) {
         self.generation = self.generation.wrapping_add(1);
         if self.map.pop(key).is_some() {
             self.stats.evictions += 1;
@@ -118,24 +118,27 @@ impl<K: Hash + Eq, V: Clone, C: Clock> TtlCache<K, V, C> {
 
     /// Removes everything (invalidation notices may have been missed) and voids every load in
     /// flight.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         self.stats.evictions += self.map.len() as u64;
         self.map.clear();
     }
 
     /// Entries held (fresh or not yet noticed to be stale).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
     /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
     /// The counters.
-    pub fn stats(&self) -> CacheStats {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> CacheStats {
         self.stats
     }
 }
