@@ -2,7 +2,6 @@
 //! seals a real envelope and encodes the real `send_message` frame, in JSON (the envelope in
 //! base64) and in the binary encoding, and prints the bytes and the overhead over the plaintext.
 
-use base64::Engine;
 use nano_crypto::{AeadId, CryptoMode, Identity, OsRng};
 use nano_proto::{ClientFrame, MessageId, Username};
 
@@ -35,7 +34,7 @@ fn measure(mode: CryptoMode, plaintext: usize) -> anyhow::Result<Row> {
     )?;
     let frame = ClientFrame::SendMessage {
         recipient: Username::new("user_1000")?,
-        message: base64::engine::general_purpose::STANDARD.encode(&sealed),
+        message: nano_proto::encode_message(&sealed),
         crypto_mode: mode,
         id: Some(MessageId([7; 16])),
     };

@@ -466,9 +466,7 @@ impl Client {
         }
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        let now = nano_proto::now_ms();
         let params = SealParams {
             mode,
             aead: preferred_aead(),
@@ -479,7 +477,7 @@ impl Client {
         let id = MessageId(id);
         let frame = ClientFrame::SendMessage {
             recipient: Username::new(recipient)?,
-            message: base64_encode(&sealed),
+            message: nano_proto::encode_message(&sealed),
             crypto_mode: mode,
             id: Some(id),
         };
@@ -546,9 +544,4 @@ impl Client {
     pub async fn close(&self) {
         let _ = self.commands.send(Command::Close).await;
     }
-}
-
-pub(crate) fn base64_encode(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(b)
 }

@@ -599,14 +599,10 @@ fn header_refusal(
             header.mode
         ));
     }
-    freshness(header.timestamp_ms, now_ms())
-}
-
-/// Milliseconds since the Unix epoch on this machine's clock.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    freshness(
+        header.timestamp_ms,
+        i64::try_from(nano_proto::now_ms()).unwrap_or(i64::MAX),
+    )
 }
 
 /// Why an envelope sealed at `sealed_ms` (its authenticated header time) is outside the replay

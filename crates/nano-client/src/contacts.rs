@@ -38,12 +38,6 @@ pub enum PinOutcome {
     Known,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Contacts {
     /// Checks `name`'s current `fingerprint` against the pin, pinning it on first use.
     pub fn check(&mut self, name: &str, fingerprint: &str) -> Result<PinOutcome> {
@@ -87,7 +81,7 @@ impl Contacts {
             name.to_owned(),
             Contact {
                 fingerprint: fingerprint.to_owned(),
-                pinned_at_ms: now_ms(),
+                pinned_at_ms: nano_proto::now_ms(),
             },
         );
     }

@@ -121,6 +121,10 @@ pub enum ClientError {
     /// A bad argument or value.
     #[error("{0}")]
     Invalid(String),
+    /// Input that breaks a rule of the protocol (a name, a frame, a field); keeps its wire code
+    /// (`ProtoError::code`).
+    #[error(transparent)]
+    Proto(#[from] nano_proto::ProtoError),
     /// A protocol violation by the relay.
     #[error("unexpected answer from the relay: {0}")]
     Protocol(String),
@@ -173,12 +177,6 @@ impl ClientError {
             | Self::RelayNotAuthenticated(_) => true,
             _ => false,
         }
-    }
-}
-
-impl From<nano_proto::ProtoError> for ClientError {
-    fn from(e: nano_proto::ProtoError) -> Self {
-        Self::Invalid(e.to_string())
     }
 }
 

@@ -167,9 +167,7 @@ pub fn seal_with(
         });
     }
     let floor = sender.min_mode().max(recipient.min_mode());
-    if mode < floor {
-        return Err(CryptoError::ModeNotAllowed { mode, floor });
-    }
+    mode.at_least(floor)?;
     let kem_pk = recipient
         .kem_key(mode)
         .ok_or(CryptoError::ModeNotAllowed { mode, floor })?;

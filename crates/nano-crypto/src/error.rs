@@ -1,7 +1,8 @@
-//! The crate's one error type and its stable wire codes.
+//! The crate's one error type.
 //!
-//! Every failure a peer, a file or a user can cause maps to exactly one variant; `code()` is the
-//! single place where variants become the stable strings that travel in `error` frames and logs.
+//! Every failure a peer, a file or a user can cause maps to exactly one variant. Wire codes are
+//! not given here: the protocol layer (`nano_proto::ProtoError::code`) maps these variants to
+//! the codes that travel in `error` frames and HTTP bodies.
 
 use crate::mode::CryptoMode;
 
@@ -106,35 +107,6 @@ pub enum CryptoError {
     /// An internal primitive failed where it should not (reported, never panicked).
     #[error("internal cryptographic failure in {0}")]
     Internal(&'static str),
-}
-
-impl CryptoError {
-    /// The stable, machine-readable code for this error, as sent on the wire.
-    ///
-    /// Codes never change meaning once published; new variants get new codes.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::InvalidLength { .. } => "invalid_length",
-            Self::Truncated { .. } => "truncated",
-            Self::TrailingBytes { .. } => "trailing_bytes",
-            Self::UnknownMode(_) | Self::UnknownModeName(_) => "unknown_mode",
-            Self::ModeMismatch { .. } => "mode_mismatch",
-            Self::ModeNotAllowed { .. } => "mode_not_allowed",
-            Self::NoCommonMode => "no_common_mode",
-            Self::UnknownAead(_) => "unknown_aead",
-            Self::UnsupportedVersion { .. } => "unsupported_version",
-            Self::InvalidKey(_) => "invalid_key",
-            Self::MalformedBundle(_) => "malformed_bundle",
-            Self::BadSignature => "bad_signature",
-            Self::BadProofOfPossession(_) => "bad_proof_of_possession",
-            Self::KeyAgreement => "key_agreement_failed",
-            Self::Decryption => "decryption_failed",
-            Self::IdentityMismatch(_) => "identity_mismatch",
-            Self::TooLarge { .. } => "too_large",
-            Self::Rng => "rng_failure",
-            Self::Internal(_) => "internal",
-        }
-    }
 }
 
 /// Shorthand used throughout the crate.

@@ -22,6 +22,18 @@ pub enum CryptoMode {
 }
 
 impl CryptoMode {
+    /// `Ok` when this mode is at or above `floor` (a relay's minimum, a bundle's `min_mode`):
+    /// the one floor check every crate uses.
+    ///
+    /// # Errors
+    /// [`CryptoError::ModeNotAllowed`] below it.
+    pub fn at_least(self, floor: CryptoMode) -> Result<(), CryptoError> {
+        if self < floor {
+            return Err(CryptoError::ModeNotAllowed { mode: self, floor });
+        }
+        Ok(())
+    }
+
     /// Every mode, weakest first.
     pub const ALL: [CryptoMode; 3] = [Self::Classical, Self::Hybrid, Self::Quantum];
 
@@ -108,10 +120,10 @@ mod tests {
 
     #[test]
     fn bad_names_and_bytes_are_errors() {
-        assert_eq!(
-            "Hybrid".parse::<CryptoMode>().map_err(|e| e.code()),
-            Err("unknown_mode")
-        );
+        assert!(matches!(
+            "Hybrid".parse::<CryptoMode>(),
+            Err(CryptoError::UnknownModeName(_))
+        ));
         assert!("".parse::<CryptoMode>().is_err());
         assert!(serde_json::from_str::<CryptoMode>("\"post-quantum\"").is_err());
         for b in [0u8, 4, 0xff] {

@@ -9,7 +9,7 @@ use nano_crypto::primitives::mlkem::{
     MlKem768KeyPair, MlKem768PublicKey, MlKem1024KeyPair, MlKem1024PublicKey,
 };
 use nano_crypto::primitives::xwing::{XWingKeyPair, XWingPublicKey};
-use nano_crypto::{CryptoMode, KemCiphertext, KemKeyPair, KemPublicKey};
+use nano_crypto::{CryptoError, CryptoMode, KemCiphertext, KemKeyPair, KemPublicKey};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -124,10 +124,10 @@ fn mlkem_rejects_invalid_encapsulation_key() {
     bad[0] = 0xff;
     bad[1] |= 0x0f;
     assert!(MlKem768PublicKey::from_bytes(&ek).is_ok());
-    assert_eq!(
-        MlKem768PublicKey::from_bytes(&bad).map_err(|e| e.code()),
-        Err("invalid_key")
-    );
+    assert!(matches!(
+        MlKem768PublicKey::from_bytes(&bad),
+        Err(CryptoError::InvalidKey(_))
+    ));
     assert!(MlKem768PublicKey::from_bytes(&ek[1..]).is_err());
 }
 

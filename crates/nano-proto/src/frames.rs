@@ -385,17 +385,18 @@ impl RelayFrame {
         }
     }
 
-    /// An `error` frame for `err` (its message cut to the limit at a character boundary).
+    /// An `error` frame for `err`.
     pub fn error(err: &ProtoError, id: Option<MessageId>) -> Self {
-        let mut message = err.to_string();
+        Self::error_with(err.code(), err.to_string(), id)
+    }
+
+    /// An `error` frame with `code` and `message`, the message cut to
+    /// [`MAX_ERROR_MESSAGE_BYTES`] at a character boundary.
+    pub fn error_with(code: ErrorCode, mut message: String, id: Option<MessageId>) -> Self {
         while message.len() > MAX_ERROR_MESSAGE_BYTES {
             message.pop();
         }
-        Self::Error {
-            code: err.code(),
-            message,
-            id,
-        }
+        Self::Error { code, message, id }
     }
 
     /// Checks size and format rules (the same for both encodings).

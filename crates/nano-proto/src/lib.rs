@@ -54,14 +54,33 @@ const DAY_MS: i64 = 86_400_000;
 /// The sealed envelope a `message` field encodes (standard padded base64 of PROTOCOL.md §6
 /// bytes, parsed with exact lengths, not verified), or `None` if it is not one.
 pub fn sealed_envelope(message: &str) -> Option<nano_crypto::Envelope> {
-    use base64::Engine;
     if message.len() > MAX_MESSAGE_BYTES {
         return None;
     }
-    let bytes = base64::engine::general_purpose::STANDARD
+    nano_crypto::Envelope::from_bytes(&decode_message(message)?).ok()
+}
+
+/// The `message` field carrying `envelope`: standard padded base64 (PROTOCOL.md §11),
+/// `4 × ⌈len / 3⌉` characters.
+pub fn encode_message(envelope: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(envelope)
+}
+
+/// The bytes a `message` field encodes, or `None` if it is not standard padded base64.
+pub fn decode_message(message: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
         .decode(message)
-        .ok()?;
-    nano_crypto::Envelope::from_bytes(&bytes).ok()
+        .ok()
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock (0 before it): the unit and
+/// origin of every `timestamp_ms` and `expires_at_ms` (PROTOCOL.md §6, §11).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Length of the standard padded base64 of `n` bytes: `4 × ⌈n / 3⌉`.

@@ -1,10 +1,7 @@
-//! Wall-clock time as the protocol states it: milliseconds since the Unix epoch.
+//! The relay's clock as its storage keeps it: [`nano_proto::now_ms`] as a signed integer (the
+//! databases' `BIGINT`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch (0 before it, `i64::MAX` past it).
+/// Milliseconds since the Unix epoch, as stored.
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    i64::try_from(nano_proto::now_ms()).unwrap_or(i64::MAX)
 }

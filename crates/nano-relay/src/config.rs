@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use nano_crypto::CryptoMode;
 use serde::{Deserialize, Serialize};
 
-use crate::error::RelayError;
+use crate::error::StartupError;
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> RelayError {
-    RelayError::ConfigInvalid {
+fn invalid(key: &'static str, reason: impl Into<String>) -> StartupError {
+    StartupError::ConfigInvalid {
         key,
         reason: reason.into(),
     }
@@ -355,7 +355,7 @@ fn range<T: PartialOrd + std::fmt::Display>(
     v: T,
     lo: T,
     hi: T,
-) -> Result<(), RelayError> {
+) -> Result<(), StartupError> {
     if v < lo || v > hi {
         return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
     }
@@ -364,26 +364,26 @@ fn range<T: PartialOrd + std::fmt::Display>(
 
 impl RelayConfig {
     /// Parses TOML text (unknown keys and wrong types are errors) without range checks.
-    pub fn parse(text: &str) -> Result<Self, RelayError> {
-        toml::from_str(text).map_err(|e| RelayError::ConfigParse(e.to_string()))
+    pub fn parse(text: &str) -> Result<Self, StartupError> {
+        toml::from_str(text).map_err(|e| StartupError::ConfigParse(e.to_string()))
     }
 
     /// Parses TOML text and validates it.
-    pub fn from_toml(text: &str) -> Result<Self, RelayError> {
+    pub fn from_toml(text: &str) -> Result<Self, StartupError> {
         let cfg = Self::parse(text)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn read(path: &std::path::Path) -> Result<String, RelayError> {
-        std::fs::read_to_string(path).map_err(|e| RelayError::Io {
+    fn read(path: &std::path::Path) -> Result<String, StartupError> {
+        std::fs::read_to_string(path).map_err(|e| StartupError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
         })
     }
 
     /// Reads, parses and validates a file.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, RelayError> {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, StartupError> {
         Self::from_toml(&Self::read(path)?)
     }
 
@@ -392,7 +392,7 @@ impl RelayConfig {
     pub fn load(
         path: Option<&std::path::Path>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, RelayError> {
+    ) -> Result<Self, StartupError> {
         let mut cfg = match path {
             Some(p) => Self::parse(&Self::read(p)?)?,
             None => Self::default(),
@@ -420,7 +420,7 @@ impl RelayConfig {
     }
 
     /// Checks ranges and combinations the types alone cannot express.
-    pub fn validate(&self) -> Result<(), RelayError> {
+    pub fn validate(&self) -> Result<(), StartupError> {
         let s = &self.server;
         if s.api_port != 0 && s.api_port == s.websocket_port {
             return Err(invalid(
@@ -710,7 +710,7 @@ impl RelayConfig {
     }
 
     /// The configuration a shipped template describes.
-    pub fn for_environment(env: Environment) -> Result<Self, RelayError> {
+    pub fn for_environment(env: Environment) -> Result<Self, StartupError> {
         Self::from_toml(template(env))
     }
 }

@@ -7,14 +7,14 @@
 use std::path::Path;
 
 use crate::config::RelayConfig;
-use crate::error::RelayError;
+use crate::error::StartupError;
 
 /// File descriptors the relay needs besides its connections (database, logs, listeners,
 /// runtime), a generous allowance.
 const SPARE_DESCRIPTORS: u64 = 256;
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> RelayError {
-    RelayError::ConfigInvalid {
+fn invalid(key: &'static str, reason: impl Into<String>) -> StartupError {
+    StartupError::ConfigInvalid {
         key,
         reason: reason.into(),
     }
@@ -22,13 +22,13 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> RelayError {
 
 /// Runs every check; the first failure names its key. May raise the soft file-descriptor
 /// limit towards the hard one (it never lowers it).
-pub fn check(cfg: &RelayConfig) -> Result<(), RelayError> {
+pub fn check(cfg: &RelayConfig) -> Result<(), StartupError> {
     check_data_dir(&cfg.storage.data_dir)?;
     check_tls(cfg)?;
     check_descriptors(cfg)
 }
 
-fn check_data_dir(dir: &Path) -> Result<(), RelayError> {
+fn check_data_dir(dir: &Path) -> Result<(), StartupError> {
     // The nearest existing ancestor must be a directory (the relay creates the rest).
     let mut p = Some(dir);
     while let Some(d) = p {
@@ -47,7 +47,7 @@ fn check_data_dir(dir: &Path) -> Result<(), RelayError> {
     Ok(())
 }
 
-fn check_tls(cfg: &RelayConfig) -> Result<(), RelayError> {
+fn check_tls(cfg: &RelayConfig) -> Result<(), StartupError> {
     let t = &cfg.tls;
     if !t.enabled || t.self_signed {
         return Ok(());
@@ -67,7 +67,7 @@ fn check_tls(cfg: &RelayConfig) -> Result<(), RelayError> {
         .map_err(|e| invalid("tls.cert_path", e.to_string()))
 }
 
-fn check_descriptors(cfg: &RelayConfig) -> Result<(), RelayError> {
+fn check_descriptors(cfg: &RelayConfig) -> Result<(), StartupError> {
     let needed = cfg.server.max_connections as u64
         + cfg.limits.max_http_connections as u64
         + u64::from(cfg.storage.pool_size)
@@ -108,7 +108,7 @@ mod tests {
         std::fs::remove_file(&f).unwrap();
         assert!(matches!(
             e,
-            RelayError::ConfigInvalid {
+            StartupError::ConfigInvalid {
                 key: "storage.data_dir",
                 ..
             }
@@ -124,7 +124,7 @@ mod tests {
         let e = check_descriptors(&cfg).unwrap_err();
         assert!(matches!(
             e,
-            RelayError::ConfigInvalid {
+            StartupError::ConfigInvalid {
                 key: "server.max_connections",
                 ..
             }
@@ -142,7 +142,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                RelayError::ConfigInvalid {
+                StartupError::ConfigInvalid {
                     key: "tls.cert_path",
                     ..
                 }

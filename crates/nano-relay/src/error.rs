@@ -1,12 +1,19 @@
-//! The crate's one error type, and the single place its variants become wire codes.
+//! The relay's two error types, and the one place a request's error becomes a wire code.
+//!
+//! - [`StartupError`]: the relay cannot start (configuration, files, TLS, the database). Only
+//!   the operator sees these.
+//! - [`RelayError`]: one request (a frame, an HTTP call) or a background task failed. Each has
+//!   a stable wire code and HTTP status, given by [`RelayError::wire`] alone, for both the
+//!   WebSocket and the HTTP API; callers count it in the metrics and report it.
+//!
+//! Messages never contain user content, key material or credentials.
 
 use nano_proto::ErrorCode;
 
-/// Everything that can go wrong in the relay's building blocks. Messages never contain user
-/// content, key material or credentials.
+/// Why the relay cannot start. Messages name the key, file or service at fault.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RelayError {
+pub enum StartupError {
     /// `relay.toml` is not valid TOML, has an unknown key, or a value of the wrong type.
     #[error("{0}")]
     ConfigParse(String),
@@ -18,7 +25,7 @@ pub enum RelayError {
         /// What is wrong.
         reason: String,
     },
-    /// A file could not be read.
+    /// A file could not be read or written.
     #[error("cannot read {path}: {reason}")]
     Io {
         /// The path.
@@ -26,6 +33,19 @@ pub enum RelayError {
         /// The OS error.
         reason: String,
     },
+    /// TLS setup failed (certificate or key unreadable or invalid).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A service the relay needs at startup failed (the database, its schema, the crypto pool).
+    #[error(transparent)]
+    Service(#[from] RelayError),
+}
+
+/// A failed request or background task, sorted by culprit: the peer (its frame, body, keys or
+/// rate), the state of the directory, a dependency (database, cache), or the relay itself.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
     /// The username is registered already.
     #[error("username is taken")]
     NameTaken,
@@ -85,14 +105,6 @@ pub enum RelayError {
     /// A `key_exchange` completion for a key past its `expires_at_ms`.
     #[error("this key_exchange key has expired; ask for a new one")]
     KeyExpired,
-    /// The crypto mode is below the relay's or a user's floor.
-    #[error("crypto mode {mode} is not allowed (minimum {floor})")]
-    ModeNotAllowed {
-        /// What was asked for.
-        mode: nano_crypto::CryptoMode,
-        /// The floor.
-        floor: nano_crypto::CryptoMode,
-    },
     /// A `send_message` labelled with a mode other than its envelope's.
     #[error("crypto_mode {label} differs from the envelope's mode {sealed}")]
     ModeMismatch {
@@ -120,9 +132,24 @@ pub enum RelayError {
     /// The relay is draining or overloaded.
     #[error("the relay is shutting down or overloaded")]
     Unavailable,
-    /// TLS setup failed (certificate or key unreadable or invalid).
-    #[error("TLS: {0}")]
-    Tls(String),
+    /// An HTTP request that did not complete within `server.request_timeout_seconds`.
+    #[error("the request did not complete within {seconds} s")]
+    RequestTimeout {
+        /// The limit, in seconds.
+        seconds: u64,
+    },
+    /// An HTTP request body over the API's limit.
+    #[error("the request body exceeds {max} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// No API endpoint at this path.
+    #[error("no such path")]
+    NoRoute,
+    /// An API path that exists, asked with another method.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
     /// An unexpected internal failure (details in the relay's logs only).
     #[error("internal error: {0}")]
     Internal(String),
@@ -144,7 +171,7 @@ impl RelayError {
     pub fn report(&self) {
         match self {
             Self::Corrupt(_) => crate::telemetry::log_limit::error("corrupt stored data", self),
-            Self::Internal(_) | Self::Io { .. } | Self::Tls(_) => {
+            Self::Internal(_) => {
                 crate::telemetry::log_limit::error("internal error", self);
             }
             Self::Storage(_) | Self::Unreachable(_) | Self::SchemaTooNew { .. } => {
@@ -155,55 +182,83 @@ impl RelayError {
         }
     }
 
-    /// The HTTP status for this error.
-    pub fn http_status(&self) -> u16 {
-        match self.code() {
-            ErrorCode::NotFound | ErrorCode::UnknownRecipient => 404,
-            ErrorCode::NameTaken | ErrorCode::KeyTaken => 409,
-            ErrorCode::Unauthorized | ErrorCode::AuthFailed | ErrorCode::TlsRequired => 401,
-            ErrorCode::InvalidKey | ErrorCode::InvalidSignature | ErrorCode::ModeNotAllowed => 403,
-            ErrorCode::RequestTimeout => 408,
-            ErrorCode::RateLimited => 429,
-            ErrorCode::FrameTooLarge | ErrorCode::MessageTooLarge => 413,
-            ErrorCode::Unavailable => 503,
-            ErrorCode::Internal => 500,
-            _ => 400,
-        }
-    }
-
-    /// The wire code a peer is told (details stay in the relay's logs).
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::NameTaken => ErrorCode::NameTaken,
-            Self::KeyTaken => ErrorCode::KeyTaken,
-            Self::NotFound => ErrorCode::NotFound,
+    /// The one mapping of a request error to the wire: its [`ErrorCode`] and HTTP status.
+    /// Pure; the WebSocket path uses the code, the HTTP API both.
+    pub fn wire(&self) -> Wire {
+        use ErrorCode as C;
+        let (code, http_status) = match self {
+            // The peer: its frame or body, its keys, its rate.
+            Self::Proto(e) => {
+                let code = e.code();
+                (code, status_of(code))
+            }
+            Self::Crypto(e) => {
+                let code = nano_proto::ProtoError::Crypto(e.clone()).code();
+                (code, status_of(code))
+            }
+            Self::Unauthorized => (C::Unauthorized, 401),
+            Self::AuthFailed => (C::AuthFailed, 401),
+            Self::TlsRequired => (C::TlsRequired, 401),
+            Self::KeyExpired => (C::KeyExpired, 400),
+            Self::ModeMismatch { .. } => (C::ModeMismatch, 400),
+            Self::IdMismatch => (C::IdMismatch, 400),
+            Self::NotAnEnvelope => (C::NotAnEnvelope, 400),
+            Self::RateLimited | Self::TooManyLogins => (C::RateLimited, 429),
+            Self::RequestTimeout { .. } => (C::RequestTimeout, 408),
+            Self::BodyTooLarge { .. } => (C::FrameTooLarge, 413),
+            Self::NoRoute => (C::NotFound, 404),
+            Self::MethodNotAllowed => (C::InvalidField, 405),
+            // The directory's state.
+            Self::NameTaken => (C::NameTaken, 409),
+            Self::KeyTaken => (C::KeyTaken, 409),
+            Self::NotFound => (C::NotFound, 404),
+            Self::UnknownRecipient => (C::UnknownRecipient, 404),
+            Self::InboxFull => (C::InboxFull, 400),
             // The key that signed the rotation is no longer the current one.
-            Self::Conflict => ErrorCode::InvalidKey,
+            Self::Conflict => (C::InvalidKey, 403),
+            // A dependency: temporary.
             Self::Storage(_)
             | Self::Unreachable(_)
             | Self::SchemaTooNew { .. }
             | Self::Cache(_)
-            | Self::Unavailable => ErrorCode::Unavailable,
-            Self::Proto(e) => e.code(),
-            Self::Crypto(e) => nano_proto::ProtoError::Crypto(e.clone()).code(),
-            Self::Unauthorized => ErrorCode::Unauthorized,
-            Self::AuthFailed => ErrorCode::AuthFailed,
-            Self::TlsRequired => ErrorCode::TlsRequired,
-            Self::KeyExpired => ErrorCode::KeyExpired,
-            Self::ModeNotAllowed { .. } => ErrorCode::ModeNotAllowed,
-            Self::ModeMismatch { .. } => ErrorCode::ModeMismatch,
-            Self::IdMismatch => ErrorCode::IdMismatch,
-            Self::NotAnEnvelope => ErrorCode::NotAnEnvelope,
-            Self::UnknownRecipient => ErrorCode::UnknownRecipient,
-            Self::InboxFull => ErrorCode::InboxFull,
-            Self::RateLimited | Self::TooManyLogins => ErrorCode::RateLimited,
-            Self::ConfigParse(_)
-            | Self::ConfigInvalid { .. }
-            | Self::Io { .. }
-            | Self::Tls(_)
-            | Self::Corrupt(_)
-            | Self::Internal(_) => ErrorCode::Internal,
-        }
+            | Self::Unavailable => (C::Unavailable, 503),
+            // The relay itself: permanent.
+            Self::Corrupt(_) | Self::Internal(_) => (C::Internal, 500),
+        };
+        Wire { code, http_status }
+    }
+
+    /// The wire code a peer is told: [`RelayError::wire`]'s code.
+    pub fn code(&self) -> ErrorCode {
+        self.wire().code
+    }
+
+    /// Whether the HTTP connection must close after the answer (the rest of the request was
+    /// never read).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::RequestTimeout { .. } | Self::BodyTooLarge { .. }
+        )
+    }
+}
+
+/// A request error as the wire states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// The HTTP status.
+    pub http_status: u16,
+}
+
+/// The status of a decoding failure's code (the peer's input).
+fn status_of(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::InvalidKey | ErrorCode::InvalidSignature | ErrorCode::ModeNotAllowed => 403,
+        ErrorCode::FrameTooLarge | ErrorCode::MessageTooLarge => 413,
+        ErrorCode::Internal => 500,
+        _ => 400,
     }
 }
 
@@ -212,18 +267,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes() {
-        assert_eq!(RelayError::NameTaken.code().as_str(), "name_taken");
-        assert_eq!(RelayError::NotFound.code().as_str(), "not_found");
-        assert_eq!(RelayError::Conflict.code().as_str(), "invalid_key");
+    fn wire() {
+        let cases = [
+            (RelayError::NameTaken, "name_taken", 409),
+            (RelayError::NotFound, "not_found", 404),
+            (RelayError::NoRoute, "not_found", 404),
+            (RelayError::Conflict, "invalid_key", 403),
+            (RelayError::MethodNotAllowed, "invalid_field", 405),
+            (
+                RelayError::RequestTimeout { seconds: 5 },
+                "request_timeout",
+                408,
+            ),
+            (RelayError::BodyTooLarge { max: 1 }, "frame_too_large", 413),
+            (RelayError::Storage("x".into()), "unavailable", 503),
+            (RelayError::Cache("x".into()), "unavailable", 503),
+            (RelayError::Corrupt("x".into()), "internal", 500),
+            (RelayError::TooManyLogins, "rate_limited", 429),
+            (
+                RelayError::Proto(nano_proto::ProtoError::Malformed("x".into())),
+                "malformed_frame",
+                400,
+            ),
+            (
+                RelayError::Crypto(nano_crypto::CryptoError::BadSignature),
+                "invalid_signature",
+                403,
+            ),
+        ];
+        for (e, code, status) in cases {
+            assert_eq!(e.wire().code.as_str(), code, "{e:?}");
+            assert_eq!(e.wire().http_status, status, "{e:?}");
+        }
         assert_eq!(
-            RelayError::Storage("x".into()).code().as_str(),
-            "unavailable"
-        );
-        assert_eq!(RelayError::Cache("x".into()).code().as_str(), "unavailable");
-        assert_eq!(
-            RelayError::ConfigParse("x".into()).code().as_str(),
-            "internal"
+            RelayError::Internal("detail".into()).public_message(),
+            "internal error"
         );
     }
 }

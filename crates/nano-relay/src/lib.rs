@@ -34,7 +34,7 @@
 //! pools          [memory] pools: pre-generated key pairs, reusable frame buffers
 //! telemetry      metrics (the guide's names), rate-limited failure logs, profiling
 //! clock          now_ms
-//! error          RelayError and its wire codes, in one place
+//! error          StartupError; RelayError and its one mapping to wire codes and HTTP statuses
 //! ```
 #![forbid(unsafe_code)]
 
@@ -54,5 +54,5 @@ pub mod storage;
 pub mod telemetry;
 
 pub use config::{Environment, RelayConfig};
-pub use error::RelayError;
+pub use error::{RelayError, StartupError};
 pub use server::{RunningRelay, start};

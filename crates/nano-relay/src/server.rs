@@ -24,7 +24,7 @@ use crate::delivery::hub::Hub;
 use crate::delivery::writer::{self, WriterConfig};
 use crate::directory::Directory;
 use crate::directory::l2_cache::RedisCache;
-use crate::error::RelayError;
+use crate::error::{RelayError, StartupError};
 use crate::net::rate_limit::AddressLimiter;
 use crate::pools::{BufferPool, KeyPool};
 use crate::state::Shared;
@@ -57,8 +57,8 @@ pub struct RunningRelay {
     profiler: Option<Arc<AtomicBool>>,
 }
 
-fn io(what: &str, e: std::io::Error) -> RelayError {
-    RelayError::Io {
+fn io(what: &str, e: std::io::Error) -> StartupError {
+    StartupError::Io {
         path: what.to_owned(),
         reason: e.to_string(),
     }
@@ -82,7 +82,7 @@ fn ws_url(cfg: &RelayConfig, addr: SocketAddr) -> String {
 }
 
 /// Starts a relay for `config` on the current Tokio runtime.
-pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
+pub async fn start(config: RelayConfig) -> Result<RunningRelay, StartupError> {
     let mem = &config.memory;
     SecureAllocator::global().configure(
         mem.use_secure_allocator,
@@ -94,7 +94,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     let (identity, storage) = tokio::task::spawn_blocking(move || {
         let identity = crate::crypto::identity::load_or_create(&data_dir)?;
         let storage = crate::storage::open(&url, pool_size)?;
-        Ok::<_, RelayError>((identity, storage))
+        Ok::<_, StartupError>((identity, storage))
     })
     .await
     .map_err(|e| RelayError::Internal(e.to_string()))??;

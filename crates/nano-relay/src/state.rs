@@ -64,6 +64,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The relay's `minimum_crypto_mode` applied to `mode`.
+    ///
+    /// # Errors
+    /// `mode_not_allowed` below it.
+    pub fn check_floor(&self, mode: nano_crypto::CryptoMode) -> Result<(), RelayError> {
+        Ok(mode.at_least(self.config.security.minimum_crypto_mode)?)
+    }
+
     /// A handle to the writer, unless the relay is shutting down.
     pub fn writer(&self) -> Option<WriterHandle> {
         self.writer

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nano_crypto::CryptoMode;
-use nano_relay::RelayError;
+use nano_relay::StartupError;
 use nano_relay::config::{Environment, RelayConfig, template};
 
 /// The performance guide's "High-Performance relay.toml", verbatim.
@@ -293,7 +293,7 @@ fn bad_values_name_the_key() {
         ),
     ] {
         match RelayConfig::from_toml(text) {
-            Err(RelayError::ConfigInvalid { key: k, .. }) => assert_eq!(k, key, "{text:?}"),
+            Err(StartupError::ConfigInvalid { key: k, .. }) => assert_eq!(k, key, "{text:?}"),
             other => panic!("{text:?}: {other:?}"),
         }
     }
@@ -335,7 +335,7 @@ fn environment_supplies_secrets_and_urls() {
     });
     assert!(matches!(
         e,
-        Err(RelayError::ConfigInvalid {
+        Err(StartupError::ConfigInvalid {
             key: "storage.url",
             ..
         })

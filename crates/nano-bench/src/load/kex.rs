@@ -14,12 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::load::raw::next;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// One complete exchange in `mode` against the relay at `ws_url` whose identity is `relay`.
 pub(crate) async fn exchange(
     ws_url: &str,
@@ -52,7 +46,7 @@ pub(crate) async fn exchange(
         &key_exchange_content(mode, key_id, expires, pk.as_slice()),
         &Signature::from_bytes(mode, sig.as_slice())?,
     )?;
-    if expires <= now_ms() {
+    if expires <= nano_proto::now_ms() {
         bail!("the relay offered a key that has expired");
     }
     let pk = KemPublicKey::from_bytes(mode, pk.as_slice())?;

@@ -151,11 +151,7 @@ pub(crate) fn preseal(
                 mode,
                 AeadId::ChaCha20Poly1305,
             )?;
-            use base64::Engine;
-            Ok((
-                to.name.clone(),
-                base64::engine::general_purpose::STANDARD.encode(sealed),
-            ))
+            Ok((to.name.clone(), nano_proto::encode_message(&sealed)))
         })
         .collect()
 }

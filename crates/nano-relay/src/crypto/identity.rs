@@ -8,32 +8,33 @@ use std::path::{Path, PathBuf};
 
 use nano_crypto::{CryptoMode, Identity, OsRng};
 
-use crate::error::RelayError;
+use crate::error::StartupError;
 
 /// File name of the identity inside the data directory.
 pub(crate) const IDENTITY_FILE: &str = "relay-identity.key";
 
-fn io(path: &Path, e: std::io::Error) -> RelayError {
-    RelayError::Io {
+fn io(path: &Path, e: std::io::Error) -> StartupError {
+    StartupError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
     }
 }
 
 /// Loads `data_dir/relay-identity.key`, or creates it (mode 0600) when absent.
-pub(crate) fn load_or_create(data_dir: &Path) -> Result<Identity, RelayError> {
+pub(crate) fn load_or_create(data_dir: &Path) -> Result<Identity, StartupError> {
     let path: PathBuf = data_dir.join(IDENTITY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
             let bytes = zeroize::Zeroizing::new(bytes);
-            Identity::from_secret_bytes(&bytes, &mut OsRng).map_err(|e| RelayError::Io {
+            Identity::from_secret_bytes(&bytes, &mut OsRng).map_err(|e| StartupError::Io {
                 path: path.display().to_string(),
                 reason: format!("not a valid relay identity ({e})"),
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(|e| io(data_dir, e))?;
-            let id = Identity::generate(CryptoMode::Classical, &mut OsRng)?;
+            let id = Identity::generate(CryptoMode::Classical, &mut OsRng)
+                .map_err(|e| StartupError::Service(e.into()))?;
             write_private(&path, &id.to_secret_bytes())?;
             tracing::info!(fingerprint = %id.fingerprint().to_hex(), "generated a new relay identity");
             Ok(id)
@@ -43,7 +44,7 @@ pub(crate) fn load_or_create(data_dir: &Path) -> Result<Identity, RelayError> {
 }
 
 /// Writes `bytes` to a new file readable by the owner only; never replaces an existing file.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), RelayError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartupError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -138,8 +138,7 @@ impl KexService {
     ) -> Result<Offer, RelayError> {
         let pk = keypair.public_key();
         let id = key_id(pk.as_bytes());
-        let expires_at_ms = u64::try_from(crate::clock::now_ms())
-            .unwrap_or(0)
+        let expires_at_ms = nano_proto::now_ms()
             .saturating_add(u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX));
         let content = key_exchange_content(mode, id, expires_at_ms, pk.as_bytes());
         let started = std::time::Instant::now();

@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use nano_crypto::{CryptoMode, SigContext};
+use nano_crypto::{CryptoError, SigContext};
 use nano_proto::rest::{
     ErrorBody, RegisterRequest, RelayInfo, RotateKeysRequest, UserResponse, claim_content,
     rotation_content,
@@ -78,20 +78,10 @@ async fn within(
 }
 
 fn timed_out(limit: std::time::Duration) -> Response {
-    let message = format!("the request did not complete within {} s", limit.as_secs());
-    closing(error_response(
-        StatusCode::REQUEST_TIMEOUT,
-        nano_proto::ErrorCode::RequestTimeout,
-        message,
-    ))
-}
-
-/// The one shape of every error answer: the JSON error body, with its code also attached to the
-/// response for the error metric.
-fn error_response(status: StatusCode, code: nano_proto::ErrorCode, message: String) -> Response {
-    let mut r = json(status, &ErrorBody { code, message });
-    r.extensions_mut().insert(code);
-    r
+    RelayError::RequestTimeout {
+        seconds: limit.as_secs(),
+    }
+    .into_response()
 }
 
 /// `r` marked as the last answer on its connection: the rest of the request body is never
@@ -103,38 +93,26 @@ fn closing(mut r: Response) -> Response {
     r
 }
 
-enum ApiError {
-    Relay(RelayError),
-    BodyTooLarge,
-}
-
-impl From<RelayError> for ApiError {
-    fn from(e: RelayError) -> Self {
-        Self::Relay(e)
-    }
-}
-
-impl From<ProtoError> for ApiError {
-    fn from(e: ProtoError) -> Self {
-        Self::Relay(RelayError::Proto(e))
-    }
-}
-
-impl IntoResponse for ApiError {
+/// Every error answer of the API: the JSON error body with the code and status of
+/// [`RelayError::wire`], the code also attached to the response for the error metric.
+impl IntoResponse for RelayError {
     fn into_response(self) -> Response {
-        match self {
-            Self::Relay(e) => {
-                let status = StatusCode::from_u16(e.http_status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                e.report();
-                error_response(status, e.code(), e.public_message())
-            }
-            Self::BodyTooLarge => closing(error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                nano_proto::ErrorCode::FrameTooLarge,
-                format!("the request body exceeds {MAX_BODY} bytes"),
-            )),
+        self.report();
+        let wire = self.wire();
+        let status =
+            StatusCode::from_u16(wire.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = json(
+            status,
+            &ErrorBody {
+                code: wire.code,
+                message: self.public_message(),
+            },
+        );
+        r.extensions_mut().insert(wire.code);
+        if self.closes_connection() {
+            r = closing(r);
         }
+        r
     }
 }
 
@@ -164,16 +142,12 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
 }
 
 async fn not_found() -> Response {
-    error_response(
-        StatusCode::NOT_FOUND,
-        nano_proto::ErrorCode::NotFound,
-        "no such path".into(),
-    )
+    RelayError::NoRoute.into_response()
 }
 
 /// The `{name}` of a path, or the JSON error body when it is not UTF-8 (axum's own rejection
 /// answers in plain text).
-struct NameParam(Result<String, ApiError>);
+struct NameParam(Result<String, RelayError>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NameParam {
     type Rejection = std::convert::Infallible;
@@ -186,7 +160,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NameParam {
             .await
             .map(|Path(n)| n)
             .map_err(|_| {
-                ApiError::from(ProtoError::InvalidField {
+                RelayError::from(ProtoError::InvalidField {
                     field: "name",
                     reason: "not a valid percent-encoded UTF-8 path segment".into(),
                 })
@@ -196,18 +170,14 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NameParam {
 }
 
 async fn method_not_allowed() -> Response {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        nano_proto::ErrorCode::InvalidField,
-        "method not allowed on this path".into(),
-    )
+    RelayError::MethodNotAllowed.into_response()
 }
 
 /// Reads a request body of at most [`MAX_BODY`] bytes.
-async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+async fn read_body(body: Body) -> Result<axum::body::Bytes, RelayError> {
     axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| ApiError::BodyTooLarge)
+        .map_err(|_| RelayError::BodyTooLarge { max: MAX_BODY })
 }
 
 async fn health() -> Response {
@@ -294,17 +264,9 @@ fn user_response(r: &UserRecord) -> Result<UserResponse, RelayError> {
     })
 }
 
-fn check_floor(s: &Shared, mode: CryptoMode) -> Result<(), RelayError> {
-    let floor = s.config.security.minimum_crypto_mode;
-    if mode < floor {
-        return Err(RelayError::ModeNotAllowed { mode, floor });
-    }
-    Ok(())
-}
-
-async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, ApiError> {
+async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, RelayError> {
     let req: RegisterRequest = parse(&read_body(body).await?)?;
-    check_floor(&s, req.crypto_mode)?;
+    s.check_floor(req.crypto_mode)?;
     let shared = Arc::clone(&s);
     let bundle = s
         .crypto
@@ -313,11 +275,11 @@ async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, 
             // Decoding checks every key and every mode's proof of possession.
             let bundle = req.bundle()?;
             // A bundle accepting less than the relay allows would invite senders below it.
-            check_floor(&shared, bundle.min_mode())?;
+            shared.check_floor(bundle.min_mode())?;
             let sig = req.signature()?;
             let key = bundle
                 .verifying_key(req.crypto_mode)
-                .ok_or(RelayError::ModeNotAllowed {
+                .ok_or(CryptoError::ModeNotAllowed {
                     mode: req.crypto_mode,
                     floor: bundle.min_mode(),
                 })?;
@@ -341,7 +303,7 @@ async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, 
     Ok(json(StatusCode::CREATED, &resp))
 }
 
-async fn lookup(s: &Arc<Shared>, name: &str) -> Result<Arc<UserEntry>, ApiError> {
+async fn lookup(s: &Arc<Shared>, name: &str) -> Result<Arc<UserEntry>, RelayError> {
     let name = Username::new(name)?;
     let entry = s
         .blocking(move |s| s.directory.lookup(name.as_str()))
@@ -350,7 +312,7 @@ async fn lookup(s: &Arc<Shared>, name: &str) -> Result<Arc<UserEntry>, ApiError>
     Ok(entry)
 }
 
-async fn user(State(s): State<Arc<Shared>>, name: NameParam) -> Result<Response, ApiError> {
+async fn user(State(s): State<Arc<Shared>>, name: NameParam) -> Result<Response, RelayError> {
     let name = name.0?;
     let e = lookup(&s, &name).await?;
     let resp = user_response(&e.record)?;
@@ -361,17 +323,17 @@ async fn rotate(
     State(s): State<Arc<Shared>>,
     name: NameParam,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, RelayError> {
     let name = name.0?;
     let req: RotateKeysRequest = parse(&read_body(body).await?)?;
-    check_floor(&s, req.crypto_mode)?;
+    s.check_floor(req.crypto_mode)?;
     let current = lookup(&s, &name).await?;
     // The canonical (registered) form of the name in the path.
     let name = current.record.username.clone();
     let version = current.record.key_version;
     if req.key_version != version {
         // A statement for another state of this name: spent, replayed, or raced.
-        return Err(RelayError::Conflict.into());
+        return Err(RelayError::Conflict);
     }
     let username = Username::new(&name)?;
     let shared = Arc::clone(&s);
@@ -380,7 +342,7 @@ async fn rotate(
         .crypto
         .run(move || -> Result<_, RelayError> {
             let new = req.bundle()?;
-            check_floor(&shared, new.min_mode())?;
+            shared.check_floor(new.min_mode())?;
             let content = rotation_content(
                 &username,
                 version,
@@ -396,7 +358,7 @@ async fn rotate(
             ] {
                 let key = bundle
                     .verifying_key(mode)
-                    .ok_or(RelayError::ModeNotAllowed {
+                    .ok_or(CryptoError::ModeNotAllowed {
                         mode,
                         floor: bundle.min_mode(),
                     })?;

@@ -13,22 +13,22 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsConfig;
 use crate::crypto::identity::write_private;
-use crate::error::RelayError;
+use crate::error::StartupError;
 
 /// Self-signed certificate file in the data directory.
 pub(crate) const SELF_SIGNED_CERT: &str = "tls-self-signed.crt";
 /// Its private key.
 pub(crate) const SELF_SIGNED_KEY: &str = "tls-self-signed.key";
 
-fn tls_err(what: &str, path: &Path, e: impl std::fmt::Display) -> RelayError {
-    RelayError::Tls(format!("{what} {}: {e}", path.display()))
+fn tls_err(what: &str, path: &Path, e: impl std::fmt::Display) -> StartupError {
+    StartupError::Tls(format!("{what} {}: {e}", path.display()))
 }
 
 /// The rustls server configuration `[tls]` describes, or `None` when TLS is off.
 pub(crate) fn server_config(
     cfg: &TlsConfig,
     data_dir: &Path,
-) -> Result<Option<Arc<ServerConfig>>, RelayError> {
+) -> Result<Option<Arc<ServerConfig>>, StartupError> {
     if !cfg.enabled {
         return Ok(None);
     }
@@ -38,7 +38,7 @@ pub(crate) fn server_config(
         match (&cfg.cert_path, &cfg.key_path) {
             (Some(c), Some(k)) => (c.clone(), k.clone()),
             _ => {
-                return Err(RelayError::Tls(
+                return Err(StartupError::Tls(
                     "tls.cert_path and tls.key_path are required".into(),
                 ));
             }
@@ -57,10 +57,10 @@ pub(crate) fn server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         // TLS 1.3 only: logins are bound to its exporter (RFC 9266 `tls-exporter`).
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| RelayError::Tls(e.to_string()))?
+        .map_err(|e| StartupError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| RelayError::Tls(format!("certificate and key do not match: {e}")))?;
+        .map_err(|e| StartupError::Tls(format!("certificate and key do not match: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Arc::new(config)))
 }
@@ -68,7 +68,7 @@ pub(crate) fn server_config(
 /// Creates the self-signed certificate for `localhost` on first use; returns (cert, key) paths.
 fn ensure_self_signed(
     data_dir: &Path,
-) -> Result<(std::path::PathBuf, std::path::PathBuf), RelayError> {
+) -> Result<(std::path::PathBuf, std::path::PathBuf), StartupError> {
     let cert = data_dir.join(SELF_SIGNED_CERT);
     let key = data_dir.join(SELF_SIGNED_KEY);
     if cert.exists() && key.exists() {
@@ -81,7 +81,7 @@ fn ensure_self_signed(
         "::1".to_owned(),
     ];
     let generated = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| RelayError::Tls(format!("cannot generate a certificate: {e}")))?;
+        .map_err(|e| StartupError::Tls(format!("cannot generate a certificate: {e}")))?;
     // A leftover half (one file without the other) is replaced.
     let _ = std::fs::remove_file(&key);
     write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use nano_crypto::CryptoMode;
 use nano_proto::{Bytes, RelayFrame};
 
-use crate::clock::now_ms;
 use crate::error::RelayError;
 
 use super::Session;
@@ -51,7 +50,7 @@ impl Session {
                             reason: "no key with this id was offered on this connection".into(),
                         })
                     })?;
-                if u64::try_from(now_ms()).unwrap_or(0) >= offer.expires_at_ms {
+                if nano_proto::now_ms() >= offer.expires_at_ms {
                     self.offers.remove(&id);
                     return Err(RelayError::KeyExpired);
                 }

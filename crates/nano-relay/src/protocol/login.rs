@@ -71,7 +71,7 @@ impl Challenged {
 ///
 /// # Errors
 /// [`RelayError::TlsRequired`] on a plain connection from off loopback;
-/// [`RelayError::ModeNotAllowed`] below the relay's `minimum_crypto_mode`;
+/// `mode_not_allowed` below the relay's `minimum_crypto_mode`;
 /// `invalid_field` for a nonce that is not 32 bytes; [`RelayError::Unavailable`] when the crypto
 /// pool is full.
 pub(crate) async fn challenge(
@@ -83,7 +83,7 @@ pub(crate) async fn challenge(
     if !transport.allows_login() {
         return Err(RelayError::TlsRequired);
     }
-    check_floor(shared, mode)?;
+    shared.check_floor(mode)?;
     let client_nonce: [u8; NONCE_LEN] = client_nonce.as_slice().try_into().map_err(|_| {
         RelayError::Proto(nano_proto::ProtoError::InvalidField {
             field: "nonce",
@@ -118,7 +118,7 @@ pub(crate) async fn challenge(
 ///
 /// # Errors
 /// [`RelayError::AuthFailed`] for an unknown user, a mode the user does not hold, or a signature
-/// that does not decode or verify; [`RelayError::ModeNotAllowed`] below the relay's floor;
+/// that does not decode or verify; `mode_not_allowed` below the relay's floor;
 /// storage errors as they are.
 pub(crate) async fn verify(
     shared: &Arc<Shared>,
@@ -128,7 +128,7 @@ pub(crate) async fn verify(
     mode: CryptoMode,
     signature: &Bytes,
 ) -> Result<Arc<UserEntry>, RelayError> {
-    check_floor(shared, mode)?;
+    shared.check_floor(mode)?;
     let name = username.as_str().to_owned();
     let user = shared
         .blocking(move |s| s.directory.lookup(&name))
@@ -151,18 +151,6 @@ pub(crate) async fn verify(
     } else {
         Err(RelayError::AuthFailed)
     }
-}
-
-/// The relay's `minimum_crypto_mode` applied to `mode`.
-///
-/// # Errors
-/// [`RelayError::ModeNotAllowed`] below it.
-pub(crate) fn check_floor(shared: &Shared, mode: CryptoMode) -> Result<(), RelayError> {
-    let floor = shared.config.security.minimum_crypto_mode;
-    if mode < floor {
-        return Err(RelayError::ModeNotAllowed { mode, floor });
-    }
-    Ok(())
 }
 
 impl Session {

@@ -68,11 +68,7 @@ pub(crate) fn error_frame(shared: &Shared, e: &RelayError, id: Option<MessageId>
     let code = e.code();
     e.report();
     shared.metrics.error(code);
-    let mut message = e.public_message();
-    while message.len() > nano_proto::frames::MAX_ERROR_MESSAGE_BYTES {
-        message.pop();
-    }
-    RelayFrame::Error { code, message, id }
+    RelayFrame::error_with(code, e.public_message(), id)
 }
 
 /// Per-connection protocol state.
@@ -130,7 +126,7 @@ impl Session {
     }
 
     fn check_mode(&self, mode: CryptoMode) -> Result<(), RelayError> {
-        login::check_floor(&self.shared, mode)
+        self.shared.check_floor(mode)
     }
 
     /// Handles one frame.

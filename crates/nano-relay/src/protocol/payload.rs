@@ -75,7 +75,6 @@ fn random_id() -> MessageId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine;
     use nano_crypto::{AeadId, Envelope, Identity};
 
     fn sealed(mode: CryptoMode) -> (String, MessageId) {
@@ -83,7 +82,7 @@ mod tests {
         let b = Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap();
         let env = nano_crypto::seal(&a, b.public_bundle(), b"hi", mode, AeadId::Aes256Gcm).unwrap();
         let id = MessageId(Envelope::from_bytes(&env).unwrap().header().message_id);
-        (base64::engine::general_purpose::STANDARD.encode(env), id)
+        (nano_proto::encode_message(&env), id)
     }
 
     #[test]

@@ -82,12 +82,7 @@ impl Session {
                     .ok_or(RelayError::UnknownRecipient)?
             }
         };
-        if mode < entry.record.min_mode {
-            return Err(RelayError::ModeNotAllowed {
-                mode,
-                floor: entry.record.min_mode,
-            });
-        }
+        mode.at_least(entry.record.min_mode)?;
         let writer = self.shared.writer().ok_or(RelayError::Unavailable)?;
         let (tx, rx) = oneshot::channel();
         let sender = match &self.user {
