@@ -29,7 +29,7 @@ pub mod adaptive;
 pub mod aead;
 pub mod batch;
 pub mod channel;
-mod codec;
+pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod identity;

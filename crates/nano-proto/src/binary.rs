@@ -18,6 +18,7 @@
 //! frames.
 
 use nano_crypto::CryptoMode;
+use nano_crypto::codec::Reader;
 
 use crate::error::{ErrorCode, ProtoError};
 use crate::frames::{ClientFrame, RelayFrame};
@@ -74,37 +75,29 @@ impl W {
     }
 }
 
-struct R<'a>(&'a [u8]);
+/// The frame reader: [`nano_crypto::codec::Reader`] for the primitives, every truncation
+/// reported as a malformed frame.
+struct R<'a>(Reader<'a>);
 
-fn truncated() -> ProtoError {
+fn truncated(_: nano_crypto::CryptoError) -> ProtoError {
     ProtoError::Malformed("truncated binary frame".into())
 }
 
 impl<'a> R<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
-        if self.0.len() < n {
-            return Err(truncated());
-        }
-        let (h, t) = self.0.split_at(n);
-        self.0 = t;
-        Ok(h)
+        self.0.take(n, "frame").map_err(truncated)
     }
     fn u8(&mut self) -> Result<u8, ProtoError> {
-        Ok(self.take(1)?[0])
+        self.0.u8("frame").map_err(truncated)
     }
     fn u16(&mut self) -> Result<u16, ProtoError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        self.0.u16("frame").map_err(truncated)
     }
     fn u32(&mut self) -> Result<u32, ProtoError> {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(self.take(4)?);
-        Ok(u32::from_be_bytes(a))
+        self.0.u32("frame").map_err(truncated)
     }
     fn u64(&mut self) -> Result<u64, ProtoError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(a))
+        self.0.u64("frame").map_err(truncated)
     }
     fn utf8(b: &[u8]) -> Result<&str, ProtoError> {
         core::str::from_utf8(b).map_err(|_| ProtoError::Malformed("invalid UTF-8".into()))
@@ -145,9 +138,7 @@ impl<'a> R<'a> {
             .map_err(|_| ProtoError::field("crypto_mode", "unknown mode"))
     }
     fn id(&mut self) -> Result<MessageId, ProtoError> {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(self.take(16)?);
-        Ok(MessageId(a))
+        self.0.array("frame").map(MessageId).map_err(truncated)
     }
     fn ids(&mut self) -> Result<Vec<MessageId>, ProtoError> {
         let n = usize::from(self.u16()?);
@@ -167,13 +158,9 @@ impl<'a> R<'a> {
         }
     }
     fn finish(self) -> Result<(), ProtoError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ProtoError::Malformed(
-                "trailing bytes after the frame".into(),
-            ))
-        }
+        self.0
+            .finish("frame")
+            .map_err(|_| ProtoError::Malformed("trailing bytes after the frame".into()))
     }
 }
 
@@ -252,7 +239,7 @@ impl ClientFrame {
 
     /// Parses and validates a binary frame.
     pub fn from_binary(bytes: &[u8]) -> Result<Self, ProtoError> {
-        let mut r = R(bytes);
+        let mut r = R(Reader::new(bytes));
         let f = match r.u8()? {
             0x07 => Self::Hello {
                 crypto_mode: r.mode()?,
@@ -386,7 +373,7 @@ impl RelayFrame {
 
     /// Parses and validates a binary frame.
     pub fn from_binary(bytes: &[u8]) -> Result<Self, ProtoError> {
-        let mut r = R(bytes);
+        let mut r = R(Reader::new(bytes));
         let f = match r.u8()? {
             0x81 => Self::Challenge {
                 nonce: r.bytes()?,

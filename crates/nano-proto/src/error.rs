@@ -182,6 +182,30 @@ pub enum ProtoError {
     Crypto(#[from] nano_crypto::CryptoError),
 }
 
+/// What a serde_json failure says about its input, without echoing it: not JSON at all, or
+/// JSON of the wrong shape. Both JSON decoders (frames, HTTP bodies) classify through here.
+pub(crate) enum JsonFault {
+    /// Not valid JSON: the message names the column.
+    Syntax(String),
+    /// Valid JSON with a field missing, unknown or of the wrong type.
+    Shape(String),
+}
+
+impl JsonFault {
+    pub(crate) fn of(err: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                Self::Syntax(format!("not valid JSON (column {})", err.column()))
+            }
+            Category::Data => Self::Shape(format!(
+                "a field is missing, unknown or of the wrong type (column {})",
+                err.column()
+            )),
+        }
+    }
+}
+
 impl ProtoError {
     /// The wire code for this error.
     pub fn code(&self) -> ErrorCode {

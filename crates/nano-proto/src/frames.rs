@@ -10,7 +10,7 @@
 use nano_crypto::CryptoMode;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorCode, ProtoError};
+use crate::error::{ErrorCode, JsonFault, ProtoError};
 use crate::types::{Bytes, MessageId, Username};
 use crate::{MAX_IDS_PER_FRAME, MAX_MESSAGE_BYTES};
 
@@ -210,13 +210,10 @@ struct TypeProbe {
 
 /// Turns a serde failure into a typed error without echoing the input.
 fn classify(text: &str, err: &serde_json::Error, known: &[&str]) -> ProtoError {
-    use serde_json::error::Category;
-    if matches!(
-        err.classify(),
-        Category::Syntax | Category::Eof | Category::Io
-    ) {
-        return ProtoError::Malformed(format!("not valid JSON (column {})", err.column()));
-    }
+    let shape = match JsonFault::of(err) {
+        JsonFault::Syntax(m) => return ProtoError::Malformed(m),
+        JsonFault::Shape(m) => m,
+    };
     match serde_json::from_str::<TypeProbe>(text) {
         Err(_) => ProtoError::Malformed("a frame must be a JSON object".into()),
         Ok(TypeProbe { ty: None }) => ProtoError::field("type", missing_type_hint(text)),
@@ -231,13 +228,7 @@ fn classify(text: &str, err: &serde_json::Error, known: &[&str]) -> ProtoError {
         }
         Ok(TypeProbe {
             ty: Some(serde_json::Value::String(_)),
-        }) => ProtoError::field(
-            "frame",
-            format!(
-                "a field is missing, unknown or of the wrong type (column {})",
-                err.column()
-            ),
-        ),
+        }) => ProtoError::field("frame", shape),
         Ok(_) => ProtoError::field("type", "must be a string"),
     }
 }

@@ -7,8 +7,22 @@
 use nano_crypto::{CryptoAcceleration, CryptoMode, PublicBundle, Signature};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorCode, ProtoError};
+use crate::error::{ErrorCode, JsonFault, ProtoError};
 use crate::types::{Bytes, Username};
+
+/// An HTTP request body of type `T`: UTF-8 JSON, with unknown fields refused where `T` says so.
+///
+/// # Errors
+/// `malformed_body` for a body that is not UTF-8 or not JSON; `invalid_field` (field `body`)
+/// for JSON of the wrong shape. Messages never echo the body.
+pub fn from_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ProtoError::MalformedBody("not UTF-8".into()))?;
+    serde_json::from_str(text).map_err(|e| match JsonFault::of(&e) {
+        JsonFault::Syntax(m) => ProtoError::MalformedBody(m),
+        JsonFault::Shape(m) => ProtoError::field("body", m),
+    })
+}
 
 /// `POST /v1/users`: claim `username` for `bundle`. `signature` is made with the bundle's key
 /// for `crypto_mode` (context `proof-of-possession`) over the claim (see [`claim_content`]),

@@ -120,27 +120,6 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
     (status, axum::Json(v)).into_response()
 }
 
-/// Parses a JSON body into `T`, classifying failures like WebSocket frames.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
-    let text =
-        std::str::from_utf8(body).map_err(|_| ProtoError::MalformedBody("not UTF-8".into()))?;
-    serde_json::from_str(text).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                ProtoError::MalformedBody(format!("not valid JSON (column {})", e.column()))
-            }
-            Category::Data => ProtoError::InvalidField {
-                field: "body",
-                reason: format!(
-                    "a field is missing, unknown or of the wrong type (column {})",
-                    e.column()
-                ),
-            },
-        }
-    })
-}
-
 async fn not_found() -> Response {
     RelayError::NoRoute.into_response()
 }
@@ -265,7 +244,7 @@ fn user_response(r: &UserRecord) -> Result<UserResponse, RelayError> {
 }
 
 async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, RelayError> {
-    let req: RegisterRequest = parse(&read_body(body).await?)?;
+    let req: RegisterRequest = nano_proto::rest::from_body(&read_body(body).await?)?;
     s.check_floor(req.crypto_mode)?;
     let shared = Arc::clone(&s);
     let bundle = s
@@ -325,7 +304,7 @@ async fn rotate(
     body: Body,
 ) -> Result<Response, RelayError> {
     let name = name.0?;
-    let req: RotateKeysRequest = parse(&read_body(body).await?)?;
+    let req: RotateKeysRequest = nano_proto::rest::from_body(&read_body(body).await?)?;
     s.check_floor(req.crypto_mode)?;
     let current = lookup(&s, &name).await?;
     // The canonical (registered) form of the name in the path.
