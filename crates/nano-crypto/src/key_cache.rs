@@ -106,7 +106,7 @@ struct Entry<T> {
 /// The cache. Not internally synchronized: wrap it in a mutex to share it.
 pub struct KeyCache<C: Clock = MonotonicClock> {
     keypairs: LruCache<CryptoMode, Entry<Arc<KemKeyPair>>>,
-    symmetric: LruCache<[u8; 32], Entry<SymmetricKey>>,
+    symmetric: LruCache<[u8; 32], Entry<Arc<SymmetricKey>>>,
     index_key: hmac::Key,
     ttl: Duration,
     clock: C,
@@ -213,7 +213,8 @@ impl<C: Clock> KeyCache<C> {
         Ok((kp, self.ttl))
     }
 
-    /// HKDF-derives a 32-byte key for (`label`, `ikm`, `info`), served from the cache when the
+    /// HKDF-derives a 32-byte key for (`label`, `ikm`, `info`), shared with the cache (the key
+    /// itself is never copied: `SecretBytes` has no `Clone`), served from the cache when the
     /// same inputs were derived within the TTL. The map key is an HMAC of the inputs under the
     /// cache's random key, so the cache never holds `ikm` nor a guessable digest of it.
     ///
@@ -224,7 +225,7 @@ impl<C: Clock> KeyCache<C> {
         label: KdfLabel,
         ikm: &[u8],
         info: &[u8],
-    ) -> crate::Result<SymmetricKey> {
+    ) -> crate::Result<Arc<SymmetricKey>> {
         let mut h = hmac::Context::with_key(&self.index_key);
         h.update(label.as_bytes());
         h.update(&(ikm.len() as u64).to_be_bytes());
@@ -236,18 +237,18 @@ impl<C: Clock> KeyCache<C> {
         if let Some(e) = self.symmetric.get(&id) {
             if now.saturating_sub(e.created) < self.ttl {
                 self.stats.hits += 1;
-                return Ok(e.value.clone());
+                return Ok(Arc::clone(&e.value));
             }
             self.symmetric.pop(&id);
             self.stats.evictions += 1;
         }
         self.stats.misses += 1;
-        let key: SymmetricKey = kdf::derive(label, b"", ikm, &[info])?;
+        let key: Arc<SymmetricKey> = Arc::new(kdf::derive(label, b"", ikm, &[info])?);
         let created = self.clock.now();
         if let Some((_, _old)) = self.symmetric.push(
             id,
             Entry {
-                value: key.clone(),
+                value: Arc::clone(&key),
                 created,
             },
         ) {

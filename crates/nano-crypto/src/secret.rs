@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A fixed-size secret byte string.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct SecretBytes<const N: usize>([u8; N]);
 
 /// A 32-byte KEM shared secret.

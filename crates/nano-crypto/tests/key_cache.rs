@@ -153,7 +153,7 @@ fn symmetric_key_hits_on_same_inputs_and_matches_kdf() {
     assert_eq!(c.stats(), stats(0, 1, 0));
     assert_eq!(c.symmetric_len(), 1);
     assert_eq!(
-        k1,
+        *k1,
         expected(KdfLabel::ChannelKey, b"shared secret", b"session 1")
     );
 
@@ -176,15 +176,15 @@ fn symmetric_key_hits_on_same_inputs_and_matches_kdf() {
     ];
     for (n, (label, ikm, info)) in variants.iter().enumerate() {
         let k = c.symmetric_key(*label, ikm, info).unwrap();
-        assert_eq!(k, expected(*label, ikm, info), "variant {n}");
-        assert_ne!(k, k1, "variant {n}");
+        assert_eq!(*k, expected(*label, ikm, info), "variant {n}");
+        assert_ne!(*k, *k1, "variant {n}");
         assert_eq!(c.stats(), stats(1, 2 + n as u64, 0), "variant {n}");
     }
     assert_eq!(c.symmetric_len(), 1 + variants.len());
     // And each variant now hits.
     for (n, (label, ikm, info)) in variants.iter().enumerate() {
         let k = c.symmetric_key(*label, ikm, info).unwrap();
-        assert_eq!(k, expected(*label, ikm, info), "variant {n}");
+        assert_eq!(*k, expected(*label, ikm, info), "variant {n}");
     }
     assert_eq!(c.stats(), stats(1 + variants.len() as u64, 7, 0));
 }
@@ -197,9 +197,9 @@ fn symmetric_key_boundary_between_ikm_and_info_is_unambiguous() {
     let e = c.symmetric_key(KdfLabel::EnvelopeKey, b"abc", b"").unwrap();
     assert_eq!(c.stats(), stats(0, 3, 0));
     assert_eq!(c.symmetric_len(), 3);
-    assert_eq!(a, expected(KdfLabel::EnvelopeKey, b"ab", b"c"));
-    assert_eq!(b, expected(KdfLabel::EnvelopeKey, b"a", b"bc"));
-    assert_eq!(e, expected(KdfLabel::EnvelopeKey, b"abc", b""));
+    assert_eq!(*a, expected(KdfLabel::EnvelopeKey, b"ab", b"c"));
+    assert_eq!(*b, expected(KdfLabel::EnvelopeKey, b"a", b"bc"));
+    assert_eq!(*e, expected(KdfLabel::EnvelopeKey, b"abc", b""));
     assert_ne!(a, b);
     assert_ne!(a, e);
     assert_ne!(b, e);
@@ -263,7 +263,7 @@ fn symmetric_lru_bound_evicts_least_recently_used() {
     // 0 (touched), 2, 3 and N survive: all hits, no growth.
     for i in [0, 2, 3, N] {
         let k = c.symmetric_key(KdfLabel::ChannelKey, &ikm(i), b"").unwrap();
-        assert_eq!(k, expected(KdfLabel::ChannelKey, &ikm(i), b""));
+        assert_eq!(*k, expected(KdfLabel::ChannelKey, &ikm(i), b""));
     }
     assert_eq!(c.stats(), stats(5, u64::from(N) + 1, 1));
     assert_eq!(c.symmetric_len(), N as usize);

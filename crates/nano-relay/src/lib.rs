@@ -24,8 +24,9 @@
 //! main (bin)     CLI, relay.toml, Tokio runtime from [server], signals → start / shutdown
 //! server         wires everything; the one shutdown sequence
 //! state          Shared: what every connection and request handler holds
-//! config         relay.toml: the guide's sections plus [storage] [security] [tls] [limits]
-//! config_env     the configuration against this machine: TLS files, data dir, descriptors
+//! config         relay.toml, one file per section: the guide's sections plus [storage]
+//!                [security] [tls] [limits]; ValidConfig, what start requires; SecretUrl;
+//!                machine: the configuration against this machine (TLS files, data dir, fds)
 //! net::http      health, ready, metrics, /v1/relay, users, keys, openapi.json (http_listener)
 //! directory      users through L1 (in-process) → L2 (Redis) → storage; registration, rotation
 //! crypto         the crypto thread pool, batched auth verification, the relay identity, the
@@ -40,7 +41,6 @@
 
 mod clock;
 pub mod config;
-pub mod config_env;
 mod crypto;
 pub mod delivery;
 pub mod directory;
@@ -53,6 +53,6 @@ mod state;
 pub mod storage;
 pub mod telemetry;
 
-pub use config::{Environment, RelayConfig};
+pub use config::{Environment, RelayConfig, ValidConfig};
 pub use error::{RelayError, StartupError};
 pub use server::{RunningRelay, start};

@@ -104,13 +104,13 @@ fn validate(path: Option<PathBuf>, syntax_only: bool) -> anyhow::Result<()> {
     let cfg = RelayConfig::load(Some(&path), env_var)
         .with_context(|| format!("{} is not valid", path.display()))?;
     if !syntax_only {
-        nano_relay::config_env::check(&cfg)
+        nano_relay::config::machine::check(&cfg)
             .with_context(|| format!("{} cannot work on this machine", path.display()))?;
     }
     println!(
         "{}: valid (storage {}, api port {}, websocket port {}, tls {})",
         path.display(),
-        cfg.storage.url.split("://").next().unwrap_or("?"),
+        cfg.storage.url.expose().split("://").next().unwrap_or("?"),
         cfg.server.api_port,
         cfg.server.websocket_port,
         if cfg.tls.enabled { "on" } else { "off" },
@@ -128,14 +128,14 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = RelayConfig::load(path.as_deref(), env_var).context("invalid configuration")?;
-    nano_relay::config_env::check(&cfg).context("invalid configuration")?;
+    nano_relay::config::machine::check(&cfg).context("invalid configuration")?;
     if path.is_none() {
         tracing::info!(
             "no --config given: development defaults on loopback (HTTP API on {}, plain ws:// on \
              {}, SQLite at {}); see `nano-relay init-config`",
             cfg.server.api_port,
             cfg.server.websocket_port,
-            cfg.storage.url
+            cfg.storage.url.redacted()
         );
     }
     let s = &cfg.server;

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::RelayConfig;
+use crate::config::{RelayConfig, ValidConfig};
 use crate::crypto::auth_verifier::AuthVerifier;
 use crate::crypto::kex::KexService;
 use crate::crypto::pool::CryptoPool;
@@ -82,7 +82,7 @@ fn ws_url(cfg: &RelayConfig, addr: SocketAddr) -> String {
 }
 
 /// Starts a relay for `config` on the current Tokio runtime.
-pub async fn start(config: RelayConfig) -> Result<RunningRelay, StartupError> {
+pub async fn start(config: ValidConfig) -> Result<RunningRelay, StartupError> {
     let mem = &config.memory;
     SecureAllocator::global().configure(
         mem.use_secure_allocator,
@@ -93,7 +93,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, StartupError> {
     let pool_size = config.storage.pool_size as usize;
     let (identity, storage) = tokio::task::spawn_blocking(move || {
         let identity = crate::crypto::identity::load_or_create(&data_dir)?;
-        let storage = crate::storage::open(&url, pool_size)?;
+        let storage = crate::storage::open(url.expose(), pool_size)?;
         Ok::<_, StartupError>((identity, storage))
     })
     .await
@@ -108,7 +108,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, StartupError> {
         (true, Some(url)) => {
             let (url, prefix, ttl) = (url.clone(), c.l2_key_prefix.clone(), c.l2_cache_ttl_seconds);
             let cache = tokio::task::spawn_blocking(move || {
-                RedisCache::connect(&url, &prefix, ttl, Duration::from_secs(2))
+                RedisCache::connect(url.expose(), &prefix, ttl, Duration::from_secs(2))
             })
             .await
             .map_err(|e| RelayError::Internal(e.to_string()))??;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use nano_crypto::{CryptoAcceleration, Fingerprint, Identity, MonotonicClock};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RelayConfig;
+use crate::config::ValidConfig;
 use crate::crypto::auth_verifier::AuthVerifier;
 use crate::crypto::kex::KexService;
 use crate::crypto::pool::CryptoPool;
@@ -24,7 +24,7 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Debug)]
 pub struct Shared {
     /// The validated configuration.
-    pub config: RelayConfig,
+    pub config: ValidConfig,
     /// The database.
     pub storage: Arc<dyn Storage>,
     /// Users through the caches.

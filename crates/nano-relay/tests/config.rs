@@ -4,7 +4,7 @@
 
 use nano_crypto::CryptoMode;
 use nano_relay::StartupError;
-use nano_relay::config::{Environment, RelayConfig, template};
+use nano_relay::config::{Environment, RelayConfig, SecretUrl, template};
 
 /// The performance guide's "High-Performance relay.toml", verbatim.
 const GUIDE_PRODUCTION: &str = r#"
@@ -105,7 +105,7 @@ fn guide_snippets_parse_with_their_values() {
     assert!(p.memory.use_secure_allocator);
     assert_eq!(p.memory.max_locked_memory_mb, 256);
     assert_eq!(
-        p.caching.l2_cache_url.as_deref(),
+        p.caching.l2_cache_url.as_ref().map(SecretUrl::expose),
         Some("redis://localhost:6379")
     );
     let d = RelayConfig::from_toml(GUIDE_DEVELOPMENT).unwrap();
@@ -120,12 +120,12 @@ fn shipped_templates_are_valid_and_say_what_they_mean() {
     assert!(dev.tls.enabled && dev.tls.self_signed);
     assert!(dev.security.allow_anonymous_send && dev.security.allow_opaque_payloads);
     assert_eq!(dev.limits.max_message_bytes, nano_proto::MAX_MESSAGE_BYTES);
-    assert!(dev.storage.url.starts_with("sqlite://"));
+    assert!(dev.storage.url.expose().starts_with("sqlite://"));
     assert_eq!(dev.server.bind_address.to_string(), "127.0.0.1");
     let prod = RelayConfig::for_environment(Environment::Production).unwrap();
     assert_eq!(prod.security.minimum_crypto_mode, CryptoMode::Hybrid);
     assert!(!prod.security.allow_anonymous_send && !prod.security.allow_opaque_payloads);
-    assert!(prod.storage.url.starts_with("postgres://"));
+    assert!(prod.storage.url.expose().starts_with("postgres://"));
     assert!(prod.tls.enabled && !prod.tls.self_signed && prod.tls.cert_path.is_some());
     // The files in config/ are the templates.
     for (env, file) in [
@@ -144,7 +144,7 @@ fn no_file_means_plain_loopback_development_defaults() {
     let d = RelayConfig::default();
     assert!(!d.security.allow_anonymous_send && !d.security.allow_opaque_payloads);
     let c = RelayConfig::from_toml("").unwrap();
-    assert_eq!(c, RelayConfig::default());
+    assert_eq!(*c, RelayConfig::default());
     assert!(!c.tls.enabled);
     assert_eq!((c.server.api_port, c.server.websocket_port), (8080, 8443));
     assert!(c.server.bind_address.is_loopback());
@@ -320,9 +320,12 @@ fn environment_supplies_secrets_and_urls() {
     let c = RelayConfig::load(Some(&path), env).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(c.caching.enable_l2_cache);
-    assert_eq!(c.storage.url, "postgres://postgres@127.0.0.1:5432/test");
     assert_eq!(
-        c.caching.l2_cache_url.as_deref(),
+        c.storage.url.expose(),
+        "postgres://postgres@127.0.0.1:5432/test"
+    );
+    assert_eq!(
+        c.caching.l2_cache_url.as_ref().map(SecretUrl::expose),
         Some("redis://127.0.0.1:6379")
     );
     assert_eq!(
@@ -341,7 +344,7 @@ fn environment_supplies_secrets_and_urls() {
         })
     ));
     assert_eq!(
-        RelayConfig::load(None, |_| None).unwrap(),
+        *RelayConfig::load(None, |_| None).unwrap(),
         RelayConfig::default()
     );
     // A missing file is a clear error.

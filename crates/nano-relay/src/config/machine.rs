@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::config::RelayConfig;
+use super::RelayConfig;
 use crate::error::StartupError;
 
 /// File descriptors the relay needs besides its connections (database, logs, listeners,
