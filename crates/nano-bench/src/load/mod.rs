@@ -265,6 +265,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     };
     let started = Instant::now();
     let mut per_1000 = None;
+    let mut settled = None;
     let scenario = if let Some(n) = args.hold {
         set_phase("hold");
         let before = settled_rss(&api).await;
@@ -279,6 +280,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
                     held.len()
                 );
                 per_1000 = Some((a - b) / 1e6 / held.len() as f64 * 1000.0);
+                settled = Some((b / 1e6, a / 1e6));
             }
             _ => eprintln!("could not read the relay's memory before and after"),
         }
@@ -378,6 +380,8 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         connections_max: samples.iter().map(|s| s.connections).max().unwrap_or(0),
         duration_s: load_secs,
         rss_mb_per_1000_connections: per_1000,
+        relay_rss_mb_before: settled.map(|(b, _)| b),
+        relay_rss_mb_settled: settled.map(|(_, a)| a),
         relay_samples: samples,
         timeline: stats.timeline(),
     })

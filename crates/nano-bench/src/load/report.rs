@@ -49,6 +49,12 @@ pub(crate) struct Report {
     /// With `--hold`: relay RSS growth per 1,000 idle authenticated connections (MB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rss_mb_per_1000_connections: Option<f64>,
+    /// With `--hold`: relay RSS (MB) settled before the connections were opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) relay_rss_mb_before: Option<f64>,
+    /// With `--hold`: relay RSS (MB) settled while holding them (no new low for 5 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) relay_rss_mb_settled: Option<f64>,
     pub(crate) relay_samples: Vec<Sample>,
     /// Per second: (second, messages received, p50 latency ms).
     pub(crate) timeline: Vec<(u32, u64, f64)>,
@@ -105,6 +111,9 @@ impl Report {
         }
         if let Some(m) = self.rss_mb_per_1000_connections {
             let _ = writeln!(s, "| relay RSS per 1,000 idle connections (MB) | {m:.1} |");
+        }
+        if let Some(m) = self.relay_rss_mb_settled {
+            let _ = writeln!(s, "| relay RSS settled while holding (MB) | {m:.1} |");
         }
         s
     }
