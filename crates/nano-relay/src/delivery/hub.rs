@@ -6,11 +6,11 @@
 //! storage and is delivered when it reconnects. So a slow peer never makes the relay's memory
 //! grow beyond its mailbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::storage::StoredMessage;
@@ -38,57 +38,109 @@ impl SessionEvent {
     }
 }
 
-/// A session's side of its queue: the sender, the slow-reader signal and the byte account.
+/// A session's queue, shared by the hub (which offers events) and the session (which takes
+/// them): one allocation that holds nothing while the session is idle (an idle connection's
+/// memory counts: tens of thousands are held at once).
+#[derive(Debug)]
+struct Queue {
+    events: Mutex<VecDeque<SessionEvent>>,
+    /// Wakes the session when an event arrives.
+    ready: Notify,
+    /// Cancelled when the session falls behind.
+    kill: CancellationToken,
+    /// Bytes queued ([`SessionEvent::size`]).
+    queued: AtomicUsize,
+    depth: usize,
+    max_bytes: usize,
+}
+
+/// The hub's side of a session's queue, and the slow-reader signal. Cloning shares the queue.
 #[derive(Debug, Clone)]
 pub struct Mailbox {
-    tx: mpsc::Sender<SessionEvent>,
+    queue: Arc<Queue>,
     /// Cancelled when the session falls behind.
     pub kill: CancellationToken,
-    queued: Arc<AtomicUsize>,
-    max_bytes: usize,
+}
+
+/// The session's side of its queue.
+#[derive(Debug)]
+pub struct Events {
+    queue: Arc<Queue>,
 }
 
 impl Mailbox {
     /// A mailbox of at most `depth` events and `max_bytes` bytes, and its receiving end.
-    pub fn new(depth: usize, max_bytes: usize) -> (Self, mpsc::Receiver<SessionEvent>) {
-        let (tx, rx) = mpsc::channel(depth.max(1));
-        let m = Self {
-            tx,
-            kill: CancellationToken::new(),
-            queued: Arc::new(AtomicUsize::new(0)),
+    pub fn new(depth: usize, max_bytes: usize) -> (Self, Events) {
+        let kill = CancellationToken::new();
+        let queue = Arc::new(Queue {
+            events: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            kill: kill.clone(),
+            queued: AtomicUsize::new(0),
+            depth: depth.max(1),
             max_bytes,
-        };
-        (m, rx)
-    }
-
-    /// The session took `ev` off its queue.
-    pub fn taken(&self, ev: &SessionEvent) {
-        self.queued.fetch_sub(ev.size(), Ordering::Relaxed);
+        });
+        (
+            Self {
+                queue: Arc::clone(&queue),
+                kill,
+            },
+            Events { queue },
+        )
     }
 
     /// Bytes queued now.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.queue.queued.load(Ordering::Relaxed)
     }
 
-    /// Queues `ev`, or tells the session to close when it has fallen behind.
+    /// Queues `ev`, or tells the session to close when it has fallen behind (its queue holds
+    /// `depth` events or `max_bytes` bytes).
     fn offer(&self, ev: SessionEvent) -> bool {
+        let q = &self.queue;
         let size = ev.size();
-        if self.queued.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes {
-            self.queued.fetch_sub(size, Ordering::Relaxed);
-            self.kill.cancel();
-            return false;
-        }
-        match self.tx.try_send(ev) {
-            Ok(()) => true,
-            Err(e) => {
-                self.queued.fetch_sub(size, Ordering::Relaxed);
-                if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    self.kill.cancel();
-                }
-                false
+        {
+            let mut events = q.events.lock().unwrap_or_else(|p| p.into_inner());
+            let bytes = q.queued.load(Ordering::Relaxed);
+            if events.len() >= q.depth || bytes + size > q.max_bytes {
+                drop(events);
+                q.kill.cancel();
+                return false;
             }
+            q.queued.store(bytes + size, Ordering::Relaxed);
+            events.push_back(ev);
         }
+        q.ready.notify_one();
+        true
+    }
+}
+
+impl Events {
+    fn pop(&self) -> Option<SessionEvent> {
+        let q = &self.queue;
+        let mut events = q.events.lock().unwrap_or_else(|p| p.into_inner());
+        let ev = events.pop_front()?;
+        q.queued.fetch_sub(ev.size(), Ordering::Relaxed);
+        if events.is_empty() && events.capacity() > 0 {
+            // An idle session holds no queue storage.
+            *events = VecDeque::new();
+        }
+        Some(ev)
+    }
+
+    /// The next event, waiting for one. Cancel-safe: an event is taken only when returned.
+    pub async fn recv(&mut self) -> SessionEvent {
+        loop {
+            if let Some(ev) = self.pop() {
+                return ev;
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<SessionEvent> {
+        self.pop()
     }
 }
 
@@ -159,5 +211,45 @@ impl Hub {
             return 0;
         };
         entries.iter().filter(|e| e.mailbox.offer(event())).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mailbox_takes_depth_events_then_marks_a_slow_reader() {
+        let hub = Hub::default();
+        let (mailbox, mut events) = Mailbox::new(2, 1 << 20);
+        let kill = mailbox.kill.clone();
+        hub.register(7, 1, mailbox.clone());
+        assert_eq!(hub.wake(7), 1);
+        assert_eq!(hub.wake(7), 1);
+        assert!(!kill.is_cancelled());
+        assert_eq!(hub.wake(7), 0, "a third event is over the depth");
+        assert!(kill.is_cancelled());
+        assert!(matches!(events.recv().await, SessionEvent::Wake));
+        assert!(matches!(events.try_recv(), Some(SessionEvent::Wake)));
+        assert!(events.try_recv().is_none());
+        // An emptied queue holds no storage.
+        let q = mailbox.queue.events.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(q.capacity(), 0);
+        drop(q);
+        hub.unregister(7, 1);
+        assert_eq!(hub.wake(7), 0);
+    }
+
+    #[tokio::test]
+    async fn recv_waits_for_an_offer() {
+        let (mailbox, mut events) = Mailbox::new(4, 1 << 20);
+        let waiter = tokio::spawn(async move { events.recv().await });
+        tokio::task::yield_now().await;
+        assert!(mailbox.offer(SessionEvent::Wake));
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("recv woke")
+            .expect("task");
+        assert!(matches!(ev, SessionEvent::Wake));
     }
 }

@@ -1,8 +1,8 @@
 //! One connection's I/O loop: reads frames (rate-limited, size-checked) into the
-//! [`Session`], writes its answers in order (the pending-reply queue: a `send_message` is
-//! answered when its batch commits, later answers wait behind it), forwards hub events, pings an
+//! [`Session`], writes its answers in order (`protocol::replies`: a `send_message` is answered
+//! when its batch commits, later answers wait behind it), forwards hub events, pings an
 //! idle peer and closes with a reason on shutdown, idle timeout or a full send queue. The loop
-//! holds at most [`MAX_IN_FLIGHT`] unanswered sends and one frame being written, so a
+//! holds at most `protocol::replies::MAX_IN_FLIGHT` unanswered sends and one frame being written, so a
 //! connection's memory is bounded whatever its peer does.
 
 use std::future::Future;
@@ -11,11 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use nano_proto::{ClientFrame, ProtoError, RelayFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,16 +21,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::hub::{Mailbox, SessionEvent};
-use crate::error::RelayError;
+use crate::delivery::hub::{Events, Mailbox};
 use crate::net::rate_limit::TokenBucket;
 use crate::pools::{BufferPool, PooledBuf};
+use crate::protocol::Session;
 use crate::protocol::login::Transport;
-use crate::protocol::{Session, error_frame};
+use crate::protocol::replies::Replies;
 use crate::state::Shared;
 
-/// Unanswered `send_message` frames one connection may have in flight.
-pub(crate) const MAX_IN_FLIGHT: usize = 256;
 /// Longest a single frame write may take before the peer counts as a slow reader.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames already waiting (answers, deliveries) gathered into one flush.
@@ -184,7 +180,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Arc<Shared>,
     session: &mut Session,
     conn: &mut Conn<S>,
-    events: &mut mpsc::Receiver<SessionEvent>,
+    events: &mut Events,
     kill: &CancellationToken,
     ip: IpAddr,
 ) -> End {
@@ -203,14 +199,15 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_seen = Instant::now();
     let mut tick = tokio::time::interval(idle / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending = FuturesOrdered::new();
+    let mut replies = Replies::default();
     let max_frame = shared.config.limits.max_frame_bytes;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => {
                 // Answers already committed still go out before the close.
-                while let Some(f) = pending.next().await {
-                    if let Err(e) = conn.send(vec![f]).await { return e; }
+                let frames = replies.drain().await;
+                if !frames.is_empty() {
+                    if let Err(e) = conn.send(frames).await { return e; }
                 }
                 return End::Close(CloseCode::Away, close_reason::SHUTDOWN);
             }
@@ -218,24 +215,17 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 shared.metrics.connections_refused.with_label_values(&["slow_reader"]).inc();
                 return End::Close(CloseCode::Policy, close_reason::SLOW_READER);
             }
-            Some(f) = pending.next(), if !pending.is_empty() => {
+            frames = replies.ready(WRITE_BATCH), if !replies.is_empty() => {
                 // Answers of one committed batch are ready together: one flush for all of them.
-                let mut frames = vec![f];
-                while frames.len() < WRITE_BATCH {
-                    match pending.next().now_or_never() {
-                        Some(Some(f)) => frames.push(f),
-                        _ => break,
-                    }
-                }
                 if let Err(e) = conn.send(frames).await { return e; }
             }
-            Some(ev) = events.recv() => {
+            ev = events.recv() => {
                 // Boxed: the handlers' state lives only while they run, not for the connection's life.
                 let mut frames = Box::pin(session.on_event(ev)).await;
                 while frames.len() < WRITE_BATCH {
                     match events.try_recv() {
-                        Ok(ev) => frames.extend(Box::pin(session.on_event(ev)).await),
-                        Err(_) => break,
+                        Some(ev) => frames.extend(Box::pin(session.on_event(ev)).await),
+                        None => break,
                     }
                 }
                 if let Err(e) = conn.send(frames).await { return e; }
@@ -250,7 +240,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     return End::Close(CloseCode::Policy, close_reason::SLOW_READER);
                 }
             }
-            msg = conn.ws.next(), if pending.len() < MAX_IN_FLIGHT => {
+            msg = conn.ws.next(), if !replies.is_full() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
                     Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
@@ -290,12 +280,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     _ => return End::PeerClosed,
                 };
                 if !(bucket.try_take(shared.clock_now()) && shared.address_allows(ip)) {
-                    // A refused send names its id, so the client can write it again later.
-                    let id = match &decoded {
-                        Some(Ok(ClientFrame::SendMessage { id, .. })) => *id,
-                        _ => None,
-                    };
-                    let f = error_frame(shared, &RelayError::RateLimited, id);
+                    let f = session.rate_limited(decoded.as_ref().and_then(|d| d.as_ref().ok()));
                     if let Err(e) = conn.send(vec![f]).await { return e; }
                     continue;
                 }
@@ -303,12 +288,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     None => Err(ProtoError::FrameTooLarge { max: max_frame, got: len }),
                     Some(r) => r,
                 };
-                let out = match frame {
-                    Ok(f) => Box::pin(session.handle(f)).await,
-                    Err(e) => vec![error_frame(shared, &RelayError::Proto(e), None)].into(),
-                };
+                let out = Box::pin(session.handle_decoded(frame)).await;
                 if let Some(p) = out.pending {
-                    pending.push_back(p);
+                    replies.push(p);
                 }
                 if !out.frames.is_empty() {
                     if let Err(e) = conn.send(out.frames).await { return e; }

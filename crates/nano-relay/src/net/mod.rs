@@ -3,7 +3,7 @@
 //! ```text
 //! ws_listener    accept → TLS (channel binding) → WebSocket upgrade → one connection task
 //! connection     the connection loop: frames in (size- and rate-checked) → protocol::Session,
-//!                answers and hub events out, idle pings, close reasons, the pending-reply queue
+//!                its answers (protocol::replies) and hub events out, idle pings, close reasons
 //! http_listener  API connections: cap, header/request timeouts, TLS, bounded drain
 //! http           health, ready, metrics, /v1/relay, users, keys, openapi.json
 //! tls            rustls server config (TLS 1.3); self-signed certificate for development

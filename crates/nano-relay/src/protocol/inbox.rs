@@ -34,7 +34,7 @@ impl Session {
         limit: u32,
         end_frame: bool,
     ) -> Result<Vec<RelayFrame>, RelayError> {
-        let uid = self.require_user()?.record.id;
+        let uid = self.require_user()?.id;
         // One more than asked tells whether more are waiting.
         let rows = self
             .shared
@@ -67,7 +67,6 @@ impl Session {
 
     /// Frames for an event from the hub.
     pub(crate) async fn on_event(&mut self, ev: SessionEvent) -> Vec<RelayFrame> {
-        self.mailbox.taken(&ev);
         match ev {
             SessionEvent::Deliver(m) if self.live && m.seq > self.cursor => {
                 self.cursor = m.seq;
@@ -99,7 +98,7 @@ impl Session {
     /// Applies an `ack` or `read` with the writer's next batch.
     pub(super) async fn mark(&mut self, ids: Vec<MessageId>, kind: MarkKind) -> Vec<RelayFrame> {
         let uid = match self.require_user() {
-            Ok(u) => u.record.id,
+            Ok(u) => u.id,
             Err(e) => return vec![self.err(&e, None)],
         };
         let mark = Mark {

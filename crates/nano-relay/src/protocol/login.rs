@@ -20,7 +20,7 @@ use crate::directory::UserEntry;
 use crate::error::RelayError;
 use crate::state::Shared;
 
-use super::{Output, PAGE, Session};
+use super::{LoggedIn, Output, PAGE, Session};
 
 /// Logins one connection may start (`hello` frames): a client needs one, a few retries are
 /// allowed; more are refused `rate_limited` ([`RelayError::TooManyLogins`]), so a connection cannot make the relay sign on
@@ -224,7 +224,10 @@ impl Session {
             Ok(u) => u,
             Err(e) => return vec![self.err(&e.into(), None)].into(),
         };
-        self.user = Some(user);
+        self.user = Some(LoggedIn {
+            id: uid,
+            name: username.clone(),
+        });
         tracing::debug!(conn = self.conn_id, "authenticated");
         let pending = match self
             .shared

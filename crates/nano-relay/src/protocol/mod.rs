@@ -11,6 +11,7 @@ mod inbox;
 pub(crate) mod key_exchange;
 pub(crate) mod login;
 pub(crate) mod payload;
+pub(crate) mod replies;
 mod send;
 
 use std::collections::HashMap;
@@ -20,11 +21,10 @@ use std::sync::Arc;
 
 use nano_crypto::CryptoMode;
 use nano_proto::frames::MAX_FETCH_LIMIT;
-use nano_proto::{ClientFrame, MessageId, RelayFrame};
+use nano_proto::{ClientFrame, MessageId, RelayFrame, Username};
 
 use crate::crypto::kex::Offer;
 use crate::delivery::hub::Mailbox;
-use crate::directory::UserEntry;
 use crate::error::RelayError;
 use crate::state::Shared;
 use crate::storage::MarkKind;
@@ -71,6 +71,13 @@ pub(crate) fn error_frame(shared: &Shared, e: &RelayError, id: Option<MessageId>
     RelayFrame::error_with(code, e.public_message(), id)
 }
 
+/// The authenticated user of a session.
+#[derive(Debug)]
+struct LoggedIn {
+    id: i64,
+    name: Username,
+}
+
 /// Per-connection protocol state.
 pub(crate) struct Session {
     shared: Arc<Shared>,
@@ -80,7 +87,9 @@ pub(crate) struct Session {
     challenged: Option<Challenged>,
     /// `hello` frames so far.
     logins: u32,
-    user: Option<Arc<UserEntry>>,
+    /// Who authenticated: the id and canonical name only (the bundle stays in the directory's
+    /// caches, not pinned by every connection).
+    user: Option<LoggedIn>,
     /// Highest inbox sequence delivered on this connection.
     cursor: i64,
     /// True once the backlog is drained: pushes go straight out.
@@ -121,12 +130,34 @@ impl Session {
         error_frame(&self.shared, e, id)
     }
 
-    fn require_user(&self) -> Result<&Arc<UserEntry>, RelayError> {
+    fn require_user(&self) -> Result<&LoggedIn, RelayError> {
         self.user.as_ref().ok_or(RelayError::Unauthorized)
     }
 
     fn check_mode(&self, mode: CryptoMode) -> Result<(), RelayError> {
         self.shared.check_floor(mode)
+    }
+
+    /// Handles what the connection decoded: a frame, or why it is not one (answered with
+    /// its error code).
+    pub(crate) async fn handle_decoded(
+        &mut self,
+        decoded: Result<ClientFrame, nano_proto::ProtoError>,
+    ) -> Output {
+        match decoded {
+            Ok(f) => self.handle(f).await,
+            Err(e) => vec![self.err(&RelayError::Proto(e), None)].into(),
+        }
+    }
+
+    /// The answer to a frame refused by the rate limits: `rate_limited`, naming a send's id so
+    /// the client can write it again later.
+    pub(crate) fn rate_limited(&self, frame: Option<&ClientFrame>) -> RelayFrame {
+        let id = match frame {
+            Some(ClientFrame::SendMessage { id, .. }) => *id,
+            _ => None,
+        };
+        self.err(&RelayError::RateLimited, id)
     }
 
     /// Handles one frame.
@@ -171,7 +202,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(u) = &self.user {
-            self.shared.hub.unregister(u.record.id, self.conn_id);
+            self.shared.hub.unregister(u.id, self.conn_id);
         }
     }
 }

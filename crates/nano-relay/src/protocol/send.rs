@@ -85,21 +85,17 @@ impl Session {
         mode.at_least(entry.record.min_mode)?;
         let writer = self.shared.writer().ok_or(RelayError::Unavailable)?;
         let (tx, rx) = oneshot::channel();
-        let sender = match &self.user {
-            Some(u) => Some(Username::new(&u.record.username)?),
-            None => None,
-        };
         writer
             .submit(WriteRequest {
                 msg: NewMessage {
                     message_id: id.0,
                     recipient_id: entry.record.id,
-                    sender_id: self.user.as_ref().map(|u| u.record.id),
+                    sender_id: self.user.as_ref().map(|u| u.id),
                     crypto_mode: mode,
                     timestamp_ms: now_ms(),
                     payload: message,
                 },
-                sender,
+                sender: self.user.as_ref().map(|u| u.name.clone()),
                 received,
                 reply: tx,
             })
