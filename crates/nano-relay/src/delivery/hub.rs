@@ -233,7 +233,11 @@ mod tests {
         assert!(matches!(events.try_recv(), Some(SessionEvent::Wake)));
         assert!(events.try_recv().is_none());
         // An emptied queue holds no storage.
-        let q = mailbox.queue.events.lock().unwrap_or_else(|p| p.into_inner());
+        let q = mailbox
+            .queue
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         assert_eq!(q.capacity(), 0);
         drop(q);
         hub.unregister(7, 1);

@@ -8,6 +8,10 @@
 //! loader would cache the old bundle again. So a loader takes a [`LoadTicket`] *before* reading
 //! the lower level, and [`TtlCache::insert_loaded`] discards the value if any invalidation
 //! happened since.
+//!
+//! Why not `moka`: it has no clock a test can drive (the TTL tests would sleep), its admission
+//! policy may refuse to cache a bundle at all, and the load ticket above would still be ours.
+//! What is left here is an `lru::LruCache` (a well-kept crate) with a creation time per entry.
 
 use std::hash::Hash;
 use std::num::NonZeroUsize;
@@ -16,7 +20,7 @@ use std::time::Duration;
 use lru::LruCache;
 use nano_crypto::Clock;
 
-/// Hit, miss and eviction counters (exported as metrics).
+/// Hit, miss and eviction counters (the directory counts hits and misses in the metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct CacheStats {
     /// Lookups answered from the cache.

@@ -5,6 +5,10 @@
 //! addresses cannot grow memory: the least recently seen address is forgotten and starts again
 //! with a full bucket (its connections' own buckets still apply). Time comes from an injected
 //! [`Clock`].
+//!
+//! Why not `governor`: its keyed limiter keeps every key until `retain_recent` runs, so a
+//! flood of distinct addresses grows it without bound between passes, where this table is an
+//! `lru::LruCache` with a fixed capacity; and one bucket type then serves both limits.
 
 use std::net::IpAddr;
 use std::num::NonZeroUsize;

@@ -2,6 +2,11 @@
 //!
 //! `get` takes the first free connection, or waits for one in turn when all are busy. Blocking
 //! tasks are the only callers, so waiting on a mutex is fine.
+//!
+//! Why not r2d2 (which the PostgreSQL backend uses): `r2d2_sqlite` must be built against
+//! exactly our `rusqlite` (`libsqlite3-sys` links one native library per binary), tying every
+//! SQLite upgrade to its releases; and a SQLite connection never drops on its own, so r2d2's
+//! health checks and reconnection would have nothing to do.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
