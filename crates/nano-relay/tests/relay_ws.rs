@@ -489,52 +489,42 @@ async fn a_key_exchange_key_is_refused_after_it_expires() {
         key_id: None,
         ciphertext: None,
     };
-    ws.send(&ask).await;
-    let (key_id, public_key, expires_at_ms) = match ws.recv().await {
-        RelayFrame::KeyExchange {
-            key_id,
-            public_key,
-            expires_at_ms,
-            ..
-        } => (key_id, public_key, expires_at_ms),
-        f => panic!("expected key_exchange, got {f:?}"),
-    };
+    // An offer (key id, public key, expiry), and the completion of `key_id` with a fresh
+    // encapsulation to `public_key`.
+    async fn offer(ws: &mut relay_common::Ws, ask: &ClientFrame) -> (u64, Bytes, u64) {
+        ws.send(ask).await;
+        match ws.recv().await {
+            RelayFrame::KeyExchange {
+                key_id,
+                public_key,
+                expires_at_ms,
+                ..
+            } => (key_id, public_key, expires_at_ms),
+            f => panic!("expected key_exchange, got {f:?}"),
+        }
+    }
+    async fn complete(ws: &mut relay_common::Ws, mode: CryptoMode, key_id: u64, pk: &Bytes) {
+        let pk = KemPublicKey::from_bytes(mode, pk.as_slice()).unwrap();
+        let (ct, _) = pk.encapsulate(&mut OsRng).unwrap();
+        ws.send(&ClientFrame::KeyExchange {
+            crypto_mode: mode,
+            key_id: Some(key_id),
+            ciphertext: Some(Bytes(ct.as_bytes().to_vec())),
+        })
+        .await;
+    }
+    let (key_id, public_key, expires_at_ms) = offer(&mut ws, &ask).await;
     assert!(expires_at_ms <= now_ms() + 1_000, "a 1 s key lives longer");
     // Wait (bounded: at most the key's 1 s) until it has expired.
     while now_ms() <= expires_at_ms {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let pk = KemPublicKey::from_bytes(mode, public_key.as_slice()).unwrap();
-    let (ct, _) = pk.encapsulate(&mut OsRng).unwrap();
-    ws.send(&ClientFrame::KeyExchange {
-        crypto_mode: mode,
-        key_id: Some(key_id),
-        ciphertext: Some(Bytes(ct.as_bytes().to_vec())),
-    })
-    .await;
+    complete(&mut ws, mode, key_id, &public_key).await;
     ws.expect_error("key_expired").await;
     // The next request gets a fresh key that completes.
-    ws.send(&ask).await;
-    let (key_id, public_key) = match ws.recv().await {
-        RelayFrame::KeyExchange {
-            key_id,
-            public_key,
-            expires_at_ms,
-            ..
-        } => {
-            assert!(expires_at_ms > now_ms());
-            (key_id, public_key)
-        }
-        f => panic!("expected key_exchange, got {f:?}"),
-    };
-    let pk = KemPublicKey::from_bytes(mode, public_key.as_slice()).unwrap();
-    let (ct, _) = pk.encapsulate(&mut OsRng).unwrap();
-    ws.send(&ClientFrame::KeyExchange {
-        crypto_mode: mode,
-        key_id: Some(key_id),
-        ciphertext: Some(Bytes(ct.as_bytes().to_vec())),
-    })
-    .await;
+    let (key_id, public_key, expires_at_ms) = offer(&mut ws, &ask).await;
+    assert!(expires_at_ms > now_ms());
+    complete(&mut ws, mode, key_id, &public_key).await;
     assert!(matches!(ws.recv().await, RelayFrame::KeyExchangeOk { .. }));
 }
 
