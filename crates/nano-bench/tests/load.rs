@@ -36,7 +36,11 @@ fn assert_clean(r: &serde_json::Value) {
     assert_eq!(n("messages_acked"), n("messages_sent"), "{r}");
     assert_eq!(n("messages_received"), n("messages_acked"), "{r}");
     assert_eq!(n("lost"), 0, "{r}");
+    // Nothing handed out twice; redeliveries are counted (a number, whatever it is).
     assert_eq!(n("duplicates"), 0, "{r}");
+    n("redelivered");
+    // Every receipt's ack was applied by the relay, by its own count.
+    assert_eq!(n("relay_acks_applied"), n("messages_received"), "{r}");
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r}");
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number in {r}"));
     // Messages went through in measurable time, through a relay process that was sampled.
@@ -69,6 +73,23 @@ fn a_short_scenario_loses_nothing() {
     assert_clean(&r);
     assert_eq!(r["crypto_mode"], "hybrid");
     assert!(r["key_exchanges"].as_u64().unwrap() > 0, "{r}");
+    // The offered load is what was scheduled: every scheduled message was sent, and the key
+    // exchangers offered none.
+    let offered = r["offered"].as_array().unwrap();
+    let phases: Vec<&str> = offered
+        .iter()
+        .map(|o| o["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["warm-up", "sustained", "peak"], "{r}");
+    let scheduled: u64 = offered
+        .iter()
+        .map(|o| o["messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(scheduled, r["messages_sent"].as_u64().unwrap(), "{r}");
+    for o in offered {
+        let senders = o["sender_users"].as_u64().unwrap();
+        assert_eq!(o["messages"].as_u64().unwrap(), senders * 3, "{o}");
+    }
 }
 
 #[test]
@@ -108,4 +129,21 @@ fn a_short_presealed_run_loses_nothing() {
     ]);
     assert_clean(&r);
     assert_eq!(r["opened"], false);
+}
+
+#[test]
+fn a_short_hold_counts_only_logged_in_connections() {
+    let r = load(&["--users", "2", "--hold", "20", "--crypto-mode", "classical"]);
+    assert!(r["errors"].as_object().unwrap().is_empty(), "{r}");
+    assert_eq!(r["scenario"], "hold 20");
+    // The relay itself counts the 20 held and the 2 receivers.
+    assert_eq!(r["relay_active_connections"].as_u64(), Some(22), "{r}");
+    let f = |k: &str| {
+        r[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {r}"))
+    };
+    assert!(
+        f("relay_rss_mb_before") > 0.0 && f("relay_rss_mb_settled") > 0.0,
+        "{r}"
+    );
 }

@@ -120,6 +120,13 @@ pub enum Incoming {
     },
     /// The inbox backlog has been delivered; later messages arrive as they are sent.
     UpToDate,
+    /// A message delivered again after it was handed out (delivery is at least once: the
+    /// relay pushes until an ack is applied). Not handed out twice; reported so an application
+    /// or a test can count redeliveries.
+    Redelivered {
+        /// Its id.
+        id: MessageId,
+    },
 }
 
 /// Why a delivered payload cannot be verified (see [`Incoming::Unverifiable`]).

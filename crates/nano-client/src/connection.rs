@@ -435,6 +435,7 @@ async fn deliver(
             if st.acked.contains(&p.id) {
                 reack.push(p.id);
             }
+            let _ = incoming.send(Incoming::Redelivered { id: p.id }).await;
             continue;
         }
         // Test traffic is reported as what it is where the relay admits it; anywhere else the

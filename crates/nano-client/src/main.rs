@@ -268,7 +268,7 @@ async fn receive(home: &Home, follow: bool, json: bool) -> Result<bool> {
     while let Some(item) = incoming.recv().await {
         match item {
             Incoming::UpToDate if !follow => break,
-            Incoming::UpToDate => {}
+            Incoming::UpToDate | Incoming::Redelivered { .. } => {}
             Incoming::Message(m) => {
                 let id = m.id.to_hex();
                 if seen.insert(&id) {

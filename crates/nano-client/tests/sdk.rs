@@ -105,7 +105,7 @@ async fn messages_until(rx: &mut Receiver<Incoming>, last: &str) -> Vec<Received
     let mut out = Vec::new();
     loop {
         match next(rx).await {
-            Incoming::UpToDate => {}
+            Incoming::UpToDate | Incoming::Redelivered { .. } => {}
             Incoming::Message(m) => {
                 let done = m.plaintext == last.as_bytes();
                 out.push(m);

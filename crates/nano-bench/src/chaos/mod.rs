@@ -153,7 +153,7 @@ async fn exercise(args: &ChaosArgs, env: &Services, tally: &Arc<Tally>) -> anyho
     let users = Arc::new(register_users(&env.send_api, "user", args.users, mode).await?);
     let senders = register_users(&env.send_api, "sender", args.senders, mode).await?;
     let on = traffic::on_incoming(Arc::clone(tally));
-    let receivers = start_receivers(&env.recv_api, &users, on).await?;
+    let receivers = start_receivers(&env.recv_api, &users, on).await?.clients;
     let mut clients = Vec::with_capacity(senders.len());
     for s in &senders {
         clients.push(connect(&env.send_api, s).await?.0);

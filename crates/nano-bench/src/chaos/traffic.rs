@@ -265,7 +265,7 @@ pub(crate) fn on_incoming(tally: Arc<Tally>) -> OnIncoming {
         Incoming::Rejected { .. } | Incoming::Unverifiable { .. } => {
             tally.rejected.fetch_add(1, Ordering::Relaxed);
         }
-        Incoming::UpToDate => {}
+        Incoming::UpToDate | Incoming::Redelivered { .. } => {}
     })
 }
 

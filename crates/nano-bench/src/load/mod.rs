@@ -12,6 +12,7 @@
 
 mod kex;
 mod raw;
+mod relay_metrics;
 mod report;
 pub(crate) mod run;
 pub(crate) mod setup;
@@ -26,7 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use nano_crypto::{CryptoMode, PublicBundle};
 
-use report::{Latency, Report, Sample};
+use relay_metrics::{relay_metric, sample, settled_rss};
+use report::{Latency, Report};
 use run::Ctx;
 use stats::Stats;
 
@@ -106,78 +108,6 @@ fn raise_fd_limit(need: u64) {
     }
 }
 
-/// Samples the relay's `/metrics` every second until `stop`.
-async fn sample(api: String, stop: Arc<AtomicBool>, epoch: Instant) -> Vec<Sample> {
-    let http = reqwest::Client::new();
-    let mut out = Vec::new();
-    let mut last: Option<(Instant, f64)> = None;
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(r) = http.get(format!("{api}/metrics")).send().await {
-            if let Ok(text) = r.text().await {
-                let val = |name: &str| {
-                    text.lines()
-                        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-                        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                        .unwrap_or(0.0)
-                };
-                let cpu = val("nano_messenger_cpu_usage_seconds_total");
-                let now = Instant::now();
-                let pct = last.map_or(0.0, |(t, c)| {
-                    (cpu - c) / now.duration_since(t).as_secs_f64() * 100.0
-                });
-                last = Some((now, cpu));
-                out.push(Sample {
-                    t_s: epoch.elapsed().as_secs_f64(),
-                    rss_mb: val("nano_messenger_memory_usage_bytes") / 1e6,
-                    cpu_percent: pct,
-                    connections: val("nano_messenger_active_connections") as u64,
-                });
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    out
-}
-
-/// The relay's resident set size in bytes, from its `/metrics`.
-async fn relay_rss(api: &str) -> Option<f64> {
-    let r = reqwest::get(format!("{api}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    r.lines()
-        .find(|l| l.starts_with("nano_messenger_memory_usage_bytes "))?
-        .rsplit(' ')
-        .next()?
-        .parse::<f64>()
-        .ok()
-}
-
-/// The relay's RSS once it has settled: past the clients' HTTP keep-alive (5 s), so only
-/// WebSocket connections remain, and then no new low for 5 s in a row (an allocator returns
-/// freed memory over seconds), within 60 s.
-async fn settled_rss(api: &str) -> Option<f64> {
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let mut low = relay_rss(api).await?;
-    let mut quiet = 0;
-    for _ in 0..53 {
-        if quiet >= 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let v = relay_rss(api).await?;
-        if v < low * 0.995 {
-            quiet = 0;
-        } else {
-            quiet += 1;
-        }
-        low = low.min(v);
-    }
-    Some(low)
-}
-
 /// A one-line progress display on a terminal.
 fn progress_task(
     stats: Arc<Stats>,
@@ -245,9 +175,10 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let inflight: raw::InFlight = Arc::default();
     let receivers = if args.presealed {
         raw::receivers(Arc::clone(&ctx), Arc::clone(&inflight)).await?;
-        Vec::new()
+        None
     } else {
-        setup::start_receivers(&api, &users, setup::record_into(Arc::clone(&stats), epoch)).await?
+        let on = setup::record_into(Arc::clone(&stats), epoch);
+        Some(setup::start_receivers(&api, &users, on).await?)
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample(api.clone(), Arc::clone(&stop), epoch));
@@ -258,19 +189,29 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         Arc::clone(&stop),
         Arc::clone(&phase),
     );
+    // Each phase's name and start (seconds since the epoch), for the CPU per phase.
+    let marks = std::sync::Mutex::new(Vec::<(String, f64)>::new());
     let set_phase = |p: &str| {
         if let Ok(mut g) = phase.lock() {
             *g = p.to_owned();
         }
+        if let Ok(mut m) = marks.lock() {
+            m.push((p.to_owned(), epoch.elapsed().as_secs_f64()));
+        }
     };
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut per_1000 = None;
     let mut settled = None;
+    let mut relay_connections = None;
+    let mut offered = Vec::new();
     let scenario = if let Some(n) = args.hold {
         set_phase("hold");
         let before = settled_rss(&api).await;
         let held = run::hold(&ctx, n).await;
         let after = settled_rss(&api).await;
+        relay_connections = relay_metric(&api, "nano_messenger_active_connections")
+            .await
+            .map(|v| v as u64);
         match (before, after) {
             (Some(b), Some(a)) if !held.is_empty() => {
                 eprintln!(
@@ -292,6 +233,8 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         let sealed =
             Arc::new(tokio::task::spawn_blocking(move || raw::preseal(&c, 512, mode)).await??);
         set_phase("closed");
+        // The timed phase starts after the sealing.
+        started = Instant::now();
         let stop_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.duration);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..args.connections {
@@ -324,7 +267,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         format!("max-throughput {}×{}", args.connections, args.pipeline)
     } else {
         let phases = run::guide_phases(args.spike);
-        run::scenario(
+        offered = run::scenario(
             Arc::clone(&ctx),
             &phases,
             args.time_scale,
@@ -351,12 +294,20 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     }
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.await.unwrap_or_default();
-    for r in &receivers {
-        r.close().await;
+    if let Some(r) = &receivers {
+        for c in &r.clients {
+            c.close().await;
+        }
+        let failed = r.failed_acks.load(Ordering::Relaxed);
+        if failed > 0 {
+            *stats.errors_mut().entry("ack".into()).or_default() += failed;
+        }
     }
     let [p50, p95, p99, max] = stats.latency_ms();
     let received = stats.received.load(Ordering::Relaxed);
     let cpu: Vec<f64> = samples.iter().skip(1).map(|s| s.cpu_percent).collect();
+    let relay_acks_applied = relay_metrics::acks_applied(&api, received).await;
+    let marks = marks.into_inner().unwrap_or_default();
     Ok(Report {
         scenario,
         crypto_mode: args.crypto_mode.as_str().to_owned(),
@@ -365,6 +316,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         messages_received: received,
         opened: !args.presealed,
         duplicates: stats.duplicates.load(Ordering::Relaxed),
+        redelivered: stats.redelivered.load(Ordering::Relaxed),
         lost: stats.lost(),
         key_exchanges: stats.key_exchanges.load(Ordering::Relaxed),
         receiver_reconnects: stats.reconnects.load(Ordering::Relaxed),
@@ -377,6 +329,10 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         } else {
             cpu.iter().sum::<f64>() / cpu.len() as f64
         },
+        relay_cpu_percent_by_phase: report::cpu_by_phase(&samples, &marks),
+        offered,
+        relay_active_connections: relay_connections,
+        relay_acks_applied,
         connections_max: samples.iter().map(|s| s.connections).max().unwrap_or(0),
         duration_s: load_secs,
         rss_mb_per_1000_connections: per_1000,

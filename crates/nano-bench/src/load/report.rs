@@ -15,6 +15,55 @@ pub(crate) struct Latency {
     pub(crate) max: f64,
 }
 
+/// The load a scenario phase offered: what its arriving users were scheduled to send.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Offered {
+    pub(crate) phase: String,
+    /// The phase's length (time-scaled), seconds.
+    pub(crate) seconds: f64,
+    /// Users who arrived to send messages.
+    pub(crate) sender_users: u64,
+    /// Users who arrived to do a key exchange (they send no message).
+    pub(crate) key_exchange_users: u64,
+    /// Messages those senders were scheduled to send (each sends its count, paced).
+    pub(crate) messages: u64,
+    /// `messages / seconds`.
+    pub(crate) msgs_per_s: f64,
+}
+
+/// The relay's CPU during one phase of a run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PhaseCpu {
+    pub(crate) phase: String,
+    /// Mean of the one-second samples within the phase, % of one core.
+    pub(crate) cpu_percent_mean: f64,
+    pub(crate) samples: usize,
+}
+
+/// The relay's mean CPU per phase, from `marks` (each phase's name and start, seconds) and
+/// the one-second samples; phases without a sample are left out.
+pub(crate) fn cpu_by_phase(samples: &[Sample], marks: &[(String, f64)]) -> Vec<PhaseCpu> {
+    let mut out = Vec::new();
+    for (i, (name, start)) in marks.iter().enumerate() {
+        let end = marks.get(i + 1).map_or(f64::INFINITY, |(_, t)| *t);
+        // The first sample has no CPU figure yet (a rate needs two readings).
+        let cpu: Vec<f64> = samples
+            .iter()
+            .skip(1)
+            .filter(|s| s.t_s >= *start && s.t_s < end)
+            .map(|s| s.cpu_percent)
+            .collect();
+        if !cpu.is_empty() {
+            out.push(PhaseCpu {
+                phase: name.clone(),
+                cpu_percent_mean: cpu.iter().sum::<f64>() / cpu.len() as f64,
+                samples: cpu.len(),
+            });
+        }
+    }
+    out
+}
+
 /// One relay sample.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Sample {
@@ -34,7 +83,10 @@ pub(crate) struct Report {
     pub(crate) messages_received: u64,
     /// Whether receivers verified and decrypted each message (not with `--presealed`).
     pub(crate) opened: bool,
+    /// Messages handed out twice to the application (must be 0).
     pub(crate) duplicates: u64,
+    /// Messages the relay delivered again (at least once), not handed out again.
+    pub(crate) redelivered: u64,
     pub(crate) lost: u64,
     pub(crate) key_exchanges: u64,
     /// With `--presealed`: receivers the relay closed as slow readers that logged in again.
@@ -43,7 +95,17 @@ pub(crate) struct Report {
     pub(crate) throughput_msgs_per_s: f64,
     pub(crate) latency_ms: Latency,
     pub(crate) relay_rss_mb_max: f64,
+    /// Mean over the whole run (warm-up, load and drain); see `relay_cpu_percent_by_phase`.
     pub(crate) relay_cpu_percent_mean: f64,
+    pub(crate) relay_cpu_percent_by_phase: Vec<PhaseCpu>,
+    /// The scenario's offered load per phase (empty for the other modes).
+    pub(crate) offered: Vec<Offered>,
+    /// The relay's `nano_messenger_active_connections` while holding (`--hold`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) relay_active_connections: Option<u64>,
+    /// The relay's `nano_messenger_messages_acked_total` at the end: acks it applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) relay_acks_applied: Option<u64>,
     pub(crate) connections_max: u64,
     pub(crate) duration_s: f64,
     /// With `--hold`: relay RSS growth per 1,000 idle authenticated connections (MB).
@@ -71,8 +133,17 @@ impl Report {
             ("messages sent", self.messages_sent.to_string()),
             ("acknowledged (stored)", self.messages_acked.to_string()),
             (
-                "received, verified, decrypted",
+                if self.opened {
+                    "received, verified, decrypted"
+                } else {
+                    "received by raw receivers (not opened)"
+                },
                 self.messages_received.to_string(),
+            ),
+            ("handed out twice", self.duplicates.to_string()),
+            (
+                "redelivered by the relay (not handed out again)",
+                self.redelivered.to_string(),
             ),
             ("lost (acknowledged, never received)", self.lost.to_string()),
             ("key exchanges completed", self.key_exchanges.to_string()),
@@ -114,6 +185,26 @@ impl Report {
         }
         if let Some(m) = self.relay_rss_mb_settled {
             let _ = writeln!(s, "| relay RSS settled while holding (MB) | {m:.1} |");
+        }
+        if let Some(n) = self.relay_active_connections {
+            let _ = writeln!(s, "| relay's active connections while holding | {n} |");
+        }
+        if let Some(n) = self.relay_acks_applied {
+            let _ = writeln!(s, "| acks the relay applied | {n} |");
+        }
+        for o in &self.offered {
+            let _ = writeln!(
+                s,
+                "| offered in {} ({} senders, {} key exchanges, {:.0} s) | {} msgs, {:.0} msg/s |",
+                o.phase, o.sender_users, o.key_exchange_users, o.seconds, o.messages, o.msgs_per_s
+            );
+        }
+        for c in &self.relay_cpu_percent_by_phase {
+            let _ = writeln!(
+                s,
+                "| relay CPU in {} (% of one core, {} samples) | {:.0} |",
+                c.phase, c.samples, c.cpu_percent_mean
+            );
         }
         s
     }

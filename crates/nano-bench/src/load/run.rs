@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nano_client::ModeChoice;
+use nano_client::{Incoming, ModeChoice};
 use nano_crypto::{CryptoMode, OsRng, PublicBundle};
 use rand_core::RngCore;
 
+use crate::load::report::Offered;
 use crate::load::setup::{User, connect};
 use crate::load::stats::Stats;
 
@@ -177,28 +178,43 @@ pub(crate) async fn scenario(
     scale: f64,
     count: u32,
     progress: impl Fn(&str),
-) {
+) -> Vec<Offered> {
     let gap = Duration::from_secs_f64(scale.max(0.0001));
     let mut tasks = tokio::task::JoinSet::new();
     let mut at = tokio::time::Instant::now();
+    let mut offered = Vec::with_capacity(phases.len());
     for p in phases {
         let arrivals = (p.seconds * scale * p.rate).round() as u64;
         let every = Duration::from_secs_f64(1.0 / p.rate.max(0.001));
         progress(p.name);
+        let (mut senders, mut exchangers) = (0u64, 0u64);
         for _ in 0..arrivals {
             tokio::time::sleep_until(at).await;
             at += every;
             let c = Arc::clone(&ctx);
             if OsRng.next_u32() % 100 < 80 {
+                senders += 1;
                 tasks.spawn(sender(c, count, gap));
             } else {
+                exchangers += 1;
                 tasks.spawn(key_exchanger(c));
             }
             while tasks.try_join_next().is_some() {}
         }
+        let seconds = p.seconds * scale;
+        let messages = senders * u64::from(count);
+        offered.push(Offered {
+            phase: p.name.to_owned(),
+            seconds,
+            sender_users: senders,
+            key_exchange_users: exchangers,
+            messages,
+            msgs_per_s: messages as f64 / seconds.max(0.001),
+        });
     }
     progress("draining");
     while tasks.join_next().await.is_some() {}
+    offered
 }
 
 /// Closed loop: `connections` clients, each keeping `pipeline` sends in flight, for `duration`.
@@ -244,7 +260,9 @@ pub(crate) type Held = (
     tokio::sync::mpsc::Receiver<nano_client::Incoming>,
 );
 
-/// Opens `n` authenticated idle connections; returns them (dropping them closes them).
+/// Opens `n` connections and waits until each has logged in (its `UpToDate`, after the
+/// relay's `auth_ok`); returns those that did (dropping them closes them). A connection that
+/// fails is counted as an error: `connect` (HTTP or WebSocket) or `auth` (no login in 30 s).
 pub(crate) async fn hold(ctx: &Ctx, n: usize) -> Vec<Held> {
     let mut held = Vec::with_capacity(n);
     let mut tasks = tokio::task::JoinSet::new();
@@ -258,19 +276,28 @@ pub(crate) async fn hold(ctx: &Ctx, n: usize) -> Vec<Held> {
         );
         let gate = Arc::clone(&gate);
         tasks.spawn(async move {
-            let _p = gate.acquire().await.ok()?;
+            let _p = gate.acquire().await.map_err(|_| "connect")?;
             let u = User { name, identity: id };
-            let (c, rx) = connect(&api, &u).await.ok()?;
-            Some((c, rx))
+            let (c, mut rx) = connect(&api, &u).await.map_err(|_| "connect")?;
+            // Held only once logged in: `UpToDate` follows the relay's `auth_ok` and the
+            // inbox's first page.
+            loop {
+                match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+                    Ok(Some(Incoming::UpToDate)) => return Ok((c, rx)),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return Err("auth"),
+                }
+            }
         });
     }
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok(Some(h)) => {
+            Ok(Ok(h)) => {
                 ctx.opened();
                 held.push(h);
             }
-            _ => ctx.stats.error("connect"),
+            Ok(Err(what)) => ctx.stats.error(what),
+            Err(_) => ctx.stats.error("connect"),
         }
     }
     held

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -236,44 +237,63 @@ pub(crate) async fn connect(
 /// What a receiver does with each item of its stream: `(index of the user, item)`.
 pub(crate) type OnIncoming = Arc<dyn Fn(usize, &Incoming) + Send + Sync>;
 
+/// Receiving clients and the acks of theirs that failed (counted as errors by the caller).
+pub(crate) struct Receivers {
+    pub(crate) clients: Vec<Client>,
+    pub(crate) failed_acks: Arc<AtomicU64>,
+}
+
 /// Connects every user as a receiver that hands each item to `on` and acks each message.
-/// Returns when all are connected and up to date (at most 30 s of waiting).
+/// Returns when all are connected and up to date; fails if one is not within 30 s.
 pub(crate) async fn start_receivers(
     api: &str,
     users: &[User],
     on: OnIncoming,
-) -> anyhow::Result<Vec<Client>> {
+) -> anyhow::Result<Receivers> {
     let mut clients = Vec::with_capacity(users.len());
     let mut ready = Vec::with_capacity(users.len());
+    let failed_acks = Arc::new(AtomicU64::new(0));
     for (who, u) in users.iter().enumerate() {
         let (client, mut rx) = connect(api, u).await?;
         let c2 = client.clone();
         let on = Arc::clone(&on);
+        let failed = Arc::clone(&failed_acks);
         let (tx, up) = tokio::sync::oneshot::channel();
-        ready.push(up);
+        ready.push((who, up));
         tokio::spawn(async move {
             let mut tx = Some(tx);
             while let Some(item) = rx.recv().await {
                 on(who, &item);
                 match item {
                     Incoming::Message(Received { id, .. }) | Incoming::Unverifiable { id, .. } => {
-                        let _ = c2.ack(&[id]).await;
+                        if c2.ack(&[id]).await.is_err() {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Incoming::UpToDate => {
                         if let Some(t) = tx.take() {
                             let _ = t.send(());
                         }
                     }
-                    Incoming::Rejected { .. } => {}
+                    Incoming::Rejected { .. } | Incoming::Redelivered { .. } => {}
                 }
             }
         });
         clients.push(client);
     }
-    for r in ready {
-        let _ = tokio::time::timeout(Duration::from_secs(30), r).await;
+    for (who, r) in ready {
+        match tokio::time::timeout(Duration::from_secs(30), r).await {
+            Ok(Ok(())) => {}
+            _ => bail!(
+                "receiver {} was not up to date within 30 s",
+                users[who].name
+            ),
+        }
     }
-    Ok(clients)
+    Ok(Receivers {
+        clients,
+        failed_acks,
+    })
 }
 
 /// The load test's receivers: each message's end-to-end latency (the plaintext carries the
@@ -282,6 +302,9 @@ pub(crate) fn record_into(stats: Arc<Stats>, epoch: Instant) -> OnIncoming {
     Arc::new(move |_, item| match item {
         Incoming::Message(m) => stats.received(&m.plaintext, epoch),
         Incoming::Rejected { .. } | Incoming::Unverifiable { .. } => stats.rejected(),
+        Incoming::Redelivered { .. } => {
+            stats.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
         Incoming::UpToDate => {}
     })
 }

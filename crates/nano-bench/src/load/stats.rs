@@ -13,7 +13,11 @@ pub(crate) struct Stats {
     pub(crate) sent: AtomicU64,
     pub(crate) acked: AtomicU64,
     pub(crate) received: AtomicU64,
+    /// Messages handed out twice to the application (a fault of the client SDK's dedup).
     pub(crate) duplicates: AtomicU64,
+    /// Messages the relay delivered again (at least once: before an ack was applied, or after
+    /// a reconnect): seen by the SDK and not handed out, or seen twice by a raw receiver.
+    pub(crate) redelivered: AtomicU64,
     pub(crate) key_exchanges: AtomicU64,
     /// Raw receivers that the relay closed (slow readers) and that logged in again.
     pub(crate) reconnects: AtomicU64,
@@ -70,7 +74,7 @@ impl Stats {
     /// A receipt by a raw receiver (`--presealed`): sequence number and write instant known.
     pub(crate) fn received_raw(&self, seq: u64, sent: Instant, epoch: Instant) {
         if !lock(&self.received_seqs).insert(seq) {
-            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.received.fetch_add(1, Ordering::Relaxed);
@@ -88,6 +92,11 @@ impl Stats {
     /// Counts an error by code.
     pub(crate) fn error(&self, code: &str) {
         *lock(&self.errors).entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// The error counts, to add to.
+    pub(crate) fn errors_mut(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        lock(&self.errors)
     }
 
     /// Errors by code.

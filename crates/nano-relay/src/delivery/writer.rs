@@ -21,7 +21,7 @@ use crate::clock::now_ms;
 use crate::delivery::fanout::Fanout;
 use crate::delivery::hub::Hub;
 use crate::error::RelayError;
-use crate::storage::{Mark, NewMessage, Storage, StoreOutcome, StoredMessage};
+use crate::storage::{Mark, MarkKind, NewMessage, Storage, StoreOutcome, StoredMessage};
 use crate::telemetry::metrics::Metrics;
 
 /// One message to store, and where to send the outcome.
@@ -111,7 +111,12 @@ pub fn spawn(
         marks,
         metrics: metrics.clone(),
     };
-    let marker = tokio::spawn(run_marks(marks_rx, Arc::clone(&storage), cfg));
+    let marker = tokio::spawn(run_marks(
+        marks_rx,
+        Arc::clone(&storage),
+        cfg,
+        metrics.clone(),
+    ));
     let task = tokio::spawn(async move {
         run(rx, storage, cfg, hub, fanout, metrics).await;
         if marker.await.is_err() {
@@ -211,15 +216,17 @@ async fn run_marks(
     mut rx: mpsc::Receiver<MarkRequest>,
     storage: Arc<dyn Storage>,
     cfg: WriterConfig,
+    metrics: Metrics,
 ) {
     while let Some(batch) = next_batch(&mut rx, &cfg, false).await {
-        apply_marks(&storage, batch).await;
+        apply_marks(&storage, batch, &metrics).await;
     }
 }
 
 /// Applies a batch of marks in one transaction (each alone if that fails) and answers each.
-async fn apply_marks(storage: &Arc<dyn Storage>, reqs: Vec<MarkRequest>) {
+async fn apply_marks(storage: &Arc<dyn Storage>, reqs: Vec<MarkRequest>, metrics: &Metrics) {
     let (marks, replies): (Vec<Mark>, Vec<_>) = reqs.into_iter().map(|r| (r.mark, r.reply)).unzip();
+    let kinds: Vec<MarkKind> = marks.iter().map(|m| m.kind).collect();
     let st = Arc::clone(storage);
     let now = now_ms();
     let result = tokio::task::spawn_blocking(move || match st.mark_batch(&marks, now) {
@@ -236,10 +243,13 @@ async fn apply_marks(storage: &Arc<dyn Storage>, reqs: Vec<MarkRequest>) {
         Vec::new()
     });
     let mut result = result.into_iter();
-    for reply in replies {
+    for (reply, kind) in replies.into_iter().zip(kinds) {
         let r = result
             .next()
             .unwrap_or_else(|| Err(RelayError::Internal("mark task failed".into())));
+        if let (Ok(n), MarkKind::Ack) = (&r, kind) {
+            metrics.messages_acked.inc_by(*n);
+        }
         let _ = reply.send(r);
     }
 }

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub locked_memory: IntGauge,
     /// `nano_messenger_messages_delivered_total`: messages pushed or streamed to recipients.
     pub messages_delivered: IntCounter,
+    /// `nano_messenger_messages_acked_total`: acks applied (inbox rows erased to tombstones).
+    pub messages_acked: IntCounter,
     /// `nano_messenger_connections_refused_total{reason}`.
     pub connections_refused: IntCounterVec,
     /// `nano_messenger_l1_cache_hits_total` / `_misses_total`.
@@ -217,6 +219,13 @@ impl Metrics {
                 IntCounter::new(
                     "nano_messenger_messages_delivered_total",
                     "Messages pushed or streamed to recipients",
+                ),
+            )?,
+            messages_acked: reg(
+                &r,
+                IntCounter::new(
+                    "nano_messenger_messages_acked_total",
+                    "Acks applied: inbox rows erased to tombstones",
                 ),
             )?,
             connections_refused: reg(
