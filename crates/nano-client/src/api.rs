@@ -34,14 +34,16 @@ impl Api {
             )));
         }
         crate::tls::require_tls_off_loopback(&base)?;
-        // Pooled, but an idle connection is closed after a few seconds: a client needs the REST
-        // API at connect and for the odd bundle fetch, and a process with thousands of clients
-        // must not keep thousands of idle sockets.
+        // Pooled, but one idle connection at most, closed after a second: a client needs the
+        // REST API at connect and for the odd bundle fetch, and the relay serves a bounded
+        // number of API connections (`limits.max_http_connections`), so idle sockets of many
+        // clients must not hold them (a thousand clients in one process, each keeping four
+        // for five seconds, left new ones waiting past their connect timeout).
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(4)
+            .pool_idle_timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(1)
             .tcp_nodelay(true)
             .https_only(base.starts_with("https://"))
             .use_preconfigured_tls(rustls::ClientConfig::clone(tls))

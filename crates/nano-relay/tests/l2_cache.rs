@@ -61,8 +61,16 @@ fn prefixes_isolate_deployments() {
     )
     .unwrap();
     a.put("bob", b"A").unwrap();
+    // Stored under a's prefix, invisible under b's; b's own value does not touch a's.
+    assert_eq!(a.get("bob").unwrap().as_deref(), Some(&b"A"[..]));
     assert_eq!(b.get("bob").unwrap(), None);
+    b.put("bob", b"B").unwrap();
+    assert_eq!(a.get("bob").unwrap().as_deref(), Some(&b"A"[..]));
+    assert_eq!(b.get("bob").unwrap().as_deref(), Some(&b"B"[..]));
     a.invalidate("bob").unwrap();
+    assert_eq!(a.get("bob").unwrap(), None);
+    assert_eq!(b.get("bob").unwrap().as_deref(), Some(&b"B"[..]));
+    b.invalidate("bob").unwrap();
 }
 
 #[test]

@@ -53,6 +53,17 @@ macro_rules! contract {
                 super::$name(&nano_relay::storage::sqlite::SqliteStorage::in_memory().unwrap());
             })*
         }
+        /// The production path: a file through `storage::open` (WAL, a pool of 4 readers,
+        /// migrations), as the relay runs it.
+        mod sqlite_file_backend {
+            $(#[test]
+            fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("relay.db").display());
+                let s = nano_relay::storage::open(&url, 4).unwrap();
+                super::$name(s.as_ref());
+            })*
+        }
         mod postgres_backend {
             $(#[test]
             fn $name() {

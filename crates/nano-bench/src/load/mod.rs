@@ -281,7 +281,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     // Throughput counts what arrived within the load phase, not during the drain after it.
     let received_in_load = stats.received.load(Ordering::Relaxed);
     // Let in-flight deliveries land: until everything stored has arrived, or 10 s of nothing.
-    set_phase("draining");
+    set_phase("delivering");
     let mut quiet = Instant::now();
     let mut last = stats.received.load(Ordering::Relaxed);
     while stats.lost() > 0 && quiet.elapsed() < Duration::from_secs(10) {

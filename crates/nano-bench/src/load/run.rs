@@ -143,8 +143,9 @@ async fn sender(ctx: Arc<Ctx>, count: u32, gap: Duration) {
     let me = ctx.sender();
     let client = match connect(&ctx.api, me).await {
         Ok((c, _rx)) => c,
-        Err(_) => {
-            ctx.stats.error("connect");
+        Err(e) => {
+            ctx.stats
+                .error(&crate::load::setup::error_kind("connect", &e));
             return;
         }
     };

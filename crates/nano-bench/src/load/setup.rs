@@ -220,6 +220,21 @@ pub(crate) async fn register_users(
     Ok(users)
 }
 
+/// An error's label in the report: `what`, and for a client error its kind (`unreachable`,
+/// `timeout`, or the relay's wire code), never its message.
+pub(crate) fn error_kind(what: &str, e: &anyhow::Error) -> String {
+    use nano_client::ClientError as E;
+    let kind = match e.downcast_ref::<E>() {
+        Some(E::Relay { code, .. }) => code.as_str().to_owned(),
+        Some(E::Unreachable { .. }) => "unreachable".into(),
+        Some(E::Timeout(_)) => "timeout".into(),
+        Some(E::Tls { .. }) => "tls".into(),
+        Some(_) => "client".into(),
+        None => "other".into(),
+    };
+    format!("{what}_{kind}")
+}
+
 /// Connects `user` as a client.
 pub(crate) async fn connect(
     api: &str,

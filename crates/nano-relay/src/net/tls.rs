@@ -94,11 +94,21 @@ fn ensure_self_signed(
 mod tests {
     use super::*;
 
+    /// What the relay builds, not the library's defaults: the hybrid post-quantum group first
+    /// and `http/1.1` for the upgrade (TLS 1.3 with its exporter is exercised end to end by the
+    /// client's login tests).
     #[test]
-    fn hybrid_post_quantum_group_comes_first() {
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let first = provider.kx_groups.first().map(|g| g.name());
+    fn the_relay_config_puts_the_hybrid_group_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TlsConfig {
+            enabled: true,
+            self_signed: true,
+            ..TlsConfig::default()
+        };
+        let config = server_config(&cfg, dir.path()).unwrap().unwrap();
+        let first = config.crypto_provider().kx_groups.first().map(|g| g.name());
         assert_eq!(first, Some(rustls::NamedGroup::X25519MLKEM768));
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 
     #[test]
