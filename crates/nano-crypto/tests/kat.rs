@@ -30,32 +30,53 @@ fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
     b.try_into().unwrap()
 }
 
+/// Key generation from the ACVP seeds: the public key is the vector's `ek`, and the private
+/// half is its `dk` (a ciphertext to `ek` decapsulates the same under our key pair and under
+/// the vector's expanded `dk`).
 #[test]
 fn mlkem_keygen_vectors() {
     let v = load("mlkem.json");
     let cases = v["keygen"].as_array().unwrap();
     assert!(cases.len() >= 6);
-    for c in cases {
+    for (i, c) in cases.iter().enumerate() {
         let seed: [u8; 64] = arr(&[h(c, "d"), h(c, "z")].concat());
-        let ek = match c["parameter_set"].as_str().unwrap() {
-            "ML-KEM-768" => MlKem768KeyPair::from_seed(&seed)
-                .public_key()
-                .as_bytes()
-                .to_vec(),
-            "ML-KEM-1024" => MlKem1024KeyPair::from_seed(&seed)
-                .public_key()
-                .as_bytes()
-                .to_vec(),
+        let m = [i as u8; 32];
+        let (ek, ours, theirs) = match c["parameter_set"].as_str().unwrap() {
+            "ML-KEM-768" => {
+                let kp = MlKem768KeyPair::from_seed(&seed);
+                let (ct, _) = kp.public_key().encapsulate_derand(&m);
+                (
+                    kp.public_key().as_bytes().to_vec(),
+                    kp.decapsulate(&ct).unwrap(),
+                    MlKem768KeyPair::decapsulate_with_expanded_key(&h(c, "dk"), &ct).unwrap(),
+                )
+            }
+            "ML-KEM-1024" => {
+                let kp = MlKem1024KeyPair::from_seed(&seed);
+                let (ct, _) = kp.public_key().encapsulate_derand(&m);
+                (
+                    kp.public_key().as_bytes().to_vec(),
+                    kp.decapsulate(&ct).unwrap(),
+                    MlKem1024KeyPair::decapsulate_with_expanded_key(&h(c, "dk"), &ct).unwrap(),
+                )
+            }
             other => panic!("unexpected {other}"),
         };
         assert_eq!(hex::encode(ek), hex::encode(h(c, "ek")), "{}", c["acvp"]);
+        assert!(
+            ours == theirs,
+            "{}: the private key is not the vector's",
+            c["acvp"]
+        );
     }
 }
 
 #[test]
 fn mlkem_encapsulation_vectors() {
     let v = load("mlkem.json");
-    for c in v["encapsulation"].as_array().unwrap() {
+    let cases = v["encapsulation"].as_array().unwrap();
+    assert!(cases.len() >= 6);
+    for c in cases {
         let (ek, m, dk) = (h(c, "ek"), arr::<32>(&h(c, "m")), h(c, "dk"));
         let (ct, ss) = match c["parameter_set"].as_str().unwrap() {
             "ML-KEM-768" => {
@@ -131,23 +152,42 @@ fn mlkem_rejects_invalid_encapsulation_key() {
     assert!(MlKem768PublicKey::from_bytes(&ek[1..]).is_err());
 }
 
+/// Key generation from the ACVP seeds: the public key is the vector's `pk`, and the private
+/// half is its `sk` (the same message, context and randomness sign identically with our key
+/// pair and with the vector's expanded `sk`).
 #[test]
 fn mldsa_keygen_vectors() {
     let v = load("mldsa.json");
-    for c in v["keygen"].as_array().unwrap() {
+    let cases = v["keygen"].as_array().unwrap();
+    assert!(cases.len() >= 4);
+    for c in cases {
         let seed = arr::<32>(&h(c, "seed"));
-        let pk = match c["parameter_set"].as_str().unwrap() {
-            "ML-DSA-65" => MlDsa65KeyPair::from_seed(&seed)
-                .public_key()
-                .as_bytes()
-                .to_vec(),
-            "ML-DSA-87" => MlDsa87KeyPair::from_seed(&seed)
-                .public_key()
-                .as_bytes()
-                .to_vec(),
+        let (msg, ctx, rnd) = (b"keygen check", b"kat", [7u8; 32]);
+        let (pk, ours, theirs) = match c["parameter_set"].as_str().unwrap() {
+            "ML-DSA-65" => {
+                let kp = MlDsa65KeyPair::from_seed(&seed);
+                (
+                    kp.public_key().as_bytes().to_vec(),
+                    kp.sign(msg, ctx, &rnd).unwrap(),
+                    MlDsa65KeyPair::sign_with_expanded_key(&h(c, "sk"), msg, ctx, &rnd).unwrap(),
+                )
+            }
+            "ML-DSA-87" => {
+                let kp = MlDsa87KeyPair::from_seed(&seed);
+                (
+                    kp.public_key().as_bytes().to_vec(),
+                    kp.sign(msg, ctx, &rnd).unwrap(),
+                    MlDsa87KeyPair::sign_with_expanded_key(&h(c, "sk"), msg, ctx, &rnd).unwrap(),
+                )
+            }
             other => panic!("unexpected {other}"),
         };
         assert_eq!(hex::encode(pk), hex::encode(h(c, "pk")), "{}", c["acvp"]);
+        assert_eq!(
+            ours, theirs,
+            "{}: the private key is not the vector's",
+            c["acvp"]
+        );
     }
 }
 
@@ -199,7 +239,9 @@ fn mldsa_siggen_vectors_external_interface() {
 #[test]
 fn mldsa_sigver_vectors() {
     let v = load("mldsa.json");
-    for c in v["sigver"].as_array().unwrap() {
+    let cases = v["sigver"].as_array().unwrap();
+    assert!(cases.len() >= 3);
+    for c in cases {
         let (pk, msg, ctx, sig) = (
             h(c, "pk"),
             h(c, "message"),
