@@ -123,6 +123,95 @@ fn envelope_vectors_are_pinned() {
     }
 }
 
+/// The pinned envelopes read as PROTOCOL.md §6 describes them, with other implementations for
+/// the construction's steps: the header's fields at their offsets, the KEM secret from the
+/// recipient's key, `key ‖ nonce` from the `hkdf` crate, the body opened by the RustCrypto
+/// AEADs, and the signature over `signed`. So the vectors pin the document, not only the code
+/// that made them.
+#[test]
+fn envelope_vectors_follow_protocol_md_step_by_step() {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(vector_path()).unwrap()).unwrap();
+    let cases = stored["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    for c in cases {
+        let what = format!("{} {}", c["mode"], c["aead"]);
+        let hexfield = |k: &str| hex::decode(c[k].as_str().unwrap()).unwrap();
+        let mut r = rng(7);
+        let alice = Identity::from_secret_bytes(&hexfield("sender_secret"), &mut r).unwrap();
+        let bob = Identity::from_secret_bytes(&hexfield("recipient_secret"), &mut r).unwrap();
+        let mode: CryptoMode = c["mode"].as_str().unwrap().parse().unwrap();
+        let bytes = hexfield("envelope");
+        // header = version ‖ mode ‖ aead ‖ message_id (16) ‖ timestamp_ms (8) ‖ sender fp (32)
+        // ‖ recipient fp (32): 91 bytes.
+        let header = &bytes[..91];
+        assert_eq!(header[0], 0x01, "{what}");
+        assert_eq!(header[1], mode.to_byte(), "{what}");
+        let aead_byte = header[2];
+        assert_eq!(&header[3..19], &[0x42; 16], "{what}");
+        assert_eq!(
+            &header[19..27],
+            &1_764_000_000_000u64.to_be_bytes(),
+            "{what}"
+        );
+        assert_eq!(
+            hex::encode(&header[27..59]),
+            c["sender_fingerprint"],
+            "{what}"
+        );
+        assert_eq!(
+            hex::encode(&header[59..91]),
+            c["recipient_fingerprint"],
+            "{what}"
+        );
+        // signed = header ‖ kem_ct ‖ len(body) (4) ‖ body; then the signature.
+        let ct_len = nano_crypto::kem::ciphertext_len(mode);
+        let kem_ct = &bytes[91..91 + ct_len];
+        let len_at = 91 + ct_len;
+        let body_len = u32::from_be_bytes(bytes[len_at..len_at + 4].try_into().unwrap()) as usize;
+        let body = &bytes[len_at + 4..len_at + 4 + body_len];
+        let signed = &bytes[..len_at + 4 + body_len];
+        let sig = &bytes[signed.len()..];
+        assert_eq!(sig.len(), nano_crypto::sign::signature_len(mode), "{what}");
+        // (kem_ct, ss) = Encaps(recipient's KEM key for mode).
+        let ct = nano_crypto::KemCiphertext::from_bytes(mode, kem_ct).unwrap();
+        let ss = bob.kem(mode).unwrap().decapsulate(&ct).unwrap();
+        // key (32) ‖ nonce (12) = HKDF-SHA256(salt = "", ikm = ss,
+        //   info = "nano-messenger/v1 envelope-key" ‖ header ‖ kem_ct).
+        let info = [&b"nano-messenger/v1 envelope-key"[..], header, kem_ct].concat();
+        let mut okm = [0u8; 44];
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(&[]), ss.expose())
+            .expand(&info, &mut okm)
+            .unwrap();
+        let (key, nonce) = okm.split_at(32);
+        let payload = Payload {
+            msg: body,
+            aad: header,
+        };
+        let plaintext = match c["aead"].as_str().unwrap() {
+            "chacha20-poly1305" => chacha20poly1305::ChaCha20Poly1305::new_from_slice(key)
+                .unwrap()
+                .decrypt(nonce.into(), payload),
+            "aes-256-gcm" => aes_gcm::Aes256Gcm::new_from_slice(key)
+                .unwrap()
+                .decrypt(nonce.into(), payload),
+            other => panic!("unknown AEAD {other}"),
+        }
+        .unwrap_or_else(|_| panic!("{what}: the body does not open"));
+        assert_eq!(plaintext, hexfield("plaintext"), "{what}");
+        assert_eq!(
+            AeadId::from_byte(aead_byte).unwrap().as_str(),
+            c["aead"].as_str().unwrap()
+        );
+        // The signature: the sender's key of the mode, context "envelope", over `signed`.
+        let vk = alice.public_bundle().verifying_key(mode).unwrap();
+        let sig = nano_crypto::Signature::from_bytes(mode, sig).unwrap();
+        vk.verify(nano_crypto::SigContext::Envelope, signed, &sig)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
 #[test]
 fn every_single_bit_flip_is_rejected() {
     let (alice, bob) = people();
