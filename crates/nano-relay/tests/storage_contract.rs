@@ -107,7 +107,8 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
     assert_eq!(s.user("nobody").unwrap(), None);
     // Not onto bob's bundle.
     assert!(matches!(
-        s.replace_bundle(
+        common::rotate(
+            s,
             "alice",
             &[1; 32],
             0,
@@ -118,7 +119,8 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
         ),
         Err(RelayError::KeyTaken)
     ));
-    s.replace_bundle(
+    common::rotate(
+        s,
         "alice",
         &[1; 32],
         0,
@@ -129,11 +131,29 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
     )
     .unwrap();
     assert!(matches!(
-        s.replace_bundle("alice", &[1; 32], 1, b"x", &[4; 32], CryptoMode::Hybrid, 6),
+        common::rotate(
+            s,
+            "alice",
+            &[1; 32],
+            1,
+            b"x",
+            &[4; 32],
+            CryptoMode::Hybrid,
+            6
+        ),
         Err(RelayError::Conflict)
     ));
     assert!(matches!(
-        s.replace_bundle("nobody", &[1; 32], 0, b"x", &[4; 32], CryptoMode::Hybrid, 6),
+        common::rotate(
+            s,
+            "nobody",
+            &[1; 32],
+            0,
+            b"x",
+            &[4; 32],
+            CryptoMode::Hybrid,
+            6
+        ),
         Err(RelayError::NotFound)
     ));
     let u = s.user("alice").unwrap().unwrap();
@@ -143,7 +163,8 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
     );
     // Back to the first bundle: the version moves on, so a statement for version 0 (A→B) is
     // stale even though the fingerprint is A's again.
-    s.replace_bundle(
+    common::rotate(
+        s,
         "alice",
         &[3; 32],
         1,
@@ -154,7 +175,8 @@ fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
     )
     .unwrap();
     assert!(matches!(
-        s.replace_bundle(
+        common::rotate(
+            s,
             "alice",
             &[1; 32],
             0,

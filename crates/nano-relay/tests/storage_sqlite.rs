@@ -122,7 +122,8 @@ fn pooled_connections_write_through_the_writer_and_read_committed_data() {
         assert_eq!(s.pending_count(bob).unwrap(), 1);
     }
     let before = s.user("alice").unwrap().unwrap();
-    s.replace_bundle(
+    common::rotate(
+        &s,
         "alice",
         &before.fingerprint,
         before.key_version,

@@ -16,7 +16,7 @@ use nano_crypto::{CryptoMode, Fingerprint, MonotonicClock, PublicBundle};
 use crate::directory::l1_cache::TtlCache;
 use crate::directory::l2_cache::RedisCache;
 use crate::error::RelayError;
-use crate::storage::{Storage, UserRecord};
+use crate::storage::{Rotation, Storage, UserRecord};
 use crate::telemetry::metrics::Metrics;
 
 /// A user as the relay needs it: the row and the decoded bundle.
@@ -186,15 +186,15 @@ impl Directory {
         now_ms: i64,
     ) -> Result<(), RelayError> {
         let min_mode: CryptoMode = new.min_mode();
-        self.storage.replace_bundle(
-            name,
-            &current.0,
+        self.storage.replace_bundle(&Rotation {
+            username: name,
+            expected: &current.0,
             version,
-            &new.to_bytes(),
-            &new.fingerprint().0,
+            bundle: &new.to_bytes(),
+            fingerprint: &new.fingerprint().0,
             min_mode,
             now_ms,
-        )?;
+        })?;
         self.invalidate_local(name);
         if let Some(l2) = &self.l2 {
             if let Err(e) = l2.invalidate(name) {

@@ -166,6 +166,26 @@ pub enum StoreOutcome {
     InboxFull,
 }
 
+/// A key rotation as stored: `username`'s bundle replaced, if its fingerprint is still
+/// `expected` and its key version still `version`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation<'a> {
+    /// The user.
+    pub username: &'a str,
+    /// The fingerprint the rotation was signed against.
+    pub expected: &'a [u8; 32],
+    /// The key version it was signed against (rotations so far).
+    pub version: u64,
+    /// The new bundle's encoding.
+    pub bundle: &'a [u8],
+    /// The new bundle's fingerprint.
+    pub fingerprint: &'a [u8; 32],
+    /// The new bundle's minimum mode.
+    pub min_mode: CryptoMode,
+    /// When, ms since the Unix epoch.
+    pub now_ms: i64,
+}
+
 /// What a recipient marks on its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkKind {
@@ -261,17 +281,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces a user's bundle if its fingerprint is still `expected` and its key version
     /// still `version` (else [`RelayError::Conflict`]), and counts the rotation;
     /// [`RelayError::KeyTaken`] if another name holds the new fingerprint.
-    #[allow(clippy::too_many_arguments)]
-    fn replace_bundle(
-        &self,
-        username: &str,
-        expected: &[u8; 32],
-        version: u64,
-        bundle: &[u8],
-        fingerprint: &[u8; 32],
-        min_mode: CryptoMode,
-        now_ms: i64,
-    ) -> Result<()>;
+    fn replace_bundle(&self, r: &Rotation<'_>) -> Result<()>;
     /// Stores a batch in one transaction, deduplicating by (recipient, id) and enforcing
     /// `inbox_quota` undelivered messages per recipient. Outcomes are in input order.
     fn store_batch(&self, batch: &[NewMessage], inbox_quota: u64) -> Result<Vec<StoreOutcome>>;

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::pool::Pool;
 use super::{
-    Mark, MarkKind, NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage,
+    Mark, MarkKind, NewMessage, RelayError, Result, Rotation, Storage, StoreOutcome, StoredMessage,
     UserRecord, fixed_from_db, mode_from_db, schema, users_unique_violation, version_from_db,
 };
 
@@ -298,16 +298,16 @@ impl Storage for SqliteStorage {
         .transpose()
     }
 
-    fn replace_bundle(
-        &self,
-        username: &str,
-        expected: &[u8; 32],
-        version: u64,
-        bundle: &[u8],
-        fingerprint: &[u8; 32],
-        min_mode: CryptoMode,
-        now_ms: i64,
-    ) -> Result<()> {
+    fn replace_bundle(&self, r: &Rotation<'_>) -> Result<()> {
+        let Rotation {
+            username,
+            expected,
+            version,
+            bundle,
+            fingerprint,
+            min_mode,
+            now_ms,
+        } = *r;
         let conn = self.conn();
         let n = conn
             .execute(

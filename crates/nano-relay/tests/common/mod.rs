@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use nano_crypto::CryptoMode;
-use nano_relay::storage::{NewMessage, Storage};
+use nano_relay::storage::{NewMessage, RelayError, Rotation, Storage};
 
 /// A hybrid message with id `[id; 16]` from `from` to `to` at time `t`.
 pub(crate) fn msg(id: u8, to: i64, from: Option<i64>, t: i64) -> NewMessage {
@@ -25,4 +25,27 @@ pub(crate) fn two_users(s: &dyn Storage) -> (i64, i64) {
         .create_user("bob", b"bundle-b", &[2; 32], CryptoMode::Hybrid, 1)
         .unwrap();
     (a.id, b.id)
+}
+
+/// `Storage::replace_bundle` with its fields in order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rotate(
+    s: &dyn Storage,
+    username: &str,
+    expected: &[u8; 32],
+    version: u64,
+    bundle: &[u8],
+    fingerprint: &[u8; 32],
+    min_mode: CryptoMode,
+    now_ms: i64,
+) -> Result<(), RelayError> {
+    s.replace_bundle(&Rotation {
+        username,
+        expected,
+        version,
+        bundle,
+        fingerprint,
+        min_mode,
+        now_ms,
+    })
 }

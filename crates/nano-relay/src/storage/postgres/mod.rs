@@ -19,7 +19,7 @@ use postgres::error::SqlState;
 mod pool;
 
 use super::{
-    Mark, MarkKind, NewMessage, RelayError, Result, Storage, StoreOutcome, StoredMessage,
+    Mark, MarkKind, NewMessage, RelayError, Result, Rotation, Storage, StoreOutcome, StoredMessage,
     UserRecord, fixed_from_db, schema, version_from_db,
 };
 pub use pool::{CHECKOUT_TIMEOUT, PostgresStorage};
@@ -215,16 +215,16 @@ impl Storage for PostgresStorage {
         })
     }
 
-    fn replace_bundle(
-        &self,
-        username: &str,
-        expected: &[u8; 32],
-        version: u64,
-        bundle: &[u8],
-        fingerprint: &[u8; 32],
-        min_mode: CryptoMode,
-        now_ms: i64,
-    ) -> Result<()> {
+    fn replace_bundle(&self, r: &Rotation<'_>) -> Result<()> {
+        let Rotation {
+            username,
+            expected,
+            version,
+            bundle,
+            fingerprint,
+            min_mode,
+            now_ms,
+        } = *r;
         let m = i16::from(min_mode.to_byte());
         let version = i64::try_from(version).unwrap_or(i64::MAX);
         self.with(|client, retry| {
