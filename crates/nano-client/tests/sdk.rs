@@ -713,8 +713,8 @@ async fn a_relay_identity_change_is_detected() {
 /// then fail with `RelayIdentityChanged` (what `Client::connect` reports for the same
 /// situation) instead of waiting for a relay that can never come back.
 ///
-/// Bounded by 15 s (the client's reconnect backoff is at most a few seconds here; its own send
-/// timeout is 60 s).
+/// The send must fail with `RelayIdentityChanged`; a client that kept retrying would fail with
+/// its own 60 s send timeout instead, so no wall-clock bound decides the outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_identity_change_while_connected_fails_pending_sends() {
     let mut relay = Relay::start();
@@ -742,8 +742,10 @@ async fn a_relay_identity_change_while_connected_fails_pending_sends() {
     register(&impostor.api, "bob", &bob).await;
     assert_ne!(info2.relay_id, info.relay_id);
 
+    // The bound only keeps a broken client from hanging the suite: a client that kept
+    // retrying would fail with its own 60 s send timeout instead, which the match refuses.
     let r = timeout(
-        std::time::Duration::from_secs(15),
+        std::time::Duration::from_secs(120),
         a.send("bob", b"to whoever answers", ModeChoice::Auto),
     )
     .await
