@@ -419,3 +419,52 @@ async fn a_client_that_stops_reading_its_answers_loses_its_api_connection() {
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     drop(stalled);
 }
+
+/// Keep-alive while the API has room; `Connection: close` once fewer than a quarter of its
+/// connection slots are free, so idle keep-alive connections cannot crowd out new clients.
+#[tokio::test]
+async fn a_crowded_api_closes_connections_after_answering() {
+    let relay = Relay::start(&Config::new().set("limits", "max_http_connections", 4)).await;
+    let addr: std::net::SocketAddr = api_addr(&relay).parse().unwrap();
+    async fn health(s: &mut TcpStream) -> String {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let mut got = String::new();
+        while !got.ends_with("{\"status\":\"ok\"}") {
+            let n = timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed before the answer: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        got.to_ascii_lowercase()
+    }
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let quiet = health(&mut first).await;
+    assert!(quiet.starts_with("http/1.1 200"), "{quiet}");
+    assert!(!quiet.contains("connection: close"), "{quiet}");
+    // More idle keep-alive connections take slots until answers start closing theirs.
+    let mut kept = Vec::new();
+    let mut closing = None;
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if health(&mut s).await.contains("connection: close") {
+            closing = Some(s);
+            break;
+        }
+        kept.push(s);
+    }
+    let mut closing = closing.expect("no answer closed its connection with every slot taken");
+    // That connection is closed after its answer, so its slot is free again.
+    let mut rest = Vec::new();
+    let n = timeout(WAIT, closing.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    // With the room back, answers keep the connection alive again.
+    drop(kept);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = health(&mut first).await;
+    assert!(!again.contains("connection: close"), "{again}");
+}

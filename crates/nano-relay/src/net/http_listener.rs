@@ -2,7 +2,8 @@
 //! enabled), serves each with HTTP/1.1, and bounds what any client can hold:
 //!
 //! - at most `limits.max_http_connections` connections at once; beyond that, accepting waits
-//!   for one to close (the kernel's backlog holds the rest);
+//!   for one to close (the kernel's backlog holds the rest); while fewer than a quarter of
+//!   the slots are free, answers close their connection instead of keeping it alive;
 //! - the TLS handshake within `server.connection_timeout_seconds`;
 //! - a complete request head within `limits.http_header_timeout_seconds` of the connection
 //!   opening or of its previous response, so a silent client, a half-sent request line and an
@@ -47,6 +48,7 @@ pub(crate) async fn serve(
 ) {
     let limits = &shared.config.limits;
     let slots = Arc::new(Semaphore::new(limits.max_http_connections));
+    let router = close_when_crowded(router, Arc::clone(&slots), limits.max_http_connections);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.http_header_timeout_seconds))
@@ -87,6 +89,28 @@ pub(crate) async fn serve(
             drop(slot);
         });
     }
+}
+
+/// `router` answering with `Connection: close` while fewer than a quarter of the
+/// `max` connection slots are free: keep-alive is for a quiet relay, and idle keep-alive
+/// connections of many clients must not fill the slots while new clients wait in the backlog
+/// past their connect timeout (a burst of thousands of connecting clients did exactly that).
+fn close_when_crowded(router: axum::Router, slots: Arc<Semaphore>, max: usize) -> axum::Router {
+    let low = max / 4;
+    router.layer(axum::middleware::map_response(
+        move |mut r: axum::response::Response| {
+            let crowded = slots.available_permits() < low;
+            async move {
+                if crowded {
+                    r.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                r
+            }
+        },
+    ))
 }
 
 /// Serves one connection until it closes, or until shutdown plus [`DRAIN`].
