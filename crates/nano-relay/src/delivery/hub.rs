@@ -7,7 +7,6 @@
 //! grow beyond its mailbox.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -43,15 +42,24 @@ impl SessionEvent {
 /// memory counts: tens of thousands are held at once).
 #[derive(Debug)]
 struct Queue {
-    events: Mutex<VecDeque<SessionEvent>>,
+    queued: Mutex<Queued>,
     /// Wakes the session when an event arrives.
     ready: Notify,
-    /// Cancelled when the session falls behind.
-    kill: CancellationToken,
-    /// Bytes queued ([`SessionEvent::size`]).
-    queued: AtomicUsize,
     depth: usize,
     max_bytes: usize,
+}
+
+/// The events waiting and the bytes they hold ([`SessionEvent::size`]).
+#[derive(Debug, Default)]
+struct Queued {
+    events: VecDeque<SessionEvent>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The hub's side of a session's queue, and the slow-reader signal. Cloning shares the queue.
@@ -73,10 +81,8 @@ impl Mailbox {
     pub fn new(depth: usize, max_bytes: usize) -> (Self, Events) {
         let kill = CancellationToken::new();
         let queue = Arc::new(Queue {
-            events: Mutex::new(VecDeque::new()),
+            queued: Mutex::new(Queued::default()),
             ready: Notify::new(),
-            kill: kill.clone(),
-            queued: AtomicUsize::new(0),
             depth: depth.max(1),
             max_bytes,
         });
@@ -91,7 +97,7 @@ impl Mailbox {
 
     /// Bytes queued now.
     pub fn queued_bytes(&self) -> usize {
-        self.queue.queued.load(Ordering::Relaxed)
+        self.queue.lock().bytes
     }
 
     /// Queues `ev`, or tells the session to close when it has fallen behind (its queue holds
@@ -100,15 +106,14 @@ impl Mailbox {
         let q = &self.queue;
         let size = ev.size();
         {
-            let mut events = q.events.lock().unwrap_or_else(|p| p.into_inner());
-            let bytes = q.queued.load(Ordering::Relaxed);
-            if events.len() >= q.depth || bytes + size > q.max_bytes {
-                drop(events);
-                q.kill.cancel();
+            let mut queued = q.lock();
+            if queued.events.len() >= q.depth || queued.bytes + size > q.max_bytes {
+                drop(queued);
+                self.kill.cancel();
                 return false;
             }
-            q.queued.store(bytes + size, Ordering::Relaxed);
-            events.push_back(ev);
+            queued.bytes += size;
+            queued.events.push_back(ev);
         }
         q.ready.notify_one();
         true
@@ -117,13 +122,12 @@ impl Mailbox {
 
 impl Events {
     fn pop(&self) -> Option<SessionEvent> {
-        let q = &self.queue;
-        let mut events = q.events.lock().unwrap_or_else(|p| p.into_inner());
-        let ev = events.pop_front()?;
-        q.queued.fetch_sub(ev.size(), Ordering::Relaxed);
-        if events.is_empty() && events.capacity() > 0 {
+        let mut queued = self.queue.lock();
+        let ev = queued.events.pop_front()?;
+        queued.bytes -= ev.size();
+        if queued.events.is_empty() && queued.events.capacity() > 0 {
             // An idle session holds no queue storage.
-            *events = VecDeque::new();
+            queued.events = VecDeque::new();
         }
         Some(ev)
     }
@@ -233,13 +237,7 @@ mod tests {
         assert!(matches!(events.try_recv(), Some(SessionEvent::Wake)));
         assert!(events.try_recv().is_none());
         // An emptied queue holds no storage.
-        let q = mailbox
-            .queue
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        assert_eq!(q.capacity(), 0);
-        drop(q);
+        assert_eq!(mailbox.queue.lock().events.capacity(), 0);
         hub.unregister(7, 1);
         assert_eq!(hub.wake(7), 0);
     }

@@ -215,15 +215,17 @@ impl Session {
 
     pub(super) async fn authenticated(&mut self, user: Arc<UserEntry>) -> Output {
         let uid = user.record.id;
+        // A stored name that does not parse fails before the session is registered (the hub
+        // entry is removed on drop only for a session that has its user).
+        let username = match Username::new(&user.record.username) {
+            Ok(u) => u,
+            Err(e) => return vec![self.err(&e.into(), None)].into(),
+        };
         // Registered before the inbox is read: a message committed meanwhile is either in the
         // page or queued as an event, and events at or below the cursor are skipped.
         self.shared
             .hub
             .register(uid, self.conn_id, self.mailbox.clone());
-        let username = match Username::new(&user.record.username) {
-            Ok(u) => u,
-            Err(e) => return vec![self.err(&e.into(), None)].into(),
-        };
         self.user = Some(LoggedIn {
             id: uid,
             name: username.clone(),
