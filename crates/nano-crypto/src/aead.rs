@@ -110,6 +110,38 @@ impl AeadKey {
         Ok(out)
     }
 
+    /// Encrypts `buf[aad_len..]` in place with `buf[..aad_len]` as associated data and appends
+    /// the tag: the one allocation is the caller's buffer (reserve `TAG_LEN` to avoid a regrow).
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidLength`] if `aad_len` exceeds the buffer; [`CryptoError::Internal`]
+    /// if aws-lc refuses (never for these sizes).
+    pub fn seal_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        buf: &mut Vec<u8>,
+        aad_len: usize,
+    ) -> Result<()> {
+        if aad_len > buf.len() {
+            return Err(CryptoError::InvalidLength {
+                what: "aead associated data",
+                expected: buf.len(),
+                got: aad_len,
+            });
+        }
+        let (aad, in_out) = buf.split_at_mut(aad_len);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(&*aad),
+                in_out,
+            )
+            .map_err(|_| CryptoError::Internal("aead seal"))?;
+        buf.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
     /// Decrypts ciphertext ‖ tag. Any change to key, nonce, aad, ciphertext or tag fails.
     pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         if sealed.len() < TAG_LEN {

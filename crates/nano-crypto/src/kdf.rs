@@ -30,6 +30,12 @@ pub enum KdfLabel {
     ChannelKey,
     /// The keystore's AEAD key, derived from the passphrase hash.
     KeystoreKey,
+    /// A session's first root, chain and post-quantum keys, from the handshake secrets.
+    SessionRoot,
+    /// A DH ratchet step: the next root key and chain key (the Double Ratchet's `KDF_RK`).
+    RatchetRoot,
+    /// A KEM ratchet epoch: the next post-quantum epoch key.
+    PqEpoch,
 }
 
 impl KdfLabel {
@@ -40,6 +46,9 @@ impl KdfLabel {
             Self::EnvelopeKey => b"nano-messenger/v1 envelope-key",
             Self::ChannelKey => b"nano-messenger/v1 channel-key",
             Self::KeystoreKey => b"nano-messenger/v1 keystore-key",
+            Self::SessionRoot => b"nano-messenger/v1 session-root",
+            Self::RatchetRoot => b"nano-messenger/v1 ratchet-root",
+            Self::PqEpoch => b"nano-messenger/v1 pq-epoch",
         }
     }
 }
@@ -81,6 +90,9 @@ mod tests {
             KdfLabel::EnvelopeKey,
             KdfLabel::ChannelKey,
             KdfLabel::KeystoreKey,
+            KdfLabel::SessionRoot,
+            KdfLabel::RatchetRoot,
+            KdfLabel::PqEpoch,
         ];
         for (i, a) in labels.iter().enumerate() {
             for b in &labels[i + 1..] {

@@ -11,6 +11,8 @@
 //!   └─ kdf      HKDF-SHA256 with one label per use
 //! identity      key pairs for a minimum mode and every stronger one; public bundles + PoP
 //! envelope      seal/open: KEM → HKDF → AEAD(header as AAD) → signature over everything
+//! session/      prekeys, the signed PQXDH-shaped handshake, the triple ratchet (chains, X25519
+//!               DH ratchet, sparse ML-KEM ratchet), session state as bytes
 //! adaptive      AdaptiveCryptoConfig::select_mode(MessageContext), raised to policy floors
 //! key_cache     bounded LRU + TTL of ephemeral KEM key pairs and derived keys
 //! batch         BatchVerifier: Ed25519 batch equation, ML-DSA across cores, fallback per item
@@ -40,6 +42,7 @@ pub mod mode;
 pub mod primitives;
 pub mod secret;
 pub mod secure_mem;
+pub mod session;
 pub mod sign;
 pub mod tagged;
 
@@ -55,6 +58,10 @@ pub use key_cache::{Clock, KeyCache, KeyCacheStats, ManualClock, MonotonicClock}
 pub use mode::CryptoMode;
 pub use secret::{SecretBytes, SharedSecret, SymmetricKey};
 pub use secure_mem::{SecureAllocator, SecureBox, SecureMemoryStats};
+pub use session::{
+    OneTimePrekey, OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SessionError,
+    SignedPrekeySecrets, SignedPrekeys,
+};
 pub use sign::{SigContext, Signature, SigningKeyPair, VerifyingKey};
 pub use tagged::ModeTagged;
 

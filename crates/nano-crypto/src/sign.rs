@@ -44,6 +44,12 @@ pub enum SigContext {
     RelayKeyExchange,
     /// A key rotation request.
     KeyRotation,
+    /// A user's signed prekeys (X25519 signed prekey and last-resort KEM prekey) for sessions.
+    SignedPrekeys,
+    /// One one-time KEM prekey for sessions.
+    OneTimePrekey,
+    /// A session handshake transcript, signed by its initiator.
+    SessionHandshake,
 }
 
 impl SigContext {
@@ -56,6 +62,9 @@ impl SigContext {
             Self::RelayChallenge => b"relay-challenge",
             Self::RelayKeyExchange => b"relay-key-exchange",
             Self::KeyRotation => b"key-rotation",
+            Self::SignedPrekeys => b"signed-prekeys",
+            Self::OneTimePrekey => b"one-time-prekey",
+            Self::SessionHandshake => b"session-handshake",
         }
     }
 }

@@ -97,6 +97,19 @@ macro_rules! ml_kem {
                 }
             }
 
+            /// Derives a short-lived key pair from `d ‖ z` without locked pages: the expanded
+            /// decapsulation key (for [`Self::decapsulate_with_expanded_key`]) in zeroizing
+            /// memory, and the encapsulation key. For ratchet keys, which live for one epoch.
+            pub fn generate_expanded(
+                seed: &[u8; SEED_LEN],
+            ) -> (zeroize::Zeroizing<Vec<u8>>, $pkty) {
+                let kp = libcrux_ml_kem::$m::generate_key_pair(*seed);
+                let (mut sk, pk) = kp.into_parts();
+                let dk = zeroize::Zeroizing::new(sk.as_ref().to_vec());
+                sk[..$sk].zeroize();
+                (dk, $pkty(pk))
+            }
+
             /// The encapsulation key.
             pub fn public_key(&self) -> &$pkty {
                 &self.public
@@ -113,8 +126,8 @@ macro_rules! ml_kem {
                 Self::decapsulate_with_expanded_key(self.sk.as_slice(), ct)
             }
 
-            /// Decapsulates with an already-expanded FIPS 203 decapsulation key. Known-answer
-            /// tests only: real keys are always derived from their seed with [`Self::from_seed`].
+            /// Decapsulates with an already-expanded FIPS 203 decapsulation key: a ratchet key
+            /// from [`Self::generate_expanded`], or a known-answer test's key.
             pub fn decapsulate_with_expanded_key(dk: &[u8], ct: &[u8]) -> Result<SharedSecret> {
                 crate::codec::exact_len(dk, $sk, concat!($name, " decapsulation key"))?;
                 crate::codec::exact_len(ct, $ct, concat!($name, " ciphertext"))?;

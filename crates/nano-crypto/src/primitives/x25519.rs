@@ -117,6 +117,66 @@ impl X25519KeyPair {
     }
 }
 
+/// A short-lived X25519 key pair (a ratchet key): the secret lives in a zeroizing array and in
+/// aws-lc (which cleanses it on free), never in locked pages, so making one costs a scalar
+/// multiplication and nothing else (no `mlock` system call).
+pub struct EphemeralX25519 {
+    secret: zeroize::Zeroizing<[u8; SECRET_KEY_LEN]>,
+    key: PrivateKey,
+    public: [u8; PUBLIC_KEY_LEN],
+}
+
+impl core::fmt::Debug for EphemeralX25519 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EphemeralX25519")
+            .field("public", &hex_short(&self.public))
+            .finish_non_exhaustive()
+    }
+}
+
+impl EphemeralX25519 {
+    /// Builds the key pair from 32 secret bytes (uniform; clamped by X25519 itself).
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidKey`] / [`CryptoError::Internal`] if aws-lc refuses the scalar.
+    pub fn from_secret(secret: &[u8; SECRET_KEY_LEN]) -> Result<Self> {
+        let key = PrivateKey::from_private_key(&X25519, secret)
+            .map_err(|_| CryptoError::InvalidKey("x25519"))?;
+        let pk = key
+            .compute_public_key()
+            .map_err(|_| CryptoError::Internal("x25519 public key"))?;
+        let public: [u8; PUBLIC_KEY_LEN] = pk
+            .as_ref()
+            .try_into()
+            .map_err(|_| CryptoError::Internal("x25519 public key length"))?;
+        Ok(Self {
+            secret: zeroize::Zeroizing::new(*secret),
+            key,
+            public,
+        })
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.public
+    }
+
+    /// The secret bytes (for the encrypted session store only).
+    pub fn secret_bytes(&self) -> &[u8; SECRET_KEY_LEN] {
+        &self.secret
+    }
+
+    /// Raw X25519 with `peer`. Fails on a low-order peer point (all-zero output).
+    pub fn diffie_hellman(&self, peer: &[u8; PUBLIC_KEY_LEN]) -> Result<SharedSecret> {
+        agreement::agree(
+            &self.key,
+            UnparsedPublicKey::new(&X25519, peer),
+            CryptoError::KeyAgreement,
+            |dh| SecretBytes::from_slice(dh).ok_or(CryptoError::KeyAgreement),
+        )
+    }
+}
+
 /// An ephemeral X25519 exchange with `peer`: returns (`X25519(eph, G)`, `X25519(eph, peer)`).
 /// The ephemeral key lives only inside aws-lc for the duration of the call (no locked pages:
 /// it is gone before the call returns).

@@ -1,0 +1,166 @@
+//! Sessions: a PQ-authenticated handshake and a triple ratchet, for forward secrecy and
+//! post-compromise security at a per-message cost near the AEAD's.
+//!
+//! Pure computation like the rest of the crate. Byte layouts are in each file's header and in
+//! `docs/PROTOCOL.md` §14; the pieces:
+//!
+//! ```text
+//! prekey       PrekeyBundle (what a relay serves), SignedPrekeys, OneTimePrekey; the secret
+//!              side: SignedPrekeySecrets, OneTimePrekeys, PrekeySecrets
+//! handshake    Session::initiate / Session::respond: transcript, initiator signature, root keys
+//! ratchet      Session::encrypt / Session::decrypt: chains, X25519 DH ratchet, skipped keys
+//! kem_ratchet  the sparse KEM ratchet: ML-KEM epochs in chunks on ordinary messages
+//! chain        KDF_CK, KDF_RK, epoch keys, the per-message AEAD key
+//! skipped      the bounded store of skipped message keys
+//! message      the session message header and its varints
+//! state        Session::to_bytes / Session::from_bytes (versioned, for an encrypted store)
+//! error        SessionError
+//! ```
+//!
+//! | mode | DH ratchet | KEM ratchet | handshake KEM | signatures |
+//! |---|---|---|---|---|
+//! | classical | X25519 | – | DHKEM-X25519 one-time prekey (if any) | Ed25519 |
+//! | hybrid | X25519 | ML-KEM-768, 9-byte chunks | X-Wing | ML-DSA-65 + Ed25519 |
+//! | quantum | – | ML-KEM-1024, 42-byte chunks | ML-KEM-1024 | ML-DSA-87 |
+
+mod chain;
+mod error;
+mod handshake;
+mod kem_ratchet;
+mod message;
+mod prekey;
+mod ratchet;
+mod skipped;
+mod state;
+
+pub use error::SessionError;
+pub use handshake::Responded;
+pub use message::{MAX_HEADER_LEN, TYPE_HANDSHAKE, TYPE_MESSAGE, chunk_len};
+pub use prekey::{
+    MAX_ONE_TIME_BATCH, OneTimePrekey, OneTimePrekeys, PREKEY_BUNDLE_VERSION, PrekeyBundle,
+    PrekeySecrets, SignedPrekeySecrets, SignedPrekeys,
+};
+pub use ratchet::MAX_SESSION_PLAINTEXT;
+pub use skipped::{MAX_SKIP_PER_CHAIN, MAX_SKIPPED};
+pub use state::SESSION_STATE_VERSION;
+
+use rand_core::{RngCore, SeedableRng};
+
+use crate::aead::{AeadId, TAG_LEN};
+use crate::identity::Fingerprint;
+use crate::mode::CryptoMode;
+
+/// The randomness sessions are meant to run on: ChaCha20 seeded once from the operating system,
+/// so a ratchet step costs no system call. One per thread or per client; never shared unlocked.
+pub type SessionRng = rand_chacha::ChaCha20Rng;
+
+/// A [`SessionRng`] seeded from the operating system.
+///
+/// # Errors
+/// [`crate::CryptoError::Rng`] if the OS generator fails.
+pub fn session_rng() -> Result<SessionRng, SessionError> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rand_core::OsRng
+        .try_fill_bytes(&mut seed[..])
+        .map_err(|_| SessionError::Crypto(crate::CryptoError::Rng))?;
+    Ok(SessionRng::from_seed(*seed))
+}
+
+/// One side of a session with one peer in one mode. Not `Clone`: a copy of a ratchet state is
+/// a key-reuse hazard. Secrets zeroize on drop and never print.
+pub struct Session {
+    mode: CryptoMode,
+    aead: AeadId,
+    id: [u8; 32],
+    initiator: bool,
+    local: Fingerprint,
+    remote: Fingerprint,
+    send: Option<chain::Chain>,
+    recv: Option<chain::Chain>,
+    dh: Option<ratchet::DhState>,
+    kem: Option<kem_ratchet::KemRatchet>,
+    skipped: skipped::SkippedKeys,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("mode", &self.mode)
+            .field("id", &Fingerprint(self.id))
+            .field("initiator", &self.initiator)
+            .field("epoch", &self.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The mode.
+    pub fn mode(&self) -> CryptoMode {
+        self.mode
+    }
+
+    /// The AEAD every message of this session uses (chosen by the initiator).
+    pub fn aead(&self) -> AeadId {
+        self.aead
+    }
+
+    /// The session id: SHA-256 over the handshake transcript (32 bytes), the same on both sides.
+    pub fn id(&self) -> [u8; 32] {
+        self.id
+    }
+
+    /// Whether this side started the session.
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// This side's identity fingerprint.
+    pub fn local(&self) -> Fingerprint {
+        self.local
+    }
+
+    /// The peer's identity fingerprint.
+    pub fn remote(&self) -> Fingerprint {
+        self.remote
+    }
+
+    /// The KEM epoch this side sends with (0 in classical mode; +1 per post-quantum refresh).
+    pub fn epoch(&self) -> u32 {
+        self.kem.as_ref().map_or(0, |k| k.send_epoch)
+    }
+
+    /// Messages sent and received since the sending epoch last changed (in classical mode:
+    /// since the session started).
+    pub fn messages_since_pq_refresh(&self) -> u64 {
+        self.kem.as_ref().map_or(0, |k| k.since_refresh)
+    }
+
+    /// Skipped message keys currently held.
+    pub fn skipped_keys(&self) -> usize {
+        self.skipped.len()
+    }
+
+    /// Bytes a steady-state message adds to its plaintext while its chain index is below 128:
+    /// 52 (classical), 63 (hybrid), 63 (quantum); one more up to 16,383.
+    pub const fn steady_overhead(mode: CryptoMode) -> usize {
+        let kem = if message::has_kem(mode) {
+            1 + 1 + message::chunk_len(mode)
+        } else {
+            0
+        };
+        let dh = if message::has_dh(mode) { 32 + 1 } else { 0 };
+        2 + kem + dh + 1 + TAG_LEN
+    }
+
+    /// Resolves simultaneous initiation: when both sides started a session at once, each holds
+    /// its own (initiator) session and the one from the peer's handshake (responder); both keep
+    /// the one with the smaller [`Session::id`], so both converge on the same session. Keep the
+    /// other only to decrypt messages already sent on it.
+    pub fn converge(self, other: Session) -> (Session, Session) {
+        if self.id <= other.id {
+            (self, other)
+        } else {
+            (other, self)
+        }
+    }
+}

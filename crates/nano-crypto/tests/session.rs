@@ -1,0 +1,631 @@
+//! Sessions: handshake in every mode, tampering, ordering, replay, bounds, state round trips,
+//! simultaneous initiation, long conversations and every single-bit flip of a message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::OnceLock;
+
+use nano_crypto::session::{
+    MAX_SKIP_PER_CHAIN, OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SessionError,
+    SignedPrekeySecrets,
+};
+use nano_crypto::{AeadId, CryptoMode, Identity};
+use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+fn rng(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// Alice, Bob and Carol, holding keys for every mode.
+fn people() -> &'static [Identity; 3] {
+    static P: OnceLock<[Identity; 3]> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut r = rng(7);
+        core::array::from_fn(|_| Identity::generate(CryptoMode::Classical, &mut r).unwrap())
+    })
+}
+
+fn prekeys(who: &Identity, mode: CryptoMode, one_time: u32, r: &mut ChaCha20Rng) -> PrekeySecrets {
+    let signed = SignedPrekeySecrets::generate(who, mode, 1, r).unwrap();
+    let batch = OneTimePrekeys::generate(who, mode, 100, one_time, r).unwrap();
+    PrekeySecrets::new(signed, batch).unwrap()
+}
+
+fn bundle(p: &PrekeySecrets, one_time: bool) -> PrekeyBundle {
+    let ot = if one_time {
+        p.one_time().publics().next().cloned()
+    } else {
+        None
+    };
+    PrekeyBundle::new(p.current().unwrap().public().clone(), ot).unwrap()
+}
+
+struct Pair {
+    a: Session,
+    b: Session,
+    r: ChaCha20Rng,
+}
+
+impl Pair {
+    fn new(mode: CryptoMode, one_time: bool, seed: u64) -> Self {
+        let [alice, bob, _] = people();
+        let mut r = rng(seed);
+        let mut secrets = prekeys(bob, mode, 2, &mut r);
+        let b = bundle(&secrets, one_time);
+        let (a, hs) = Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &b,
+            AeadId::ChaCha20Poly1305,
+            b"hello",
+            &mut r,
+        )
+        .unwrap();
+        let got = Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r).unwrap();
+        assert_eq!(got.plaintext, b"hello");
+        assert_eq!(got.session.id(), a.id());
+        assert_eq!(got.one_time_prekey.is_some(), one_time);
+        Self {
+            a,
+            b: got.session,
+            r,
+        }
+    }
+
+    fn a_to_b(&mut self, pt: &[u8]) -> Vec<u8> {
+        self.a.encrypt(pt, &mut self.r).unwrap()
+    }
+
+    fn b_to_a(&mut self, pt: &[u8]) -> Vec<u8> {
+        self.b.encrypt(pt, &mut self.r).unwrap()
+    }
+
+    fn a_reads(&mut self, m: &[u8]) -> Result<Vec<u8>, SessionError> {
+        self.a.decrypt(m, &mut self.r)
+    }
+
+    fn b_reads(&mut self, m: &[u8]) -> Result<Vec<u8>, SessionError> {
+        self.b.decrypt(m, &mut self.r)
+    }
+}
+
+#[test]
+fn handshake_and_ping_pong_in_every_mode_with_and_without_one_time_prekeys() {
+    for mode in CryptoMode::ALL {
+        for one_time in [true, false] {
+            let mut p = Pair::new(mode, one_time, 1);
+            for i in 0..6u8 {
+                let m = p.a_to_b(&[i; 100]);
+                assert_eq!(p.b_reads(&m).unwrap(), [i; 100], "{mode} a→b {i}");
+                let m = p.b_to_a(&[i; 7]);
+                assert_eq!(p.a_reads(&m).unwrap(), [i; 7], "{mode} b→a {i}");
+            }
+            // A steady-state message adds exactly the documented overhead.
+            let m = p.a_to_b(&[0; 1024]);
+            assert_eq!(m.len() - 1024, Session::steady_overhead(mode), "{mode}");
+            assert!(Session::steady_overhead(mode) <= 64);
+        }
+    }
+}
+
+#[test]
+fn a_replayed_handshake_that_used_a_one_time_prekey_is_refused() {
+    let [alice, bob, _] = people();
+    let mut r = rng(2);
+    for mode in CryptoMode::ALL {
+        let mut secrets = prekeys(bob, mode, 1, &mut r);
+        let b = bundle(&secrets, true);
+        let (_, hs) = Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &b,
+            AeadId::Aes256Gcm,
+            b"x",
+            &mut r,
+        )
+        .unwrap();
+        assert_eq!(secrets.one_time().len(), 1);
+        Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r).unwrap();
+        assert_eq!(secrets.one_time().len(), 0, "the used secret is deleted");
+        let again = Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r);
+        assert_eq!(
+            again.unwrap_err(),
+            SessionError::UnknownPrekey {
+                kind: "one-time",
+                id: 100
+            }
+        );
+    }
+}
+
+#[test]
+fn handshakes_to_the_wrong_people_or_modes_are_refused() {
+    let [alice, bob, carol] = people();
+    let mut r = rng(3);
+    let mut secrets = prekeys(bob, CryptoMode::Hybrid, 1, &mut r);
+    let b = bundle(&secrets, true);
+    let (_, hs) = Session::initiate(
+        alice,
+        bob.public_bundle(),
+        &b,
+        AeadId::ChaCha20Poly1305,
+        b"x",
+        &mut r,
+    )
+    .unwrap();
+    // Addressed to Bob, opened by Carol; claimed by Alice, checked against Carol.
+    let mut carol_secrets = prekeys(carol, CryptoMode::Hybrid, 1, &mut r);
+    assert_eq!(
+        Session::respond(
+            carol,
+            &mut carol_secrets,
+            alice.public_bundle(),
+            &hs,
+            &mut r
+        )
+        .unwrap_err(),
+        SessionError::WrongIdentity("responder")
+    );
+    assert_eq!(
+        Session::respond(bob, &mut secrets, carol.public_bundle(), &hs, &mut r).unwrap_err(),
+        SessionError::WrongIdentity("initiator")
+    );
+    // Bob's quantum prekeys cannot answer a hybrid handshake.
+    let mut quantum = prekeys(bob, CryptoMode::Quantum, 1, &mut r);
+    assert_eq!(
+        Session::respond(bob, &mut quantum, alice.public_bundle(), &hs, &mut r).unwrap_err(),
+        SessionError::ModeMismatch {
+            expected: CryptoMode::Quantum,
+            got: CryptoMode::Hybrid
+        }
+    );
+    // A prekey bundle signed by someone other than the peer.
+    let carols = bundle(&carol_secrets, true);
+    assert_eq!(
+        Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &carols,
+            AeadId::Aes256Gcm,
+            b"x",
+            &mut r
+        )
+        .unwrap_err(),
+        SessionError::BadPrekeySignature
+    );
+    // An identity without classical keys cannot use a classical bundle.
+    let hybrid_only = Identity::generate(CryptoMode::Hybrid, &mut r).unwrap();
+    let classical = bundle(&prekeys(bob, CryptoMode::Classical, 1, &mut r), true);
+    assert!(matches!(
+        Session::initiate(
+            &hybrid_only,
+            bob.public_bundle(),
+            &classical,
+            AeadId::Aes256Gcm,
+            b"x",
+            &mut r
+        )
+        .unwrap_err(),
+        SessionError::ModeMismatch { .. }
+    ));
+    // Mixing a one-time prekey of another mode into a bundle.
+    let q = prekeys(bob, CryptoMode::Quantum, 1, &mut r);
+    let ot = q.one_time().publics().next().cloned();
+    assert!(matches!(
+        PrekeyBundle::new(secrets.current().unwrap().public().clone(), ot),
+        Err(SessionError::ModeMismatch { .. })
+    ));
+}
+
+/// Byte ranges of the handshake fields, from the layout in `handshake.rs`.
+fn handshake_fields(
+    mode: CryptoMode,
+    one_time: bool,
+) -> Vec<(&'static str, core::ops::Range<usize>)> {
+    let mut at = 3 + 32 + 32 + 4 + 1;
+    if one_time {
+        at += 4;
+    }
+    let mut fields = Vec::new();
+    if mode != CryptoMode::Quantum {
+        fields.push(("ek", at..at + 32));
+        at += 32;
+    }
+    if one_time || mode != CryptoMode::Classical {
+        let ct = nano_crypto::kem::ciphertext_len(mode);
+        fields.push(("kem ciphertext", at..at + ct));
+        at += ct;
+    }
+    let sig = nano_crypto::sign::signature_len(mode);
+    fields.push(("signature", at..at + sig));
+    fields
+}
+
+#[test]
+fn a_flipped_bit_in_any_handshake_field_is_rejected() {
+    let [alice, bob, _] = people();
+    let mut r = rng(4);
+    for mode in CryptoMode::ALL {
+        let mut secrets = prekeys(bob, mode, 1, &mut r);
+        let b = bundle(&secrets, true);
+        let (_, hs) = Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &b,
+            AeadId::ChaCha20Poly1305,
+            b"x",
+            &mut r,
+        )
+        .unwrap();
+        for (name, range) in handshake_fields(mode, true) {
+            for pos in [range.start, range.start + range.len() / 2, range.end - 1] {
+                let mut bad = hs.clone();
+                bad[pos] ^= 0x01;
+                let err = Session::respond(bob, &mut secrets, alice.public_bundle(), &bad, &mut r)
+                    .unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        SessionError::BadTranscriptSignature | SessionError::Malformed(_)
+                    ),
+                    "{mode} {name} byte {pos}: {err:?}"
+                );
+            }
+        }
+        assert_eq!(secrets.one_time().len(), 1, "nothing consumed by rejects");
+        Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r).unwrap();
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_any_prekey_signature_is_rejected() {
+    let [alice, bob, _] = people();
+    let mut r = rng(5);
+    for mode in CryptoMode::ALL {
+        let secrets = prekeys(bob, mode, 1, &mut r);
+        let good = bundle(&secrets, true).to_bytes();
+        let sig = nano_crypto::sign::signature_len(mode);
+        let signed_len = secrets.current().unwrap().public().to_bytes().len();
+        // Signed-prekeys signature ends at 2 + signed_len; the one-time one at the very end.
+        for end in [2 + signed_len, good.len()] {
+            for pos in [end - sig, end - 1] {
+                let mut bad = good.clone();
+                bad[pos] ^= 0x80;
+                let decoded = PrekeyBundle::from_bytes(&bad).unwrap();
+                let err = Session::initiate(
+                    alice,
+                    bob.public_bundle(),
+                    &decoded,
+                    AeadId::Aes256Gcm,
+                    b"x",
+                    &mut r,
+                )
+                .unwrap_err();
+                assert_eq!(err, SessionError::BadPrekeySignature, "{mode} byte {pos}");
+            }
+        }
+        // Prekeys themselves: a flipped key bit breaks the signature (or the key's validity).
+        let mut bad = good.clone();
+        bad[2 + 1 + 4] ^= 0x01;
+        match PrekeyBundle::from_bytes(&bad) {
+            Ok(b) => assert_eq!(
+                b.verify(bob.public_bundle()),
+                Err(SessionError::BadPrekeySignature)
+            ),
+            Err(e) => assert!(matches!(e, SessionError::Malformed(_))),
+        }
+        assert_eq!(
+            PrekeyBundle::from_bytes(&good).unwrap(),
+            bundle(&secrets, true)
+        );
+        for cut in [0, 1, 7, good.len() - 1] {
+            assert!(PrekeyBundle::from_bytes(&good[..cut]).is_err());
+        }
+    }
+}
+
+#[test]
+fn a_stripped_or_swapped_hybrid_signature_half_is_rejected() {
+    let [alice, bob, _] = people();
+    let mut r = rng(6);
+    let mode = CryptoMode::Hybrid;
+    let mut secrets = prekeys(bob, mode, 2, &mut r);
+    let b = bundle(&secrets, true);
+    let (_, hs1) = Session::initiate(
+        alice,
+        bob.public_bundle(),
+        &b,
+        AeadId::Aes256Gcm,
+        b"1",
+        &mut r,
+    )
+    .unwrap();
+    let (_, hs2) = Session::initiate(
+        alice,
+        bob.public_bundle(),
+        &b,
+        AeadId::Aes256Gcm,
+        b"2",
+        &mut r,
+    )
+    .unwrap();
+    let sig = handshake_fields(mode, true).pop().unwrap().1;
+    let mldsa = sig.start..sig.end - 64;
+    let ed = sig.end - 64..sig.end;
+    for (name, half) in [("ML-DSA", mldsa), ("Ed25519", ed.clone())] {
+        let mut swapped = hs1.clone();
+        swapped[half.clone()].copy_from_slice(&hs2[half.clone()]);
+        let mut zeroed = hs1.clone();
+        zeroed[half.clone()].fill(0);
+        for bad in [swapped, zeroed] {
+            assert_eq!(
+                Session::respond(bob, &mut secrets, alice.public_bundle(), &bad, &mut r)
+                    .unwrap_err(),
+                SessionError::BadTranscriptSignature,
+                "{name}"
+            );
+        }
+    }
+    // Stripping a half changes the length: the signature no longer parses as one.
+    let mut stripped = hs1[..ed.start].to_vec();
+    stripped.extend_from_slice(&hs1[ed.end..]);
+    assert!(Session::respond(bob, &mut secrets, alice.public_bundle(), &stripped, &mut r).is_err());
+}
+
+#[test]
+fn out_of_order_delivery_within_bounds_decrypts_in_every_mode() {
+    for mode in CryptoMode::ALL {
+        let mut p = Pair::new(mode, true, 8);
+        // Two chains on each side, delivered in reverse.
+        let mut to_b = Vec::new();
+        for i in 0..20u8 {
+            to_b.push((i, p.a_to_b(&[i])));
+        }
+        let reply = p.b_to_a(b"r");
+        // Bob's reply is read after Alice starts her next chain, interleaved.
+        assert_eq!(p.a_reads(&reply).unwrap(), b"r");
+        for i in 20..40u8 {
+            to_b.push((i, p.a_to_b(&[i])));
+        }
+        to_b.reverse();
+        for (i, m) in &to_b {
+            assert_eq!(p.b_reads(m).unwrap(), [*i], "{mode} message {i}");
+        }
+        assert_eq!(p.b.skipped_keys(), 0, "{mode}: every skipped key used");
+        for (_, m) in &to_b {
+            assert_eq!(p.b_reads(m).unwrap_err(), SessionError::Duplicate, "{mode}");
+        }
+    }
+}
+
+#[test]
+fn a_jump_past_the_bounds_is_too_far_ahead_and_changes_nothing() {
+    for mode in CryptoMode::ALL {
+        let mut p = Pair::new(mode, false, 9);
+        let mut last = Vec::new();
+        for _ in 0..=MAX_SKIP_PER_CHAIN + 1 {
+            last = p.a_to_b(b"m");
+        }
+        let before = p.b.to_bytes();
+        assert!(matches!(
+            p.b_reads(&last).unwrap_err(),
+            SessionError::TooFarAhead { .. }
+        ));
+        assert_eq!(*p.b.to_bytes(), *before);
+        // Exactly at the bound still works.
+        let mut q = Pair::new(mode, false, 10);
+        let mut at = Vec::new();
+        for _ in 0..=MAX_SKIP_PER_CHAIN {
+            at = q.a_to_b(b"m");
+        }
+        assert_eq!(q.b_reads(&at).unwrap(), b"m");
+        assert_eq!(q.b.skipped_keys(), MAX_SKIP_PER_CHAIN as usize);
+    }
+}
+
+#[test]
+fn state_round_trips_mid_conversation_and_corrupt_state_is_an_error() {
+    for mode in CryptoMode::ALL {
+        let mut p = Pair::new(mode, true, 11);
+        let mut held = Vec::new();
+        for i in 0..150u32 {
+            let m = p.a_to_b(&i.to_be_bytes());
+            if i % 3 == 0 {
+                held.push((i, m));
+            } else {
+                p.b_reads(&m).unwrap();
+            }
+            if i % 10 == 0 {
+                let m = p.b_to_a(b"ack");
+                p.a_reads(&m).unwrap();
+            }
+        }
+        let bytes = p.b.to_bytes();
+        let mut b2 = Session::from_bytes(&bytes).unwrap();
+        assert_eq!(*b2.to_bytes(), *bytes, "{mode}: encoding is canonical");
+        assert_eq!(b2.id(), p.b.id());
+        for (i, m) in &held {
+            assert_eq!(b2.decrypt(m, &mut p.r).unwrap(), i.to_be_bytes());
+        }
+        let m = b2.encrypt(b"after restore", &mut p.r).unwrap();
+        assert_eq!(p.a_reads(&m).unwrap(), b"after restore");
+        for cut in [0, 1, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                Session::from_bytes(&bytes[..cut]).is_err(),
+                "{mode} cut {cut}"
+            );
+        }
+        let mut long = bytes.to_vec();
+        long.push(0);
+        assert!(Session::from_bytes(&long).is_err());
+        let mut v = bytes.to_vec();
+        v[0] = 9;
+        assert!(matches!(
+            Session::from_bytes(&v),
+            Err(SessionError::Malformed(_))
+        ));
+        let dbg = format!("{:?}", p.b);
+        assert!(dbg.contains("Session") && !dbg.contains("key:"), "{dbg}");
+    }
+}
+
+#[test]
+fn simultaneous_initiation_converges_and_both_first_messages_decrypt() {
+    let [alice, bob, _] = people();
+    for mode in CryptoMode::ALL {
+        let mut r = rng(12);
+        let mut a_secrets = prekeys(alice, mode, 1, &mut r);
+        let mut b_secrets = prekeys(bob, mode, 1, &mut r);
+        let (a_init, a_hs) = Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &bundle(&b_secrets, true),
+            AeadId::Aes256Gcm,
+            b"from alice",
+            &mut r,
+        )
+        .unwrap();
+        let (b_init, b_hs) = Session::initiate(
+            bob,
+            alice.public_bundle(),
+            &bundle(&a_secrets, true),
+            AeadId::ChaCha20Poly1305,
+            b"from bob",
+            &mut r,
+        )
+        .unwrap();
+        let at_bob =
+            Session::respond(bob, &mut b_secrets, alice.public_bundle(), &a_hs, &mut r).unwrap();
+        let at_alice =
+            Session::respond(alice, &mut a_secrets, bob.public_bundle(), &b_hs, &mut r).unwrap();
+        assert_eq!(at_bob.plaintext, b"from alice");
+        assert_eq!(at_alice.plaintext, b"from bob");
+        let (mut a, _) = a_init.converge(at_alice.session);
+        let (mut b, _) = b_init.converge(at_bob.session);
+        assert_eq!(a.id(), b.id(), "{mode}: one winner");
+        assert_ne!(a.is_initiator(), b.is_initiator());
+        for i in 0..3u8 {
+            let m = a.encrypt(&[i], &mut r).unwrap();
+            assert_eq!(b.decrypt(&m, &mut r).unwrap(), [i]);
+            let m = b.encrypt(&[i + 10], &mut r).unwrap();
+            assert_eq!(a.decrypt(&m, &mut r).unwrap(), [i + 10]);
+        }
+    }
+}
+
+/// 10,000 messages with random direction changes and random reordering within bounds.
+#[test]
+fn long_conversations_decrypt_completely_and_the_kem_epoch_advances() {
+    for (k, mode) in CryptoMode::ALL.into_iter().enumerate() {
+        let mut p = Pair::new(mode, true, 13);
+        let mut pick = rng(100 + k as u64);
+        let mut in_flight: [Vec<(u32, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
+        let mut delivered = 0u32;
+        let mut sent = 0u32;
+        let mut a_turn = true;
+        while sent < 10_000 {
+            let burst = 1 + pick.next_u32() % 12;
+            for _ in 0..burst {
+                let m = if a_turn {
+                    p.a_to_b(&sent.to_be_bytes())
+                } else {
+                    p.b_to_a(&sent.to_be_bytes())
+                };
+                in_flight[usize::from(!a_turn)].push((sent, m));
+                sent += 1;
+            }
+            // Deliver a random part of what is in flight, in random order.
+            for side in 0..2 {
+                let q = &mut in_flight[side];
+                let take = pick.next_u32() as usize % (q.len() + 1);
+                for _ in 0..take {
+                    let i = pick.next_u32() as usize % q.len();
+                    let (n, m) = q.swap_remove(i);
+                    let got = if side == 0 {
+                        p.b_reads(&m)
+                    } else {
+                        p.a_reads(&m)
+                    };
+                    assert_eq!(got.unwrap(), n.to_be_bytes(), "{mode} message {n}");
+                    delivered += 1;
+                }
+            }
+            a_turn = pick.next_u32() % 2 == 0;
+        }
+        for side in 0..2 {
+            for (n, m) in std::mem::take(&mut in_flight[side]) {
+                let got = if side == 0 {
+                    p.b_reads(&m)
+                } else {
+                    p.a_reads(&m)
+                };
+                assert_eq!(got.unwrap(), n.to_be_bytes(), "{mode} late {n}");
+                delivered += 1;
+            }
+        }
+        assert_eq!(delivered, sent);
+        let epochs = p.a.epoch().max(p.b.epoch());
+        match mode {
+            CryptoMode::Classical => assert_eq!(epochs, 0),
+            // An epoch needs one full encapsulation key and one ciphertext in chunks.
+            CryptoMode::Hybrid => assert!(epochs >= 10, "hybrid epochs {epochs}"),
+            CryptoMode::Quantum => assert!(epochs >= 30, "quantum epochs {epochs}"),
+        }
+        eprintln!("{mode}: {epochs} KEM epochs over 10,000 messages");
+    }
+}
+
+fn steady_message(mode: CryptoMode) -> (Pair, Vec<u8>) {
+    let mut p = Pair::new(mode, true, 14);
+    for _ in 0..3 {
+        let m = p.a_to_b(b"warm");
+        p.b_reads(&m).unwrap();
+        let m = p.b_to_a(b"warm");
+        p.a_reads(&m).unwrap();
+    }
+    let m = p.a_to_b(b"the message under test");
+    (p, m)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any single-bit flip of a steady-state message is an error (never a panic), and the
+    /// session is unchanged: the original still decrypts afterwards.
+    #[test]
+    fn every_single_bit_flip_is_an_error(mode_i in 0usize..3, bit in 0usize..(8 * 200)) {
+        let mode = CryptoMode::ALL[mode_i];
+        let (mut p, m) = steady_message(mode);
+        let bit = bit % (8 * m.len());
+        let mut bad = m.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        let before = p.b.to_bytes();
+        prop_assert!(p.b_reads(&bad).is_err());
+        prop_assert_eq!(&*p.b.to_bytes(), &*before);
+        prop_assert_eq!(p.b_reads(&m).unwrap(), b"the message under test".to_vec());
+    }
+
+    /// Arbitrary bytes never panic the decoders.
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let (mut p, _) = steady_message(CryptoMode::Hybrid);
+        let _ = p.b_reads(&bytes);
+        let _ = Session::from_bytes(&bytes);
+        let _ = PrekeyBundle::from_bytes(&bytes);
+    }
+}
+
+#[test]
+fn every_bit_of_one_message_flipped_exhaustively() {
+    for mode in CryptoMode::ALL {
+        let (mut p, m) = steady_message(mode);
+        for bit in 0..8 * m.len() {
+            let mut bad = m.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(p.b_reads(&bad).is_err(), "{mode} bit {bit}");
+        }
+        assert!(p.b_reads(&m).is_ok());
+        let _ = p.r.next_u32();
+    }
+}
