@@ -32,6 +32,8 @@ mod prekey;
 mod ratchet;
 mod skipped;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use error::SessionError;
 pub use handshake::Responded;
