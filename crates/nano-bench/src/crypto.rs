@@ -2,7 +2,9 @@
 //!
 //! Definitions (per mode): keygen = one full key set (KEM + signature key pair); key exchange =
 //! encapsulate + decapsulate; sign and verify over 1 KiB (through the mode's domain-separated
-//! construction); symmetric = AEAD seal of 1 KiB with the AEAD this CPU prefers.
+//! construction); symmetric = AEAD seal of 1 KiB with the AEAD this CPU prefers. Each mode's
+//! row also carries `session_handshake`, `session_encrypt` and `session_decrypt`
+//! (definitions in `sessions.rs`).
 
 use std::collections::BTreeMap;
 
@@ -227,6 +229,9 @@ fn measure_table(budget: Budget, aead: AeadId, all_cores: bool) -> anyhow::Resul
             };
             row.insert(op.key(), rate.round() as u64);
         }
+        for (key, rate) in crate::sessions::rows(mode, aead, budget, all_cores)? {
+            row.insert(key, rate.round() as u64);
+        }
     }
     Ok(table)
 }
@@ -266,7 +271,7 @@ pub(crate) fn run(args: &CryptoArgs) -> anyhow::Result<()> {
         "{:<34} {:>12} {:>10} {:>12} {:>8}",
         "primitive", "ops/s", "µs/op", "baseline µs", "ratio"
     );
-    for (name, base, rate) in &prims {
+    for (name, base, rate) in prims.iter().filter(|p| p.1 > 0.0) {
         let us = 1e6 / rate;
         println!(
             "{name:<34} {:>12.0} {:>10.2} {:>12.2} {:>7.2}×",
@@ -276,7 +281,91 @@ pub(crate) fn run(args: &CryptoArgs) -> anyhow::Result<()> {
             us / base
         );
     }
+    print_sessions(&report);
     Ok(())
+}
+
+/// µs per operation of a primitive row (0 when missing).
+fn prim_us(report: &Report, name: &str) -> f64 {
+    report
+        .primitives
+        .get(name)
+        .filter(|r| **r > 0)
+        .map_or(0.0, |r| 1e6 / *r as f64)
+}
+
+/// The primitives one handshake (initiate + respond, signed prekeys only) performs.
+fn handshake_primitives(mode: CryptoMode) -> &'static [(&'static str, f64)] {
+    match mode {
+        CryptoMode::Classical => &[
+            ("ed25519_verify_1k", 2.0),
+            ("ed25519_sign_1k", 1.0),
+            ("x25519_keygen", 1.0),
+            ("x25519_dh", 2.0),
+        ],
+        CryptoMode::Hybrid => &[
+            ("mldsa65_verify_1k", 2.0),
+            ("ed25519_verify_1k", 2.0),
+            ("mldsa65_sign_1k", 1.0),
+            ("ed25519_sign_1k", 1.0),
+            ("x25519_keygen", 1.0),
+            ("x25519_dh", 2.0),
+            ("xwing_encaps", 1.0),
+            ("xwing_decaps", 1.0),
+            ("mlkem768_keygen", 1.0),
+        ],
+        CryptoMode::Quantum => &[
+            ("mldsa87_verify_1k", 2.0),
+            ("mldsa87_sign_1k", 1.0),
+            ("mlkem1024_encaps", 1.0),
+            ("mlkem1024_decaps", 1.0),
+            ("mlkem1024_keygen", 1.0),
+        ],
+    }
+}
+
+fn print_sessions(report: &Report) {
+    println!(
+        "\nSessions, one core: handshake (vs the sum of its primitives), steady-state 1 KiB \
+         messages (direction changes every {} messages; amortized)",
+        crate::sessions::BURST
+    );
+    println!(
+        "{:<10} {:>12} {:>14} {:>8} {:>12} {:>12} {:>14}",
+        "mode", "handshake/s", "primitives µs", "ratio", "encrypt/s", "decrypt/s", "pairs/s"
+    );
+    for mode in CryptoMode::ALL {
+        let row = &report.single_core[mode.as_str()];
+        let get = |k: &str| row.get(k).copied().unwrap_or(0) as f64;
+        let (h, e, d) = (
+            get("session_handshake"),
+            get("session_encrypt"),
+            get("session_decrypt"),
+        );
+        let prim: f64 = handshake_primitives(mode)
+            .iter()
+            .map(|(name, times)| times * prim_us(report, name))
+            .sum();
+        let ours_us = if h > 0.0 { 1e6 / h } else { 0.0 };
+        let pairs = if e > 0.0 && d > 0.0 {
+            1.0 / (1.0 / e + 1.0 / d)
+        } else {
+            0.0
+        };
+        println!(
+            "{:<10} {h:>12.0} {prim:>14.1} {:>7.2}× {e:>12.0} {d:>12.0} {pairs:>14.0}",
+            mode.as_str(),
+            if ours_us > 0.0 { prim / ours_us } else { 0.0 },
+        );
+    }
+    println!(
+        "\nSession hot path: ours against the library call (library µs / ours µs; target ≥ 0.90)"
+    );
+    for (label, ours, lib) in crate::wrappers::PAIRS {
+        let (o, l) = (prim_us(report, ours), prim_us(report, lib));
+        let ratio = if o > 0.0 { l / o } else { 0.0 };
+        println!("{label:<26} ours {o:>8.3} µs   library {l:>8.3} µs   {ratio:>5.2}");
+    }
 }
 
 fn print_table(title: &str, t: &ModeTable) {

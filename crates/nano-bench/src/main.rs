@@ -5,6 +5,8 @@
 //! measure.rs    the timing harness: warm-up, fixed-length batches, median; one or all cores
 //! crypto.rs     the guide's crypto table (5 operations × 3 modes), reports, printing
 //! primitives.rs the raw primitive figures beneath it
+//! sessions.rs   session rows: handshake, steady-state encrypt and decrypt of 1 KiB
+//! wrappers.rs   session hot-path operations through our types beside the raw library calls
 //! sizes.rs      bytes on the wire per mode: envelope and frame overhead over the plaintext
 //! output.rs     a run's report files (JSON, Markdown), for load and chaos
 //! load/         the guide's load test: spawned relay, real clients, reports
@@ -18,7 +20,9 @@ mod load;
 mod measure;
 mod output;
 mod primitives;
+mod sessions;
 mod sizes;
+mod wrappers;
 
 use clap::{Parser, Subcommand};
 

@@ -271,6 +271,7 @@ pub(crate) fn primitives() -> Vec<Primitive> {
             },
         },
     ]);
+    all.extend(crate::wrappers::primitives());
     all
 }
 

@@ -1,6 +1,8 @@
 //! `nano-bench sizes`: what each mode adds to a message on the wire. For each plaintext size it
 //! seals a real envelope and encodes the real `send_message` frame, in JSON (the envelope in
 //! base64) and in the binary encoding, and prints the bytes and the overhead over the plaintext.
+//! Session rows give a steady-state message's overhead and the average over a 100-message
+//! conversation with the prekey bundle and the handshake included (`sessions.rs`).
 
 use nano_crypto::{AeadId, CryptoMode, Identity, OsRng};
 use nano_proto::{ClientFrame, MessageId, Username};
@@ -11,6 +13,39 @@ pub(crate) struct SizesArgs {
     /// Plaintext sizes in bytes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1024, 4096, 16384])]
     plaintext: Vec<usize>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Messages in the conversation the session averages are taken over.
+const CONVERSATION: usize = 100;
+
+/// One session row: a mode and plaintext size.
+#[derive(Debug, serde::Serialize)]
+struct SessionRow {
+    steady_overhead_bytes: usize,
+    avg_overhead_pct_100: f64,
+    bundle_bytes: usize,
+    handshake_bytes: usize,
+}
+
+fn session_row(mode: CryptoMode, plaintext: usize) -> anyhow::Result<SessionRow> {
+    let c = crate::sessions::conversation_bytes(mode, plaintext, CONVERSATION)?;
+    let steady = c
+        .messages
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(plaintext);
+    let total: usize = c.bundle + c.messages.iter().sum::<usize>();
+    let payload = (plaintext * CONVERSATION) as f64;
+    Ok(SessionRow {
+        steady_overhead_bytes: steady,
+        avg_overhead_pct_100: (total as f64 - payload) / payload * 100.0,
+        bundle_bytes: c.bundle,
+        handshake_bytes: c.messages.first().copied().unwrap_or(0),
+    })
 }
 
 /// One row: a mode and plaintext size, and what goes on the wire for it.
@@ -55,31 +90,72 @@ fn overhead(bytes: usize, plaintext: usize) -> String {
     format!("+{pct:.0} %")
 }
 
-/// Prints the table.
+/// Prints the tables (or one JSON object with `--json`).
 pub(crate) fn run(args: &SizesArgs) -> anyhow::Result<()> {
+    let mut sealed = serde_json::Map::new();
+    let mut sessions = serde_json::Map::new();
+    let mut sealed_rows = Vec::new();
+    let mut session_rows = Vec::new();
+    for mode in CryptoMode::ALL {
+        let mut s_mode = serde_json::Map::new();
+        let mut e_mode = serde_json::Map::new();
+        for &n in &args.plaintext {
+            let r = measure(mode, n)?;
+            e_mode.insert(
+                n.to_string(),
+                serde_json::json!({
+                    "envelope_bytes": r.envelope,
+                    "json_frame_bytes": r.json,
+                    "binary_frame_bytes": r.binary,
+                }),
+            );
+            sealed_rows.push(r);
+            let s = session_row(mode, n)?;
+            s_mode.insert(n.to_string(), serde_json::to_value(&s)?);
+            session_rows.push((mode, n, s));
+        }
+        sealed.insert(mode.as_str().into(), e_mode.into());
+        sessions.insert(mode.as_str().into(), s_mode.into());
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "session": sessions, "sealed": sealed })
+        );
+        return Ok(());
+    }
     println!(
         "| mode | plaintext | envelope | envelope overhead | JSON frame | JSON overhead | binary frame | binary overhead |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for mode in [
-        CryptoMode::Classical,
-        CryptoMode::Hybrid,
-        CryptoMode::Quantum,
-    ] {
-        for &n in &args.plaintext {
-            let r = measure(mode, n)?;
-            println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.mode,
-                r.plaintext,
-                r.envelope,
-                overhead(r.envelope, r.plaintext),
-                r.json,
-                overhead(r.json, r.plaintext),
-                r.binary,
-                overhead(r.binary, r.plaintext),
-            );
-        }
+    for r in &sealed_rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.mode,
+            r.plaintext,
+            r.envelope,
+            overhead(r.envelope, r.plaintext),
+            r.json,
+            overhead(r.json, r.plaintext),
+            r.binary,
+            overhead(r.binary, r.plaintext),
+        );
+    }
+    println!(
+        "\nSessions: steady-state message, and the average over a {CONVERSATION}-message \
+         conversation (direction changing every {} messages) with the prekey bundle and the \
+         handshake included",
+        crate::sessions::SIZE_BURST
+    );
+    println!(
+        "| mode | plaintext | steady overhead | prekey bundle | handshake message | average overhead |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (mode, n, s) in &session_rows {
+        println!(
+            "| {mode} | {n} | {} B | {} B | {} B | +{:.2} % |",
+            s.steady_overhead_bytes, s.bundle_bytes, s.handshake_bytes, s.avg_overhead_pct_100
+        );
     }
     Ok(())
 }

@@ -629,3 +629,49 @@ fn every_bit_of_one_message_flipped_exhaustively() {
         let _ = p.r.next_u32();
     }
 }
+
+#[test]
+fn a_previous_chain_skipped_past_the_bound_is_too_far_ahead() {
+    for mode in [CryptoMode::Classical, CryptoMode::Hybrid] {
+        let mut p = Pair::new(mode, false, 15);
+        let r = p.b_to_a(b"bob first");
+        p.a_reads(&r).unwrap();
+        // Alice's chain (on her second ratchet key) runs 1,001 messages past what Bob has seen.
+        for _ in 0..MAX_SKIP_PER_CHAIN + 1 {
+            p.a_to_b(b"lost");
+        }
+        let r = p.b_to_a(b"bob again");
+        p.a_reads(&r).unwrap();
+        // Her next message starts a new chain whose pn says 1,002 keys came before.
+        let m = p.a_to_b(b"new chain");
+        assert!(matches!(
+            p.b_reads(&m).unwrap_err(),
+            SessionError::TooFarAhead { .. }
+        ));
+    }
+}
+
+#[test]
+fn an_oversized_or_foreign_message_is_malformed() {
+    let (mut p, m) = steady_message(CryptoMode::Quantum);
+    let mut huge = m.clone();
+    huge.resize(nano_crypto::session::MAX_SESSION_PLAINTEXT + 200, 0);
+    assert!(matches!(
+        p.b_reads(&huge).unwrap_err(),
+        SessionError::Malformed(_)
+    ));
+    let (_, classical) = steady_message(CryptoMode::Classical);
+    assert_eq!(
+        p.b_reads(&classical).unwrap_err(),
+        SessionError::ModeMismatch {
+            expected: CryptoMode::Quantum,
+            got: CryptoMode::Classical
+        }
+    );
+    let mut envelope_like = m.clone();
+    envelope_like[0] = 0x01;
+    assert!(matches!(
+        p.b_reads(&envelope_like).unwrap_err(),
+        SessionError::Malformed(_)
+    ));
+}

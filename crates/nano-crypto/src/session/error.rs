@@ -92,6 +92,7 @@ impl From<CryptoError> for SessionError {
             | CryptoError::UnknownAead(_)
             | CryptoError::UnsupportedVersion { .. }
             | CryptoError::InvalidKey(_)
+            | CryptoError::MalformedBundle(_)
             | CryptoError::TooLarge { .. } => Self::Malformed(e),
             CryptoError::Decryption | CryptoError::KeyAgreement => Self::DecryptFailed,
             other => Self::Crypto(other),

@@ -113,7 +113,7 @@ pub(crate) struct KemRatchet {
     pub(crate) mode: CryptoMode,
     /// The epoch our messages use.
     pub(crate) send_epoch: u32,
-    /// Epoch keys held, oldest first (at most [`EPOCH_WINDOW`] plus a pending one).
+    /// Epoch keys held, oldest first (at most [`EPOCH_WINDOW`]).
     pub(crate) keys: VecDeque<(u32, SymmetricKey)>,
     pub(crate) pending: Pending,
     /// Messages sent and received since `send_epoch` last changed.

@@ -110,6 +110,13 @@ fn finish_chain(id: &ChainId, recv: &Chain, pn: u32) -> Result<Vec<SkippedKey>> 
     if pn <= recv.n {
         return Ok(Vec::new());
     }
+    let skip = u64::from(pn - recv.n);
+    if skip > u64::from(MAX_SKIP_PER_CHAIN) {
+        return Err(SessionError::TooFarAhead {
+            skip,
+            limit: MAX_SKIP_PER_CHAIN,
+        });
+    }
     let (mut keys, last, _) = walk(id, &recv.key, recv.n, pn - 1)?;
     keys.push(SkippedKey {
         chain: *id,
@@ -213,6 +220,14 @@ impl Session {
     /// [`SessionError::UnknownEpoch`], [`SessionError::DecryptFailed`]; the session is then
     /// unchanged.
     pub fn decrypt(&mut self, message: &[u8], rng: &mut impl CryptoRngCore) -> Result<Vec<u8>> {
+        let max = super::message::MAX_HEADER_LEN + MAX_SESSION_PLAINTEXT + TAG_LEN;
+        if message.len() > max {
+            return Err(SessionError::Malformed(CryptoError::TooLarge {
+                what: "session message",
+                max,
+                got: message.len(),
+            }));
+        }
         let (h, header_len) = Header::decode(message)?;
         if h.mode != self.mode {
             return Err(SessionError::ModeMismatch {

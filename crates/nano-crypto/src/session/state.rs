@@ -283,7 +283,7 @@ fn read_kem(r: &mut Reader<'_>, mode: CryptoMode, initiator: bool) -> Result<Kem
     let send_epoch = r.u32("send epoch")?;
     let since_refresh = r.u64("since refresh")?;
     let count = usize::from(r.u8("epoch key count")?);
-    if count == 0 || count > EPOCH_WINDOW + 1 {
+    if count == 0 || count > EPOCH_WINDOW {
         return Err(bad("epoch key count"));
     }
     let mut keys = VecDeque::with_capacity(count);
