@@ -165,6 +165,8 @@ pub(crate) fn primitives() -> Vec<Primitive> {
                 );
                 let mut buf = KIB;
                 Ok(Box::new(move || {
+                    // The same 1 KiB copy into the buffer as ours does.
+                    buf.copy_from_slice(&KIB);
                     let tag = key.seal_in_place_separate_tag(
                         Nonce::assume_unique_for_key([0; 12]),
                         Aad::empty(),
@@ -197,6 +199,7 @@ pub(crate) fn primitives() -> Vec<Primitive> {
                 let a = alg(preferred());
                 let mut buf = KIB;
                 Ok(Box::new(move || {
+                    buf.copy_from_slice(&KIB);
                     let ok = UnboundKey::new(a, &[7; 32]).is_ok_and(|k| {
                         LessSafeKey::new(k)
                             .seal_in_place_separate_tag(

@@ -1,6 +1,8 @@
 //! Criterion benches of the guide's crypto operations per mode (same definitions as
 //! `nano-bench crypto`): keygen, key exchange, sign/verify 1 KiB, AEAD seal 1 KiB, envelope seal
-//! and open of 1 KiB, and a 64-signature batch verification.
+//! and open of 1 KiB, and a 64-signature batch verification; and sessions: handshake
+//! (initiate + respond against the signed prekeys) and steady-state encrypt and decrypt of
+//! 1 KiB in a conversation that changes direction every 64 messages (as `nano-bench crypto`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -76,5 +78,74 @@ fn crypto(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, crypto);
+const BURST: u64 = 64;
+
+fn sessions(c: &mut Criterion) {
+    use nano_crypto::session::{
+        OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets, session_rng,
+    };
+    let mut g = c.benchmark_group("session");
+    for mode in CryptoMode::ALL {
+        let mut rng = session_rng().unwrap();
+        let alice = Identity::generate(mode, &mut rng).unwrap();
+        let bob = Identity::generate(mode, &mut rng).unwrap();
+        let signed = SignedPrekeySecrets::generate(&bob, mode, 1, &mut rng).unwrap();
+        let bundle = PrekeyBundle::new(signed.public().clone(), None).unwrap();
+        let mut prekeys = PrekeySecrets::new(signed, OneTimePrekeys::empty(mode)).unwrap();
+        let aead = nano_crypto::CryptoAcceleration::detect().preferred_aead();
+        let mut pair = |rng: &mut nano_crypto::session::SessionRng| {
+            let (a, hs) =
+                Session::initiate(&alice, bob.public_bundle(), &bundle, aead, &KIB, rng).unwrap();
+            let b = Session::respond(&bob, &mut prekeys, alice.public_bundle(), &hs, rng).unwrap();
+            (a, b.session)
+        };
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("handshake", mode), |b| {
+            b.iter(|| pair(&mut rng))
+        });
+        let (mut a, mut b) = pair(&mut rng);
+        let mut from_a = true;
+        let mut burst = |enc_time: &mut std::time::Duration, dec_time: &mut std::time::Duration| {
+            let (s, r) = if from_a {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            let t = std::time::Instant::now();
+            let msgs: Vec<_> = (0..BURST)
+                .map(|_| s.encrypt(&KIB, &mut rng).unwrap())
+                .collect();
+            *enc_time += t.elapsed();
+            let t = std::time::Instant::now();
+            for m in &msgs {
+                black_box(r.decrypt(m, &mut rng).unwrap());
+            }
+            *dec_time += t.elapsed();
+            from_a = !from_a;
+        };
+        g.throughput(Throughput::Elements(BURST));
+        // Each iteration is one burst; the time reported is encrypt's (resp. decrypt's) share.
+        g.bench_function(BenchmarkId::new("encrypt_1k_x64", mode), |bch| {
+            bch.iter_custom(|iters| {
+                let (mut e, mut d) = Default::default();
+                for _ in 0..iters {
+                    burst(&mut e, &mut d);
+                }
+                e
+            })
+        });
+        g.bench_function(BenchmarkId::new("decrypt_1k_x64", mode), |bch| {
+            bch.iter_custom(|iters| {
+                let (mut e, mut d) = Default::default();
+                for _ in 0..iters {
+                    burst(&mut e, &mut d);
+                }
+                d
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, crypto, sessions);
 criterion_main!(benches);

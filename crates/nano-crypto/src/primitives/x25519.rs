@@ -23,6 +23,23 @@ pub const SECRET_KEY_LEN: usize = 32;
 /// secret, so a bundle carrying one can never be used. Errors with
 /// [`CryptoError::InvalidKey`] naming the reason.
 pub fn validate_public(u: &[u8; PUBLIC_KEY_LEN]) -> Result<()> {
+    check_canonical(u)?;
+    let point = curve25519_dalek::montgomery::MontgomeryPoint(*u);
+    let cleared = point * curve25519_dalek::scalar::Scalar::from(8u8);
+    if cleared.to_bytes() == [0u8; 32] {
+        return Err(CryptoError::InvalidKey("X25519 (small-order point)"));
+    }
+    Ok(())
+}
+
+/// Checks only that `u` is a canonical u-coordinate (bit 255 clear, u < 2^255 − 19): a cheap
+/// comparison. For keys used at once in a DH, whose all-zero output already rejects every
+/// small-order point ([`X25519KeyPair::diffie_hellman`]), this is the whole check; keys that are
+/// stored or pinned get [`validate_public`].
+///
+/// # Errors
+/// [`CryptoError::InvalidKey`] for a non-canonical encoding.
+pub fn check_canonical(u: &[u8; PUBLIC_KEY_LEN]) -> Result<()> {
     // p = 2^255 − 19, little-endian.
     const P: [u8; 32] = {
         let mut p = [0xff; 32];
@@ -36,15 +53,11 @@ pub fn validate_public(u: &[u8; PUBLIC_KEY_LEN]) -> Result<()> {
         .zip(P.iter().rev())
         .find(|(a, b)| a != b)
         .is_some_and(|(a, b)| a < b);
-    if !below_p {
-        return Err(CryptoError::InvalidKey("X25519 (non-canonical encoding)"));
+    if below_p {
+        Ok(())
+    } else {
+        Err(CryptoError::InvalidKey("X25519 (non-canonical encoding)"))
     }
-    let point = curve25519_dalek::montgomery::MontgomeryPoint(*u);
-    let cleared = point * curve25519_dalek::scalar::Scalar::from(8u8);
-    if cleared.to_bytes() == [0u8; 32] {
-        return Err(CryptoError::InvalidKey("X25519 (small-order point)"));
-    }
-    Ok(())
 }
 
 /// An X25519 static key pair.

@@ -86,8 +86,16 @@ impl ChunkBuf {
         }
     }
 
-    fn complete(&self) -> bool {
-        self.have.iter().all(|h| *h)
+    /// Whether `c` is the one chunk still missing (the only case that needs a copy of the
+    /// buffer to finish the item before anything is committed).
+    fn completes_with(&self, c: &Chunk<'_>) -> bool {
+        let i = usize::from(c.index);
+        self.have.get(i) == Some(&false) && self.have.iter().enumerate().all(|(j, h)| *h || j == i)
+    }
+
+    /// Whether `c` adds nothing (a repeat, or an index out of range).
+    fn redundant(&self, c: &Chunk<'_>) -> bool {
+        self.have.get(usize::from(c.index)) != Some(&false)
     }
 }
 
@@ -134,7 +142,7 @@ pub(crate) enum Update {
     /// Nothing (no chunk, or a stale one).
     None,
     /// Store a chunk of the item being collected.
-    Chunk(u8, Vec<u8>),
+    Chunk(u8, [u8; MAX_CHUNK]),
     /// The exchange completed on our side: install `pending` and maybe a key and a new epoch.
     Advance {
         key: Option<(u32, SymmetricKey)>,
@@ -225,11 +233,14 @@ impl KemRatchet {
             Pending::SendingEk {
                 epoch: k, dk, ct, ..
             } if *k == target => {
+                if ct.redundant(&c) {
+                    return Ok(Update::None);
+                }
+                if !ct.completes_with(&c) {
+                    return Ok(store(&c));
+                }
                 let mut buf = ct.clone();
                 buf.put(&c);
-                if !buf.complete() {
-                    return Ok(Update::Chunk(c.index, c.data.to_vec()));
-                }
                 let ss = decapsulate(self.mode, dk, &buf.data[..ct_len(self.mode)])?;
                 let key = chain::epoch_step(self.prev_key(*k)?, ss.expose(), *k)?;
                 Ok(Update::Advance {
@@ -242,11 +253,14 @@ impl KemRatchet {
                 })
             }
             Pending::ReceivingEk { epoch: k, ek } if *k == target => {
+                if ek.redundant(&c) {
+                    return Ok(Update::None);
+                }
+                if !ek.completes_with(&c) {
+                    return Ok(store(&c));
+                }
                 let mut buf = ek.clone();
                 buf.put(&c);
-                if !buf.complete() {
-                    return Ok(Update::Chunk(c.index, c.data.to_vec()));
-                }
                 let (ct, ss) = encapsulate(self.mode, &buf.data[..ek_len(self.mode)], rng)?;
                 let key = chain::epoch_step(self.prev_key(*k)?, ss.expose(), *k)?;
                 Ok(Update::Advance {
@@ -274,7 +288,10 @@ impl KemRatchet {
         match update {
             Update::None => {}
             Update::Chunk(index, data) => {
-                let c = Chunk { index, data: &data };
+                let c = Chunk {
+                    index,
+                    data: &data[..chunk_len(self.mode)],
+                };
                 match &mut self.pending {
                     Pending::SendingEk { ct, .. } => ct.put(&c),
                     Pending::ReceivingEk { ek, .. } => ek.put(&c),
@@ -300,6 +317,13 @@ impl KemRatchet {
             }
         }
     }
+}
+
+/// An update that stores `c` (no allocation: the chunk is copied into a fixed array).
+fn store(c: &Chunk<'_>) -> Update {
+    let mut data = [0u8; MAX_CHUNK];
+    data[..c.data.len()].copy_from_slice(c.data);
+    Update::Chunk(c.index, data)
 }
 
 /// A fresh encapsulation key for `epoch` (a ratchet key: zeroizing memory, no locked pages).

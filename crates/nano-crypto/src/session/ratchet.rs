@@ -297,7 +297,8 @@ impl Session {
         if dh.old_dhr.contains(&id) || self.skipped.has_chain(&id) {
             return Err(SessionError::Duplicate);
         }
-        x25519::validate_public(&id)?;
+        // The DH below rejects small-order points (all-zero output).
+        x25519::check_canonical(&id)?;
         let mine = dh.dhs.as_ref().ok_or(SessionError::DecryptFailed)?;
         let mut skipped = match (&self.recv, &dh.dhr) {
             (Some(recv), Some(old)) => finish_chain(old, recv, h.pn)?,
