@@ -3,6 +3,7 @@
 #![no_main]
 
 mod common;
+mod session_common;
 
 use libfuzzer_sys::fuzz_target;
 use nano_crypto::{CryptoMode, Session};
@@ -16,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // Byte 1 is the mode byte of a handshake or message: pick the session of that mode.
     let mode = CryptoMode::ALL[usize::from(data.get(1).copied().unwrap_or(1).wrapping_sub(1) % 3)];
-    let Ok(mut s) = common::sessions(mode).lock() else {
+    let Ok(mut s) = session_common::sessions(mode).lock() else {
         return;
     };
     let before = s.bob.to_bytes();

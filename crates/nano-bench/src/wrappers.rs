@@ -85,7 +85,7 @@ pub(crate) fn primitives() -> Vec<Primitive> {
             make: || {
                 Ok(Box::new(|| {
                     let ok = PrivateKey::generate(&X25519)
-                        .and_then(|k| k.compute_public_key().map(|p| bb(p)))
+                        .and_then(|k| k.compute_public_key().map(bb))
                         .is_ok();
                     (u64::from(ok), ())
                 }))

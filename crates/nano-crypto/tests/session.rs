@@ -536,8 +536,7 @@ fn long_conversations_decrypt_completely_and_the_kem_epoch_advances() {
                 sent += 1;
             }
             // Deliver a random part of what is in flight, in random order.
-            for side in 0..2 {
-                let q = &mut in_flight[side];
+            for (side, q) in in_flight.iter_mut().enumerate() {
                 let take = pick.next_u32() as usize % (q.len() + 1);
                 for _ in 0..take {
                     let i = pick.next_u32() as usize % q.len();
@@ -553,8 +552,8 @@ fn long_conversations_decrypt_completely_and_the_kem_epoch_advances() {
             }
             a_turn = pick.next_u32() % 2 == 0;
         }
-        for side in 0..2 {
-            for (n, m) in std::mem::take(&mut in_flight[side]) {
+        for (side, q) in in_flight.iter_mut().enumerate() {
+            for (n, m) in std::mem::take(q) {
                 let got = if side == 0 {
                     p.b_reads(&m)
                 } else {
