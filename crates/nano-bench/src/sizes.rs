@@ -32,9 +32,12 @@ struct SessionRow {
 
 fn session_row(mode: CryptoMode, plaintext: usize) -> anyhow::Result<SessionRow> {
     let c = crate::sessions::conversation_bytes(mode, plaintext, CONVERSATION)?;
+    // The largest after the handshake: a message that carries a KEM-ratchet chunk.
     let steady = c
         .messages
-        .last()
+        .iter()
+        .skip(1)
+        .max()
         .copied()
         .unwrap_or(0)
         .saturating_sub(plaintext);
