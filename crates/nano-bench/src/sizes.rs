@@ -25,7 +25,8 @@ const CONVERSATION: usize = 100;
 #[derive(Debug, serde::Serialize)]
 struct SessionRow {
     steady_overhead_bytes: usize,
-    avg_overhead_pct_100: f64,
+    /// `None` for an empty plaintext (no ratio to take).
+    avg_overhead_pct_100: Option<f64>,
     bundle_bytes: usize,
     handshake_bytes: usize,
 }
@@ -45,7 +46,7 @@ fn session_row(mode: CryptoMode, plaintext: usize) -> anyhow::Result<SessionRow>
     let payload = (plaintext * CONVERSATION) as f64;
     Ok(SessionRow {
         steady_overhead_bytes: steady,
-        avg_overhead_pct_100: (total as f64 - payload) / payload * 100.0,
+        avg_overhead_pct_100: (payload > 0.0).then(|| (total as f64 - payload) / payload * 100.0),
         bundle_bytes: c.bundle,
         handshake_bytes: c.messages.first().copied().unwrap_or(0),
     })
@@ -155,9 +156,12 @@ pub(crate) fn run(args: &SizesArgs) -> anyhow::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for (mode, n, s) in &session_rows {
+        let avg = s
+            .avg_overhead_pct_100
+            .map_or_else(|| "–".to_string(), |p| format!("+{p:.2} %"));
         println!(
-            "| {mode} | {n} | {} B | {} B | {} B | +{:.2} % |",
-            s.steady_overhead_bytes, s.bundle_bytes, s.handshake_bytes, s.avg_overhead_pct_100
+            "| {mode} | {n} | {} B | {} B | {} B | {avg} |",
+            s.steady_overhead_bytes, s.bundle_bytes, s.handshake_bytes
         );
     }
     Ok(())

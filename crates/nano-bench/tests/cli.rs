@@ -27,7 +27,11 @@ fn crypto_json_has_every_cell() {
                 let n = v[table][mode][op].as_u64();
                 assert!(n.is_some_and(|n| n > 0), "{table}.{mode}.{op} = {n:?}");
             }
-            assert_eq!(v[table][mode].as_object().unwrap().len(), 5);
+            for op in ["session_handshake", "session_encrypt", "session_decrypt"] {
+                let n = v[table][mode][op].as_u64();
+                assert!(n.is_some_and(|n| n > 0), "{table}.{mode}.{op} = {n:?}");
+            }
+            assert_eq!(v[table][mode].as_object().unwrap().len(), 8);
         }
     }
     let prims = v["primitives"].as_object().unwrap();
@@ -61,6 +65,7 @@ fn sizes_match_the_documented_envelope_overhead() {
     let rows: Vec<Vec<&str>> = text
         .lines()
         .skip(2)
+        .take_while(|l| !l.is_empty())
         .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
         .collect();
     assert_eq!(rows.len(), 9, "{text}");
@@ -74,5 +79,36 @@ fn sizes_match_the_documented_envelope_overhead() {
         };
         assert_eq!(n(2) - n(1), overhead, "{row:?}");
         assert!(n(4) > n(6) && n(6) > n(2), "{row:?}");
+    }
+}
+
+/// Session rows: a steady-state message adds exactly `Session::steady_overhead` (at most 64
+/// bytes), and the 100-message average includes the prekey bundle and the handshake.
+#[test]
+fn sizes_json_has_session_rows_within_the_documented_overhead() {
+    let v: serde_json::Value =
+        serde_json::from_str(&bench(&["sizes", "--plaintext", "1024", "--json"])).unwrap();
+    for mode in nano_crypto::CryptoMode::ALL {
+        let row = &v["session"][mode.as_str()]["1024"];
+        let steady = row["steady_overhead_bytes"].as_u64().unwrap() as usize;
+        assert_eq!(
+            steady,
+            nano_crypto::Session::steady_overhead(mode),
+            "{mode}"
+        );
+        assert!(steady <= 64);
+        let bundle = row["bundle_bytes"].as_u64().unwrap() as f64;
+        let handshake = row["handshake_bytes"].as_u64().unwrap() as f64;
+        let avg = row["avg_overhead_pct_100"].as_f64().unwrap();
+        // At least the bundle and the handshake's overhead spread over 100 KiB of plaintext.
+        assert!(
+            avg > (bundle + handshake - 1024.0) / 102_400.0 * 100.0,
+            "{mode} {avg}"
+        );
+        assert!(
+            v["sealed"][mode.as_str()]["1024"]["envelope_bytes"]
+                .as_u64()
+                .is_some()
+        );
     }
 }

@@ -674,3 +674,145 @@ fn an_oversized_or_foreign_message_is_malformed() {
         SessionError::Malformed(_)
     ));
 }
+
+#[test]
+fn a_handshake_without_a_one_time_prekey_is_accepted_once() {
+    let [alice, bob, _] = people();
+    let mut r = rng(16);
+    for mode in CryptoMode::ALL {
+        let mut secrets = prekeys(bob, mode, 1, &mut r);
+        let b = bundle(&secrets, false);
+        let (_, hs) = Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &b,
+            AeadId::Aes256Gcm,
+            b"x",
+            &mut r,
+        )
+        .unwrap();
+        let first =
+            Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r).unwrap();
+        let shown = format!("{first:?}");
+        assert!(
+            shown.contains("plaintext_len: 1") && !shown.contains("[120]"),
+            "{shown}"
+        );
+        assert_eq!(
+            Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r).unwrap_err(),
+            SessionError::Duplicate,
+            "{mode}"
+        );
+        // A fresh handshake against the same prekeys is still welcome.
+        let (_, hs2) = Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &b,
+            AeadId::Aes256Gcm,
+            b"y",
+            &mut r,
+        )
+        .unwrap();
+        assert!(Session::respond(bob, &mut secrets, alice.public_bundle(), &hs2, &mut r).is_ok());
+    }
+}
+
+#[test]
+fn rotation_keeps_the_previous_signed_prekeys_and_refuses_a_reused_id() {
+    let [alice, bob, _] = people();
+    let mut r = rng(17);
+    let mode = CryptoMode::Hybrid;
+    let mut secrets = prekeys(bob, mode, 0, &mut r);
+    let old = bundle(&secrets, false);
+    let (_, hs_old) = Session::initiate(
+        alice,
+        bob.public_bundle(),
+        &old,
+        AeadId::Aes256Gcm,
+        b"old",
+        &mut r,
+    )
+    .unwrap();
+    let next = SignedPrekeySecrets::generate(bob, mode, 2, &mut r).unwrap();
+    secrets.rotate(next, 1).unwrap();
+    assert_eq!(secrets.current().unwrap().public().id(), 2);
+    // A handshake made against the previous record still completes in the grace period.
+    assert!(Session::respond(bob, &mut secrets, alice.public_bundle(), &hs_old, &mut r).is_ok());
+    let again = SignedPrekeySecrets::generate(bob, mode, 2, &mut r).unwrap();
+    assert!(matches!(
+        secrets.rotate(again, 1),
+        Err(SessionError::Malformed(_))
+    ));
+    // Past the grace period the old record is gone.
+    let third = SignedPrekeySecrets::generate(bob, mode, 3, &mut r).unwrap();
+    secrets.rotate(third, 0).unwrap();
+    let (_, hs) = Session::initiate(
+        alice,
+        bob.public_bundle(),
+        &old,
+        AeadId::Aes256Gcm,
+        b"late",
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(
+        Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r).unwrap_err(),
+        SessionError::UnknownPrekey {
+            kind: "signed",
+            id: 1
+        }
+    );
+}
+
+#[test]
+fn prekey_secrets_round_trip_and_a_mismatched_record_is_refused() {
+    let [alice, bob, _] = people();
+    let mut r = rng(18);
+    for mode in CryptoMode::ALL {
+        let mut secrets = prekeys(bob, mode, 3, &mut r);
+        let lr = bundle(&secrets, false);
+        let (_, hs) = Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &lr,
+            AeadId::Aes256Gcm,
+            b"x",
+            &mut r,
+        )
+        .unwrap();
+        Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r).unwrap();
+        let one = bundle(&secrets, true);
+        let bytes = secrets.to_bytes();
+        let mut back = PrekeySecrets::from_bytes(&bytes).unwrap();
+        assert_eq!(*back.to_bytes(), *bytes, "{mode}: canonical");
+        assert_eq!(back.one_time().len(), 3);
+        // The restored secrets answer a one-time handshake and still refuse the replay.
+        let (_, hs1) = Session::initiate(
+            alice,
+            bob.public_bundle(),
+            &one,
+            AeadId::Aes256Gcm,
+            b"1",
+            &mut r,
+        )
+        .unwrap();
+        assert!(Session::respond(bob, &mut back, alice.public_bundle(), &hs1, &mut r).is_ok());
+        assert_eq!(
+            Session::respond(bob, &mut back, alice.public_bundle(), &hs, &mut r).unwrap_err(),
+            SessionError::Duplicate
+        );
+        for cut in [0, 1, 3, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                PrekeySecrets::from_bytes(&bytes[..cut]).is_err(),
+                "{mode} cut {cut}"
+            );
+        }
+        // A secret byte changed: the derived public key no longer matches the record.
+        let mut bad = bytes.to_vec();
+        bad[5] ^= 0x10;
+        assert!(matches!(
+            PrekeySecrets::from_bytes(&bad),
+            Err(SessionError::Malformed(_))
+        ));
+    }
+}

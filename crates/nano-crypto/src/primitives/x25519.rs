@@ -60,6 +60,30 @@ pub fn check_canonical(u: &[u8; PUBLIC_KEY_LEN]) -> Result<()> {
     }
 }
 
+/// An aws-lc X25519 key from 32 secret bytes, and its public key.
+fn private_key(secret: &[u8; SECRET_KEY_LEN]) -> Result<(PrivateKey, [u8; PUBLIC_KEY_LEN])> {
+    let key = PrivateKey::from_private_key(&X25519, secret)
+        .map_err(|_| CryptoError::InvalidKey("x25519"))?;
+    let pk = key
+        .compute_public_key()
+        .map_err(|_| CryptoError::Internal("x25519 public key"))?;
+    let public: [u8; PUBLIC_KEY_LEN] = pk
+        .as_ref()
+        .try_into()
+        .map_err(|_| CryptoError::Internal("x25519 public key length"))?;
+    Ok((key, public))
+}
+
+/// Raw X25519 of `key` with `peer`; an all-zero output (a small-order peer point) is an error.
+fn agree(key: &PrivateKey, peer: &[u8; PUBLIC_KEY_LEN]) -> Result<SharedSecret> {
+    agreement::agree(
+        key,
+        UnparsedPublicKey::new(&X25519, peer),
+        CryptoError::KeyAgreement,
+        |dh| SecretBytes::from_slice(dh).ok_or(CryptoError::KeyAgreement),
+    )
+}
+
 /// An X25519 static key pair.
 pub struct X25519KeyPair {
     secret: SecureBox,
@@ -86,16 +110,7 @@ pub(crate) fn hex_short(b: &[u8]) -> String {
 impl X25519KeyPair {
     /// Builds the key pair from its 32 secret bytes (clamped by X25519 itself).
     pub fn from_secret(secret: &[u8; SECRET_KEY_LEN]) -> Result<Self> {
-        let key = PrivateKey::from_private_key(&X25519, secret)
-            .map_err(|_| CryptoError::InvalidKey("x25519"))?;
-        let pk = key
-            .compute_public_key()
-            .map_err(|_| CryptoError::Internal("x25519 public key"))?;
-        let mut public = [0u8; PUBLIC_KEY_LEN];
-        if pk.as_ref().len() != PUBLIC_KEY_LEN {
-            return Err(CryptoError::Internal("x25519 public key length"));
-        }
-        public.copy_from_slice(pk.as_ref());
+        let (key, public) = private_key(secret)?;
         Ok(Self {
             secret: SecureBox::from_slice(secret),
             key,
@@ -115,12 +130,7 @@ impl X25519KeyPair {
 
     /// Raw X25519 with `peer`. Fails on a low-order peer point (all-zero output).
     pub fn diffie_hellman(&self, peer: &[u8; PUBLIC_KEY_LEN]) -> Result<SharedSecret> {
-        agreement::agree(
-            &self.key,
-            UnparsedPublicKey::new(&X25519, peer),
-            CryptoError::KeyAgreement,
-            |dh| SecretBytes::from_slice(dh).ok_or(CryptoError::KeyAgreement),
-        )
+        agree(&self.key, peer)
     }
 
     /// DHKEM decapsulation of `enc`.
@@ -153,15 +163,7 @@ impl EphemeralX25519 {
     /// # Errors
     /// [`CryptoError::InvalidKey`] / [`CryptoError::Internal`] if aws-lc refuses the scalar.
     pub fn from_secret(secret: &[u8; SECRET_KEY_LEN]) -> Result<Self> {
-        let key = PrivateKey::from_private_key(&X25519, secret)
-            .map_err(|_| CryptoError::InvalidKey("x25519"))?;
-        let pk = key
-            .compute_public_key()
-            .map_err(|_| CryptoError::Internal("x25519 public key"))?;
-        let public: [u8; PUBLIC_KEY_LEN] = pk
-            .as_ref()
-            .try_into()
-            .map_err(|_| CryptoError::Internal("x25519 public key length"))?;
+        let (key, public) = private_key(secret)?;
         Ok(Self {
             secret: zeroize::Zeroizing::new(*secret),
             key,
@@ -181,12 +183,7 @@ impl EphemeralX25519 {
 
     /// Raw X25519 with `peer`. Fails on a low-order peer point (all-zero output).
     pub fn diffie_hellman(&self, peer: &[u8; PUBLIC_KEY_LEN]) -> Result<SharedSecret> {
-        agreement::agree(
-            &self.key,
-            UnparsedPublicKey::new(&X25519, peer),
-            CryptoError::KeyAgreement,
-            |dh| SecretBytes::from_slice(dh).ok_or(CryptoError::KeyAgreement),
-        )
+        agree(&self.key, peer)
     }
 }
 
@@ -197,21 +194,8 @@ pub fn ephemeral_exchange(
     eph: &[u8; SECRET_KEY_LEN],
     peer: &[u8; PUBLIC_KEY_LEN],
 ) -> Result<([u8; PUBLIC_KEY_LEN], SharedSecret)> {
-    let key = PrivateKey::from_private_key(&X25519, eph)
-        .map_err(|_| CryptoError::InvalidKey("x25519"))?;
-    let pk = key
-        .compute_public_key()
-        .map_err(|_| CryptoError::Internal("x25519 public key"))?;
-    let public: [u8; PUBLIC_KEY_LEN] = pk
-        .as_ref()
-        .try_into()
-        .map_err(|_| CryptoError::Internal("x25519 public key length"))?;
-    let dh = agreement::agree(
-        &key,
-        UnparsedPublicKey::new(&X25519, peer),
-        CryptoError::KeyAgreement,
-        |dh| SecretBytes::from_slice(dh).ok_or(CryptoError::KeyAgreement),
-    )?;
+    let (key, public) = private_key(eph)?;
+    let dh = agree(&key, peer)?;
     Ok((public, dh))
 }
 

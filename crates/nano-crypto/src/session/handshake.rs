@@ -49,8 +49,7 @@ const KIND_NONE: u8 = 0;
 const KIND_ONE_TIME: u8 = 1;
 const KIND_LAST_RESORT: u8 = 2;
 
-/// What [`Session::respond`] returns.
-#[derive(Debug)]
+/// What [`Session::respond`] returns. `Debug` leaves out the plaintext.
 pub struct Responded {
     /// The new session (responder side).
     pub session: Session,
@@ -58,6 +57,16 @@ pub struct Responded {
     pub plaintext: Vec<u8>,
     /// The one-time prekey the handshake used (its secret is now deleted), if any.
     pub one_time_prekey: Option<u32>,
+}
+
+impl core::fmt::Debug for Responded {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Responded")
+            .field("session", &self.session)
+            .field("plaintext_len", &self.plaintext.len())
+            .field("one_time_prekey", &self.one_time_prekey)
+            .finish()
+    }
 }
 
 struct Parsed<'a> {
@@ -339,6 +348,11 @@ impl Session {
             .verify(SigContext::SessionHandshake, &t, &p.sig)
             .map_err(|_| SessionError::BadTranscriptSignature)?;
         let id = session_id(&t);
+        if p.kind != KIND_ONE_TIME && prekeys.has_seen(p.signed_id, &id) {
+            // A handshake against prekeys that are not one-time is accepted once: a replay
+            // would rebuild the same session, and a quantum responder's first chain with it.
+            return Err(SessionError::Duplicate);
+        }
         let dh = match (spk, &p.ek) {
             (Some(k), Some(ek)) => Some(k.diffie_hellman(ek)?),
             _ => None,
@@ -366,8 +380,9 @@ impl Session {
         )?;
         let plaintext = session.decrypt(p.first, rng)?;
         let one_time_prekey = (p.kind == KIND_ONE_TIME).then_some(p.one_time_id);
-        if let Some(id) = one_time_prekey {
-            prekeys.consume_one_time(id);
+        match one_time_prekey {
+            Some(id) => prekeys.consume_one_time(id),
+            None => prekeys.remember(p.signed_id, id),
         }
         Ok(Responded {
             session,

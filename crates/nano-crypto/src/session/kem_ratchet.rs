@@ -121,8 +121,11 @@ pub(crate) struct KemRatchet {
     pub(crate) mode: CryptoMode,
     /// The epoch our messages use.
     pub(crate) send_epoch: u32,
-    /// Epoch keys held, oldest first (at most [`EPOCH_WINDOW`]).
-    pub(crate) keys: VecDeque<(u32, SymmetricKey)>,
+    /// Epoch keys held, oldest first (at most [`EPOCH_WINDOW`]); boxed so that moving them
+    /// never leaves a copy behind.
+    pub(crate) keys: VecDeque<(u32, Box<SymmetricKey>)>,
+    /// The highest epoch of a message accepted from the peer at a new position.
+    pub(crate) peer_max_epoch: u32,
     pub(crate) pending: Pending,
     /// Messages sent and received since `send_epoch` last changed.
     pub(crate) since_refresh: u64,
@@ -143,9 +146,11 @@ pub(crate) enum Update {
     None,
     /// Store a chunk of the item being collected.
     Chunk(u8, [u8; MAX_CHUNK]),
+    /// Discard the encapsulation key being collected (it was invalid).
+    Restart,
     /// The exchange completed on our side: install `pending` and maybe a key and a new epoch.
     Advance {
-        key: Option<(u32, SymmetricKey)>,
+        key: Option<(u32, Box<SymmetricKey>)>,
         send_epoch: u32,
         pending: Pending,
     },
@@ -176,7 +181,8 @@ impl KemRatchet {
         Ok(Self {
             mode,
             send_epoch: 0,
-            keys: VecDeque::from([(0, epoch0)]),
+            keys: VecDeque::from([(0, Box::new(epoch0))]),
+            peer_max_epoch: 0,
             pending,
             since_refresh: 0,
         })
@@ -184,7 +190,10 @@ impl KemRatchet {
 
     /// The key of `epoch`, if held.
     pub(crate) fn key(&self, epoch: u32) -> Option<&SymmetricKey> {
-        self.keys.iter().find(|(e, _)| *e == epoch).map(|(_, k)| k)
+        self.keys
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, k)| k.as_ref())
     }
 
     /// The epoch and the chunk (index, bytes zero-padded to the mode's chunk size) for the next
@@ -244,7 +253,7 @@ impl KemRatchet {
                 let ss = decapsulate(self.mode, dk, &buf.data[..ct_len(self.mode)])?;
                 let key = chain::epoch_step(self.prev_key(*k)?, ss.expose(), *k)?;
                 Ok(Update::Advance {
-                    key: Some((*k, key)),
+                    key: Some((*k, Box::new(key))),
                     send_epoch: *k,
                     pending: Pending::ReceivingEk {
                         epoch: k + 1,
@@ -261,10 +270,15 @@ impl KemRatchet {
                 }
                 let mut buf = ek.clone();
                 buf.put(&c);
-                let (ct, ss) = encapsulate(self.mode, &buf.data[..ek_len(self.mode)], rng)?;
+                let Some((ct, ss)) = encapsulate(self.mode, &buf.data[..ek_len(self.mode)], rng)?
+                else {
+                    // An encapsulation key that fails the FIPS 203 check: the message itself
+                    // authenticated and is delivered; the item is collected again from scratch.
+                    return Ok(Update::Restart);
+                };
                 let key = chain::epoch_step(self.prev_key(*k)?, ss.expose(), *k)?;
                 Ok(Update::Advance {
-                    key: Some((*k, key)),
+                    key: Some((*k, Box::new(key))),
                     send_epoch: self.send_epoch,
                     pending: Pending::Encapsulated {
                         epoch: *k,
@@ -282,11 +296,18 @@ impl KemRatchet {
             .ok_or(CryptoError::Internal("KEM ratchet: previous epoch key"))
     }
 
-    /// Applies a prepared update (infallible).
-    pub(crate) fn apply(&mut self, update: Update) {
+    /// Applies a prepared update (infallible). Returns the oldest epoch still held when the
+    /// window moved, so skipped keys that can only use older epochs can be dropped.
+    pub(crate) fn apply(&mut self, update: Update) -> Option<u32> {
         self.since_refresh += 1;
         match update {
-            Update::None => {}
+            Update::None => None,
+            Update::Restart => {
+                if let Pending::ReceivingEk { ek, .. } = &mut self.pending {
+                    *ek = ChunkBuf::new(self.mode, ek_len(self.mode));
+                }
+                None
+            }
             Update::Chunk(index, data) => {
                 let c = Chunk {
                     index,
@@ -297,6 +318,7 @@ impl KemRatchet {
                     Pending::ReceivingEk { ek, .. } => ek.put(&c),
                     Pending::Encapsulated { .. } => {}
                 }
+                None
             }
             Update::Advance {
                 key,
@@ -314,6 +336,7 @@ impl KemRatchet {
                 while self.keys.len() > EPOCH_WINDOW {
                     self.keys.pop_front();
                 }
+                self.keys.front().map(|(e, _)| *e)
             }
         }
     }
@@ -379,23 +402,24 @@ fn decapsulate(mode: CryptoMode, dk: &[u8], ct: &[u8]) -> Result<SymmetricKey> {
     }
 }
 
+/// Encapsulates to `ek`; `None` when `ek` fails the FIPS 203 §7.2 encapsulation-key check.
 fn encapsulate(
     mode: CryptoMode,
     ek: &[u8],
     rng: &mut impl CryptoRngCore,
-) -> Result<(Vec<u8>, SymmetricKey)> {
+) -> Result<Option<(Vec<u8>, SymmetricKey)>> {
     let mut m = Zeroizing::new([0u8; mlkem::ENCAPS_RAND_LEN]);
     rng.try_fill_bytes(&mut m[..])
         .map_err(|_| CryptoError::Rng)?;
     Ok(match mode {
-        CryptoMode::Quantum => {
-            let (ct, ss) = MlKem1024PublicKey::from_bytes(ek)?.encapsulate_derand(&m);
+        CryptoMode::Quantum => MlKem1024PublicKey::from_bytes(ek).ok().map(|pk| {
+            let (ct, ss) = pk.encapsulate_derand(&m);
             (ct.to_vec(), ss)
-        }
-        _ => {
-            let (ct, ss) = MlKem768PublicKey::from_bytes(ek)?.encapsulate_derand(&m);
+        }),
+        _ => MlKem768PublicKey::from_bytes(ek).ok().map(|pk| {
+            let (ct, ss) = pk.encapsulate_derand(&m);
             (ct.to_vec(), ss)
-        }
+        }),
     })
 }
 

@@ -7,6 +7,7 @@
 //! ```text
 //! prekey       PrekeyBundle (what a relay serves), SignedPrekeys, OneTimePrekey; the secret
 //!              side: SignedPrekeySecrets, OneTimePrekeys, PrekeySecrets
+//! prekey_state PrekeySecrets::to_bytes / from_bytes (versioned, for an encrypted store)
 //! handshake    Session::initiate / Session::respond: transcript, initiator signature, root keys
 //! ratchet      Session::encrypt / Session::decrypt: chains, X25519 DH ratchet, skipped keys
 //! kem_ratchet  the sparse KEM ratchet: ML-KEM epochs in chunks on ordinary messages
@@ -29,6 +30,7 @@ mod handshake;
 mod kem_ratchet;
 mod message;
 mod prekey;
+mod prekey_state;
 mod ratchet;
 mod skipped;
 mod state;
@@ -39,9 +41,10 @@ pub use error::SessionError;
 pub use handshake::Responded;
 pub use message::{MAX_HEADER_LEN, TYPE_HANDSHAKE, TYPE_MESSAGE, chunk_len};
 pub use prekey::{
-    MAX_ONE_TIME_BATCH, OneTimePrekey, OneTimePrekeys, PREKEY_BUNDLE_VERSION, PrekeyBundle,
-    PrekeySecrets, SignedPrekeySecrets, SignedPrekeys,
+    MAX_ONE_TIME_BATCH, MAX_SEEN_HANDSHAKES, OneTimePrekey, OneTimePrekeys, PREKEY_BUNDLE_VERSION,
+    PrekeyBundle, PrekeySecrets, SignedPrekeySecrets, SignedPrekeys,
 };
+pub use prekey_state::PREKEY_SECRETS_VERSION;
 pub use ratchet::MAX_SESSION_PLAINTEXT;
 pub use skipped::{MAX_SKIP_PER_CHAIN, MAX_SKIPPED};
 pub use state::SESSION_STATE_VERSION;

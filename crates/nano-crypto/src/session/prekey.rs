@@ -160,14 +160,12 @@ impl SignedPrekeys {
     /// [`SessionError::ModeMismatch`] if the owner has no keys of this mode;
     /// [`SessionError::BadPrekeySignature`].
     pub fn verify(&self, owner: &PublicBundle) -> Result<()> {
-        let vk = owner
-            .verifying_key(self.mode)
-            .ok_or(SessionError::ModeMismatch {
-                expected: owner.min_mode(),
-                got: self.mode,
-            })?;
-        vk.verify(SigContext::SignedPrekeys, &self.unsigned(), &self.signature)
-            .map_err(|_| SessionError::BadPrekeySignature)
+        verify_record(
+            owner,
+            SigContext::SignedPrekeys,
+            &self.unsigned(),
+            &self.signature,
+        )
     }
 }
 
@@ -235,14 +233,12 @@ impl OneTimePrekey {
     /// [`SessionError::ModeMismatch`] if the owner has no keys of this mode;
     /// [`SessionError::BadPrekeySignature`].
     pub fn verify(&self, owner: &PublicBundle) -> Result<()> {
-        let vk = owner
-            .verifying_key(self.mode)
-            .ok_or(SessionError::ModeMismatch {
-                expected: owner.min_mode(),
-                got: self.mode,
-            })?;
-        vk.verify(SigContext::OneTimePrekey, &self.unsigned(), &self.signature)
-            .map_err(|_| SessionError::BadPrekeySignature)
+        verify_record(
+            owner,
+            SigContext::OneTimePrekey,
+            &self.unsigned(),
+            &self.signature,
+        )
     }
 }
 
@@ -336,11 +332,18 @@ impl PrekeyBundle {
     }
 }
 
+/// Most session ids remembered per signed-prekeys record (handshakes that used no one-time
+/// prekey); past it the oldest is forgotten, so rotate signed prekeys well before.
+pub const MAX_SEEN_HANDSHAKES: usize = 10_000;
+
 /// The secret side of one signed-prekeys record.
 pub struct SignedPrekeySecrets {
-    x25519: Option<X25519KeyPair>,
-    last_resort: Option<KemKeyPair>,
-    public: SignedPrekeys,
+    pub(super) x25519: Option<X25519KeyPair>,
+    pub(super) last_resort: Option<KemKeyPair>,
+    pub(super) public: SignedPrekeys,
+    /// Ids of the sessions accepted against this record without a one-time prekey, oldest
+    /// first: each such handshake is accepted once.
+    pub(super) seen: std::collections::VecDeque<[u8; 32]>,
 }
 
 impl core::fmt::Debug for SignedPrekeySecrets {
@@ -382,13 +385,14 @@ impl SignedPrekeySecrets {
             id,
             x25519: x25519.as_ref().map(|k| *k.public_key()),
             last_resort: last_resort.as_ref().map(KemKeyPair::public_key),
-            signature: Signature::from_bytes(mode, &vec![0; sign::signature_len(mode)])?,
+            signature: unsigned_placeholder(mode)?,
         };
         public.signature = signer.sign(SigContext::SignedPrekeys, &public.unsigned(), rng)?;
         Ok(Self {
             x25519,
             last_resort,
             public,
+            seen: std::collections::VecDeque::new(),
         })
     }
 
@@ -408,8 +412,8 @@ impl SignedPrekeySecrets {
 
 /// A batch of one-time prekeys: the secrets this side keeps, and their signed public halves.
 pub struct OneTimePrekeys {
-    mode: CryptoMode,
-    keys: BTreeMap<u32, (KemKeyPair, OneTimePrekey)>,
+    pub(super) mode: CryptoMode,
+    pub(super) keys: BTreeMap<u32, (KemKeyPair, OneTimePrekey)>,
 }
 
 impl core::fmt::Debug for OneTimePrekeys {
@@ -458,7 +462,7 @@ impl OneTimePrekeys {
                 mode,
                 id,
                 key: kp.public_key(),
-                signature: Signature::from_bytes(mode, &vec![0; sign::signature_len(mode)])?,
+                signature: unsigned_placeholder(mode)?,
             };
             public.signature = signer.sign(SigContext::OneTimePrekey, &public.unsigned(), rng)?;
             keys.insert(id, (kp, public));
@@ -508,9 +512,9 @@ impl OneTimePrekeys {
 /// one-time prekeys.
 #[derive(Debug)]
 pub struct PrekeySecrets {
-    mode: CryptoMode,
-    signed: Vec<SignedPrekeySecrets>,
-    one_time: OneTimePrekeys,
+    pub(super) mode: CryptoMode,
+    pub(super) signed: Vec<SignedPrekeySecrets>,
+    pub(super) one_time: OneTimePrekeys,
 }
 
 impl PrekeySecrets {
@@ -546,13 +550,17 @@ impl PrekeySecrets {
     /// Makes `next` current, keeping at most `keep_previous` earlier records.
     ///
     /// # Errors
-    /// [`SessionError::ModeMismatch`] if `next` is of another mode.
+    /// [`SessionError::ModeMismatch`] if `next` is of another mode;
+    /// [`SessionError::Malformed`] if a record with the same id is held.
     pub fn rotate(&mut self, next: SignedPrekeySecrets, keep_previous: usize) -> Result<()> {
         if next.public.mode != self.mode {
             return Err(SessionError::ModeMismatch {
                 expected: self.mode,
                 got: next.public.mode,
             });
+        }
+        if self.signed(next.public.id).is_some() {
+            return Err(CryptoError::MalformedBundle("signed prekeys id already held").into());
         }
         self.signed.push(next);
         let excess = self.signed.len().saturating_sub(keep_previous + 1);
@@ -581,6 +589,48 @@ impl PrekeySecrets {
     pub(crate) fn consume_one_time(&mut self, id: u32) {
         self.one_time.remove(id);
     }
+
+    /// Whether a session with `id` was already accepted against signed record `signed_id`.
+    pub(crate) fn has_seen(&self, signed_id: u32, id: &[u8; 32]) -> bool {
+        self.signed(signed_id)
+            .is_some_and(|s| s.seen.iter().any(|x| x == id))
+    }
+
+    /// Remembers a session accepted against signed record `signed_id` without a one-time key.
+    pub(crate) fn remember(&mut self, signed_id: u32, id: [u8; 32]) {
+        if let Some(s) = self.signed.iter_mut().find(|s| s.public.id == signed_id) {
+            if s.seen.len() >= MAX_SEEN_HANDSHAKES {
+                s.seen.pop_front();
+            }
+            s.seen.push_back(id);
+        }
+    }
+}
+
+/// Verifies a prekey record's signature under `owner`'s identity key of the signature's mode.
+fn verify_record(
+    owner: &PublicBundle,
+    ctx: SigContext,
+    unsigned: &[u8],
+    signature: &Signature,
+) -> Result<()> {
+    let mode = signature.mode();
+    let vk = owner
+        .verifying_key(mode)
+        .ok_or(SessionError::ModeMismatch {
+            expected: owner.min_mode(),
+            got: mode,
+        })?;
+    vk.verify(ctx, unsigned, signature)
+        .map_err(|_| SessionError::BadPrekeySignature)
+}
+
+/// A placeholder signature of the right size, replaced once the record is signed.
+fn unsigned_placeholder(mode: CryptoMode) -> Result<Signature> {
+    Ok(Signature::from_bytes(
+        mode,
+        &vec![0; sign::signature_len(mode)],
+    )?)
 }
 
 fn signer(identity: &Identity, mode: CryptoMode) -> Result<&crate::sign::SigningKeyPair> {

@@ -80,6 +80,7 @@ fn walk(
     key: &SymmetricKey,
     from: u32,
     to: u32,
+    max_epoch: u32,
 ) -> Result<(Vec<SkippedKey>, SymmetricKey, Chain)> {
     let skip = u64::from(to) - u64::from(from);
     if skip > u64::from(MAX_SKIP_PER_CHAIN) {
@@ -98,7 +99,8 @@ fn walk(
         skipped.push(SkippedKey {
             chain: *id,
             n,
-            key: c.step(),
+            max_epoch,
+            key: Box::new(c.step()),
         });
     }
     let mk = c.step();
@@ -106,7 +108,7 @@ fn walk(
 }
 
 /// Keys skipped at the end of a receiving chain (up to the sender's `pn`).
-fn finish_chain(id: &ChainId, recv: &Chain, pn: u32) -> Result<Vec<SkippedKey>> {
+fn finish_chain(id: &ChainId, recv: &Chain, pn: u32, max_epoch: u32) -> Result<Vec<SkippedKey>> {
     if pn <= recv.n {
         return Ok(Vec::new());
     }
@@ -117,11 +119,12 @@ fn finish_chain(id: &ChainId, recv: &Chain, pn: u32) -> Result<Vec<SkippedKey>> 
             limit: MAX_SKIP_PER_CHAIN,
         });
     }
-    let (mut keys, last, _) = walk(id, &recv.key, recv.n, pn - 1)?;
+    let (mut keys, last, _) = walk(id, &recv.key, recv.n, pn - 1, max_epoch)?;
     keys.push(SkippedKey {
         chain: *id,
         n: pn - 1,
-        key: last,
+        max_epoch,
+        key: Box::new(last),
     });
     Ok(keys)
 }
@@ -245,6 +248,15 @@ impl Session {
             None => None,
         };
         let located = self.locate(&h)?;
+        // A new position in the peer's sending order cannot use an older epoch than one already
+        // accepted (an honest sender's epochs only grow): otherwise a stolen state could keep
+        // forging under an old epoch key for as long as that key stays in the window.
+        if let Some(k) = &self.kem
+            && located.used_skipped.is_none()
+            && h.epoch < k.peer_max_epoch
+        {
+            return Err(SessionError::DecryptFailed);
+        }
         let key = chain::message_key(chain::key32(located.key.expose()), epoch_key);
         let plaintext = AeadKey::new(self.aead, &key)?
             .open(&NONCE, &message[..header_len], &message[header_len..])
@@ -253,7 +265,7 @@ impl Session {
             Some(k) => k.prepare(h.epoch, h.chunk, rng)?,
             None => Update::None,
         };
-        self.commit(located, update);
+        self.commit(located, update, h.epoch);
         Ok(plaintext)
     }
 
@@ -282,7 +294,7 @@ impl Session {
             if h.n < recv.n {
                 return Err(SessionError::Duplicate);
             }
-            let (skipped, key, next) = walk(&id, &recv.key, recv.n, h.n)?;
+            let (skipped, key, next) = walk(&id, &recv.key, recv.n, h.n, h.epoch)?;
             return Ok(Located {
                 key,
                 used_skipped: None,
@@ -301,12 +313,12 @@ impl Session {
         x25519::check_canonical(&id)?;
         let mine = dh.dhs.as_ref().ok_or(SessionError::DecryptFailed)?;
         let mut skipped = match (&self.recv, &dh.dhr) {
-            (Some(recv), Some(old)) => finish_chain(old, recv, h.pn)?,
+            (Some(recv), Some(old)) => finish_chain(old, recv, h.pn, h.epoch)?,
             _ => Vec::new(),
         };
         let out = mine.diffie_hellman(&id)?;
         let (root, ck) = chain::root_step(&dh.root, out.expose())?;
-        let (more, key, next) = walk(&id, &ck, 0, h.n)?;
+        let (more, key, next) = walk(&id, &ck, 0, h.n, h.epoch)?;
         skipped.extend(more);
         Ok(Located {
             key,
@@ -318,7 +330,7 @@ impl Session {
     }
 
     /// Applies a located key and a KEM update after the message authenticated.
-    fn commit(&mut self, located: Located, update: Update) {
+    fn commit(&mut self, located: Located, update: Update, epoch: u32) {
         if let Some(pos) = located.used_skipped {
             self.skipped.remove(pos);
         }
@@ -339,7 +351,12 @@ impl Session {
             self.send = None;
         }
         if let Some(k) = self.kem.as_mut() {
-            k.apply(update);
+            if located.used_skipped.is_none() {
+                k.peer_max_epoch = k.peer_max_epoch.max(epoch);
+            }
+            if let Some(oldest) = k.apply(update) {
+                self.skipped.forget_epochs_before(oldest);
+            }
         }
     }
 }

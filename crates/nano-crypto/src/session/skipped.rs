@@ -18,11 +18,15 @@ pub const MAX_SKIPPED: usize = 2_000;
 /// zeros for quantum mode's single receiving chain.
 pub(crate) type ChainId = [u8; 32];
 
-/// One kept key.
+/// One kept key. The key is boxed so that moving entries (queue growth, removal) moves only a
+/// pointer and never leaves a copy of the key behind in freed memory.
 pub(crate) struct SkippedKey {
     pub(crate) chain: ChainId,
     pub(crate) n: u32,
-    pub(crate) key: SymmetricKey,
+    /// The epoch of the message whose arrival skipped this one: the skipped message's epoch is
+    /// at most this, so once the epoch window has moved past it the key can never be used.
+    pub(crate) max_epoch: u32,
+    pub(crate) key: Box<SymmetricKey>,
 }
 
 /// Keys in insertion order (oldest first).
@@ -49,7 +53,7 @@ impl SkippedKeys {
 
     /// The key at `pos`.
     pub(crate) fn get(&self, pos: usize) -> Option<&SymmetricKey> {
-        self.entries.get(pos).map(|e| &e.key)
+        self.entries.get(pos).map(|e| e.key.as_ref())
     }
 
     /// Removes the key at `pos` (it has been used).
@@ -64,18 +68,36 @@ impl SkippedKeys {
 
     /// Adds keys, evicting the oldest of the same chain, then the oldest overall, past the bounds.
     pub(crate) fn extend(&mut self, keys: Vec<SkippedKey>) {
+        let mut counts: Vec<(ChainId, usize)> = Vec::new();
         for k in keys {
-            let in_chain = self.entries.iter().filter(|e| e.chain == k.chain).count();
-            if in_chain >= MAX_SKIP_PER_CHAIN as usize
+            let slot = match counts.iter().position(|(c, _)| *c == k.chain) {
+                Some(i) => i,
+                None => {
+                    let n = self.entries.iter().filter(|e| e.chain == k.chain).count();
+                    counts.push((k.chain, n));
+                    counts.len() - 1
+                }
+            };
+            if counts[slot].1 >= MAX_SKIP_PER_CHAIN as usize
                 && let Some(pos) = self.entries.iter().position(|e| e.chain == k.chain)
             {
                 self.entries.remove(pos);
+                counts[slot].1 -= 1;
             }
-            if self.entries.len() >= MAX_SKIPPED {
-                self.entries.pop_front();
+            if self.entries.len() >= MAX_SKIPPED
+                && let Some(old) = self.entries.pop_front()
+                && let Some(c) = counts.iter_mut().find(|(c, _)| *c == old.chain)
+            {
+                c.1 -= 1;
             }
+            counts[slot].1 += 1;
             self.entries.push_back(k);
         }
+    }
+
+    /// Drops the keys whose message can only use an epoch older than `oldest` (no longer held).
+    pub(crate) fn forget_epochs_before(&mut self, oldest: u32) {
+        self.entries.retain(|e| e.max_epoch >= oldest);
     }
 
     /// Number of keys held.
@@ -93,7 +115,8 @@ mod tests {
         SkippedKey {
             chain: [chain; 32],
             n,
-            key: SecretBytes::new([chain; 32]),
+            max_epoch: 0,
+            key: Box::new(SecretBytes::new([chain; 32])),
         }
     }
 
@@ -110,5 +133,18 @@ mod tests {
         assert!(s.find(&[1; 32], 14).is_none());
         assert!(s.find(&[1; 32], 15).is_some());
         assert!(s.find(&[3; 32], 9).is_some());
+    }
+
+    #[test]
+    fn keys_whose_epochs_left_the_window_are_forgotten() {
+        let mut s = SkippedKeys::default();
+        let mut a = k(1, 0);
+        a.max_epoch = 3;
+        let mut b = k(1, 1);
+        b.max_epoch = 5;
+        s.extend(vec![a, b]);
+        s.forget_epochs_before(4);
+        assert!(s.find(&[1; 32], 0).is_none());
+        assert!(s.find(&[1; 32], 1).is_some());
     }
 }

@@ -7,12 +7,13 @@
 //! chain?  = 0 | 1 ‖ chain key (32) ‖ n (4)
 //! dh      = root (32) ‖ 0 | 1 ‖ our ratchet secret (32) ‖ 0 | 1 ‖ peer ratchet key (32)
 //!           ‖ pn (4) ‖ count (1) ‖ old peer ratchet keys (32 each)
-//! kem     = send epoch (4) ‖ since refresh (8) ‖ count (1) ‖ { epoch (4) ‖ key (32) }
+//! kem     = send epoch (4) ‖ since refresh (8) ‖ peer max epoch (4) ‖ count (1)
+//!           ‖ { epoch (4) ‖ key (32) }
 //!           ‖ pending: 1 ‖ epoch (4) ‖ seed (64) ‖ next (2) ‖ chunks   (sending the ek)
 //!                    | 2 ‖ epoch (4) ‖ chunks                          (collecting the ek)
 //!                    | 3 ‖ epoch (4) ‖ ciphertext ‖ next (2)           (sending the ciphertext)
 //! chunks  = bitmap (⌈count / 8⌉, bit i of byte i/8 = chunk i held, LSB first) ‖ data
-//! skipped = count (2) ‖ { chain id (32) ‖ n (4) ‖ key (32) }
+//! skipped = count (2) ‖ { chain id (32) ‖ n (4) ‖ max epoch (4) ‖ key (32) }
 //! ```
 //! Integers are big-endian. Every count is bounded on decode, so a corrupted store cannot make
 //! the decoder allocate without limit.
@@ -42,6 +43,13 @@ use crate::secret::SymmetricKey;
 pub const SESSION_STATE_VERSION: u8 = 1;
 
 type Result<T> = core::result::Result<T, SessionError>;
+
+/// An upper bound on the state's length without skipped keys: header 100, chains 74, DH part
+/// 32 + 33 + 33 + 4 + 1 + 16 × 32, KEM part 4 + 8 + 4 + 1 + 16 × 36 + 1 + 4 + 64 + 2 + 5 +
+/// 1,596 (the largest pending exchange), skipped count 2.
+const FIXED_STATE_MAX: usize = 100 + 74 + 615 + 2_269 + 2;
+/// Bytes per skipped key: chain id, n, max epoch, key.
+const SKIPPED_ENTRY_LEN: usize = 32 + 4 + 4 + 32;
 
 fn bad(what: &'static str) -> SessionError {
     SessionError::Malformed(CryptoError::MalformedBundle(what))
@@ -99,7 +107,10 @@ impl Session {
     /// The state as bytes (zeroized on drop): store them encrypted, and write them before a
     /// message leaves and before a received one is acknowledged.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(512));
+        // Allocated once at its final size: a regrowth would free a copy of the secrets unwiped.
+        let mut out = Zeroizing::new(Vec::with_capacity(
+            FIXED_STATE_MAX + SKIPPED_ENTRY_LEN * self.skipped.entries.len(),
+        ));
         out.extend_from_slice(&[
             SESSION_STATE_VERSION,
             self.mode.to_byte(),
@@ -136,6 +147,7 @@ impl Session {
         if let Some(kem) = &self.kem {
             out.extend_from_slice(&kem.send_epoch.to_be_bytes());
             out.extend_from_slice(&kem.since_refresh.to_be_bytes());
+            out.extend_from_slice(&kem.peer_max_epoch.to_be_bytes());
             out.push(kem.keys.len() as u8);
             for (e, k) in &kem.keys {
                 out.extend_from_slice(&e.to_be_bytes());
@@ -172,6 +184,7 @@ impl Session {
         for s in &self.skipped.entries {
             out.extend_from_slice(&s.chain);
             out.extend_from_slice(&s.n.to_be_bytes());
+            out.extend_from_slice(&s.max_epoch.to_be_bytes());
             out.extend_from_slice(s.key.expose());
         }
         out
@@ -223,7 +236,8 @@ impl Session {
             skipped.entries.push_back(SkippedKey {
                 chain: r.array("skipped chain")?,
                 n: r.u32("skipped index")?,
-                key: key(&mut r, "skipped key")?,
+                max_epoch: r.u32("skipped max epoch")?,
+                key: Box::new(key(&mut r, "skipped key")?),
             });
         }
         r.finish("session state")?;
@@ -282,13 +296,14 @@ fn read_dh(r: &mut Reader<'_>) -> Result<DhState> {
 fn read_kem(r: &mut Reader<'_>, mode: CryptoMode, initiator: bool) -> Result<KemRatchet> {
     let send_epoch = r.u32("send epoch")?;
     let since_refresh = r.u64("since refresh")?;
+    let peer_max_epoch = r.u32("peer max epoch")?;
     let count = usize::from(r.u8("epoch key count")?);
     if count == 0 || count > EPOCH_WINDOW {
         return Err(bad("epoch key count"));
     }
     let mut keys = VecDeque::with_capacity(count);
     for _ in 0..count {
-        keys.push_back((r.u32("epoch")?, key(r, "epoch key")?));
+        keys.push_back((r.u32("epoch")?, Box::new(key(r, "epoch key")?)));
     }
     let pending = match r.u8("pending kind")? {
         1 => {
@@ -326,6 +341,7 @@ fn read_kem(r: &mut Reader<'_>, mode: CryptoMode, initiator: bool) -> Result<Kem
         keys,
         pending,
         since_refresh,
+        peer_max_epoch,
     };
     if k.key(send_epoch).is_none() {
         return Err(bad("send epoch key"));

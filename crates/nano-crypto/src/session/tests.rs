@@ -226,3 +226,73 @@ fn a_stolen_state_stops_decrypting_after_one_kem_epoch() {
         );
     }
 }
+
+#[test]
+fn a_stolen_state_cannot_forge_under_an_old_epoch_after_healing() {
+    for mode in [CryptoMode::Hybrid, CryptoMode::Quantum] {
+        let mut w = world(mode, 4);
+        w.until_epoch(1);
+        let stolen_at = w.b.epoch();
+        let mut eve = copy(&w.b);
+        w.until_epoch(stolen_at + 2);
+        // Eve, holding Bob's old state, writes as Bob past every position Alice has seen.
+        let mut forged = eve.encrypt(b"forged", &mut w.r).unwrap();
+        for _ in 0..2_000 {
+            let probe = copy(&w.a).decrypt(&forged, &mut w.r);
+            if !matches!(probe, Err(SessionError::Duplicate)) {
+                break;
+            }
+            forged = eve.encrypt(b"forged", &mut w.r).unwrap();
+        }
+        if mode == CryptoMode::Quantum {
+            // Same chain keys as Bob: only the epoch rule stands between Eve and Alice.
+            assert_eq!(eve.epoch(), stolen_at);
+        }
+        assert!(w.a.decrypt(&forged, &mut w.r).is_err(), "{mode}");
+        // Bob's own messages still arrive.
+        let m = w.b.encrypt(b"real", &mut w.r).unwrap();
+        assert_eq!(w.a.decrypt(&m, &mut w.r).unwrap(), b"real");
+    }
+}
+
+#[test]
+fn an_invalid_encapsulation_key_restarts_the_exchange_and_the_message_is_delivered() {
+    use super::kem_ratchet::{KemRatchet, Pending, Update};
+    use super::message::{Chunk, chunk_len};
+    let mut r = ChaCha20Rng::seed_from_u64(9);
+    for mode in [CryptoMode::Hybrid, CryptoMode::Quantum] {
+        let mut k = KemRatchet::new(
+            mode,
+            false,
+            crate::secret::SecretBytes::new([1; 32]),
+            &mut r,
+        )
+        .unwrap();
+        // An all-0xFF encapsulation key: every coefficient ≥ q, refused by FIPS 203 §7.2.
+        let size = chunk_len(mode);
+        let count = match &k.pending {
+            Pending::ReceivingEk { ek, .. } => ek.have.len(),
+            _ => panic!("responder starts by collecting"),
+        };
+        let data = [0xffu8; 64];
+        for i in 0..count {
+            let c = Chunk {
+                index: i as u8,
+                data: &data[..size],
+            };
+            let u = k.prepare(0, Some(c), &mut r).unwrap();
+            if i + 1 == count {
+                assert!(matches!(u, Update::Restart), "{mode}");
+            }
+            k.apply(u);
+        }
+        match &k.pending {
+            Pending::ReceivingEk { epoch, ek } => {
+                assert_eq!(*epoch, 1);
+                assert!(ek.have.iter().all(|h| !h), "{mode}: collection restarted");
+            }
+            _ => panic!("{mode}: still collecting epoch 1"),
+        }
+        assert_eq!(k.send_epoch, 0);
+    }
+}
