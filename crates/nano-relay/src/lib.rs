@@ -17,7 +17,8 @@
 //! delivery::hub       the recipient's sessions on this relay, each with a bounded mailbox
 //! delivery::fanout    Redis pub/sub: wakes the recipient's sessions on the other relays
 //! storage             one Storage trait; SQLite (WAL) and PostgreSQL (pooled, reconnecting);
-//!                     migrations, the guide's four indexes, the readiness probe
+//!                     migrations, the guide's four indexes, the readiness probe; the
+//!                     PrekeyStore (signed and one-time prekeys, an at-most-once claim)
 //! ```
 //!
 //! and the rest of the house:

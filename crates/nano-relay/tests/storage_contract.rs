@@ -11,9 +11,9 @@ use nano_relay::storage::postgres::PostgresStorage;
 use nano_relay::storage::{Mark, MarkKind, RelayError, Storage, StoreOutcome};
 
 fn setup(s: &dyn Storage) -> (i64, i64) {
-    assert_eq!(s.migrate().unwrap(), 3);
-    assert_eq!(s.migrate().unwrap(), 3);
-    assert_eq!(s.probe().unwrap(), 3);
+    assert_eq!(s.migrate().unwrap(), 4);
+    assert_eq!(s.migrate().unwrap(), 4);
+    assert_eq!(s.probe().unwrap(), 4);
     common::two_users(s)
 }
 
@@ -79,8 +79,69 @@ contract!(
     users_register_once_and_rotate_only_from_the_current_key,
     batches_dedup_enforce_quota_and_page_in_order,
     ack_read_and_cleanup,
-    a_mark_batch_applies_every_mark_in_order
+    a_mark_batch_applies_every_mark_in_order,
+    prekeys_are_claimed_once_and_signed_records_keep_their_grace
 );
+
+fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage) {
+    use nano_relay::storage::SignedRecord;
+    let (a, b) = setup(s);
+    let mode = CryptoMode::Hybrid;
+    assert_eq!(s.signed_prekeys(a, mode).unwrap(), None);
+    assert_eq!(s.claim_one_time_prekey(a, mode).unwrap(), None);
+    let record = |id: u32, t: i64, keep: u32, bytes: &'static [u8]| SignedRecord {
+        user_id: a,
+        mode,
+        prekey_id: id,
+        record: bytes,
+        now_ms: t,
+        keep_previous: keep,
+    };
+    s.put_signed_prekeys(&record(1, 10, 1, b"spk-1")).unwrap();
+    s.put_signed_prekeys(&record(2, 20, 1, b"spk-2")).unwrap();
+    assert_eq!(s.signed_prekeys(a, mode).unwrap().unwrap(), b"spk-2");
+    // Another mode and another user are separate.
+    assert_eq!(s.signed_prekeys(a, CryptoMode::Quantum).unwrap(), None);
+    assert_eq!(s.signed_prekeys(b, mode).unwrap(), None);
+    // A third record with one previous kept: the first is gone, the second stays.
+    s.put_signed_prekeys(&record(3, 30, 1, b"spk-3")).unwrap();
+    assert_eq!(s.signed_prekeys(a, mode).unwrap().unwrap(), b"spk-3");
+
+    let batch: Vec<(u32, Vec<u8>)> = (0..40u32)
+        .map(|i| (100 + i, format!("otk-{i}").into_bytes()))
+        .collect();
+    assert_eq!(s.add_one_time_prekeys(a, mode, &batch, 5).unwrap(), 40);
+    // Re-uploading held ids changes nothing.
+    assert_eq!(s.add_one_time_prekeys(a, mode, &batch[..5], 6).unwrap(), 40);
+    assert_eq!(s.one_time_prekey_count(b, mode).unwrap(), 0);
+    // Eight claimers at once take every prekey exactly once.
+    let claimed: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    while let Some(r) = s.claim_one_time_prekey(a, mode).unwrap() {
+                        mine.push(r);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut sorted = claimed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 40, "every prekey handed out once");
+    assert_eq!(claimed.len(), 40, "no prekey handed out twice");
+    assert_eq!(s.one_time_prekey_count(a, mode).unwrap(), 0);
+    assert_eq!(s.claim_one_time_prekey(a, mode).unwrap(), None);
+    // The signed record is still there: the caller falls back to its last-resort prekey.
+    assert!(s.signed_prekeys(a, mode).unwrap().is_some());
+}
 
 fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {
     let (a, _) = setup(s);

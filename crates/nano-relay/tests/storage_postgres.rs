@@ -11,7 +11,7 @@ use nano_testkit::PgDb;
 
 fn migrated(db: &PgDb, connections: usize) -> PostgresStorage {
     let s = PostgresStorage::connect_pool(&db.url, None, connections).unwrap();
-    assert_eq!(s.migrate().unwrap(), 3);
+    assert_eq!(s.migrate().unwrap(), 4);
     s
 }
 
@@ -24,14 +24,14 @@ fn the_pool_reconnects_after_the_server_closes_every_connection() {
     let alice = s
         .create_user("alice", b"bundle", &[1; 32], CryptoMode::Hybrid, 1)
         .unwrap();
-    assert_eq!(s.probe().unwrap(), 3);
+    assert_eq!(s.probe().unwrap(), 4);
     // What a restart does to the relay's side: every connection closed by the server.
     assert!(db.terminate_connections() >= 1);
     // The next operations find their connections closed, discard them and run on fresh ones.
     for _ in 0..8 {
         assert_eq!(s.user("alice").unwrap().unwrap().id, alice.id);
     }
-    assert_eq!(s.probe().unwrap(), 3);
+    assert_eq!(s.probe().unwrap(), 4);
     assert_eq!(s.pending_count(alice.id).unwrap(), 0);
 }
 
@@ -41,7 +41,7 @@ fn the_probe_fails_without_a_table_the_relay_needs() {
         return;
     };
     let s = migrated(&db, 2);
-    assert_eq!(s.probe().unwrap(), 3);
+    assert_eq!(s.probe().unwrap(), 4);
     db.execute("DROP TABLE messages").unwrap();
     let e = s.probe().unwrap_err();
     assert!(e.to_string().contains("messages"), "{e}");
@@ -112,7 +112,7 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         })
         .collect();
     for t in threads {
-        assert_eq!(t.join().unwrap(), 3);
+        assert_eq!(t.join().unwrap(), 4);
     }
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let applied: i64 = c
@@ -122,7 +122,7 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(applied, 3);
+    assert_eq!(applied, 4);
     let rows = c
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1",
@@ -145,4 +145,50 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         .unwrap();
     // Bad schema names are refused before they reach SQL.
     assert!(PostgresStorage::connect(&url, Some("x; DROP TABLE users")).is_err());
+}
+
+/// Two relays sharing one database: concurrent claims never hand a one-time prekey out twice.
+#[test]
+fn two_relays_claim_each_one_time_prekey_once() {
+    use nano_relay::storage::PrekeyStore;
+    let Some(db) = PgDb::create("pg prekey claim") else {
+        return;
+    };
+    let one = migrated(&db, 4);
+    let two = PostgresStorage::connect_pool(&db.url, None, 4).unwrap();
+    let alice = one
+        .create_user("alice", b"bundle", &[1; 32], CryptoMode::Quantum, 1)
+        .unwrap();
+    let batch: Vec<(u32, Vec<u8>)> = (0..200u32).map(|i| (i, i.to_be_bytes().to_vec())).collect();
+    assert_eq!(
+        one.add_one_time_prekeys(alice.id, CryptoMode::Quantum, &batch, 1)
+            .unwrap(),
+        200
+    );
+    let relays = [&one, &two];
+    let claimed: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let relay = relays[i % 2];
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    while let Some(r) = relay
+                        .claim_one_time_prekey(alice.id, CryptoMode::Quantum)
+                        .unwrap()
+                    {
+                        mine.push(r);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut unique = claimed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((claimed.len(), unique.len()), (200, 200));
 }

@@ -29,7 +29,7 @@ impl Drop for TempDir {
 }
 
 fn setup(s: &SqliteStorage) -> (i64, i64) {
-    assert_eq!(s.migrate().unwrap(), 3);
+    assert_eq!(s.migrate().unwrap(), 4);
     common::two_users(s)
 }
 
@@ -38,10 +38,10 @@ fn migrations_are_versioned_idempotent_and_create_the_guides_indexes() {
     let dir = TempDir::new("migrate");
     let s = SqliteStorage::open(&dir.0.join("relay.db")).unwrap();
     assert_eq!(s.schema_version().unwrap(), 0);
-    assert_eq!(s.migrate().unwrap(), 3);
-    assert_eq!(s.migrate().unwrap(), 3);
-    assert_eq!(s.schema_version().unwrap(), 3);
-    assert_eq!(s.probe().unwrap(), 3);
+    assert_eq!(s.migrate().unwrap(), 4);
+    assert_eq!(s.migrate().unwrap(), 4);
+    assert_eq!(s.schema_version().unwrap(), 4);
+    assert_eq!(s.probe().unwrap(), 4);
     let conn = rusqlite::Connection::open(dir.0.join("relay.db")).unwrap();
     let mut names: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_%'")
@@ -73,7 +73,7 @@ fn migrations_are_versioned_idempotent_and_create_the_guides_indexes() {
         s.migrate(),
         Err(RelayError::SchemaTooNew {
             found: 99,
-            supported: 3
+            supported: 4
         })
     ));
 }
@@ -88,7 +88,7 @@ fn committed_messages_survive_reopening() {
         s.store_batch(&[msg(7, bob, None, 1)], 10).unwrap();
     }
     let s = SqliteStorage::open(&path).unwrap();
-    assert_eq!(s.migrate().unwrap(), 3);
+    assert_eq!(s.migrate().unwrap(), 4);
     let bob = s.user("bob").unwrap().unwrap();
     let inbox = s.pending(bob.id, 0, 10).unwrap();
     assert_eq!(inbox.len(), 1);
@@ -172,7 +172,7 @@ fn the_probe_fails_without_a_table_and_bad_rows_are_corrupt_data() {
     let path = dir.0.join("relay.db");
     let s = SqliteStorage::open(&path).unwrap();
     setup(&s);
-    assert_eq!(s.probe().unwrap(), 3);
+    assert_eq!(s.probe().unwrap(), 4);
     let other = rusqlite::Connection::open(&path).unwrap();
     other
         .execute_batch("UPDATE users SET min_mode = 'x' WHERE username = 'alice'")

@@ -7,6 +7,7 @@
 
 mod pool;
 pub mod postgres;
+pub mod prekeys;
 pub mod schema;
 pub mod sqlite;
 
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use nano_crypto::CryptoMode;
 
 pub use crate::error::RelayError;
+pub use prekeys::{PrekeyStore, SignedRecord};
 
 /// Shorthand.
 pub type Result<T, E = RelayError> = core::result::Result<T, E>;
@@ -253,8 +255,8 @@ pub struct StoredMessage {
     pub read_at: Option<i64>,
 }
 
-/// The storage operations the relay needs.
-pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+/// The storage operations the relay needs (prekeys in their own small trait).
+pub trait Storage: PrekeyStore + Send + Sync + std::fmt::Debug + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations; returns the schema version now in place.

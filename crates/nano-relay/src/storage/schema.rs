@@ -2,6 +2,7 @@
 //! each and recorded in `schema_migrations`. Both backends have the same tables and the
 //! performance guide's four indexes (recipient+timestamp, sender+timestamp, partial unread,
 //! partial cleanup), plus the inbox-paging and acked-cleanup indexes the relay's queries use.
+//! Version 4 adds the prekey tables (`prekeys.rs`).
 
 /// The message indexes, the same on both backends: the guide's four (recipient+timestamp,
 /// sender+timestamp, partial unread, partial cleanup) and the relay's inbox-paging and
@@ -51,6 +52,10 @@ pub const SQLITE: &[(u32, &str)] = &[
     ),
     (2, MIGRATION_2),
     (3, MIGRATION_3),
+    (
+        4,
+        super::prekeys::prekey_tables!("INTEGER", "INTEGER", "BLOB"),
+    ),
 ];
 
 /// Version 2, the same on both backends: rotations are counted (a rotation statement names the
@@ -104,6 +109,10 @@ pub const POSTGRES: &[(u32, &str)] = &[
     ),
     (2, MIGRATION_2),
     (3, MIGRATION_3),
+    (
+        4,
+        super::prekeys::prekey_tables!("BIGINT", "SMALLINT", "BYTEA"),
+    ),
 ];
 
 /// The highest schema version this build knows.
@@ -118,7 +127,11 @@ pub const PROBE: &str =
         (SELECT COUNT(*) FROM (SELECT id, username, name_key, bundle, fingerprint, min_mode,
             key_version, created_at, updated_at FROM users LIMIT 0) u) AS users,
         (SELECT COUNT(*) FROM (SELECT seq, message_id, recipient_id, sender_id, crypto_mode,
-            timestamp, payload, read_at, deleted_at FROM messages LIMIT 0) m) AS messages";
+            timestamp, payload, read_at, deleted_at FROM messages LIMIT 0) m) AS messages,
+        (SELECT COUNT(*) FROM (SELECT user_id, crypto_mode, prekey_id, record, uploaded_at
+            FROM signed_prekeys LIMIT 0) s) AS signed_prekeys,
+        (SELECT COUNT(*) FROM (SELECT user_id, crypto_mode, prekey_id, record, uploaded_at
+            FROM one_time_prekeys LIMIT 0) o) AS one_time_prekeys";
 
 /// The readiness write: an update that matches no row (sequence numbers are positive), which
 /// still needs a writable table.
