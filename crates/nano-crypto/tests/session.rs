@@ -612,6 +612,7 @@ proptest! {
         let _ = p.b_reads(&bytes);
         let _ = Session::from_bytes(&bytes);
         let _ = PrekeyBundle::from_bytes(&bytes);
+        let _ = nano_crypto::session::payload_mode(&bytes);
     }
 }
 

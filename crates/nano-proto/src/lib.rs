@@ -60,6 +60,15 @@ pub fn sealed_envelope(message: &str) -> Option<nano_crypto::Envelope> {
     nano_crypto::Envelope::from_bytes(&decode_message(message)?).ok()
 }
 
+/// The mode of the session handshake or session message (PROTOCOL.md §14) a `message` field
+/// encodes, read from its clear header, or `None` if it is not one.
+pub fn session_payload(message: &str) -> Option<nano_crypto::CryptoMode> {
+    if message.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
+    nano_crypto::session::payload_mode(&decode_message(message)?).ok()
+}
+
 /// The `message` field carrying `envelope`: standard padded base64 (PROTOCOL.md §11),
 /// `4 × ⌈len / 3⌉` characters.
 pub fn encode_message(envelope: &[u8]) -> String {

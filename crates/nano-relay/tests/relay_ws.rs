@@ -995,3 +995,105 @@ async fn sends_are_judged_by_their_envelope() {
         vec![(sealed, CryptoMode::Hybrid, msg.as_str())]
     );
 }
+
+/// A session handshake and message from `from` to `to` in `mode`, base64, with the responder's
+/// prekeys to open them.
+fn session_pair(
+    from: &User,
+    to: &User,
+    mode: CryptoMode,
+) -> ([String; 2], nano_crypto::PrekeySecrets) {
+    use base64::Engine;
+    use nano_crypto::session::{
+        OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets,
+    };
+    let mut r = nano_crypto::OsRng;
+    let signed = SignedPrekeySecrets::generate(&to.identity, mode, 1, &mut r).unwrap();
+    let bundle = PrekeyBundle::new(signed.public().clone(), None).unwrap();
+    let secrets = PrekeySecrets::new(signed, OneTimePrekeys::empty(mode)).unwrap();
+    let (mut s, hs) = Session::initiate(
+        &from.identity,
+        to.identity.public_bundle(),
+        &bundle,
+        nano_crypto::AeadId::Aes256Gcm,
+        b"session hello",
+        &mut r,
+    )
+    .unwrap();
+    let m = s.encrypt(b"session again", &mut r).unwrap();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    ([b64(&hs), b64(&m)], secrets)
+}
+
+/// Session handshakes and messages travel like envelopes: judged by their clear mode byte under
+/// the floors, stored under the frame's id, delivered intact (the recipient opens them).
+#[tokio::test]
+async fn session_payloads_are_stored_and_delivered_under_the_floor() {
+    let cfg = Config::new()
+        .set("security", "minimum_crypto_mode", "\"hybrid\"")
+        .set("security", "allow_opaque_payloads", false);
+    let relay = Relay::start(&cfg).await;
+    let alice = User::new("alice", CryptoMode::Hybrid);
+    alice.register(&relay).await;
+    let bob = User::new("bob", CryptoMode::Hybrid);
+    bob.register(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+    let ([hs, m], mut secrets) = session_pair(&alice, &bob, CryptoMode::Hybrid);
+    let ids = [random_id(), random_id()];
+    for (payload, id) in [(&hs, ids[0]), (&m, ids[1])] {
+        a.send(&send_frame("bob", payload, CryptoMode::Hybrid, Some(id)))
+            .await;
+        assert_eq!(a.expect_sent().await, (id, false));
+    }
+    // Labelled with another mode: refused by the header.
+    a.send(&send_frame(
+        "bob",
+        &m,
+        CryptoMode::Quantum,
+        Some(random_id()),
+    ))
+    .await;
+    a.expect_error("mode_mismatch").await;
+    // A classical session is below this relay's floor.
+    let mallory = User::new("mallory", CryptoMode::Classical);
+    let outsider = User::new("outsider", CryptoMode::Classical);
+    let ([low, _], _) = session_pair(&mallory, &outsider, CryptoMode::Classical);
+    a.send(&send_frame(
+        "bob",
+        &low,
+        CryptoMode::Classical,
+        Some(random_id()),
+    ))
+    .await;
+    a.expect_error("mode_not_allowed").await;
+
+    let (_b, login) = bob.connect(&relay).await;
+    let got: Vec<_> = login
+        .msgs
+        .iter()
+        .map(|msg| (msg.id, msg.mode, msg.message.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (ids[0], CryptoMode::Hybrid, hs.clone()),
+            (ids[1], CryptoMode::Hybrid, m.clone())
+        ]
+    );
+    use base64::Engine;
+    let decode = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+    let mut r = nano_crypto::OsRng;
+    let mut opened = nano_crypto::Session::respond(
+        &bob.identity,
+        &mut secrets,
+        alice.identity.public_bundle(),
+        &decode(&hs),
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(opened.plaintext, b"session hello");
+    assert_eq!(
+        opened.session.decrypt(&decode(&m), &mut r).unwrap(),
+        b"session again"
+    );
+}

@@ -149,6 +149,18 @@ fn parse(bytes: &[u8]) -> core::result::Result<Parsed<'_>, CryptoError> {
     })
 }
 
+/// Longest handshake before its first message: quantum with a one-time prekey
+/// (header 1 + 1 + 1 + 32 + 32 + 4 + 1 + 4 + 1,568 ciphertext, ML-DSA-87 signature 4,627).
+pub(crate) const MAX_HANDSHAKE_PREFIX: usize = 76 + 4 + 1_568 + 4_627;
+
+/// The mode and the first session message of a handshake, after checking its structure.
+pub(crate) fn first_message(
+    bytes: &[u8],
+) -> core::result::Result<(CryptoMode, &[u8]), SessionError> {
+    let p = parse(bytes)?;
+    Ok((p.mode, p.first))
+}
+
 fn transcript(header: &[u8], spk: Option<&[u8; 32]>, kem_pk: Option<&KemPublicKey>) -> Vec<u8> {
     let mut t = header.to_vec();
     if let Some(k) = spk {

@@ -98,6 +98,46 @@ impl core::fmt::Debug for Session {
     }
 }
 
+/// The mode a session payload is in, read from its clear header without any key: what a relay
+/// needs to store and forward it and to enforce its mode floor. Checks the structure (a
+/// handshake parses completely, including its first message's header; a message's header parses
+/// and a tag follows) but nothing that needs a key.
+///
+/// # Errors
+/// [`SessionError::Malformed`] for anything that is not a well-formed session handshake
+/// (`0x02`) or message (`0x03`), or is longer than a session message can be.
+pub fn payload_mode(bytes: &[u8]) -> Result<CryptoMode, SessionError> {
+    let max =
+        handshake::MAX_HANDSHAKE_PREFIX + message::MAX_HEADER_LEN + MAX_SESSION_PLAINTEXT + TAG_LEN;
+    if bytes.len() > max {
+        return Err(SessionError::Malformed(crate::CryptoError::TooLarge {
+            what: "session payload",
+            max,
+            got: bytes.len(),
+        }));
+    }
+    let (outer, first) = match bytes.first() {
+        Some(&TYPE_HANDSHAKE) => {
+            let (mode, first) = handshake::first_message(bytes)?;
+            (Some(mode), first)
+        }
+        _ => (None, bytes),
+    };
+    let (h, len) = message::Header::decode(first)?;
+    if first.len() < len + TAG_LEN {
+        return Err(SessionError::Malformed(crate::CryptoError::Truncated {
+            what: "session message tag",
+        }));
+    }
+    match outer {
+        Some(expected) if expected != h.mode => Err(SessionError::ModeMismatch {
+            expected,
+            got: h.mode,
+        }),
+        _ => Ok(h.mode),
+    }
+}
+
 impl Session {
     /// The mode.
     pub fn mode(&self) -> CryptoMode {

@@ -3,9 +3,13 @@
 //! the frame's unauthenticated labels: the envelope's `message_id` is the message's id and its
 //! mode byte is the mode the relay's floor is enforced on (PROTOCOL.md §11, "send_message").
 //!
-//! A payload that is not an envelope (the performance guide's load test sends plain text) is
-//! accepted only where `security.allow_opaque_payloads` says so, and reaches its recipient
-//! marked as what it is.
+//! A session handshake or session message (PROTOCOL.md §14) is judged by its clear header the
+//! same way: its mode byte is the mode; it carries no message id, so the frame's `id` is the
+//! message's id (a random one when absent, which gives up deduplication of resends).
+//!
+//! A payload that is neither (the performance guide's load test sends plain text) is accepted
+//! only where `security.allow_opaque_payloads` says so, and reaches its recipient marked as what
+//! it is.
 
 use nano_crypto::{CryptoMode, OsRng};
 use nano_proto::MessageId;
@@ -21,7 +25,7 @@ pub(crate) struct Judged {
     pub id: MessageId,
     /// The mode: the envelope's mode byte, or for an opaque payload the frame's label.
     pub mode: CryptoMode,
-    /// Whether the payload is a well-formed sealed envelope.
+    /// Whether the payload is a well-formed sealed envelope or session payload.
     pub sealed: bool,
 }
 
@@ -30,8 +34,10 @@ pub(crate) struct Judged {
 /// # Errors
 /// - [`RelayError::IdMismatch`] when `id` is given and differs from the envelope's id;
 /// - [`RelayError::ModeMismatch`] when `label` differs from the envelope's mode;
+/// - [`RelayError::ModeMismatch`] likewise for a session payload's mode byte;
 /// - [`RelayError::NotAnEnvelope`] when the payload is not standard base64 of a well-formed
-///   envelope (§6 lengths, no trailing bytes) and `opaque_allowed` is false.
+///   envelope (§6 lengths, no trailing bytes) or session payload (§14), and `opaque_allowed`
+///   is false.
 pub(crate) fn judge(
     message: &str,
     label: CryptoMode,
@@ -39,6 +45,19 @@ pub(crate) fn judge(
     opaque_allowed: bool,
 ) -> Result<Judged, RelayError> {
     let Some(envelope) = nano_proto::sealed_envelope(message) else {
+        if let Some(mode) = nano_proto::session_payload(message) {
+            if label != mode {
+                return Err(RelayError::ModeMismatch {
+                    label,
+                    sealed: mode,
+                });
+            }
+            return Ok(Judged {
+                id: id.unwrap_or_else(random_id),
+                mode,
+                sealed: true,
+            });
+        }
         if !opaque_allowed {
             return Err(RelayError::NotAnEnvelope);
         }
@@ -143,5 +162,69 @@ mod tests {
             judge(cut, CryptoMode::Classical, None, false),
             Err(RelayError::NotAnEnvelope)
         );
+    }
+
+    /// A session handshake and a session message of every mode.
+    fn session_payloads(mode: CryptoMode) -> [String; 2] {
+        use nano_crypto::session::{
+            OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets,
+        };
+        let mut r = OsRng;
+        let a = Identity::generate(mode, &mut r).unwrap();
+        let b = Identity::generate(mode, &mut r).unwrap();
+        let signed = SignedPrekeySecrets::generate(&b, mode, 1, &mut r).unwrap();
+        let bundle = PrekeyBundle::new(signed.public().clone(), None).unwrap();
+        let mut secrets = PrekeySecrets::new(signed, OneTimePrekeys::empty(mode)).unwrap();
+        let (mut s, hs) = Session::initiate(
+            &a,
+            b.public_bundle(),
+            &bundle,
+            AeadId::Aes256Gcm,
+            b"hi",
+            &mut r,
+        )
+        .unwrap();
+        Session::respond(&b, &mut secrets, a.public_bundle(), &hs, &mut r).unwrap();
+        let m = s.encrypt(b"again", &mut r).unwrap();
+        [
+            nano_proto::encode_message(&hs),
+            nano_proto::encode_message(&m),
+        ]
+    }
+
+    #[test]
+    fn a_session_payload_is_judged_by_its_mode_byte() {
+        for mode in CryptoMode::ALL {
+            for msg in session_payloads(mode) {
+                let id = MessageId([3; 16]);
+                assert_eq!(
+                    judge(&msg, mode, Some(id), false).unwrap(),
+                    Judged {
+                        id,
+                        mode,
+                        sealed: true
+                    }
+                );
+                let other = if mode == CryptoMode::Quantum {
+                    CryptoMode::Classical
+                } else {
+                    CryptoMode::Quantum
+                };
+                assert_eq!(
+                    judge(&msg, other, Some(id), false),
+                    Err(RelayError::ModeMismatch {
+                        label: other,
+                        sealed: mode
+                    })
+                );
+                // Cut short, it is no session payload at all.
+                let bytes = nano_proto::decode_message(&msg).unwrap();
+                let cut = nano_proto::encode_message(&bytes[..bytes.len() - 17]);
+                assert_eq!(
+                    judge(&cut, mode, Some(id), false),
+                    Err(RelayError::NotAnEnvelope)
+                );
+            }
+        }
     }
 }
