@@ -107,9 +107,7 @@ impl SignedPrekeys {
 
     /// The encoding (`mode ‖ id ‖ keys ‖ sig`).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = self.unsigned();
-        out.extend_from_slice(self.signature.as_bytes());
-        out
+        signed_record(self.unsigned(), &self.signature)
     }
 
     /// Decodes a whole encoding.
@@ -117,10 +115,7 @@ impl SignedPrekeys {
     /// # Errors
     /// [`SessionError::Malformed`] on bad structure or an invalid key.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(bytes);
-        let s = Self::read(&mut r)?;
-        r.finish("signed prekeys")?;
-        Ok(s)
+        whole(bytes, "signed prekeys", Self::read)
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
@@ -194,9 +189,7 @@ impl OneTimePrekey {
 
     /// The encoding (`mode ‖ id ‖ key ‖ sig`).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = self.unsigned();
-        out.extend_from_slice(self.signature.as_bytes());
-        out
+        signed_record(self.unsigned(), &self.signature)
     }
 
     /// Decodes a whole encoding.
@@ -204,10 +197,7 @@ impl OneTimePrekey {
     /// # Errors
     /// [`SessionError::Malformed`] on bad structure or an invalid key.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(bytes);
-        let s = Self::read(&mut r)?;
-        r.finish("one-time prekey")?;
-        Ok(s)
+        whole(bytes, "one-time prekey", Self::read)
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
@@ -605,6 +595,24 @@ impl PrekeySecrets {
             s.seen.push_back(id);
         }
     }
+}
+
+/// A record's bytes: its unsigned part, then its signature.
+fn signed_record(mut unsigned: Vec<u8>, signature: &Signature) -> Vec<u8> {
+    unsigned.extend_from_slice(signature.as_bytes());
+    unsigned
+}
+
+/// Decodes a value that must span all of `bytes`.
+fn whole<T>(
+    bytes: &[u8],
+    what: &'static str,
+    read: impl FnOnce(&mut Reader<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut r = Reader::new(bytes);
+    let v = read(&mut r)?;
+    r.finish(what)?;
+    Ok(v)
 }
 
 /// Verifies a prekey record's signature under `owner`'s identity key of the signature's mode.

@@ -53,39 +53,39 @@ pub trait PrekeyStore {
     fn one_time_prekey_count(&self, user_id: i64, mode: CryptoMode) -> Result<u64>;
 }
 
-/// The prekey tables, with one column type per backend (`$int`, `$mode`, `$bytes`).
+/// The prekey tables, with one column type per backend (`$int`, `$mode`, `$bytes`): both have
+/// the same columns.
 macro_rules! prekey_tables {
     ($int:literal, $mode:literal, $bytes:literal) => {
         concat!(
-            "CREATE TABLE signed_prekeys (
-        user_id ",
-            $int,
-            " NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-        crypto_mode ",
-            $mode,
-            " NOT NULL,
-        prekey_id BIGINT NOT NULL,
-        record ",
-            $bytes,
-            " NOT NULL,
-        uploaded_at BIGINT NOT NULL,
-        PRIMARY KEY (user_id, crypto_mode, prekey_id)
-    );
-    CREATE TABLE one_time_prekeys (
-        user_id ",
-            $int,
-            " NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-        crypto_mode ",
-            $mode,
-            " NOT NULL,
-        prekey_id BIGINT NOT NULL,
-        record ",
-            $bytes,
-            " NOT NULL,
-        uploaded_at BIGINT NOT NULL,
-        PRIMARY KEY (user_id, crypto_mode, prekey_id)
-    );"
+            "CREATE TABLE signed_prekeys (",
+            $crate::storage::prekeys::prekey_columns!($int, $mode, $bytes),
+            ");\n    CREATE TABLE one_time_prekeys (",
+            $crate::storage::prekeys::prekey_columns!($int, $mode, $bytes),
+            ");"
         )
     };
 }
-pub(crate) use prekey_tables;
+
+/// The columns of a prekey table.
+macro_rules! prekey_columns {
+    ($int:literal, $mode:literal, $bytes:literal) => {
+        concat!(
+            "
+        user_id ",
+            $int,
+            " NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        crypto_mode ",
+            $mode,
+            " NOT NULL,
+        prekey_id BIGINT NOT NULL,
+        record ",
+            $bytes,
+            " NOT NULL,
+        uploaded_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, crypto_mode, prekey_id)
+    "
+        )
+    };
+}
+pub(crate) use {prekey_columns, prekey_tables};
