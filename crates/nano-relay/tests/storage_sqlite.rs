@@ -184,3 +184,44 @@ fn the_probe_fails_without_a_table_and_bad_rows_are_corrupt_data() {
     assert!(e.to_string().contains("messages"), "{e}");
     assert_eq!(e.code().as_str(), "unavailable");
 }
+
+/// A user's prekeys go with the user: the prekey tables cascade on delete.
+#[test]
+fn prekeys_are_deleted_with_their_user() {
+    use nano_crypto::CryptoMode;
+    use nano_relay::storage::{PrekeyStore, SignedRecord};
+    let dir = TempDir::new("prekey-cascade");
+    let s = SqliteStorage::open(&dir.0.join("relay.db")).unwrap();
+    s.migrate().unwrap();
+    let u = s
+        .create_user("carol", b"bundle", &[4; 32], CryptoMode::Quantum, 1)
+        .unwrap();
+    s.put_signed_prekeys(&SignedRecord {
+        user_id: u.id,
+        mode: CryptoMode::Quantum,
+        prekey_id: 1,
+        record: b"spk",
+        now_ms: 1,
+        keep_previous: 0,
+    })
+    .unwrap();
+    let batch = vec![(1, b"otk".to_vec())];
+    assert_eq!(
+        s.add_one_time_prekeys(u.id, CryptoMode::Quantum, &batch, 1)
+            .unwrap(),
+        1
+    );
+    let conn = rusqlite::Connection::open(dir.0.join("relay.db")).unwrap();
+    conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    conn.execute("DELETE FROM users WHERE id = ?1", [u.id])
+        .unwrap();
+    let left: i64 = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM signed_prekeys) + (SELECT COUNT(*) FROM one_time_prekeys)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(s.signed_prekeys(u.id, CryptoMode::Quantum).unwrap(), None);
+}
