@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{Relay, WAIT};
 use nano_client::{Client, ClientConfig, ClientError, ModeChoice, TrustAll};
 use nano_crypto::{CryptoMode, Identity, OsRng};
-use nano_testkit::{Config, closed_port, toml_str};
+use nano_testkit::{Config, toml_str};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
@@ -99,18 +99,19 @@ async fn proxy(
 async fn a_login_through_a_proxy_is_refused(middle: Middle, why: &str) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_port = listener.local_addr().unwrap().port();
-    let relay_port = closed_port();
     let public = format!("wss://localhost:{proxy_port}");
-    let cfg = Config::minimal()
-        .set("server", "websocket_port", relay_port)
-        .set("server", "public_websocket_url", toml_str(&public));
+    let cfg = |relay_port: u16| {
+        Config::minimal()
+            .set("server", "websocket_port", relay_port)
+            .set("server", "public_websocket_url", toml_str(&public))
+    };
     let (relay, ca, api) = match middle {
         Middle::TlsBothSides => {
-            let relay = Relay::start_config(&cfg.set("tls", "enabled", true).set(
-                "tls",
-                "self_signed",
-                true,
-            ));
+            let (relay, relay_port) = Relay::start_on_a_free_ws_port(|port| {
+                cfg(port)
+                    .set("tls", "enabled", true)
+                    .set("tls", "self_signed", true)
+            });
             let data = relay.dir().join("data");
             let cert = std::fs::read(data.join("tls-self-signed.crt")).unwrap();
             let key = std::fs::read(data.join("tls-self-signed.key")).unwrap();
@@ -121,7 +122,7 @@ async fn a_login_through_a_proxy_is_refused(middle: Middle, why: &str) {
             (relay, cert, api)
         }
         Middle::TerminatesTls => {
-            let relay = Relay::start_config(&cfg);
+            let (relay, relay_port) = Relay::start_on_a_free_ws_port(cfg);
             let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
             let cert = made.cert.pem().into_bytes();
             let acceptor = tls13_server(&cert, made.signing_key.serialize_pem().as_bytes());

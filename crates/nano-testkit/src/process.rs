@@ -178,6 +178,29 @@ impl RelayProcess {
         relay
     }
 
+    /// Starts `bin` on the configuration `cfg(port)` for a free WebSocket `port` picked here (for
+    /// tests that must know the port before the relay prints it): a port picked and released
+    /// can be taken by a parallel test before the relay binds it, so on failure this picks
+    /// another, up to 20 times. Returns the relay and its port.
+    pub fn start_on_a_free_ws_port(
+        bin: &Path,
+        cfg: impl Fn(u16) -> Config,
+        wait: Duration,
+    ) -> (Self, u16) {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let port = closed_port();
+            let c = cfg(port);
+            let mut relay = Self::prepare(bin, &c, wait);
+            relay.write_config(&c);
+            match relay.spawn() {
+                Ok(()) => return (relay, port),
+                Err(e) => last = e,
+            }
+        }
+        panic!("no free port after 20 attempts: {last}");
+    }
+
     /// A new relay (fresh temp dir, so a new identity) with `cfg` on the ports `other` used,
     /// which must have been stopped; retries for a while when a port is still taken.
     pub fn start_on_ports_of(other: &RelayProcess, cfg: &Config) -> Self {

@@ -81,6 +81,13 @@ impl Relay {
         Self(RelayProcess::start(relay_bin(), &cfg, WAIT))
     }
 
+    /// A relay for `cfg(port)`, `port` a free WebSocket port it binds (retried when a parallel
+    /// test takes it first).
+    pub(crate) fn start_on_a_free_ws_port(cfg: impl Fn(u16) -> Config) -> (Self, u16) {
+        let (r, port) = RelayProcess::start_on_a_free_ws_port(relay_bin(), cfg, WAIT);
+        (Self(r), port)
+    }
+
     /// A relay for `cfg` (see [`Config::minimal`]).
     pub(crate) fn start_config(cfg: &Config) -> Self {
         Self(RelayProcess::start(relay_bin(), cfg, WAIT))
