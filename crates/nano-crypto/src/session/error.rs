@@ -62,6 +62,11 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// [`SessionError::Malformed`] for a structural fault that names itself (`what`).
+    pub(crate) fn malformed(what: &'static str) -> Self {
+        Self::Malformed(CryptoError::MalformedBundle(what))
+    }
+
     /// A stable, lowercase code for logs and the wire.
     pub const fn code(&self) -> &'static str {
         match self {

@@ -35,10 +35,6 @@ const MAX_ONE_TIME_HELD: u32 = 10 * MAX_ONE_TIME_BATCH;
 
 type Result<T> = core::result::Result<T, SessionError>;
 
-fn bad(what: &'static str) -> SessionError {
-    SessionError::Malformed(CryptoError::MalformedBundle(what))
-}
-
 fn put_record(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
@@ -113,7 +109,7 @@ impl PrekeySecrets {
         let mode = CryptoMode::from_byte(r.u8("prekey secrets mode")?)?;
         let count = usize::from(r.u8("signed record count")?);
         if count == 0 || count > MAX_SIGNED_RECORDS {
-            return Err(bad("signed record count"));
+            return Err(SessionError::malformed("signed record count"));
         }
         let mut signed = Vec::with_capacity(count);
         for _ in 0..count {
@@ -121,18 +117,20 @@ impl PrekeySecrets {
         }
         let count = r.u32("one-time count")?;
         if count > MAX_ONE_TIME_HELD {
-            return Err(bad("one-time count"));
+            return Err(SessionError::malformed("one-time count"));
         }
         let mut keys = BTreeMap::new();
         for _ in 0..count {
             let kp = KemKeyPair::from_seed(mode, r.take(kem::seed_len(mode), "one-time seed")?)?;
             let public = OneTimePrekey::from_bytes(get_record(&mut r, "one-time record")?)?;
-            expect_mode(mode, public.mode())?;
+            crate::kem::expect_mode(mode, public.mode())?;
             if &kp.public_key() != public.key() {
-                return Err(bad("one-time record does not match its secret"));
+                return Err(SessionError::malformed(
+                    "one-time record does not match its secret",
+                ));
             }
             if keys.insert(public.id(), (kp, public)).is_some() {
-                return Err(bad("duplicate one-time prekey id"));
+                return Err(SessionError::malformed("duplicate one-time prekey id"));
             }
         }
         r.finish("prekey secrets")?;
@@ -141,14 +139,6 @@ impl PrekeySecrets {
             signed,
             one_time: OneTimePrekeys { mode, keys },
         })
-    }
-}
-
-fn expect_mode(expected: CryptoMode, got: CryptoMode) -> Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(SessionError::ModeMismatch { expected, got })
     }
 }
 
@@ -168,15 +158,17 @@ fn read_signed(r: &mut Reader<'_>, mode: CryptoMode) -> Result<SignedPrekeySecre
         )?)
     };
     let public = SignedPrekeys::from_bytes(get_record(r, "signed record")?)?;
-    expect_mode(mode, public.mode())?;
+    crate::kem::expect_mode(mode, public.mode())?;
     let matches = x25519.as_ref().map(|k| k.public_key()) == public.x25519()
         && last_resort.as_ref().map(KemKeyPair::public_key).as_ref() == public.last_resort();
     if !matches {
-        return Err(bad("signed record does not match its secrets"));
+        return Err(SessionError::malformed(
+            "signed record does not match its secrets",
+        ));
     }
     let seen_count = usize::from(r.u16("seen count")?);
     if seen_count > MAX_SEEN_HANDSHAKES {
-        return Err(bad("seen count"));
+        return Err(SessionError::malformed("seen count"));
     }
     let mut seen = VecDeque::with_capacity(seen_count);
     for _ in 0..seen_count {

@@ -51,10 +51,6 @@ const FIXED_STATE_MAX: usize = 100 + 74 + 615 + 2_269 + 2;
 /// Bytes per skipped key: chain id, n, max epoch, key.
 const SKIPPED_ENTRY_LEN: usize = 32 + 4 + 4 + 32;
 
-fn bad(what: &'static str) -> SessionError {
-    SessionError::Malformed(CryptoError::MalformedBundle(what))
-}
-
 fn put_chain(out: &mut Vec<u8>, c: Option<&Chain>) {
     match c {
         Some(c) => {
@@ -73,7 +69,7 @@ fn get_chain(r: &mut Reader<'_>) -> Result<Option<Chain>> {
             key: key(r, "chain key")?,
             n: r.u32("chain index")?,
         }),
-        _ => return Err(bad("chain flag")),
+        _ => return Err(SessionError::malformed("chain flag")),
     })
 }
 
@@ -210,7 +206,7 @@ impl Session {
         let initiator = match r.u8("initiator flag")? {
             0 => false,
             1 => true,
-            _ => return Err(bad("initiator flag")),
+            _ => return Err(SessionError::malformed("initiator flag")),
         };
         let id = r.array("session id")?;
         let local = Fingerprint(r.array("local fingerprint")?);
@@ -229,7 +225,7 @@ impl Session {
         };
         let count = usize::from(r.u16("skipped count")?);
         if count > MAX_SKIPPED {
-            return Err(bad("skipped count"));
+            return Err(SessionError::malformed("skipped count"));
         }
         let mut skipped = SkippedKeys::default();
         for _ in 0..count {
@@ -242,7 +238,7 @@ impl Session {
         }
         r.finish("session state")?;
         if dh.is_none() && (send.is_none() || recv.is_none()) {
-            return Err(bad("quantum session chains"));
+            return Err(SessionError::malformed("quantum session chains"));
         }
         Ok(Self {
             mode,
@@ -268,17 +264,17 @@ fn read_dh(r: &mut Reader<'_>) -> Result<DhState> {
             let s = Zeroizing::new(r.array::<32>("ratchet secret")?);
             Some(EphemeralX25519::from_secret(&s)?)
         }
-        _ => return Err(bad("ratchet secret flag")),
+        _ => return Err(SessionError::malformed("ratchet secret flag")),
     };
     let dhr = match r.u8("peer ratchet flag")? {
         0 => None,
         1 => Some(r.array("peer ratchet key")?),
-        _ => return Err(bad("peer ratchet flag")),
+        _ => return Err(SessionError::malformed("peer ratchet flag")),
     };
     let pn = r.u32("pn")?;
     let count = usize::from(r.u8("old ratchet count")?);
     if count > OLD_RATCHET_KEYS {
-        return Err(bad("old ratchet count"));
+        return Err(SessionError::malformed("old ratchet count"));
     }
     let mut old_dhr = VecDeque::with_capacity(count);
     for _ in 0..count {
@@ -299,7 +295,7 @@ fn read_kem(r: &mut Reader<'_>, mode: CryptoMode, initiator: bool) -> Result<Kem
     let peer_max_epoch = r.u32("peer max epoch")?;
     let count = usize::from(r.u8("epoch key count")?);
     if count == 0 || count > EPOCH_WINDOW {
-        return Err(bad("epoch key count"));
+        return Err(SessionError::malformed("epoch key count"));
     }
     let mut keys = VecDeque::with_capacity(count);
     for _ in 0..count {
@@ -326,14 +322,14 @@ fn read_kem(r: &mut Reader<'_>, mode: CryptoMode, initiator: bool) -> Result<Kem
                 next: r.u16("chunk cursor")?,
             }
         }
-        _ => return Err(bad("pending kind")),
+        _ => return Err(SessionError::malformed("pending kind")),
     };
     let (epoch, sends_ek) = match &pending {
         Pending::SendingEk { epoch, .. } => (*epoch, true),
         Pending::ReceivingEk { epoch, .. } | Pending::Encapsulated { epoch, .. } => (*epoch, false),
     };
     if ek_sender_is_initiator(epoch) != (sends_ek == initiator) {
-        return Err(bad("pending exchange role"));
+        return Err(SessionError::malformed("pending exchange role"));
     }
     let k = KemRatchet {
         mode,
@@ -344,7 +340,7 @@ fn read_kem(r: &mut Reader<'_>, mode: CryptoMode, initiator: bool) -> Result<Kem
         peer_max_epoch,
     };
     if k.key(send_epoch).is_none() {
-        return Err(bad("send epoch key"));
+        return Err(SessionError::malformed("send epoch key"));
     }
     Ok(k)
 }
