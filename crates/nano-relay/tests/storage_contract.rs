@@ -115,23 +115,7 @@ fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage)
     assert_eq!(s.add_one_time_prekeys(a, mode, &batch[..5], 6).unwrap(), 40);
     assert_eq!(s.one_time_prekey_count(b, mode).unwrap(), 0);
     // Eight claimers at once take every prekey exactly once.
-    let claimed: Vec<Vec<u8>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    while let Some(r) = s.claim_one_time_prekey(a, mode).unwrap() {
-                        mine.push(r);
-                    }
-                    mine
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let claimed = common::claim_all_concurrently(&[s], a, mode, 8);
     let mut sorted = claimed.clone();
     sorted.sort();
     sorted.dedup();

@@ -4,6 +4,8 @@
 //! schema.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use nano_crypto::CryptoMode;
 use nano_relay::storage::Storage;
 use nano_relay::storage::postgres::PostgresStorage;
@@ -165,28 +167,7 @@ fn two_relays_claim_each_one_time_prekey_once() {
             .unwrap(),
         200
     );
-    let relays = [&one, &two];
-    let claimed: Vec<Vec<u8>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..6)
-            .map(|i| {
-                let relay = relays[i % 2];
-                scope.spawn(move || {
-                    let mut mine = Vec::new();
-                    while let Some(r) = relay
-                        .claim_one_time_prekey(alice.id, CryptoMode::Quantum)
-                        .unwrap()
-                    {
-                        mine.push(r);
-                    }
-                    mine
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let claimed = common::claim_all_concurrently(&[&one, &two], alice.id, CryptoMode::Quantum, 6);
     let mut unique = claimed.clone();
     unique.sort();
     unique.dedup();

@@ -49,3 +49,32 @@ pub(crate) fn rotate(
         now_ms,
     })
 }
+
+/// `threads` claimers at once, spread over `stores` (relays sharing one database), each claiming
+/// `user`'s one-time prekeys of `mode` until none is left; every record any of them got.
+#[allow(dead_code)] // not every test binary that includes this module claims prekeys
+pub(crate) fn claim_all_concurrently(
+    stores: &[&(dyn nano_relay::storage::PrekeyStore + Sync)],
+    user: i64,
+    mode: CryptoMode,
+    threads: usize,
+) -> Vec<Vec<u8>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let store = stores[i % stores.len()];
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    while let Some(r) = store.claim_one_time_prekey(user, mode).unwrap() {
+                        mine.push(r);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
