@@ -3,8 +3,12 @@
 //! ```text
 //! frame   = type (1) ‖ fields, in declaration order, nothing after the last
 //! client  = 0x07 hello | 0x01 auth | 0x02 send_message | 0x03 ack | 0x04 read | 0x05 fetch | 0x06 key_exchange
+//!           | 0x08 upload_prekeys | 0x09 get_prekeys
 //! relay   = 0x81 challenge | 0x82 auth_ok | 0x83 message | 0x84 sent | 0x85 key_exchange
-//!           | 0x86 key_exchange_ok | 0x87 error | 0x88 fetched
+//!           | 0x86 key_exchange_ok | 0x87 error | 0x88 fetched | 0x89 prekeys_uploaded
+//!           | 0x8a prekey_bundle
+//! list    = count (2, BE) ‖ bytes × count       one-time prekeys
+//! counts  = u64 classical ‖ u64 hybrid ‖ u64 quantum
 //! name    = len (1) ‖ UTF-8              usernames, relay id, error code
 //! text    = len (4, BE) ‖ UTF-8          message payloads, error messages
 //! bytes   = len (2, BE) ‖ bytes          keys, signatures, nonces, ciphertexts
@@ -22,7 +26,7 @@ use nano_crypto::codec::Reader;
 
 use crate::error::{ErrorCode, ProtoError};
 use crate::frames::{ClientFrame, RelayFrame};
-use crate::types::{Bytes, MessageId, Username};
+use crate::types::{Bytes, MessageId, PrekeyCounts, Username};
 
 struct W(Vec<u8>);
 
@@ -63,6 +67,18 @@ impl W {
         for id in &ids[..n] {
             self.id(id);
         }
+    }
+    fn list(&mut self, items: &[Bytes]) {
+        let n = items.len().min(usize::from(u16::MAX));
+        self.0.extend_from_slice(&(n as u16).to_be_bytes());
+        for b in &items[..n] {
+            self.bytes(b);
+        }
+    }
+    fn counts(&mut self, c: &PrekeyCounts) {
+        self.u64(c.classical);
+        self.u64(c.hybrid);
+        self.u64(c.quantum);
     }
     fn opt<T>(&mut self, v: Option<&T>, f: impl FnOnce(&mut Self, &T)) {
         match v {
@@ -146,6 +162,23 @@ impl<'a> R<'a> {
             return Err(ProtoError::field("ids", "must list 1 to 1024 message ids"));
         }
         (0..n).map(|_| self.id()).collect()
+    }
+    fn list(&mut self) -> Result<Vec<Bytes>, ProtoError> {
+        let n = usize::from(self.u16()?);
+        if n > crate::frames::MAX_PREKEYS_PER_UPLOAD {
+            return Err(ProtoError::field(
+                "one_time_prekeys",
+                "at most 25 one-time prekeys per upload",
+            ));
+        }
+        (0..n).map(|_| self.bytes()).collect()
+    }
+    fn counts(&mut self) -> Result<PrekeyCounts, ProtoError> {
+        Ok(PrekeyCounts {
+            classical: self.u64()?,
+            hybrid: self.u64()?,
+            quantum: self.u64()?,
+        })
     }
     fn opt<T>(
         &mut self,
@@ -232,6 +265,24 @@ impl ClientFrame {
                 w.opt(key_id.as_ref(), |w, v| w.u64(*v));
                 w.opt(ciphertext.as_ref(), W::bytes);
             }
+            Self::UploadPrekeys {
+                crypto_mode,
+                signed_prekeys,
+                one_time_prekeys,
+            } => {
+                w.u8(0x08);
+                w.mode(*crypto_mode);
+                w.opt(signed_prekeys.as_ref(), W::bytes);
+                w.list(one_time_prekeys);
+            }
+            Self::GetPrekeys {
+                username,
+                crypto_mode,
+            } => {
+                w.u8(0x09);
+                w.name(username.as_str());
+                w.mode(*crypto_mode);
+            }
         }
         *out = w.0;
         Ok(())
@@ -266,6 +317,15 @@ impl ClientFrame {
                 crypto_mode: r.mode()?,
                 key_id: r.opt(R::u64)?,
                 ciphertext: r.opt(R::bytes)?,
+            },
+            0x08 => Self::UploadPrekeys {
+                crypto_mode: r.mode()?,
+                signed_prekeys: r.opt(R::bytes)?,
+                one_time_prekeys: r.list()?,
+            },
+            0x09 => Self::GetPrekeys {
+                username: r.username()?,
+                crypto_mode: r.mode()?,
             },
             t => return Err(ProtoError::UnknownType(format!("{t:#04x}"))),
         };
@@ -302,10 +362,15 @@ impl RelayFrame {
                 w.u8(channel_binding.to_byte());
                 w.bytes(signature);
             }
-            Self::AuthOk { username, pending } => {
+            Self::AuthOk {
+                username,
+                pending,
+                one_time_prekeys,
+            } => {
                 w.u8(0x82);
                 w.name(username.as_str());
                 w.u64(*pending);
+                w.opt(one_time_prekeys.as_ref(), W::counts);
             }
             Self::Message {
                 id,
@@ -360,6 +425,24 @@ impl RelayFrame {
                 w.u64(*key_id);
                 w.bytes(confirmation);
             }
+            Self::PrekeysUploaded {
+                crypto_mode,
+                one_time_prekeys,
+            } => {
+                w.u8(0x89);
+                w.mode(*crypto_mode);
+                w.u64(*one_time_prekeys);
+            }
+            Self::PrekeyBundle {
+                username,
+                crypto_mode,
+                bundle,
+            } => {
+                w.u8(0x8a);
+                w.name(username.as_str());
+                w.mode(*crypto_mode);
+                w.bytes(bundle);
+            }
             Self::Error { code, message, id } => {
                 w.u8(0x87);
                 w.name(code.as_str());
@@ -385,6 +468,7 @@ impl RelayFrame {
             0x82 => Self::AuthOk {
                 username: r.username()?,
                 pending: r.u64()?,
+                one_time_prekeys: r.opt(R::counts)?,
             },
             0x83 => Self::Message {
                 id: r.id()?,
@@ -413,6 +497,15 @@ impl RelayFrame {
             0x86 => Self::KeyExchangeOk {
                 key_id: r.u64()?,
                 confirmation: r.bytes()?,
+            },
+            0x89 => Self::PrekeysUploaded {
+                crypto_mode: r.mode()?,
+                one_time_prekeys: r.u64()?,
+            },
+            0x8a => Self::PrekeyBundle {
+                username: r.username()?,
+                crypto_mode: r.mode()?,
+                bundle: r.bytes()?,
             },
             0x87 => Self::Error {
                 code: error_code(r.name()?)?,

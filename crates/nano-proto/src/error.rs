@@ -47,6 +47,9 @@ pub enum ErrorCode {
     UnknownRecipient,
     /// The user does not exist.
     NotFound,
+    /// The user has published no signed prekeys for the requested mode (`get_prekeys`): no
+    /// session can start there; a sealed envelope still can.
+    NoPrekeys,
     /// The username is already registered.
     NameTaken,
     /// The bundle (its fingerprint) is already registered to another name: one bundle belongs
@@ -71,7 +74,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (metrics start a series for each).
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::MalformedFrame,
         Self::MalformedBody,
         Self::UnknownType,
@@ -88,6 +91,7 @@ impl ErrorCode {
         Self::NotAnEnvelope,
         Self::UnknownRecipient,
         Self::NotFound,
+        Self::NoPrekeys,
         Self::NameTaken,
         Self::KeyTaken,
         Self::InvalidKey,
@@ -118,6 +122,7 @@ impl ErrorCode {
             Self::NotAnEnvelope => "not_an_envelope",
             Self::UnknownRecipient => "unknown_recipient",
             Self::NotFound => "not_found",
+            Self::NoPrekeys => "no_prekeys",
             Self::NameTaken => "name_taken",
             Self::KeyTaken => "key_taken",
             Self::InvalidKey => "invalid_key",
@@ -260,6 +265,7 @@ mod tests {
             | ErrorCode::NotAnEnvelope
             | ErrorCode::UnknownRecipient
             | ErrorCode::NotFound
+            | ErrorCode::NoPrekeys
             | ErrorCode::NameTaken
             | ErrorCode::KeyTaken
             | ErrorCode::InvalidKey
@@ -276,6 +282,6 @@ mod tests {
         }
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 25);
+        assert_eq!(names.len(), 26);
     }
 }

@@ -1,8 +1,9 @@
 //! The WebSocket messages, in their JSON text form.
 //!
-//! Client → relay: `hello`, `auth`, `send_message`, `ack`, `read`, `fetch`, `key_exchange`.
+//! Client → relay: `hello`, `auth`, `send_message`, `ack`, `read`, `fetch`, `key_exchange`,
+//! `upload_prekeys`, `get_prekeys`.
 //! Relay → client: `challenge`, `auth_ok`, `message`, `sent`, `key_exchange`,
-//! `fetched`, `key_exchange_ok`, `error`. The guide's frames parse exactly as written, e.g.
+//! `fetched`, `key_exchange_ok`, `prekeys_uploaded`, `prekey_bundle`, `error`. The guide's frames parse exactly as written, e.g.
 //! `{"type":"send_message","recipient":"user_42","message":"…","crypto_mode":"hybrid"}` and
 //! `{"type":"key_exchange","crypto_mode":"hybrid"}`. Unknown fields are rejected, so a typo is
 //! an error rather than a silently ignored option.
@@ -11,7 +12,7 @@ use nano_crypto::CryptoMode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, JsonFault, ProtoError};
-use crate::types::{Bytes, MessageId, Username};
+use crate::types::{Bytes, MessageId, PrekeyCounts, Username};
 use crate::{MAX_IDS_PER_FRAME, MAX_MESSAGE_BYTES};
 
 /// A frame from a client to the relay.
@@ -79,6 +80,29 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ciphertext: Option<Bytes>,
     },
+    /// Publish the authenticated user's prekeys for `crypto_mode` (PROTOCOL.md §14.1): a new
+    /// signed-prekeys record, one-time prekeys, or both. Each record is signed by the user's
+    /// identity key of that mode; the relay checks every signature and key before storing.
+    UploadPrekeys {
+        /// The mode of every record.
+        crypto_mode: CryptoMode,
+        /// A signed-prekeys record (`SignedPrekeys::to_bytes`), replacing the served one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed_prekeys: Option<Bytes>,
+        /// One-time prekey records (`OneTimePrekey::to_bytes`), at most
+        /// [`MAX_PREKEYS_PER_UPLOAD`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        one_time_prekeys: Vec<Bytes>,
+    },
+    /// Ask for `username`'s prekey bundle of `crypto_mode`, to start a session: the relay hands
+    /// out one of the user's one-time prekeys (each at most once) while some are left and the
+    /// requester is within its claim rate, else the bundle without one.
+    GetPrekeys {
+        /// Whose bundle.
+        username: Username,
+        /// Which mode.
+        crypto_mode: CryptoMode,
+    },
 }
 
 /// A frame from the relay to a client.
@@ -106,6 +130,10 @@ pub enum RelayFrame {
         username: Username,
         /// Messages waiting in the inbox.
         pending: u64,
+        /// One-time prekeys the user has left per mode; absent until the user has published
+        /// signed prekeys.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        one_time_prekeys: Option<PrekeyCounts>,
     },
     /// A delivered message.
     Message {
@@ -161,6 +189,23 @@ pub enum RelayFrame {
         /// Proof the relay derived the same key (HMAC of a fixed label under the channel key).
         confirmation: Bytes,
     },
+    /// Answer to `upload_prekeys`: stored.
+    PrekeysUploaded {
+        /// The mode uploaded.
+        crypto_mode: CryptoMode,
+        /// One-time prekeys the user now has in that mode.
+        one_time_prekeys: u64,
+    },
+    /// Answer to `get_prekeys`: a prekey bundle (`PrekeyBundle::to_bytes`), as the relay
+    /// stored it; the requester verifies every signature against the user's identity.
+    PrekeyBundle {
+        /// Whose bundle.
+        username: Username,
+        /// Its mode.
+        crypto_mode: CryptoMode,
+        /// The encoded bundle.
+        bundle: Bytes,
+    },
     /// Something went wrong; the connection stays open where it can.
     Error {
         /// Stable code.
@@ -173,7 +218,7 @@ pub enum RelayFrame {
     },
 }
 
-const CLIENT_TYPES: [&str; 7] = [
+const CLIENT_TYPES: [&str; 9] = [
     "hello",
     "auth",
     "send_message",
@@ -181,8 +226,10 @@ const CLIENT_TYPES: [&str; 7] = [
     "read",
     "fetch",
     "key_exchange",
+    "upload_prekeys",
+    "get_prekeys",
 ];
-const RELAY_TYPES: [&str; 8] = [
+const RELAY_TYPES: [&str; 10] = [
     "challenge",
     "auth_ok",
     "message",
@@ -190,6 +237,8 @@ const RELAY_TYPES: [&str; 8] = [
     "key_exchange",
     "fetched",
     "key_exchange_ok",
+    "prekeys_uploaded",
+    "prekey_bundle",
     "error",
 ];
 
@@ -201,6 +250,9 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 /// Length of `hello.nonce` and `challenge.nonce`, in bytes.
 pub const NONCE_LEN: usize = 32;
+/// Most one-time prekeys one `upload_prekeys` carries (25 quantum records, 6,200 bytes each,
+/// fit a frame of 256 KiB as base64).
+pub const MAX_PREKEYS_PER_UPLOAD: usize = 25;
 
 #[derive(Deserialize)]
 struct TypeProbe {
@@ -316,6 +368,8 @@ impl ClientFrame {
             Self::Read { .. } => "read",
             Self::Fetch { .. } => "fetch",
             Self::KeyExchange { .. } => "key_exchange",
+            Self::UploadPrekeys { .. } => "upload_prekeys",
+            Self::GetPrekeys { .. } => "get_prekeys",
         }
     }
 
@@ -343,6 +397,30 @@ impl ClientFrame {
             }
             Self::Auth { signature, .. } => check_bytes("signature", signature),
             Self::Hello { nonce, .. } => check_nonce(nonce),
+            Self::UploadPrekeys {
+                signed_prekeys,
+                one_time_prekeys,
+                ..
+            } => {
+                if signed_prekeys.is_none() && one_time_prekeys.is_empty() {
+                    return Err(ProtoError::field(
+                        "one_time_prekeys",
+                        "an upload carries signed prekeys, one-time prekeys or both",
+                    ));
+                }
+                if one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD {
+                    return Err(ProtoError::field(
+                        "one_time_prekeys",
+                        "at most 25 one-time prekeys per upload",
+                    ));
+                }
+                if let Some(s) = signed_prekeys {
+                    check_bytes("signed_prekeys", s)?;
+                }
+                one_time_prekeys
+                    .iter()
+                    .try_for_each(|p| check_bytes("one_time_prekeys", p))
+            }
             _ => Ok(()),
         }
     }
@@ -372,6 +450,8 @@ impl RelayFrame {
             Self::KeyExchange { .. } => "key_exchange",
             Self::Fetched { .. } => "fetched",
             Self::KeyExchangeOk { .. } => "key_exchange_ok",
+            Self::PrekeysUploaded { .. } => "prekeys_uploaded",
+            Self::PrekeyBundle { .. } => "prekey_bundle",
             Self::Error { .. } => "error",
         }
     }
@@ -431,6 +511,7 @@ impl RelayFrame {
                 check_key_id(*key_id)?;
                 check_bytes("confirmation", confirmation)
             }
+            Self::PrekeyBundle { bundle, .. } => check_bytes("bundle", bundle),
             Self::Error { message, .. } if message.len() > MAX_ERROR_MESSAGE_BYTES => {
                 Err(ProtoError::field("message", "longer than 1024 bytes"))
             }

@@ -26,7 +26,7 @@ pub mod types;
 pub use binding::{BindingKind, ChannelBinding};
 pub use error::{ErrorCode, ProtoError};
 pub use frames::{ClientFrame, RelayFrame};
-pub use types::{Bytes, MessageId, Username};
+pub use types::{Bytes, MessageId, PrekeyCounts, Username};
 
 /// Most message ids one `ack` or `read` frame may carry.
 pub const MAX_IDS_PER_FRAME: usize = 1024;

@@ -277,3 +277,47 @@ mod username_tests {
         }
     }
 }
+
+/// How many one-time prekeys a user still has on the relay, per mode (`auth_ok`): its client
+/// uploads more when one runs low.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrekeyCounts {
+    /// Classical one-time prekeys left.
+    pub classical: u64,
+    /// Hybrid one-time prekeys left.
+    pub hybrid: u64,
+    /// Quantum one-time prekeys left.
+    pub quantum: u64,
+}
+
+impl From<[u64; 3]> for PrekeyCounts {
+    /// Counts in mode order: classical, hybrid, quantum.
+    fn from([classical, hybrid, quantum]: [u64; 3]) -> Self {
+        Self {
+            classical,
+            hybrid,
+            quantum,
+        }
+    }
+}
+
+impl PrekeyCounts {
+    /// The count for `mode`.
+    pub fn get(&self, mode: nano_crypto::CryptoMode) -> u64 {
+        match mode {
+            nano_crypto::CryptoMode::Classical => self.classical,
+            nano_crypto::CryptoMode::Hybrid => self.hybrid,
+            nano_crypto::CryptoMode::Quantum => self.quantum,
+        }
+    }
+
+    /// Sets the count for `mode`.
+    pub fn set(&mut self, mode: nano_crypto::CryptoMode, n: u64) {
+        match mode {
+            nano_crypto::CryptoMode::Classical => self.classical = n,
+            nano_crypto::CryptoMode::Hybrid => self.hybrid = n,
+            nano_crypto::CryptoMode::Quantum => self.quantum = n,
+        }
+    }
+}

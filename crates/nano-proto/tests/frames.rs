@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nano_crypto::CryptoMode;
-use nano_proto::{BindingKind, Bytes, ClientFrame, ErrorCode, MessageId, RelayFrame, Username};
+use nano_proto::{
+    BindingKind, Bytes, ClientFrame, ErrorCode, MessageId, PrekeyCounts, RelayFrame, Username,
+};
 use proptest::prelude::*;
 
 fn user(s: &str) -> Username {
@@ -56,6 +58,10 @@ fn hostile_json_gets_stable_codes() {
         r#"{{"type":"send_message","recipient":"u","message":"{}","crypto_mode":"hybrid"}}"#,
         "x".repeat(nano_proto::MAX_MESSAGE_BYTES + 1)
     );
+    let too_many_prekeys = format!(
+        r#"{{"type":"upload_prekeys","crypto_mode":"hybrid","one_time_prekeys":[{}]}}"#,
+        vec!["\"AQ==\""; 26].join(",")
+    );
     let cases: Vec<(String, ErrorCode)> = vec![
         ("".into(), ErrorCode::MalformedFrame),
         ("{".into(), ErrorCode::MalformedFrame),
@@ -85,6 +91,11 @@ fn hostile_json_gets_stable_codes() {
         (r#"{"type":"key_exchange","crypto_mode":"hybrid","key_id":1}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"key_exchange","crypto_mode":"hybrid","ciphertext":"%%%"}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"auth","username":"u","crypto_mode":"hybrid","signature":"@@"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"upload_prekeys","crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"upload_prekeys","crypto_mode":"hybrid","one_time_prekeys":[]}"#.into(), ErrorCode::InvalidField),
+        (too_many_prekeys, ErrorCode::InvalidField),
+        (r#"{"type":"get_prekeys","username":"bad name","crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"get_prekeys","username":"u"}"#.into(), ErrorCode::InvalidField),
     ];
     // Every code a frame decoder can give is exercised.
     for want in [
@@ -280,6 +291,24 @@ fn any_client() -> impl Strategy<Value = ClientFrame> {
                     ciphertext,
                 }
             }),
+        (
+            any_mode(),
+            prop::option::of(any_bytes()),
+            prop::collection::vec(any_bytes(), 0..=25)
+        )
+            .prop_filter("an upload carries something", |(_, s, o)| s.is_some()
+                || !o.is_empty())
+            .prop_map(|(crypto_mode, signed_prekeys, one_time_prekeys)| {
+                ClientFrame::UploadPrekeys {
+                    crypto_mode,
+                    signed_prekeys,
+                    one_time_prekeys,
+                }
+            }),
+        (any_user(), any_mode()).prop_map(|(username, crypto_mode)| ClientFrame::GetPrekeys {
+            username,
+            crypto_mode
+        }),
     ]
 }
 
@@ -303,8 +332,33 @@ fn any_relay() -> impl Strategy<Value = RelayFrame> {
                     }
                 }
             ),
-        (any_user(), any::<u64>())
-            .prop_map(|(username, pending)| RelayFrame::AuthOk { username, pending }),
+        (
+            any_user(),
+            any::<u64>(),
+            prop::option::of(any::<[u64; 3]>())
+        )
+            .prop_map(|(username, pending, c)| RelayFrame::AuthOk {
+                username,
+                pending,
+                one_time_prekeys: c.map(|[classical, hybrid, quantum]| PrekeyCounts {
+                    classical,
+                    hybrid,
+                    quantum
+                }),
+            }),
+        (any_mode(), any::<u64>()).prop_map(|(crypto_mode, one_time_prekeys)| {
+            RelayFrame::PrekeysUploaded {
+                crypto_mode,
+                one_time_prekeys,
+            }
+        }),
+        (any_user(), any_mode(), any_bytes()).prop_map(|(username, crypto_mode, bundle)| {
+            RelayFrame::PrekeyBundle {
+                username,
+                crypto_mode,
+                bundle,
+            }
+        }),
         (
             any_id(),
             any::<u64>(),
@@ -428,4 +482,27 @@ fn a_wrapped_frame_is_told_to_send_the_frame_itself() {
     assert!(m.contains(r#"{"type":"send_message",...}"#), "{m}");
     let plain = ClientFrame::from_json(r#"{"recipient":"x"}"#).unwrap_err();
     assert_eq!(plain.to_string(), "invalid field type: missing");
+}
+
+#[test]
+fn a_binary_upload_of_too_many_prekeys_is_refused_before_it_is_read() {
+    let mut b = vec![0x08, CryptoMode::Hybrid.to_byte(), 0x00];
+    b.extend_from_slice(&26u16.to_be_bytes());
+    for _ in 0..26 {
+        b.extend_from_slice(&[0, 1, 0xAA]);
+    }
+    assert_eq!(
+        ClientFrame::from_binary(&b).unwrap_err().code(),
+        ErrorCode::InvalidField
+    );
+    // 25 are accepted.
+    let mut ok = vec![0x08, CryptoMode::Hybrid.to_byte(), 0x00];
+    ok.extend_from_slice(&25u16.to_be_bytes());
+    for _ in 0..25 {
+        ok.extend_from_slice(&[0, 1, 0xAA]);
+    }
+    let f = ClientFrame::from_binary(&ok).unwrap();
+    assert!(
+        matches!(f, ClientFrame::UploadPrekeys { ref one_time_prekeys, .. } if one_time_prekeys.len() == 25)
+    );
 }

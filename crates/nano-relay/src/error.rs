@@ -8,6 +8,7 @@
 //!
 //! Messages never contain user content, key material or credentials.
 
+use nano_crypto::session::SessionError;
 use nano_proto::ErrorCode;
 
 /// Why the relay cannot start. Messages name the key, file or service at fault.
@@ -123,6 +124,13 @@ pub enum RelayError {
     /// The recipient is not registered.
     #[error("unknown recipient")]
     UnknownRecipient,
+    /// `get_prekeys` for a user without signed prekeys in that mode.
+    #[error("this user has published no prekeys for this mode")]
+    NoPrekeys,
+    /// An uploaded prekey record that does not decode, is of another mode than the upload, or
+    /// whose signature does not verify under the uploader's identity.
+    #[error("prekey refused: {0}")]
+    Prekey(nano_crypto::session::SessionError),
     /// The recipient's inbox holds its quota of undelivered messages.
     #[error("the recipient's inbox is full")]
     InboxFull,
@@ -213,6 +221,12 @@ impl RelayError {
             Self::KeyTaken => (C::KeyTaken, 409),
             Self::NotFound => (C::NotFound, 404),
             Self::UnknownRecipient => (C::UnknownRecipient, 404),
+            Self::NoPrekeys => (C::NoPrekeys, 404),
+            Self::Prekey(e) => match e {
+                SessionError::BadPrekeySignature => (C::InvalidSignature, 403),
+                SessionError::ModeMismatch { .. } => (C::ModeMismatch, 400),
+                _ => (C::InvalidKey, 403),
+            },
             Self::InboxFull => (C::InboxFull, 400),
             // The key that signed the rotation is no longer the current one.
             Self::Conflict => (C::InvalidKey, 403),
@@ -271,6 +285,27 @@ mod tests {
         let cases = [
             (RelayError::NameTaken, "name_taken", 409),
             (RelayError::NotFound, "not_found", 404),
+            (RelayError::NoPrekeys, "no_prekeys", 404),
+            (
+                RelayError::Prekey(SessionError::BadPrekeySignature),
+                "invalid_signature",
+                403,
+            ),
+            (
+                RelayError::Prekey(SessionError::ModeMismatch {
+                    expected: nano_crypto::CryptoMode::Hybrid,
+                    got: nano_crypto::CryptoMode::Classical,
+                }),
+                "mode_mismatch",
+                400,
+            ),
+            (
+                RelayError::Prekey(SessionError::Malformed(
+                    nano_crypto::CryptoError::InvalidKey("x"),
+                )),
+                "invalid_key",
+                403,
+            ),
             (RelayError::NoRoute, "not_found", 404),
             (RelayError::Conflict, "invalid_key", 403),
             (RelayError::MethodNotAllowed, "invalid_field", 405),

@@ -25,7 +25,7 @@ use crate::delivery::writer::{self, WriterConfig};
 use crate::directory::Directory;
 use crate::directory::l2_cache::RedisCache;
 use crate::error::{RelayError, StartupError};
-use crate::net::rate_limit::AddressLimiter;
+use crate::net::rate_limit::{AddressLimiter, KeyedLimiter};
 use crate::pools::{BufferPool, KeyPool};
 use crate::state::Shared;
 use crate::telemetry::metrics::Metrics;
@@ -190,6 +190,12 @@ pub async fn start(config: ValidConfig) -> Result<RunningRelay, StartupError> {
         MAX_TRACKED_ADDRESSES,
         MonotonicClock::new(),
     );
+    let claims = KeyedLimiter::new(
+        sec.prekey_claims_per_second,
+        sec.prekey_claim_burst,
+        MAX_TRACKED_ADDRESSES,
+        MonotonicClock::new(),
+    );
     let profiler = crate::telemetry::profiling::start(
         config.debug.enable_profiling,
         Duration::from_secs(config.debug.profile_duration_seconds),
@@ -209,6 +215,7 @@ pub async fn start(config: ValidConfig) -> Result<RunningRelay, StartupError> {
         crypto,
         auth,
         limiter: Mutex::new(limiter),
+        prekey_claims: Mutex::new(claims),
         clock: MonotonicClock::new(),
         shutdown: CancellationToken::new(),
         draining: AtomicBool::new(false),

@@ -16,7 +16,7 @@ use crate::delivery::hub::Hub;
 use crate::delivery::writer::WriterHandle;
 use crate::directory::Directory;
 use crate::error::RelayError;
-use crate::net::rate_limit::AddressLimiter;
+use crate::net::rate_limit::{AddressLimiter, KeyedLimiter};
 use crate::storage::Storage;
 use crate::telemetry::metrics::Metrics;
 
@@ -47,6 +47,8 @@ pub struct Shared {
     pub auth: AuthVerifier,
     /// Frame rate per address.
     pub limiter: Mutex<AddressLimiter<MonotonicClock>>,
+    /// One-time prekey claims per requesting user id (`security.prekey_claims_per_second`).
+    pub prekey_claims: Mutex<KeyedLimiter<i64, MonotonicClock>>,
     /// The clock of per-connection token buckets.
     pub clock: MonotonicClock,
     /// Cancelled on SIGTERM/SIGINT.
@@ -86,6 +88,14 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .allow(addr)
+    }
+
+    /// Whether user `requester` may claim one more one-time prekey now.
+    pub fn claim_allowed(&self, requester: i64) -> bool {
+        self.prekey_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow_key(requester)
     }
 
     /// Whether the relay is draining.

@@ -27,6 +27,12 @@ pub struct SecurityConfig {
     pub rate_limit_per_address: u32,
     /// Frames a connection may send in a burst above its rate.
     pub rate_limit_burst: u32,
+    /// One-time prekeys one authenticated user may claim per second (sustained), across its
+    /// connections; past it `get_prekeys` answers with the last-resort bundle, so nobody can
+    /// drain someone's one-time prekeys.
+    pub prekey_claims_per_second: u32,
+    /// One-time prekey claims a user may make in a burst above that rate.
+    pub prekey_claim_burst: u32,
 }
 
 impl Default for SecurityConfig {
@@ -38,6 +44,8 @@ impl Default for SecurityConfig {
             rate_limit_per_connection: 1_000,
             rate_limit_per_address: 5_000,
             rate_limit_burst: 200,
+            prekey_claims_per_second: 1,
+            prekey_claim_burst: 100,
         }
     }
 }
@@ -61,6 +69,18 @@ impl SecurityConfig {
         range(
             "security.rate_limit_burst",
             sec.rate_limit_burst,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "security.prekey_claims_per_second",
+            sec.prekey_claims_per_second,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "security.prekey_claim_burst",
+            sec.prekey_claim_burst,
             1,
             10_000_000,
         )?;

@@ -1,9 +1,10 @@
-//! The Redis (L2) cache of user bundles and the invalidation channel (`[caching]
-//! enable_l2_cache`, `l2_cache_url`, `l2_cache_ttl_seconds`).
+//! The Redis (L2) cache of user bundles and signed prekeys, and the invalidation channel
+//! (`[caching] enable_l2_cache`, `l2_cache_url`, `l2_cache_ttl_seconds`).
 //!
 //! Entries are `SET key value EX ttl` under a key prefix (one per deployment, or per test so
-//! tests never share keys). Invalidation deletes the key and publishes the username on the
-//! prefix's invalidation channel, so every relay drops it from its L1 too. The connection is
+//! tests never share keys): `user:{name}` and `prekeys:{mode}:{name}`. Invalidation deletes a
+//! user's keys and publishes the username on the prefix's invalidation channel, so every relay
+//! drops the user from its L1 too. The connection is
 //! synchronous, used from blocking tasks only, with a bounded timeout; after an I/O error it is
 //! re-established on the next call, so a Redis restart costs one failed lookup, never a
 //! stuck relay. A cache failure is never fatal: callers fall through to the database.
@@ -90,6 +91,10 @@ impl RedisCache {
         format!("{}user:{name}", self.prefix)
     }
 
+    fn prekeys_key(&self, name: &str, mode: nano_crypto::CryptoMode) -> String {
+        format!("{}prekeys:{mode}:{name}", self.prefix)
+    }
+
     /// The invalidation channel every relay of this deployment subscribes to.
     pub fn invalidation_channel(&self) -> String {
         format!("{}invalidate", self.prefix)
@@ -97,17 +102,42 @@ impl RedisCache {
 
     /// The cached value for `name`.
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, RelayError> {
-        let key = self.key(name);
-        self.with_conn(|c| redis::cmd("GET").arg(&key).query(c))
+        self.get_at(&self.key(name))
     }
 
     /// Caches `value` for `name` with the configured TTL.
     pub fn put(&self, name: &str, value: &[u8]) -> Result<(), RelayError> {
-        let key = self.key(name);
+        self.put_at(&self.key(name), value)
+    }
+
+    /// The cached signed-prekeys record of `name` in `mode`.
+    pub fn get_prekeys(
+        &self,
+        name: &str,
+        mode: nano_crypto::CryptoMode,
+    ) -> Result<Option<Vec<u8>>, RelayError> {
+        self.get_at(&self.prekeys_key(name, mode))
+    }
+
+    /// Caches the signed-prekeys record of `name` in `mode` with the configured TTL.
+    pub fn put_prekeys(
+        &self,
+        name: &str,
+        mode: nano_crypto::CryptoMode,
+        record: &[u8],
+    ) -> Result<(), RelayError> {
+        self.put_at(&self.prekeys_key(name, mode), record)
+    }
+
+    fn get_at(&self, key: &str) -> Result<Option<Vec<u8>>, RelayError> {
+        self.with_conn(|c| redis::cmd("GET").arg(key).query(c))
+    }
+
+    fn put_at(&self, key: &str, value: &[u8]) -> Result<(), RelayError> {
         let ttl = self.ttl_seconds;
         self.with_conn(|c| {
             redis::cmd("SET")
-                .arg(&key)
+                .arg(key)
                 .arg(value)
                 .arg("EX")
                 .arg(ttl)
@@ -115,12 +145,18 @@ impl RedisCache {
         })
     }
 
-    /// Removes `name` and tells every relay to drop it from L1; returns how many relays heard.
+    /// Removes `name`'s bundle and signed prekeys and tells every relay to drop them from L1;
+    /// returns how many relays heard.
     pub fn invalidate(&self, name: &str) -> Result<u64, RelayError> {
-        let key = self.key(name);
+        let mut keys = vec![self.key(name)];
+        keys.extend(
+            nano_crypto::CryptoMode::ALL
+                .iter()
+                .map(|m| self.prekeys_key(name, *m)),
+        );
         let channel = self.invalidation_channel();
         self.with_conn(|c| {
-            redis::cmd("DEL").arg(&key).query::<u64>(c)?;
+            redis::cmd("DEL").arg(&keys).query::<u64>(c)?;
             redis::cmd("PUBLISH").arg(&channel).arg(name).query(c)
         })
     }

@@ -1,5 +1,6 @@
 //! Registered users: lookups through L1 (in-process) → L2 (Redis) → the database, registration
-//! and key rotation.
+//! and key rotation; and their signed prekeys through the same levels (`prekeys`; one-time
+//! prekeys are claimed from the database only, never cached).
 //!
 //! Every method here blocks (database, Redis, bundle decoding) and is called from blocking tasks;
 //! only [`Directory::cached`] is cheap enough for the I/O workers. A rotation invalidates L1 here,
@@ -7,6 +8,7 @@
 
 pub(crate) mod l1_cache;
 pub mod l2_cache;
+mod prekeys;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,11 +31,14 @@ pub struct UserEntry {
 }
 
 type L1 = Mutex<TtlCache<String, Arc<UserEntry>, MonotonicClock>>;
+type PrekeyL1 = Mutex<TtlCache<(String, CryptoMode), Arc<[u8]>, MonotonicClock>>;
 
 /// Users, through the cache levels.
 pub struct Directory {
     storage: Arc<dyn Storage>,
     l1: Option<L1>,
+    /// Signed-prekeys records by (name, mode), sized and aged like `l1`.
+    prekeys_l1: Option<PrekeyL1>,
     l2: Option<Arc<RedisCache>>,
     metrics: Metrics,
 }
@@ -96,6 +101,7 @@ impl Directory {
         Self {
             storage,
             l1: l1.map(|(n, ttl)| Mutex::new(TtlCache::new(n, ttl, MonotonicClock::new()))),
+            prekeys_l1: l1.map(|(n, ttl)| Mutex::new(TtlCache::new(n, ttl, MonotonicClock::new()))),
             l2,
             metrics,
         }
@@ -195,14 +201,7 @@ impl Directory {
             min_mode,
             now_ms,
         })?;
-        self.invalidate_local(name);
-        if let Some(l2) = &self.l2 {
-            if let Err(e) = l2.invalidate(name) {
-                // The L2 entry expires within l2_cache_ttl_seconds; other relays' L1 within
-                // l1_cache_ttl_seconds.
-                tracing::warn!(error = %e, "L2 invalidation failed");
-            }
-        }
+        self.invalidate_everywhere(name);
         Ok(())
     }
 
@@ -211,12 +210,34 @@ impl Directory {
         if let Some(mut c) = self.l1() {
             c.clear();
         }
+        if let Some(mut c) = self.prekeys_l1() {
+            c.clear();
+        }
     }
 
-    /// Drops `name` from this relay's L1 (an invalidation notice from another relay).
+    /// Drops `name`'s bundle and signed prekeys from this relay's L1 (an invalidation notice
+    /// from another relay).
     pub fn invalidate_local(&self, name: &str) {
         if let Some(mut c) = self.l1() {
             c.invalidate(&name.to_owned());
+        }
+        if let Some(mut c) = self.prekeys_l1() {
+            for mode in CryptoMode::ALL {
+                c.invalidate(&(name.to_owned(), mode));
+            }
+        }
+    }
+
+    /// Drops `name` from this relay's L1 and from L2, and tells every other relay (a rotation
+    /// or a new signed-prekeys record).
+    fn invalidate_everywhere(&self, name: &str) {
+        self.invalidate_local(name);
+        if let Some(l2) = &self.l2 {
+            if let Err(e) = l2.invalidate(name) {
+                // The L2 entry expires within l2_cache_ttl_seconds; other relays' L1 within
+                // l1_cache_ttl_seconds.
+                tracing::warn!(error = %e, "L2 invalidation failed");
+            }
         }
     }
 }

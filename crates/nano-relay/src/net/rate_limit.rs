@@ -1,4 +1,5 @@
-//! Token-bucket rate limits, per connection and per remote address (`[security]`).
+//! Token-bucket rate limits, per connection, per remote address and, for one-time prekey
+//! claims, per authenticated requester (`[security]`).
 //!
 //! A bucket holds up to `burst` tokens and refills at `rate` tokens per second; each frame takes
 //! one. The per-address table is an LRU bounded by `max_addresses`, so a flood of distinct
@@ -52,54 +53,64 @@ impl TokenBucket {
     }
 }
 
-/// Per-address buckets, bounded.
-pub struct AddressLimiter<C: Clock> {
-    buckets: LruCache<IpAddr, TokenBucket>,
+/// Buckets per key, bounded: the least recently seen key is forgotten first.
+pub struct KeyedLimiter<K: std::hash::Hash + Eq, C: Clock> {
+    buckets: LruCache<K, TokenBucket>,
     rate: u32,
     burst: u32,
     clock: C,
 }
 
-impl<C: Clock> std::fmt::Debug for AddressLimiter<C> {
+/// Per-address buckets.
+pub(crate) type AddressLimiter<C> = KeyedLimiter<IpAddr, C>;
+
+impl<K: std::hash::Hash + Eq, C: Clock> std::fmt::Debug for KeyedLimiter<K, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AddressLimiter")
-            .field("addresses", &self.buckets.len())
+        f.debug_struct("KeyedLimiter")
+            .field("keys", &self.buckets.len())
             .field("rate", &self.rate)
             .field("burst", &self.burst)
             .finish()
     }
 }
 
-impl<C: Clock> AddressLimiter<C> {
-    /// A limiter remembering at most `max_addresses` addresses.
-    pub fn new(rate: u32, burst: u32, max_addresses: usize, clock: C) -> Self {
+impl<K: std::hash::Hash + Eq, C: Clock> KeyedLimiter<K, C> {
+    /// A limiter remembering at most `max_keys` keys, each allowed `rate` per second after a
+    /// burst of `burst`.
+    pub fn new(rate: u32, burst: u32, max_keys: usize, clock: C) -> Self {
         Self {
-            buckets: LruCache::new(NonZeroUsize::new(max_addresses).unwrap_or(NonZeroUsize::MIN)),
+            buckets: LruCache::new(NonZeroUsize::new(max_keys).unwrap_or(NonZeroUsize::MIN)),
             rate,
             burst,
             clock,
         }
     }
 
-    /// Whether `addr` may send one more frame now. IPv6 addresses count per /64 (one host
-    /// usually owns a whole /64); IPv4-mapped IPv6 addresses count as their IPv4 address.
-    pub fn allow(&mut self, addr: IpAddr) -> bool {
-        let addr = limit_key(addr);
+    /// Whether `key` may take one more token now.
+    pub fn allow_key(&mut self, key: K) -> bool {
         let now = self.clock.now();
         let (rate, burst) = (self.rate, self.burst);
         self.buckets
-            .get_or_insert_mut(addr, || TokenBucket::new(rate, burst, now))
+            .get_or_insert_mut(key, || TokenBucket::new(rate, burst, now))
             .try_take(now)
     }
 
-    /// Addresses currently tracked.
+    /// Keys currently tracked.
     pub fn len(&self) -> usize {
         self.buckets.len()
     }
 
-    /// Whether no address is tracked.
+    /// Whether no key is tracked.
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
+    }
+}
+
+impl<C: Clock> KeyedLimiter<IpAddr, C> {
+    /// Whether `addr` may send one more frame now. IPv6 addresses count per /64 (one host
+    /// usually owns a whole /64); IPv4-mapped IPv6 addresses count as their IPv4 address.
+    pub fn allow(&mut self, addr: IpAddr) -> bool {
+        self.allow_key(limit_key(addr))
     }
 }
 

@@ -231,15 +231,19 @@ impl Session {
             name: username.clone(),
         });
         tracing::debug!(conn = self.conn_id, "authenticated");
-        let pending = match self
+        let (pending, one_time_prekeys) = match self
             .shared
-            .blocking(move |s| s.storage.pending_count(uid))
+            .blocking(move |s| Ok((s.storage.pending_count(uid)?, s.storage.prekey_counts(uid)?)))
             .await
         {
-            Ok(n) => n,
+            Ok((n, c)) => (n, c.map(nano_proto::PrekeyCounts::from)),
             Err(e) => return vec![self.err(&e, None)].into(),
         };
-        let mut frames = vec![RelayFrame::AuthOk { username, pending }];
+        let mut frames = vec![RelayFrame::AuthOk {
+            username,
+            pending,
+            one_time_prekeys,
+        }];
         match self.page(0, PAGE, true).await {
             Ok(f) => frames.extend(f),
             Err(e) => frames.push(self.err(&e, None)),

@@ -1,6 +1,7 @@
 //! The per-connection handler: [`Session`] turns a decoded [`ClientFrame`] into the frames to
 //! answer with, one file per command: `login` (hello, auth), `send` (send_message), `inbox`
-//! (fetch, ack, read, pushes), `key_exchange`; `payload` judges a send by its envelope.
+//! (fetch, ack, read, pushes), `key_exchange`, `prekeys` (upload_prekeys, get_prekeys);
+//! `payload` judges a send by its envelope.
 //!
 //! It does no socket I/O (that is `net::connection`); it awaits storage, the crypto pool and
 //! the writer. A `send_message` is
@@ -11,6 +12,7 @@ mod inbox;
 pub(crate) mod key_exchange;
 pub(crate) mod login;
 pub(crate) mod payload;
+mod prekeys;
 pub(crate) mod replies;
 mod send;
 
@@ -195,6 +197,18 @@ impl Session {
                 .key_exchange(crypto_mode, key_id, ciphertext)
                 .await
                 .into(),
+            ClientFrame::UploadPrekeys {
+                crypto_mode,
+                signed_prekeys,
+                one_time_prekeys,
+            } => self
+                .upload_prekeys(crypto_mode, signed_prekeys, one_time_prekeys)
+                .await
+                .into(),
+            ClientFrame::GetPrekeys {
+                username,
+                crypto_mode,
+            } => self.get_prekeys(username, crypto_mode).await.into(),
         }
     }
 }

@@ -13,6 +13,9 @@ use super::Result;
 /// still inside their grace period.
 pub const MAX_SIGNED_RECORDS: u32 = 4;
 
+/// Most one-time prekeys one user holds per mode: an upload past it is refused.
+pub const MAX_ONE_TIME_HELD: u64 = 1_000;
+
 /// A signed-prekeys record to store.
 #[derive(Debug, Clone, Copy)]
 pub struct SignedRecord<'a> {
@@ -51,6 +54,31 @@ pub trait PrekeyStore {
     fn claim_one_time_prekey(&self, user_id: i64, mode: CryptoMode) -> Result<Option<Vec<u8>>>;
     /// How many one-time prekeys of `mode` the user holds.
     fn one_time_prekey_count(&self, user_id: i64, mode: CryptoMode) -> Result<u64>;
+    /// One-time prekeys the user holds, indexed by mode byte − 1 (classical, hybrid, quantum);
+    /// `None` when the user has no signed prekeys in any mode (it has not started using
+    /// sessions).
+    fn prekey_counts(&self, user_id: i64) -> Result<Option<[u64; 3]>>;
+}
+
+/// The query behind [`PrekeyStore::prekey_counts`], the same on both backends: one row (mode,
+/// one-time count) per mode the user has signed prekeys in.
+pub(crate) const PREKEY_COUNTS: &str =
+    "SELECT s.crypto_mode, (SELECT COUNT(*) FROM one_time_prekeys o
+                             WHERE o.user_id = s.user_id AND o.crypto_mode = s.crypto_mode)
+       FROM (SELECT DISTINCT user_id, crypto_mode FROM signed_prekeys WHERE user_id = $1) s";
+
+/// `counts` with the count `n` of the mode whose stored byte is `mode`.
+///
+/// # Errors
+/// [`RelayError::Corrupt`](crate::error::RelayError::Corrupt) for a mode byte no mode has.
+pub(crate) fn put_count(counts: Option<[u64; 3]>, mode: i64, n: i64) -> Result<[u64; 3]> {
+    let mut c = counts.unwrap_or_default();
+    let i = usize::try_from(mode - 1)
+        .ok()
+        .filter(|i| *i < 3)
+        .ok_or_else(|| crate::error::RelayError::Corrupt(format!("prekey mode byte {mode}")))?;
+    c[i] = u64::try_from(n).unwrap_or(0);
+    Ok(c)
 }
 
 /// The prekey tables, with one column type per backend (`$int`, `$mode`, `$bytes`): both have

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub l2_misses: IntCounter,
     /// `nano_messenger_cleanup_deleted_total`: rows removed by the cleanup timer.
     pub cleanup_deleted: IntCounter,
+    /// `nano_messenger_prekey_bundles_total{prekey}`: bundles handed out by `get_prekeys`,
+    /// `one_time` (with a claimed one-time prekey) or `last_resort` (none left, or the
+    /// requester over its claim rate).
+    pub prekey_bundles: IntCounterVec,
     /// `[debug] detailed_metrics`: record crypto duration histograms.
     detailed: bool,
     /// `[debug] log_crypto_operations`: log each crypto operation.
@@ -200,6 +204,16 @@ impl Metrics {
                     "Messages waiting for the batch writer",
                 ),
             )?,
+            prekey_bundles: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "nano_messenger_prekey_bundles_total",
+                        "Prekey bundles handed out, by the prekey that answers",
+                    ),
+                    &["prekey"],
+                ),
+            )?,
             errors: reg(
                 &r,
                 IntCounterVec::new(
@@ -299,6 +313,15 @@ impl Metrics {
         for reason in REFUSAL_REASONS {
             self.connections_refused.with_label_values(&[reason]);
         }
+        for kind in ["one_time", "last_resort"] {
+            self.prekey_bundles.with_label_values(&[kind]);
+        }
+    }
+
+    /// Counts a prekey bundle handed out, with a one-time prekey or without.
+    pub fn prekey_claim(&self, one_time: bool) {
+        let kind = if one_time { "one_time" } else { "last_resort" };
+        self.prekey_bundles.with_label_values(&[kind]).inc();
     }
 
     /// Records one durably stored message.

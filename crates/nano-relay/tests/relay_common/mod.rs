@@ -852,7 +852,9 @@ impl User {
     pub(crate) async fn login_with(&self, ws: &mut Ws, mode: CryptoMode, ch: &Challenge) -> Login {
         ws.send(&self.auth(mode, ch)).await;
         let pending = match ws.recv().await {
-            RelayFrame::AuthOk { username, pending } => {
+            RelayFrame::AuthOk {
+                username, pending, ..
+            } => {
                 assert_eq!(username, self.name);
                 pending
             }

@@ -1,0 +1,204 @@
+//! `upload_prekeys` and `get_prekeys` (PROTOCOL.md §14.1): the prekey service.
+//!
+//! An upload comes from an authenticated connection, so it is the user's own; each record is
+//! still checked (decoding checks key validity, the signature is verified under the user's
+//! identity key of the mode) before it is stored, so the relay never serves a record its owner
+//! did not sign. A `get_prekeys` hands out one one-time prekey, taken atomically from the
+//! database, while the requester is within `security.prekey_claims_per_second`; otherwise, or
+//! when none is left, the bundle carries the last-resort prekey alone.
+
+use std::sync::Arc;
+
+use nano_crypto::session::{OneTimePrekey, PrekeyBundle, SessionError, SignedPrekeys};
+use nano_crypto::{CryptoMode, PublicBundle};
+use nano_proto::{Bytes, ProtoError, RelayFrame, Username};
+
+use crate::error::RelayError;
+use crate::storage::SignedRecord;
+use crate::storage::prekeys::{MAX_ONE_TIME_HELD, MAX_SIGNED_RECORDS};
+
+use super::Session;
+
+/// An upload whose every record decoded and verified.
+struct Verified {
+    signed: Option<(u32, Vec<u8>)>,
+    one_time: Vec<(u32, Vec<u8>)>,
+}
+
+/// A record's mode must be the upload's.
+fn same_mode(mode: CryptoMode, got: CryptoMode) -> Result<(), RelayError> {
+    if got == mode {
+        Ok(())
+    } else {
+        Err(RelayError::Prekey(SessionError::ModeMismatch {
+            expected: mode,
+            got,
+        }))
+    }
+}
+
+/// Decodes every record of an upload and verifies its signature under `owner` (crypto pool).
+fn verify_upload(
+    owner: &PublicBundle,
+    mode: CryptoMode,
+    signed: Option<Bytes>,
+    one_time: Vec<Bytes>,
+) -> Result<Verified, RelayError> {
+    let signed = signed
+        .map(|b| {
+            let s = SignedPrekeys::from_bytes(b.as_slice()).map_err(RelayError::Prekey)?;
+            same_mode(mode, s.mode())?;
+            s.verify(owner).map_err(RelayError::Prekey)?;
+            Ok::<_, RelayError>((s.id(), b.0))
+        })
+        .transpose()?;
+    let one_time = one_time
+        .into_iter()
+        .map(|b| {
+            let p = OneTimePrekey::from_bytes(b.as_slice()).map_err(RelayError::Prekey)?;
+            same_mode(mode, p.mode())?;
+            p.verify(owner).map_err(RelayError::Prekey)?;
+            Ok((p.id(), b.0))
+        })
+        .collect::<Result<_, RelayError>>()?;
+    Ok(Verified { signed, one_time })
+}
+
+/// A bundle of stored records (already verified at upload; decoded again so a corrupt row is
+/// never served).
+fn assemble(signed: &[u8], one_time: Option<&[u8]>) -> Result<Vec<u8>, RelayError> {
+    let corrupt = |e: SessionError| RelayError::Corrupt(format!("stored prekey record: {e}"));
+    let signed = SignedPrekeys::from_bytes(signed).map_err(corrupt)?;
+    let one_time = one_time
+        .map(OneTimePrekey::from_bytes)
+        .transpose()
+        .map_err(corrupt)?;
+    Ok(PrekeyBundle::new(signed, one_time)
+        .map_err(corrupt)?
+        .to_bytes())
+}
+
+impl Session {
+    pub(super) async fn upload_prekeys(
+        &mut self,
+        mode: CryptoMode,
+        signed: Option<Bytes>,
+        one_time: Vec<Bytes>,
+    ) -> Vec<RelayFrame> {
+        match self.upload_prekeys_inner(mode, signed, one_time).await {
+            Ok(f) => vec![f],
+            Err(e) => vec![self.err(&e, None)],
+        }
+    }
+
+    async fn upload_prekeys_inner(
+        &mut self,
+        mode: CryptoMode,
+        signed: Option<Bytes>,
+        one_time: Vec<Bytes>,
+    ) -> Result<RelayFrame, RelayError> {
+        let user = self.require_user()?;
+        let (uid, name) = (user.id, user.name.as_str().to_owned());
+        self.check_mode(mode)?;
+        let lookup = name.clone();
+        let owner = self
+            .shared
+            .blocking(move |s| s.directory.lookup(&lookup))
+            .await?
+            .ok_or(RelayError::NotFound)?;
+        let verified = self
+            .shared
+            .crypto
+            .run(move || verify_upload(&owner.bundle, mode, signed, one_time))
+            .await??;
+        let now_ms = i64::try_from(nano_proto::now_ms()).unwrap_or(i64::MAX);
+        let held = self
+            .shared
+            .blocking(move |s| {
+                if let Some((prekey_id, record)) = &verified.signed {
+                    s.directory.put_signed_prekeys(
+                        &name,
+                        &SignedRecord {
+                            user_id: uid,
+                            mode,
+                            prekey_id: *prekey_id,
+                            record,
+                            now_ms,
+                            keep_previous: MAX_SIGNED_RECORDS - 1,
+                        },
+                    )?;
+                }
+                let held = s.storage.one_time_prekey_count(uid, mode)?;
+                if verified.one_time.is_empty() {
+                    return Ok(held);
+                }
+                if held + verified.one_time.len() as u64 > MAX_ONE_TIME_HELD {
+                    return Err(RelayError::Proto(ProtoError::InvalidField {
+                        field: "one_time_prekeys",
+                        reason: format!(
+                            "a user holds at most {MAX_ONE_TIME_HELD} one-time prekeys per mode"
+                        ),
+                    }));
+                }
+                s.storage
+                    .add_one_time_prekeys(uid, mode, &verified.one_time, now_ms)
+            })
+            .await?;
+        Ok(RelayFrame::PrekeysUploaded {
+            crypto_mode: mode,
+            one_time_prekeys: held,
+        })
+    }
+
+    pub(super) async fn get_prekeys(
+        &mut self,
+        username: Username,
+        mode: CryptoMode,
+    ) -> Vec<RelayFrame> {
+        match self.get_prekeys_inner(username, mode).await {
+            Ok(f) => vec![f],
+            Err(e) => vec![self.err(&e, None)],
+        }
+    }
+
+    async fn get_prekeys_inner(
+        &mut self,
+        username: Username,
+        mode: CryptoMode,
+    ) -> Result<RelayFrame, RelayError> {
+        let requester = self.require_user()?.id;
+        self.check_mode(mode)?;
+        let shared = Arc::clone(&self.shared);
+        let (name, bundle) = shared
+            .blocking(move |s| {
+                let entry = s
+                    .directory
+                    .lookup(username.as_str())?
+                    .ok_or(RelayError::NotFound)?;
+                mode.at_least(entry.record.min_mode)?;
+                let signed = s
+                    .directory
+                    .signed_prekeys(&entry.record, mode)?
+                    .ok_or(RelayError::NoPrekeys)?;
+                // Nobody needs a one-time prekey of their own; over the claim rate the
+                // last-resort prekey serves, so one requester cannot drain them.
+                let owner = entry.record.id;
+                let one_time = if owner != requester && s.claim_allowed(requester) {
+                    s.storage.claim_one_time_prekey(owner, mode)?
+                } else {
+                    None
+                };
+                s.metrics.prekey_claim(one_time.is_some());
+                Ok((
+                    entry.record.username.clone(),
+                    assemble(&signed, one_time.as_deref())?,
+                ))
+            })
+            .await?;
+        Ok(RelayFrame::PrekeyBundle {
+            username: Username::new(&name)?,
+            crypto_mode: mode,
+            bundle: Bytes(bundle),
+        })
+    }
+}
