@@ -80,7 +80,7 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ciphertext: Option<Bytes>,
     },
-    /// Publish the authenticated user's prekeys for `crypto_mode` (PROTOCOL.md §14.1): a new
+    /// Publish the authenticated user's prekeys for `crypto_mode` (PROTOCOL.md §14.13): a new
     /// signed-prekeys record, one-time prekeys, or both. Each record is signed by the user's
     /// identity key of that mode; the relay checks every signature and key before storing.
     UploadPrekeys {

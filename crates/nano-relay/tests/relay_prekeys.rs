@@ -1,4 +1,4 @@
-//! The prekey service end to end against the real binary (PROTOCOL.md §14.1): uploads are the
+//! The prekey service end to end against the real binary (PROTOCOL.md §14.13): uploads are the
 //! authenticated user's own and checked record by record; each one-time prekey is handed out
 //! once, then the last-resort prekey answers; claims are rate limited per requester; the owner
 //! learns its counts in `auth_ok`; a new signed-prekeys record replaces the served one on every

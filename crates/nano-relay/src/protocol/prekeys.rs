@@ -1,4 +1,4 @@
-//! `upload_prekeys` and `get_prekeys` (PROTOCOL.md §14.1): the prekey service.
+//! `upload_prekeys` and `get_prekeys` (PROTOCOL.md §14.13): the prekey service.
 //!
 //! An upload comes from an authenticated connection, so it is the user's own; each record is
 //! still checked (decoding checks key validity, the signature is verified under the user's
