@@ -5,7 +5,7 @@
 //! conversation with the prekey bundle and the handshake included (`sessions.rs`).
 
 use nano_crypto::{AeadId, CryptoMode, Identity, OsRng};
-use nano_proto::{ClientFrame, MessageId, Username};
+use nano_proto::{ClientFrame, Username};
 
 /// Arguments of `nano-bench sizes`.
 #[derive(Debug, clap::Args)]
@@ -73,9 +73,9 @@ fn measure(mode: CryptoMode, plaintext: usize) -> anyhow::Result<Row> {
     )?;
     let frame = ClientFrame::SendMessage {
         recipient: Username::new("user_1000")?,
-        message: nano_proto::encode_message(&sealed),
+        message: nano_proto::Payload(sealed.clone()),
         crypto_mode: mode,
-        id: Some(MessageId([7; 16])),
+        id: None,
     };
     Ok(Row {
         mode,

@@ -484,7 +484,7 @@ impl Client {
         let id = MessageId(id);
         let frame = ClientFrame::SendMessage {
             recipient: Username::new(recipient)?,
-            message: nano_proto::encode_message(&sealed),
+            message: nano_proto::Payload(sealed),
             crypto_mode: mode,
             id: Some(id),
         };

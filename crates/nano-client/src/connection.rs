@@ -230,7 +230,7 @@ struct Pushed {
     id: MessageId,
     sender: Option<String>,
     timestamp_ms: u64,
-    message: String,
+    message: nano_proto::Payload,
 }
 
 async fn serve(
@@ -444,7 +444,7 @@ async fn deliver(
             shared.relay.allow_opaque_payloads,
             shared.relay.allow_anonymous_send,
         );
-        let Some(env) = nano_proto::sealed_envelope(&p.message) else {
+        let Ok(env) = nano_crypto::Envelope::from_bytes(p.message.as_slice()) else {
             if opaque_ok {
                 slots.push(Slot::Unverifiable(p, Unverifiable::NotAnEnvelope));
             } else {

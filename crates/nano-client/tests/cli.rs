@@ -363,19 +363,16 @@ async fn contacts_trust_accepts_a_rotated_key() {
 /// Flips a body byte of (`truncate` false) or truncates (`truncate` true) the stored envelope
 /// of the message with hex id `id`.
 fn damage(relay: &Relay, id: &str, truncate: bool) {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
     let db = rusqlite::Connection::open(relay.db_path()).expect("open relay.db");
     db.busy_timeout(WAIT).unwrap();
     let id = hex::decode(id).expect("hex id");
-    let payload: String = db
+    let mut bytes: Vec<u8> = db
         .query_row(
             "SELECT payload FROM messages WHERE message_id = ?1",
             [id.clone()],
             |r| r.get(0),
         )
         .expect("the stored message");
-    let mut bytes = b64.decode(payload).unwrap();
     if truncate {
         bytes.truncate(bytes.len() / 2);
     } else {
@@ -385,7 +382,7 @@ fn damage(relay: &Relay, id: &str, truncate: bool) {
     let n = db
         .execute(
             "UPDATE messages SET payload = ?1 WHERE message_id = ?2",
-            rusqlite::params![b64.encode(&bytes), id],
+            rusqlite::params![bytes, id],
         )
         .unwrap();
     assert_eq!(n, 1);
@@ -402,7 +399,7 @@ async fn send_anonymously(relay: &Relay, to: &str, message: &str, mode: CryptoMo
         .unwrap();
     let frame = ClientFrame::SendMessage {
         recipient: Username::new(to).unwrap(),
-        message: message.to_owned(),
+        message: nano_proto::Payload::from_json_text(message),
         crypto_mode: mode,
         id: None,
     };

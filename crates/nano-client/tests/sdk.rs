@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use base64::Engine;
 use common::{Relay, WAIT, rotate_keys};
 use nano_client::{
     Client, ClientConfig, ClientError, Incoming, ModeChoice, Received, SendReceipt, TrustAll,
@@ -492,21 +491,19 @@ async fn clients_reconnect_by_themselves_and_resend_what_was_sent_while_down() {
 
 /// Flips one byte of the stored envelope of `id` at `index(len)`.
 fn tamper(db: &rusqlite::Connection, id: MessageId, index: impl Fn(usize) -> usize) {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let payload: String = db
+    let mut bytes: Vec<u8> = db
         .query_row(
             "SELECT payload FROM messages WHERE message_id = ?1",
             [id.0.to_vec()],
             |r| r.get(0),
         )
         .expect("the stored message");
-    let mut bytes = b64.decode(&payload).expect("base64 payload");
     let i = index(bytes.len());
     bytes[i] ^= 0x55;
     let n = db
         .execute(
             "UPDATE messages SET payload = ?1 WHERE message_id = ?2",
-            rusqlite::params![b64.encode(&bytes), id.0.to_vec()],
+            rusqlite::params![bytes, id.0.to_vec()],
         )
         .expect("update payload");
     assert_eq!(n, 1);

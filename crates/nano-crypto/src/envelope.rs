@@ -33,8 +33,7 @@ use crate::sign::{self, SigContext, Signature, VerifyingKey};
 pub const ENVELOPE_VERSION: u8 = 1;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 3 + 16 + 8 + 32 + 32;
-/// Largest plaintext an envelope may carry: 65,536 bytes (64 KiB). A message, not a file: with
-/// the quantum overhead and base64 it is the relay's default message limit of 95,792 bytes
+/// Largest plaintext an envelope may carry: 65,536 bytes (64 KiB). A message, not a file
 /// (PROTOCOL.md §6, "Size limits").
 pub const MAX_PLAINTEXT_LEN: usize = 1 << 16;
 

@@ -10,7 +10,8 @@
 //! list    = count (2, BE) ‖ bytes × count       one-time prekeys
 //! counts  = u64 classical ‖ u64 hybrid ‖ u64 quantum
 //! name    = len (1) ‖ UTF-8              usernames, relay id, error code
-//! text    = len (4, BE) ‖ UTF-8          message payloads, error messages
+//! payload = len (4, BE) ‖ bytes          message payloads, raw (no base64)
+//! text    = len (4, BE) ‖ UTF-8          error messages
 //! bytes   = len (2, BE) ‖ bytes          keys, signatures, nonces, ciphertexts
 //! opt(x)  = 0x00 | 0x01 ‖ x
 //! ids     = count (2, BE) ‖ 16 × count
@@ -26,6 +27,7 @@ use nano_crypto::codec::Reader;
 
 use crate::error::{ErrorCode, ProtoError};
 use crate::frames::{ClientFrame, RelayFrame};
+use crate::payload::Payload;
 use crate::types::{Bytes, MessageId, PrekeyCounts, Username};
 
 struct W(Vec<u8>);
@@ -49,6 +51,10 @@ impl W {
     fn text(&mut self, s: &str) {
         self.u32(u32::try_from(s.len()).unwrap_or(u32::MAX));
         self.0.extend_from_slice(s.as_bytes());
+    }
+    fn payload(&mut self, p: &Payload) {
+        self.u32(u32::try_from(p.len()).unwrap_or(u32::MAX));
+        self.0.extend_from_slice(p.as_slice());
     }
     fn bytes(&mut self, b: &Bytes) {
         let b = &b.0[..b.0.len().min(usize::from(u16::MAX))];
@@ -134,6 +140,16 @@ impl<'a> R<'a> {
             });
         }
         Ok(Self::utf8(self.take(n)?)?.to_owned())
+    }
+    fn payload(&mut self) -> Result<Payload, ProtoError> {
+        let n = self.u32()? as usize;
+        if n > crate::MAX_MESSAGE_BYTES {
+            return Err(ProtoError::MessageTooLarge {
+                max: crate::MAX_MESSAGE_BYTES,
+                got: n,
+            });
+        }
+        Ok(Payload(self.take(n)?.to_vec()))
     }
     fn bytes(&mut self) -> Result<Bytes, ProtoError> {
         let n = usize::from(self.u16()?);
@@ -238,7 +254,7 @@ impl ClientFrame {
             } => {
                 w.u8(0x02);
                 w.name(recipient.as_str());
-                w.text(message);
+                w.payload(message);
                 w.mode(*crypto_mode);
                 w.opt(id.as_ref(), W::id);
             }
@@ -303,7 +319,7 @@ impl ClientFrame {
             },
             0x02 => Self::SendMessage {
                 recipient: r.username()?,
-                message: r.text()?,
+                message: r.payload()?,
                 crypto_mode: r.mode()?,
                 id: r.opt(R::id)?,
             },
@@ -386,7 +402,7 @@ impl RelayFrame {
                 w.opt(sender.as_ref(), |w, s| w.name(s.as_str()));
                 w.mode(*crypto_mode);
                 w.u64(*timestamp_ms);
-                w.text(message);
+                w.payload(message);
             }
             Self::Sent { id, duplicate } => {
                 w.u8(0x84);
@@ -476,7 +492,7 @@ impl RelayFrame {
                 sender: r.opt(R::username)?,
                 crypto_mode: r.mode()?,
                 timestamp_ms: r.u64()?,
-                message: r.text()?,
+                message: r.payload()?,
             },
             0x84 => Self::Sent {
                 id: r.id()?,

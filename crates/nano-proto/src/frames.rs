@@ -11,9 +11,10 @@
 use nano_crypto::CryptoMode;
 use serde::{Deserialize, Serialize};
 
+use crate::MAX_IDS_PER_FRAME;
 use crate::error::{ErrorCode, JsonFault, ProtoError};
+use crate::payload::Payload;
 use crate::types::{Bytes, MessageId, PrekeyCounts, Username};
-use crate::{MAX_IDS_PER_FRAME, MAX_MESSAGE_BYTES};
 
 /// A frame from a client to the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,12 +38,12 @@ pub enum ClientFrame {
         /// The signature (raw encoding of that mode).
         signature: Bytes,
     },
-    /// Store and forward `message` (opaque to the relay: normally a base64 sealed envelope).
+    /// Store and forward `message` (opaque to the relay: a sealed envelope or session payload).
     SendMessage {
         /// The recipient.
         recipient: Username,
-        /// The payload.
-        message: String,
+        /// The payload (base64 in JSON, raw in binary frames).
+        message: Payload,
         /// The suite the payload was sealed with.
         crypto_mode: CryptoMode,
         /// The sender's message id; the relay assigns one when absent.
@@ -149,7 +150,7 @@ pub enum RelayFrame {
         /// When the relay accepted it, milliseconds since the Unix epoch.
         timestamp_ms: u64,
         /// The payload, as sent.
-        message: String,
+        message: Payload,
     },
     /// The message is durably stored.
     Sent {
@@ -343,20 +344,6 @@ fn check_key_id(id: u64) -> Result<(), ProtoError> {
     Ok(())
 }
 
-fn check_message(message: &str) -> Result<(), ProtoError> {
-    if message.len() > MAX_MESSAGE_BYTES {
-        return Err(ProtoError::MessageTooLarge {
-            max: MAX_MESSAGE_BYTES,
-            got: message.len(),
-        });
-    }
-    // Every store keeps the payload as text; PostgreSQL text cannot hold U+0000.
-    if message.contains('\0') {
-        return Err(ProtoError::field("message", "must not contain U+0000"));
-    }
-    Ok(())
-}
-
 impl ClientFrame {
     /// The frame's `type` string.
     pub fn type_name(&self) -> &'static str {
@@ -376,7 +363,7 @@ impl ClientFrame {
     /// Checks the rules the schema alone cannot express (counts, sizes, field combinations).
     pub fn validate(&self) -> Result<(), ProtoError> {
         match self {
-            Self::SendMessage { message, .. } => check_message(message),
+            Self::SendMessage { message, .. } => message.check(),
             Self::Ack { ids } | Self::Read { ids } => check_ids(ids),
             Self::Fetch { limit: Some(l), .. } if *l == 0 || *l > MAX_FETCH_LIMIT => {
                 Err(ProtoError::field("limit", "must be 1 to 500"))
@@ -473,7 +460,7 @@ impl RelayFrame {
     /// Checks size and format rules (the same for both encodings).
     pub fn validate(&self) -> Result<(), ProtoError> {
         match self {
-            Self::Message { message, .. } => check_message(message),
+            Self::Message { message, .. } => message.check(),
             Self::Challenge {
                 nonce,
                 relay_id,

@@ -3,6 +3,7 @@
 //! ```text
 //! types     Username, MessageId, Bytes (base64 in JSON): validated on construction
 //! frames    ClientFrame / RelayFrame: the WebSocket messages, JSON text form
+//! payload   Payload: a message's bytes, what it is (sealed, session, opaque), its id and limit
 //! binary    the compact binary form of the same frames
 //! signed    the exact bytes of every signed statement (claims, rotation, challenge, auth, kex)
 //! binding   ChannelBinding: RFC 9266 tls-exporter, what ties a login to one connection
@@ -19,6 +20,7 @@ pub mod binary;
 pub mod binding;
 pub mod error;
 pub mod frames;
+pub mod payload;
 pub mod rest;
 pub mod signed;
 pub mod types;
@@ -26,16 +28,11 @@ pub mod types;
 pub use binding::{BindingKind, ChannelBinding};
 pub use error::{ErrorCode, ProtoError};
 pub use frames::{ClientFrame, RelayFrame};
+pub use payload::{MAX_MESSAGE_BYTES, MAX_MESSAGE_JSON_LEN, Payload, PayloadKind};
 pub use types::{Bytes, MessageId, PrekeyCounts, Username};
 
 /// Most message ids one `ack` or `read` frame may carry.
 pub const MAX_IDS_PER_FRAME: usize = 1024;
-/// Largest `message` field of a `send_message` or `message` frame, in bytes: the standard
-/// padded base64 of the largest envelope ([`nano_crypto::envelope::MAX_ENVELOPE_LEN`], 71,842 bytes), so
-/// 95,792. Every size limit derives from the plaintext limit here (PROTOCOL.md §11, "Size
-/// limits"); a relay's `limits.max_message_bytes` may only be larger.
-pub const MAX_MESSAGE_BYTES: usize = base64_len(nano_crypto::envelope::MAX_ENVELOPE_LEN);
-
 /// How old an envelope may be when a client opens it: 30 days (2,592,000,000 ms) before the
 /// client's clock, by the sender's authenticated `timestamp_ms` (PROTOCOL.md §12, "Replays").
 /// Also the longest a relay keeps an undelivered message (`message_retention_days` ≤ 30).
@@ -51,39 +48,6 @@ pub const TOMBSTONE_KEEP_MS: i64 = 31 * DAY_MS;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// The sealed envelope a `message` field encodes (standard padded base64 of PROTOCOL.md §6
-/// bytes, parsed with exact lengths, not verified), or `None` if it is not one.
-pub fn sealed_envelope(message: &str) -> Option<nano_crypto::Envelope> {
-    if message.len() > MAX_MESSAGE_BYTES {
-        return None;
-    }
-    nano_crypto::Envelope::from_bytes(&decode_message(message)?).ok()
-}
-
-/// The mode of the session handshake or session message (PROTOCOL.md §14) a `message` field
-/// encodes, read from its clear header, or `None` if it is not one.
-pub fn session_payload(message: &str) -> Option<nano_crypto::CryptoMode> {
-    if message.len() > MAX_MESSAGE_BYTES {
-        return None;
-    }
-    nano_crypto::session::payload_mode(&decode_message(message)?).ok()
-}
-
-/// The `message` field carrying `envelope`: standard padded base64 (PROTOCOL.md §11),
-/// `4 × ⌈len / 3⌉` characters.
-pub fn encode_message(envelope: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(envelope)
-}
-
-/// The bytes a `message` field encodes, or `None` if it is not standard padded base64.
-pub fn decode_message(message: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(message)
-        .ok()
-}
-
 /// Milliseconds since the Unix epoch on this machine's clock (0 before it): the unit and
 /// origin of every `timestamp_ms` and `expires_at_ms` (PROTOCOL.md §6, §11).
 pub fn now_ms() -> u64 {
@@ -98,12 +62,15 @@ pub const fn base64_len(n: usize) -> usize {
 }
 
 /// The largest plaintext (bytes) that can be sent in `mode` through a relay whose
-/// `send_message` limit is `message_limit` bytes (its `max_message_bytes`, from `GET
-/// /v1/relay`): the envelope's base64 must fit the limit, and the plaintext
+/// `send_message` limit is `message_limit` payload bytes (its `max_message_bytes`, from `GET
+/// /v1/relay`), as a sealed envelope or in any session payload (a handshake included): the
+/// payload must fit the limit, and the plaintext
 /// [`nano_crypto::envelope::MAX_PLAINTEXT_LEN`]. Zero when not even an empty message fits.
 pub const fn max_plaintext_len(mode: nano_crypto::CryptoMode, message_limit: usize) -> usize {
-    let envelope = message_limit / 4 * 3;
-    let fits = envelope.saturating_sub(nano_crypto::envelope::overhead(mode));
+    let sealed = nano_crypto::envelope::overhead(mode);
+    let session = nano_crypto::session::max_overhead(mode);
+    let overhead = if sealed > session { sealed } else { session };
+    let fits = message_limit.saturating_sub(overhead);
     if fits < nano_crypto::envelope::MAX_PLAINTEXT_LEN {
         fits
     } else {

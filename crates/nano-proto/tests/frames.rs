@@ -4,7 +4,8 @@
 
 use nano_crypto::CryptoMode;
 use nano_proto::{
-    BindingKind, Bytes, ClientFrame, ErrorCode, MessageId, PrekeyCounts, RelayFrame, Username,
+    BindingKind, Bytes, ClientFrame, ErrorCode, MessageId, Payload, PrekeyCounts, RelayFrame,
+    Username,
 };
 use proptest::prelude::*;
 
@@ -27,7 +28,7 @@ fn guide_frames_parse_as_written() {
         f,
         ClientFrame::SendMessage {
             recipient: user("user_42"),
-            message: "Load test message 1764000000000".into(),
+            message: Payload(b"Load test message 1764000000000".to_vec()),
             crypto_mode: CryptoMode::Hybrid,
             id: None,
         }
@@ -56,7 +57,7 @@ fn hostile_json_gets_stable_codes() {
     );
     let huge = format!(
         r#"{{"type":"send_message","recipient":"u","message":"{}","crypto_mode":"hybrid"}}"#,
-        "x".repeat(nano_proto::MAX_MESSAGE_BYTES + 1)
+        "x".repeat(nano_proto::MAX_MESSAGE_JSON_LEN + 1)
     );
     let too_many_prekeys = format!(
         r#"{{"type":"upload_prekeys","crypto_mode":"hybrid","one_time_prekeys":[{}]}}"#,
@@ -169,7 +170,7 @@ fn invalid_frames_cannot_be_encoded() {
 fn hostile_binary_gets_stable_codes() {
     let good = ClientFrame::SendMessage {
         recipient: user("bob"),
-        message: "hi".into(),
+        message: Payload(b"hi".to_vec()),
         crypto_mode: CryptoMode::Quantum,
         id: Some(MessageId([7; 16])),
     }
@@ -229,6 +230,10 @@ fn hostile_binary_gets_stable_codes() {
     );
 }
 
+fn any_payload() -> impl Strategy<Value = Payload> {
+    prop::collection::vec(any::<u8>(), 0..300).prop_map(Payload)
+}
+
 fn any_mode() -> impl Strategy<Value = CryptoMode> {
     prop::sample::select(CryptoMode::ALL.to_vec())
 }
@@ -260,7 +265,7 @@ fn any_client() -> impl Strategy<Value = ClientFrame> {
         }),
         (
             any_user(),
-            "[^\\x00]{0,300}",
+            any_payload(),
             any_mode(),
             prop::option::of(any_id())
         )
@@ -365,7 +370,7 @@ fn any_relay() -> impl Strategy<Value = RelayFrame> {
             prop::option::of(any_user()),
             any_mode(),
             any::<u64>(),
-            "[^\\x00]{0,300}"
+            any_payload()
         )
             .prop_map(|(id, seq, sender, crypto_mode, timestamp_ms, message)| {
                 RelayFrame::Message {
@@ -448,24 +453,42 @@ proptest! {
     }
 }
 
+/// Payloads are bytes: NUL and non-UTF-8 included, raw in binary frames (PROTOCOL.md §11), where
+/// a `send_message` without `id` adds 8 bytes beyond the recipient's name.
 #[test]
-fn a_payload_with_u0000_is_refused_in_both_encodings() {
+fn payloads_are_raw_bytes_in_binary_frames() {
     let json =
         r#"{"type":"send_message","recipient":"u","message":"a\u0000b","crypto_mode":"hybrid"}"#;
-    let err = ClientFrame::from_json(json).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidField);
-    let ok = ClientFrame::SendMessage {
-        recipient: nano_proto::Username::new("u").unwrap(),
-        message: "aXb".into(),
-        crypto_mode: nano_crypto::CryptoMode::Hybrid,
+    match ClientFrame::from_json(json).unwrap() {
+        ClientFrame::SendMessage { message, .. } => assert_eq!(message, Payload(b"a\0b".to_vec())),
+        f => panic!("{f:?}"),
+    }
+    let raw: Vec<u8> = (0..=255u8).chain([0xff, 0, 0xc3]).collect();
+    let f = ClientFrame::SendMessage {
+        recipient: user("bob"),
+        message: Payload(raw.clone()),
+        crypto_mode: CryptoMode::Hybrid,
         id: None,
     };
-    let mut bin = ok.to_binary().unwrap();
-    let x = bin.iter().rposition(|b| *b == b'X').unwrap();
-    bin[x] = 0;
+    let bin = f.to_binary().unwrap();
+    assert_eq!(bin.len(), raw.len() + "bob".len() + 8);
+    assert!(bin.windows(raw.len()).any(|w| w == raw.as_slice()));
+    assert_eq!(ClientFrame::from_binary(&bin).unwrap(), f);
+    // JSON carries the same bytes as base64.
+    let text = f.to_json().unwrap();
+    assert!(text.contains(&Payload(raw).to_base64()));
+    assert_eq!(ClientFrame::from_json(&text).unwrap(), f);
+    // A length past the limit is refused before the bytes are read.
+    let mut big = vec![0x02, 3];
+    big.extend_from_slice(b"bob");
+    big.extend_from_slice(
+        &u32::try_from(nano_proto::MAX_MESSAGE_BYTES + 1)
+            .unwrap()
+            .to_be_bytes(),
+    );
     assert_eq!(
-        ClientFrame::from_binary(&bin).unwrap_err().code(),
-        ErrorCode::InvalidField
+        ClientFrame::from_binary(&big).unwrap_err().code(),
+        ErrorCode::MessageTooLarge
     );
 }
 

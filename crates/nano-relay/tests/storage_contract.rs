@@ -11,9 +11,9 @@ use nano_relay::storage::postgres::PostgresStorage;
 use nano_relay::storage::{Mark, MarkKind, RelayError, Storage, StoreOutcome};
 
 fn setup(s: &dyn Storage) -> (i64, i64) {
-    assert_eq!(s.migrate().unwrap(), 4);
-    assert_eq!(s.migrate().unwrap(), 4);
-    assert_eq!(s.probe().unwrap(), 4);
+    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.probe().unwrap(), 5);
     common::two_users(s)
 }
 
@@ -80,8 +80,39 @@ contract!(
     batches_dedup_enforce_quota_and_page_in_order,
     ack_read_and_cleanup,
     a_mark_batch_applies_every_mark_in_order,
-    prekeys_are_claimed_once_and_signed_records_keep_their_grace
+    prekeys_are_claimed_once_and_signed_records_keep_their_grace,
+    payloads_are_stored_as_bytes
 );
+
+/// Payloads are bytes (BLOB / BYTEA): NUL, bytes that are no UTF-8, nothing at all and the
+/// largest payload come back exactly.
+fn payloads_are_stored_as_bytes(s: &dyn Storage) {
+    let (alice, bob) = setup(s);
+    let payloads: Vec<Vec<u8>> = vec![
+        (0..=255u8).collect(),
+        vec![0; 3],
+        vec![0xc3, 0x28, 0xff],
+        vec![],
+        vec![0x5a; nano_proto::MAX_MESSAGE_BYTES],
+    ];
+    let batch: Vec<_> = payloads
+        .iter()
+        .zip(1u8..)
+        .map(|(p, id)| {
+            let mut m = msg(id, bob, Some(alice), i64::from(id));
+            m.payload = nano_proto::Payload(p.clone());
+            m
+        })
+        .collect();
+    s.store_batch(&batch, 100).unwrap();
+    let got: Vec<Vec<u8>> = s
+        .pending(bob, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.payload.0)
+        .collect();
+    assert_eq!(got, payloads);
+}
 
 fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage) {
     use nano_relay::storage::SignedRecord;
@@ -274,7 +305,7 @@ fn batches_dedup_enforce_quota_and_page_in_order(s: &dyn Storage) {
     );
     assert_eq!(page[0].sender.as_deref(), Some("alice"));
     assert_eq!(page[1].sender, None);
-    assert_eq!(page[0].payload, "payload 1");
+    assert_eq!(page[0].payload.as_slice(), b"payload 1");
     assert_eq!(page[0].crypto_mode, CryptoMode::Hybrid);
     let rest = s.pending(bob, page[1].seq, 10).unwrap();
     assert_eq!(

@@ -13,7 +13,7 @@ use nano_testkit::PgDb;
 
 fn migrated(db: &PgDb, connections: usize) -> PostgresStorage {
     let s = PostgresStorage::connect_pool(&db.url, None, connections).unwrap();
-    assert_eq!(s.migrate().unwrap(), 4);
+    assert_eq!(s.migrate().unwrap(), 5);
     s
 }
 
@@ -26,14 +26,14 @@ fn the_pool_reconnects_after_the_server_closes_every_connection() {
     let alice = s
         .create_user("alice", b"bundle", &[1; 32], CryptoMode::Hybrid, 1)
         .unwrap();
-    assert_eq!(s.probe().unwrap(), 4);
+    assert_eq!(s.probe().unwrap(), 5);
     // What a restart does to the relay's side: every connection closed by the server.
     assert!(db.terminate_connections() >= 1);
     // The next operations find their connections closed, discard them and run on fresh ones.
     for _ in 0..8 {
         assert_eq!(s.user("alice").unwrap().unwrap().id, alice.id);
     }
-    assert_eq!(s.probe().unwrap(), 4);
+    assert_eq!(s.probe().unwrap(), 5);
     assert_eq!(s.pending_count(alice.id).unwrap(), 0);
 }
 
@@ -43,7 +43,7 @@ fn the_probe_fails_without_a_table_the_relay_needs() {
         return;
     };
     let s = migrated(&db, 2);
-    assert_eq!(s.probe().unwrap(), 4);
+    assert_eq!(s.probe().unwrap(), 5);
     db.execute("DROP TABLE messages").unwrap();
     let e = s.probe().unwrap_err();
     assert!(e.to_string().contains("messages"), "{e}");
@@ -114,7 +114,7 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         })
         .collect();
     for t in threads {
-        assert_eq!(t.join().unwrap(), 4);
+        assert_eq!(t.join().unwrap(), 5);
     }
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let applied: i64 = c
@@ -124,7 +124,7 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(applied, 4);
+    assert_eq!(applied, 5);
     let rows = c
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1",
@@ -172,4 +172,31 @@ fn two_relays_claim_each_one_time_prekey_once() {
     unique.sort();
     unique.dedup();
     assert_eq!((claimed.len(), unique.len()), (200, 200));
+}
+
+/// Version 5 turns the text payloads of a version-4 database into bytes, by the same rule as
+/// SQLite (`common::V4_PAYLOADS`).
+#[test]
+fn migration_5_turns_text_payloads_into_bytes() {
+    let Some(db) = PgDb::create("pg migrate 5") else {
+        return;
+    };
+    // Opening creates `schema_migrations`; the first four versions are applied by hand.
+    let s = PostgresStorage::connect_pool(&db.url, None, 2).unwrap();
+    for (version, sql) in &nano_relay::storage::schema::POSTGRES[..4] {
+        db.execute(sql).unwrap();
+        db.execute(&format!(
+            "INSERT INTO schema_migrations VALUES ({version}, 0)"
+        ))
+        .unwrap();
+    }
+    let hex = |b: &[u8]| {
+        format!(
+            "'\\x{}'",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        )
+    };
+    db.execute(&common::v4_rows(hex)).unwrap();
+    assert_eq!(s.migrate().unwrap(), 5);
+    common::assert_v4_payloads_migrated(&s);
 }

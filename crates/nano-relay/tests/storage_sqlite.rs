@@ -29,7 +29,7 @@ impl Drop for TempDir {
 }
 
 fn setup(s: &SqliteStorage) -> (i64, i64) {
-    assert_eq!(s.migrate().unwrap(), 4);
+    assert_eq!(s.migrate().unwrap(), 5);
     common::two_users(s)
 }
 
@@ -38,10 +38,10 @@ fn migrations_are_versioned_idempotent_and_create_the_guides_indexes() {
     let dir = TempDir::new("migrate");
     let s = SqliteStorage::open(&dir.0.join("relay.db")).unwrap();
     assert_eq!(s.schema_version().unwrap(), 0);
-    assert_eq!(s.migrate().unwrap(), 4);
-    assert_eq!(s.migrate().unwrap(), 4);
-    assert_eq!(s.schema_version().unwrap(), 4);
-    assert_eq!(s.probe().unwrap(), 4);
+    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.schema_version().unwrap(), 5);
+    assert_eq!(s.probe().unwrap(), 5);
     let conn = rusqlite::Connection::open(dir.0.join("relay.db")).unwrap();
     let mut names: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_%'")
@@ -73,7 +73,7 @@ fn migrations_are_versioned_idempotent_and_create_the_guides_indexes() {
         s.migrate(),
         Err(RelayError::SchemaTooNew {
             found: 99,
-            supported: 4
+            supported: 5
         })
     ));
 }
@@ -88,7 +88,7 @@ fn committed_messages_survive_reopening() {
         s.store_batch(&[msg(7, bob, None, 1)], 10).unwrap();
     }
     let s = SqliteStorage::open(&path).unwrap();
-    assert_eq!(s.migrate().unwrap(), 4);
+    assert_eq!(s.migrate().unwrap(), 5);
     let bob = s.user("bob").unwrap().unwrap();
     let inbox = s.pending(bob.id, 0, 10).unwrap();
     assert_eq!(inbox.len(), 1);
@@ -172,7 +172,7 @@ fn the_probe_fails_without_a_table_and_bad_rows_are_corrupt_data() {
     let path = dir.0.join("relay.db");
     let s = SqliteStorage::open(&path).unwrap();
     setup(&s);
-    assert_eq!(s.probe().unwrap(), 4);
+    assert_eq!(s.probe().unwrap(), 5);
     let other = rusqlite::Connection::open(&path).unwrap();
     other
         .execute_batch("UPDATE users SET min_mode = 'x' WHERE username = 'alice'")
@@ -224,4 +224,37 @@ fn prekeys_are_deleted_with_their_user() {
         .unwrap();
     assert_eq!(left, 0);
     assert_eq!(s.signed_prekeys(u.id, CryptoMode::Quantum).unwrap(), None);
+}
+
+/// Version 5 turns the text payloads of a version-4 database into bytes, as JSON would read
+/// them (`common::V4_PAYLOADS`).
+#[test]
+fn migration_5_turns_text_payloads_into_bytes() {
+    let dir = TempDir::new("migrate5");
+    let path = dir.0.join("relay.db");
+    let s = SqliteStorage::open(&path).unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    for (version, sql) in &nano_relay::storage::schema::SQLITE[..4] {
+        raw.execute_batch(sql).unwrap();
+        raw.execute(
+            "INSERT INTO schema_migrations VALUES (?1, 0)",
+            rusqlite::params![version],
+        )
+        .unwrap();
+    }
+    let hex = |b: &[u8]| {
+        format!(
+            "X'{}'",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        )
+    };
+    raw.execute_batch(&common::v4_rows(hex)).unwrap();
+    assert_eq!(s.migrate().unwrap(), 5);
+    common::assert_v4_payloads_migrated(&s);
+    let kind: String = raw
+        .query_row("SELECT DISTINCT typeof(payload) FROM messages", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(kind, "blob");
 }

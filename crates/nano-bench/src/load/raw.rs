@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use nano_client::login::{LoginAttempt, channel_binding};
 use nano_crypto::{AeadId, CryptoMode, OsRng};
-use nano_proto::{ClientFrame, MessageId, RelayFrame, Username};
+use nano_proto::{ClientFrame, MessageId, Payload, RelayFrame, Username};
 use rand_core::RngCore;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -51,10 +51,10 @@ async fn authenticated(ctx: &Ctx, user: &User) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(ctx.ws_url.as_str()).await?;
     let name = Username::new(&user.name)?;
     let (attempt, hello) = LoginAttempt::start(user.identity.min_mode(), channel_binding(&ws)?);
-    ws.send(Message::text(hello.to_json()?)).await?;
+    ws.send(Message::binary(hello.to_binary()?)).await?;
     let challenge = next(&mut ws).await?;
     let auth = attempt.answer(&ctx.relay, challenge, &user.identity, &name)?;
-    ws.send(Message::text(auth.to_json()?)).await?;
+    ws.send(Message::binary(auth.to_binary()?)).await?;
     loop {
         match next(&mut ws).await? {
             RelayFrame::AuthOk { .. } => return Ok(ws),
@@ -112,8 +112,8 @@ async fn receive(ctx: Arc<Ctx>, user: User, inflight: InFlight, mut ws: Ws) {
             let ack = (!ids.is_empty()).then_some(ClientFrame::Ack { ids });
             let fetch = fetch.map(|after| ClientFrame::Fetch { after, limit: None });
             for f in ack.iter().chain(fetch.iter()) {
-                let Ok(text) = f.to_json() else { continue };
-                if tx.send(Message::text(text)).await.is_err() {
+                let Ok(bytes) = f.to_binary() else { continue };
+                if tx.send(Message::binary(bytes)).await.is_err() {
                     break 'conn;
                 }
             }
@@ -138,7 +138,7 @@ pub(crate) fn preseal(
     ctx: &Ctx,
     n: usize,
     mode: CryptoMode,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let users = &ctx.users;
     (0..n)
         .map(|_| {
@@ -151,33 +151,26 @@ pub(crate) fn preseal(
                 mode,
                 AeadId::ChaCha20Poly1305,
             )?;
-            Ok((to.name.clone(), nano_proto::encode_message(&sealed)))
+            Ok((to.name.clone(), sealed))
         })
         .collect()
 }
 
-/// `sealed` (base64 of an envelope) with `id` as its header's `message_id` (envelope bytes
-/// 3..19, PROTOCOL.md §6): only the 24 base64 characters covering bytes 3..21 are re-encoded.
-fn with_id(sealed: &str, id: &[u8; 16]) -> anyhow::Result<String> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let chars = sealed.get(4..28).context("envelope too short")?;
-    let mut bytes = b64.decode(chars)?;
+/// `sealed` (an envelope) with `id` as its header's `message_id` (envelope bytes 3..19,
+/// PROTOCOL.md §6).
+fn with_id(sealed: &[u8], id: &[u8; 16]) -> anyhow::Result<Payload> {
+    let mut bytes = sealed.to_vec();
     bytes
-        .get_mut(..16)
+        .get_mut(3..19)
         .context("envelope too short")?
         .copy_from_slice(id);
-    let mut out = String::with_capacity(sealed.len());
-    out.push_str(&sealed[..4]);
-    out.push_str(&b64.encode(bytes));
-    out.push_str(&sealed[28..]);
-    Ok(out)
+    Ok(Payload(bytes))
 }
 
 /// One sender connection replaying `sealed` with fresh ids, `pipeline` in flight, until `stop`.
 pub(crate) async fn sender(
     ctx: Arc<Ctx>,
-    sealed: Arc<Vec<(String, String)>>,
+    sealed: Arc<Vec<(String, Vec<u8>)>>,
     inflight: InFlight,
     pipeline: usize,
     stop: tokio::time::Instant,
@@ -198,7 +191,7 @@ pub(crate) async fn sender(
             i += 1;
             let mut id = [0u8; 16];
             OsRng.fill_bytes(&mut id);
-            let payload = &with_id(payload, &id)?;
+            let payload = with_id(payload, &id)?;
             let id = MessageId(id);
             let (seq, _) = ctx.stats.next_message(ctx.epoch);
             inflight
@@ -207,11 +200,12 @@ pub(crate) async fn sender(
                 .insert(id, (seq, Instant::now()));
             let f = ClientFrame::SendMessage {
                 recipient: Username::new(to)?,
-                message: payload.clone(),
+                message: payload,
                 crypto_mode: ctx.mode,
-                id: Some(id),
+                // The relay reads the id from the envelope's header.
+                id: None,
             };
-            tx.feed(Message::text(f.to_json()?)).await?;
+            tx.feed(Message::binary(f.to_binary()?)).await?;
             outstanding += 1;
         }
         tx.flush().await?;
@@ -247,20 +241,16 @@ pub(crate) async fn sender(
 #[cfg(test)]
 mod tests {
     use super::with_id;
-    use base64::Engine;
 
     #[test]
     fn with_id_rewrites_exactly_the_header_id() {
-        let b64 = base64::engine::general_purpose::STANDARD;
         let original: Vec<u8> = (0..=255u8).cycle().take(300).collect();
         let id = [0xAB; 16];
-        let patched = b64
-            .decode(with_id(&b64.encode(&original), &id).unwrap())
-            .unwrap();
+        let patched = with_id(&original, &id).unwrap().0;
         assert_eq!(patched.len(), original.len());
         assert_eq!(patched[3..19], id);
         assert_eq!(patched[..3], original[..3]);
         assert_eq!(patched[19..], original[19..]);
-        assert!(with_id("AAAA", &id).is_err());
+        assert!(with_id(&[0; 18], &id).is_err());
     }
 }

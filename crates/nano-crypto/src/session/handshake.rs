@@ -149,10 +149,6 @@ fn parse(bytes: &[u8]) -> core::result::Result<Parsed<'_>, CryptoError> {
     })
 }
 
-/// Longest handshake before its first message: quantum with a one-time prekey
-/// (header 1 + 1 + 1 + 32 + 32 + 4 + 1 + 4 + 1,568 ciphertext, ML-DSA-87 signature 4,627).
-pub(crate) const MAX_HANDSHAKE_PREFIX: usize = 76 + 4 + 1_568 + 4_627;
-
 /// The mode and the first session message of a handshake, after checking its structure.
 pub(crate) fn first_message(
     bytes: &[u8],

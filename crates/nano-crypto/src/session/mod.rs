@@ -98,6 +98,23 @@ impl core::fmt::Debug for Session {
     }
 }
 
+/// Largest session payload, in bytes: the largest plaintext ([`MAX_SESSION_PLAINTEXT`]) in a
+/// quantum handshake: 65,536 + 6,346 = 71,882.
+pub const MAX_PAYLOAD_LEN: usize = MAX_SESSION_PLAINTEXT + max_overhead(CryptoMode::Quantum);
+
+/// The most bytes any session payload of `mode` adds to its plaintext: a handshake with a
+/// one-time prekey (header 76, `ek` 32 in classical and hybrid, the KEM ciphertext, the
+/// signature; PROTOCOL.md §14.3) and the longest message header ([`MAX_HEADER_LEN`]) and tag:
+/// 279 (classical), 4,676 (hybrid), 6,346 (quantum).
+pub const fn max_overhead(mode: CryptoMode) -> usize {
+    let ek = if message::has_dh(mode) { 32 } else { 0 };
+    76 + ek
+        + crate::kem::ciphertext_len(mode)
+        + crate::sign::signature_len(mode)
+        + message::MAX_HEADER_LEN
+        + TAG_LEN
+}
+
 /// The mode a session payload is in, read from its clear header without any key: what a relay
 /// needs to store and forward it and to enforce its mode floor. Checks the structure (a
 /// handshake parses completely, including its first message's header; a message's header parses
@@ -107,8 +124,7 @@ impl core::fmt::Debug for Session {
 /// [`SessionError::Malformed`] for anything that is not a well-formed session handshake
 /// (`0x02`) or message (`0x03`), or is longer than a session message can be.
 pub fn payload_mode(bytes: &[u8]) -> Result<CryptoMode, SessionError> {
-    let max =
-        handshake::MAX_HANDSHAKE_PREFIX + message::MAX_HEADER_LEN + MAX_SESSION_PLAINTEXT + TAG_LEN;
+    let max = MAX_PAYLOAD_LEN;
     if bytes.len() > max {
         return Err(SessionError::Malformed(crate::CryptoError::TooLarge {
             what: "session payload",

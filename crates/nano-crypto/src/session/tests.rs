@@ -296,3 +296,26 @@ fn an_invalid_encapsulation_key_restarts_the_exchange_and_the_message_is_deliver
         assert_eq!(k.send_epoch, 0);
     }
 }
+
+/// `max_overhead` bounds every payload: the handshake (with a one-time prekey) and the messages
+/// that carry encapsulation-key chunks; the quantum bound is the one `MAX_PAYLOAD_LEN` uses.
+#[test]
+fn max_overhead_bounds_handshakes_and_messages() {
+    for mode in CryptoMode::ALL {
+        let mut w = world(mode, 77);
+        let bound = super::max_overhead(mode);
+        assert!(w.handshake.len() <= b"first".len() + bound, "{mode}");
+        for _ in 0..20 {
+            let m = w.a.encrypt(b"abc", &mut w.r).unwrap();
+            assert!(m.len() <= 3 + bound, "{mode}");
+            w.b.decrypt(&m, &mut w.r).unwrap();
+        }
+    }
+    assert_eq!(
+        super::MAX_PAYLOAD_LEN,
+        super::MAX_SESSION_PLAINTEXT + super::max_overhead(CryptoMode::Quantum)
+    );
+    assert_eq!(super::max_overhead(CryptoMode::Classical), 279);
+    assert_eq!(super::max_overhead(CryptoMode::Hybrid), 4_676);
+    assert_eq!(super::MAX_PAYLOAD_LEN, 71_882);
+}

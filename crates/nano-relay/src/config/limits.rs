@@ -68,10 +68,11 @@ impl LimitsConfig {
             1,
             nano_proto::MAX_MESSAGE_BYTES,
         )?;
-        if l.max_message_bytes + 16 * 1024 > l.max_frame_bytes {
+        // A JSON frame carries the payload as base64.
+        if nano_proto::base64_len(l.max_message_bytes) + 16 * 1024 > l.max_frame_bytes {
             return Err(invalid(
                 "limits.max_message_bytes",
-                "must be at least 16 KiB smaller than limits.max_frame_bytes",
+                "its base64 must be at least 16 KiB smaller than limits.max_frame_bytes",
             ));
         }
         range("limits.inbox_quota", l.inbox_quota, 1, 100_000_000)?;

@@ -4,15 +4,15 @@
 //! mode byte is the mode the relay's floor is enforced on (PROTOCOL.md §11, "send_message").
 //!
 //! A session handshake or session message (PROTOCOL.md §14) is judged by its clear header the
-//! same way: its mode byte is the mode; it carries no message id, so the frame's `id` is the
-//! message's id (a random one when absent, which gives up deduplication of resends).
+//! same way: its mode byte is the mode; it carries no message id, so its id is derived from its
+//! bytes (`Payload::session_message_id`), and a resend is stored once.
 //!
 //! A payload that is neither (the performance guide's load test sends plain text) is accepted
 //! only where `security.allow_opaque_payloads` says so, and reaches its recipient marked as what
 //! it is.
 
 use nano_crypto::{CryptoMode, OsRng};
-use nano_proto::MessageId;
+use nano_proto::{MessageId, Payload, PayloadKind};
 use rand_core::RngCore;
 
 use crate::error::RelayError;
@@ -20,10 +20,11 @@ use crate::error::RelayError;
 /// What the relay stores a send as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Judged {
-    /// The message id: the envelope's `message_id`, or for an opaque payload the frame's `id`
-    /// (a random one when absent).
+    /// The message id: the envelope's `message_id`, a session payload's derived id, or for an
+    /// opaque payload the frame's `id` (a random one when absent).
     pub id: MessageId,
-    /// The mode: the envelope's mode byte, or for an opaque payload the frame's label.
+    /// The mode: the envelope's or session payload's mode byte, or for an opaque payload the
+    /// frame's label.
     pub mode: CryptoMode,
     /// Whether the payload is a well-formed sealed envelope or session payload.
     pub sealed: bool,
@@ -32,55 +33,40 @@ pub(crate) struct Judged {
 /// Judges a `send_message` by its payload.
 ///
 /// # Errors
-/// - [`RelayError::IdMismatch`] when `id` is given and differs from the envelope's id;
-/// - [`RelayError::ModeMismatch`] when `label` differs from the envelope's mode;
-/// - [`RelayError::ModeMismatch`] likewise for a session payload's mode byte;
-/// - [`RelayError::NotAnEnvelope`] when the payload is not standard base64 of a well-formed
-///   envelope (§6 lengths, no trailing bytes) or session payload (§14), and `opaque_allowed`
-///   is false.
+/// - [`RelayError::IdMismatch`] when `id` is given and differs from the payload's id;
+/// - [`RelayError::ModeMismatch`] when `label` differs from the payload's mode byte;
+/// - [`RelayError::NotAnEnvelope`] when the payload is neither a well-formed envelope (§6
+///   lengths, no trailing bytes) nor a session payload (§14), and `opaque_allowed` is false.
 pub(crate) fn judge(
-    message: &str,
+    message: &Payload,
     label: CryptoMode,
     id: Option<MessageId>,
     opaque_allowed: bool,
 ) -> Result<Judged, RelayError> {
-    let Some(envelope) = nano_proto::sealed_envelope(message) else {
-        if let Some(mode) = nano_proto::session_payload(message) {
-            if label != mode {
-                return Err(RelayError::ModeMismatch {
-                    label,
-                    sealed: mode,
-                });
-            }
+    let (own_id, mode) = match message.kind() {
+        PayloadKind::Sealed { id, mode } => (id, mode),
+        PayloadKind::Session { mode } => (message.session_message_id(), mode),
+        PayloadKind::Opaque if opaque_allowed => {
             return Ok(Judged {
                 id: id.unwrap_or_else(random_id),
-                mode,
-                sealed: true,
+                mode: label,
+                sealed: false,
             });
         }
-        if !opaque_allowed {
-            return Err(RelayError::NotAnEnvelope);
-        }
-        return Ok(Judged {
-            id: id.unwrap_or_else(random_id),
-            mode: label,
-            sealed: false,
-        });
+        PayloadKind::Opaque => return Err(RelayError::NotAnEnvelope),
     };
-    let header = envelope.header();
-    let sealed_id = MessageId(header.message_id);
-    if id.is_some_and(|i| i != sealed_id) {
+    if id.is_some_and(|i| i != own_id) {
         return Err(RelayError::IdMismatch);
     }
-    if label != header.mode {
+    if label != mode {
         return Err(RelayError::ModeMismatch {
             label,
-            sealed: header.mode,
+            sealed: mode,
         });
     }
     Ok(Judged {
-        id: sealed_id,
-        mode: header.mode,
+        id: own_id,
+        mode,
         sealed: true,
     })
 }
@@ -96,12 +82,12 @@ mod tests {
     use super::*;
     use nano_crypto::{AeadId, Envelope, Identity};
 
-    fn sealed(mode: CryptoMode) -> (String, MessageId) {
+    fn sealed(mode: CryptoMode) -> (Payload, MessageId) {
         let a = Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap();
         let b = Identity::generate(CryptoMode::Classical, &mut OsRng).unwrap();
         let env = nano_crypto::seal(&a, b.public_bundle(), b"hi", mode, AeadId::Aes256Gcm).unwrap();
         let id = MessageId(Envelope::from_bytes(&env).unwrap().header().message_id);
-        (nano_proto::encode_message(&env), id)
+        (Payload(env), id)
     }
 
     #[test]
@@ -141,6 +127,7 @@ mod tests {
     #[test]
     fn opaque_payloads_only_where_allowed() {
         for text in ["hello", "", "AQ==", "not base64!"] {
+            let text = &Payload(text.as_bytes().to_vec());
             assert_eq!(
                 judge(text, CryptoMode::Hybrid, None, false),
                 Err(RelayError::NotAnEnvelope)
@@ -157,7 +144,7 @@ mod tests {
         }
         // A truncated envelope is not an envelope.
         let (msg, _) = sealed(CryptoMode::Classical);
-        let cut = &msg[..msg.len() - 8];
+        let cut = &Payload(msg.0[..msg.len() - 8].to_vec());
         assert_eq!(
             judge(cut, CryptoMode::Classical, None, false),
             Err(RelayError::NotAnEnvelope)
@@ -165,7 +152,7 @@ mod tests {
     }
 
     /// A session handshake and a session message of every mode.
-    fn session_payloads(mode: CryptoMode) -> [String; 2] {
+    fn session_payloads(mode: CryptoMode) -> [Payload; 2] {
         use nano_crypto::session::{
             OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets,
         };
@@ -186,24 +173,28 @@ mod tests {
         .unwrap();
         Session::respond(&b, &mut secrets, a.public_bundle(), &hs, &mut r).unwrap();
         let m = s.encrypt(b"again", &mut r).unwrap();
-        [
-            nano_proto::encode_message(&hs),
-            nano_proto::encode_message(&m),
-        ]
+        [Payload(hs), Payload(m)]
     }
 
     #[test]
     fn a_session_payload_is_judged_by_its_mode_byte() {
         for mode in CryptoMode::ALL {
             for msg in session_payloads(mode) {
-                let id = MessageId([3; 16]);
+                // The id is the payload's own, whether or not the frame names it.
+                let id = msg.session_message_id();
+                for named in [None, Some(id)] {
+                    assert_eq!(
+                        judge(&msg, mode, named, false).unwrap(),
+                        Judged {
+                            id,
+                            mode,
+                            sealed: true
+                        }
+                    );
+                }
                 assert_eq!(
-                    judge(&msg, mode, Some(id), false).unwrap(),
-                    Judged {
-                        id,
-                        mode,
-                        sealed: true
-                    }
+                    judge(&msg, mode, Some(MessageId([3; 16])), false),
+                    Err(RelayError::IdMismatch)
                 );
                 let other = if mode == CryptoMode::Quantum {
                     CryptoMode::Classical
@@ -218,8 +209,7 @@ mod tests {
                     })
                 );
                 // Cut short, it is no session payload at all.
-                let bytes = nano_proto::decode_message(&msg).unwrap();
-                let cut = nano_proto::encode_message(&bytes[..bytes.len() - 17]);
+                let cut = Payload(msg.0[..msg.len() - 17].to_vec());
                 assert_eq!(
                     judge(&cut, mode, Some(id), false),
                     Err(RelayError::NotAnEnvelope)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nano_crypto::CryptoMode;
-use nano_proto::{MessageId, RelayFrame, Username};
+use nano_proto::{MessageId, Payload, RelayFrame, Username};
 use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
@@ -20,7 +20,7 @@ impl Session {
     pub(super) async fn send(
         &mut self,
         recipient: Username,
-        message: String,
+        message: Payload,
         mode: CryptoMode,
         id: Option<MessageId>,
     ) -> Output {
@@ -37,7 +37,7 @@ impl Session {
     pub(super) async fn prepare_send(
         &mut self,
         recipient: Username,
-        message: String,
+        message: Payload,
         label: CryptoMode,
         id: Option<MessageId>,
     ) -> Result<Pending, (RelayError, Option<MessageId>)> {
@@ -66,7 +66,7 @@ impl Session {
     pub(super) async fn store(
         &mut self,
         recipient: Username,
-        message: String,
+        message: Payload,
         mode: CryptoMode,
         id: MessageId,
         received: Instant,

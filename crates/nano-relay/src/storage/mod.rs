@@ -153,8 +153,8 @@ pub struct NewMessage {
     pub crypto_mode: CryptoMode,
     /// When the relay accepted it (ms since the epoch).
     pub timestamp_ms: i64,
-    /// The opaque payload.
-    pub payload: String,
+    /// The opaque payload (`Debug` shows its length only).
+    pub payload: nano_proto::Payload,
 }
 
 /// What happened to one message of a batch.
@@ -204,7 +204,8 @@ impl MarkKind {
     pub(crate) fn sql(self, placeholders: [&str; 3]) -> String {
         let [now, recipient, id] = placeholders;
         let (column, erase) = match self {
-            Self::Ack => ("deleted_at", ", payload = ''"),
+            // `substr(…, 1, 0)`: an empty BLOB / BYTEA on both backends.
+            Self::Ack => ("deleted_at", ", payload = substr(payload, 1, 0)"),
             Self::Read => ("read_at", ""),
         };
         format!(
@@ -249,8 +250,8 @@ pub struct StoredMessage {
     pub crypto_mode: CryptoMode,
     /// Acceptance time (ms since the epoch).
     pub timestamp_ms: i64,
-    /// The opaque payload.
-    pub payload: String,
+    /// The opaque payload (`Debug` shows its length only).
+    pub payload: nano_proto::Payload,
     /// When the recipient marked it read.
     pub read_at: Option<i64>,
 }

@@ -2,7 +2,7 @@
 //! each and recorded in `schema_migrations`. Both backends have the same tables and the
 //! performance guide's four indexes (recipient+timestamp, sender+timestamp, partial unread,
 //! partial cleanup), plus the inbox-paging and acked-cleanup indexes the relay's queries use.
-//! Version 4 adds the prekey tables (`prekeys.rs`).
+//! Version 4 adds the prekey tables (`prekeys.rs`); version 5 stores payloads as bytes.
 
 /// The message indexes, the same on both backends: the guide's four (recipient+timestamp,
 /// sender+timestamp, partial unread, partial cleanup) and the relay's inbox-paging and
@@ -56,7 +56,27 @@ pub const SQLITE: &[(u32, &str)] = &[
         4,
         super::prekeys::prekey_tables!("INTEGER", "INTEGER", "BLOB"),
     ),
+    (5, SQLITE_MIGRATION_5),
 ];
+
+/// SQLite version 5: payloads become bytes. A text row holds what a JSON frame carried, so it
+/// becomes what that JSON string means (`Payload::from_json_text`: the bytes of standard
+/// base64, else the UTF-8 text), through `nano_payload_bytes`, a function the relay registers
+/// on its connection before migrating (SQLite has no base64 of its own).
+const SQLITE_MIGRATION_5: &str = "
+    ALTER TABLE messages RENAME COLUMN payload TO payload_text;
+    ALTER TABLE messages ADD COLUMN payload BLOB NOT NULL DEFAULT x'';
+    UPDATE messages SET payload = nano_payload_bytes(payload_text);
+    ALTER TABLE messages DROP COLUMN payload_text;";
+
+/// PostgreSQL version 5: payloads become bytes, by the same rule as SQLite's: text that is
+/// canonical standard padded base64 (what the relay's decoder accepts) becomes its bytes, any
+/// other text its UTF-8 bytes.
+const POSTGRES_MIGRATION_5: &str = r"
+    ALTER TABLE messages ALTER COLUMN payload TYPE BYTEA USING (
+        CASE WHEN payload ~ '^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$'
+             THEN decode(payload, 'base64')
+             ELSE convert_to(payload, 'UTF8') END);";
 
 /// Version 2, the same on both backends: rotations are counted (a rotation statement names the
 /// count, so it is valid once), and one bundle fingerprint belongs to one name.
@@ -113,6 +133,7 @@ pub const POSTGRES: &[(u32, &str)] = &[
         4,
         super::prekeys::prekey_tables!("BIGINT", "SMALLINT", "BYTEA"),
     ),
+    (5, POSTGRES_MIGRATION_5),
 ];
 
 /// The highest schema version this build knows.

@@ -12,8 +12,50 @@ pub(crate) fn msg(id: u8, to: i64, from: Option<i64>, t: i64) -> NewMessage {
         sender_id: from,
         crypto_mode: CryptoMode::Hybrid,
         timestamp_ms: t,
-        payload: format!("payload {id}"),
+        payload: nano_proto::Payload(format!("payload {id}").into_bytes()),
     }
+}
+
+/// Payloads as schema version 4 stored them (text: what the JSON frame carried), each with the
+/// bytes version 5 makes of it: base64 becomes its bytes, any other text its UTF-8 bytes.
+pub(crate) const V4_PAYLOADS: &[(&str, &[u8])] = &[
+    ("AQID", &[1, 2, 3]),
+    ("Load test message 1", b"Load test message 1"),
+    // Text that happens to be base64 is its bytes, which re-encode to the same string.
+    ("test", &[0xb5, 0xeb, 0x2d]),
+    // Non-canonical base64 (trailing bits set) is text, as the relay's decoder says.
+    ("AR==", b"AR=="),
+    ("", &[]),
+];
+
+/// SQL that fills a version-4 database: users 1 (alice) and 2 (bob), and one pending message
+/// to bob per [`V4_PAYLOADS`] entry (id `[i + 1; 16]`); `hex` writes the backend's byte literal.
+pub(crate) fn v4_rows(hex: impl Fn(&[u8]) -> String) -> String {
+    let mut sql = format!(
+        "INSERT INTO users (username, bundle, fingerprint, min_mode, created_at, updated_at)
+         VALUES ('alice', {}, {}, 1, 0, 0), ('bob', {}, {}, 2, 0, 0);",
+        hex(b"a"),
+        hex(&[1; 32]),
+        hex(b"b"),
+        hex(&[2; 32])
+    );
+    for (i, (text, _)) in V4_PAYLOADS.iter().enumerate() {
+        let id = u8::try_from(i + 1).unwrap();
+        sql.push_str(&format!(
+            "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
+             VALUES ({}, 2, 1, 2, {i}, '{text}');",
+            hex(&[id; 16])
+        ));
+    }
+    sql
+}
+
+/// Bob's inbox after migrating [`v4_rows`]: every payload as [`V4_PAYLOADS`] says.
+pub(crate) fn assert_v4_payloads_migrated(s: &dyn Storage) {
+    let inbox = s.pending(2, 0, 100).unwrap();
+    let got: Vec<&[u8]> = inbox.iter().map(|m| m.payload.as_slice()).collect();
+    let want: Vec<&[u8]> = V4_PAYLOADS.iter().map(|(_, b)| *b).collect();
+    assert_eq!(got, want);
 }
 
 /// Registers alice (classical) and bob (hybrid); returns their ids.

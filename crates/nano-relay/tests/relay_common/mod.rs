@@ -25,7 +25,7 @@ use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng, SigContext};
 use nano_proto::rest::{RegisterRequest, RelayInfo, UserResponse, claim_content};
 use nano_proto::signed::{Login as LoginTranscript, auth_content};
 use nano_proto::{
-    BindingKind, Bytes, ChannelBinding, ClientFrame, MessageId, RelayFrame, Username,
+    BindingKind, Bytes, ChannelBinding, ClientFrame, MessageId, Payload, RelayFrame, Username,
 };
 use nano_testkit::RelayProcess;
 // Not every test binary uses every helper (as with `dead_code` above).
@@ -305,7 +305,31 @@ pub(crate) struct Msg {
     pub(crate) sender: Option<String>,
     pub(crate) mode: CryptoMode,
     pub(crate) timestamp_ms: u64,
-    pub(crate) message: String,
+    pub(crate) message: Received,
+}
+
+/// A delivered payload. It equals a string when that string, as a JSON `message`, means the
+/// same bytes (`Payload::from_json_text`): tests send strings (text, or the base64 of an
+/// envelope) and compare what arrives with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Received(pub(crate) Payload);
+
+impl PartialEq<str> for Received {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == Payload::from_json_text(other)
+    }
+}
+
+impl PartialEq<&str> for Received {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for Received {
+    fn eq(&self, other: &String) -> bool {
+        *self == *other.as_str()
+    }
 }
 
 /// A `fetched` frame.
@@ -723,7 +747,7 @@ pub(crate) fn to_msg(f: RelayFrame) -> Result<Msg, RelayFrame> {
             sender: sender.map(|s| s.as_str().to_owned()),
             mode: crypto_mode,
             timestamp_ms,
-            message,
+            message: Received(message),
         }),
         f => Err(f),
     }
@@ -738,7 +762,7 @@ pub(crate) fn send_frame(
 ) -> ClientFrame {
     ClientFrame::SendMessage {
         recipient: Username::new(to).expect("valid recipient"),
-        message: message.to_owned(),
+        message: Payload::from_json_text(message),
         crypto_mode: mode,
         id,
     }

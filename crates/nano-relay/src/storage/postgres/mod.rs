@@ -63,7 +63,7 @@ impl super::BatchQueries for PgBatch<'_, '_> {
                     &m.sender_id,
                     &mode,
                     &m.timestamp_ms,
-                    &m.payload,
+                    &m.payload.as_slice(),
                 ],
             )
             .map_err(backend)?;
@@ -317,7 +317,7 @@ impl Storage for PostgresStorage {
                         sender: col(r, 2)?,
                         crypto_mode: mode(col(r, 3)?)?,
                         timestamp_ms: col(r, 4)?,
-                        payload: col(r, 5)?,
+                        payload: nano_proto::Payload(col(r, 5)?),
                         read_at: col(r, 6)?,
                     })
                 })

@@ -161,6 +161,28 @@ fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     ))
 }
 
+/// `nano_payload_bytes(x)`, which migration 5 uses: a text row's payload bytes
+/// (`Payload::from_json_text`), a blob as it is.
+fn register_payload_bytes(conn: &rusqlite::Connection) -> Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    conn.create_scalar_function(
+        "nano_payload_bytes",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Text(t) => {
+                    nano_proto::Payload::from_json_text(&String::from_utf8_lossy(t)).0
+                }
+                ValueRef::Blob(b) => b.to_vec(),
+                _ => Vec::new(),
+            })
+        },
+    )
+    .map_err(backend)
+}
+
 impl Storage for SqliteStorage {
     fn backend(&self) -> &'static str {
         "sqlite"
@@ -182,6 +204,7 @@ impl Storage for SqliteStorage {
                 supported: latest,
             });
         }
+        register_payload_bytes(&conn)?;
         for (version, sql) in schema::SQLITE.iter().filter(|(v, _)| *v > current) {
             let tx = conn.transaction().map_err(backend)?;
             tx.execute_batch(sql).map_err(backend)?;
@@ -398,7 +421,7 @@ impl Storage for SqliteStorage {
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
+                    r.get::<_, Vec<u8>>(5)?,
                     r.get::<_, Option<i64>>(6)?,
                 ))
             })
@@ -411,7 +434,7 @@ impl Storage for SqliteStorage {
                 sender,
                 crypto_mode: mode_from_db(m)?,
                 timestamp_ms,
-                payload,
+                payload: nano_proto::Payload(payload),
                 read_at,
             })
         })
@@ -525,7 +548,7 @@ impl super::BatchQueries for SqliteBatch<'_> {
                 m.sender_id,
                 m.crypto_mode.to_byte(),
                 m.timestamp_ms,
-                m.payload
+                m.payload.as_slice()
             ])
             .map_err(backend)?;
         Ok(self.tx.last_insert_rowid())
