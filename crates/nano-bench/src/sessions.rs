@@ -122,7 +122,7 @@ pub(crate) fn conversation_bytes(
     .session;
     let mut messages = vec![hs.len()];
     for i in 1..count {
-        let from_a = (i / SIZE_BURST) % 2 == 0;
+        let from_a = (i / SIZE_BURST).is_multiple_of(2);
         let (s, r) = if from_a {
             (&mut a, &mut b)
         } else {

@@ -550,7 +550,7 @@ fn long_conversations_decrypt_completely_and_the_kem_epoch_advances() {
                     delivered += 1;
                 }
             }
-            a_turn = pick.next_u32() % 2 == 0;
+            a_turn = pick.next_u32().is_multiple_of(2);
         }
         for (side, q) in in_flight.iter_mut().enumerate() {
             for (n, m) in std::mem::take(q) {

@@ -120,14 +120,14 @@ impl AsRef<[u8]> for PooledBuf {
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        if let Some(p) = &self.pool {
-            if self.buf.capacity() <= MAX_KEPT_BUFFER {
-                let mut bufs = lock(&p.bufs);
-                if bufs.len() < p.cap {
-                    let mut b = std::mem::take(&mut self.buf);
-                    b.clear();
-                    bufs.push(b);
-                }
+        if let Some(p) = &self.pool
+            && self.buf.capacity() <= MAX_KEPT_BUFFER
+        {
+            let mut bufs = lock(&p.bufs);
+            if bufs.len() < p.cap {
+                let mut b = std::mem::take(&mut self.buf);
+                b.clear();
+                bufs.push(b);
             }
         }
     }

@@ -359,11 +359,11 @@ async fn a_rate_limited_send_names_its_id_and_pings_keep_their_own_budget() {
         let id = random_id();
         a.send(&send_frame("bob", "x", CryptoMode::Hybrid, Some(id)))
             .await;
-        if let RelayFrame::Error { code, id: got, .. } = a.recv().await {
-            if code.as_str() == "rate_limited" {
-                refused = Some((id, got));
-                break;
-            }
+        if let RelayFrame::Error { code, id: got, .. } = a.recv().await
+            && code.as_str() == "rate_limited"
+        {
+            refused = Some((id, got));
+            break;
         }
     }
     let (id, got) = refused.expect("a send refused for the rate");

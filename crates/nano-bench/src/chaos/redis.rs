@@ -179,15 +179,15 @@ impl Redis {
             .stderr(Stdio::null())
             .status()
             .context("running redis-cli")?;
-        if let Self::Private { child, .. } = self {
-            if let Some(mut c) = child.take() {
-                let deadline = Instant::now() + START_WAIT;
-                while c.try_wait()?.is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
+        if let Self::Private { child, .. } = self
+            && let Some(mut c) = child.take()
+        {
+            let deadline = Instant::now() + START_WAIT;
+            while c.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
+            let _ = c.kill();
+            let _ = c.wait();
         }
         let deadline = Instant::now() + START_WAIT;
         while self.ping().is_ok() {

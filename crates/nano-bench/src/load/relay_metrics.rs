@@ -13,22 +13,22 @@ pub(crate) async fn sample(api: String, stop: Arc<AtomicBool>, epoch: Instant) -
     let mut out = Vec::new();
     let mut last: Option<(Instant, f64)> = None;
     while !stop.load(Ordering::Relaxed) {
-        if let Ok(r) = http.get(format!("{api}/metrics")).send().await {
-            if let Ok(text) = r.text().await {
-                let val = |name: &str| metric(&text, name).unwrap_or(0.0);
-                let cpu = val("nano_messenger_cpu_usage_seconds_total");
-                let now = Instant::now();
-                let pct = last.map_or(0.0, |(t, c)| {
-                    (cpu - c) / now.duration_since(t).as_secs_f64() * 100.0
-                });
-                last = Some((now, cpu));
-                out.push(Sample {
-                    t_s: epoch.elapsed().as_secs_f64(),
-                    rss_mb: val("nano_messenger_memory_usage_bytes") / 1e6,
-                    cpu_percent: pct,
-                    connections: val("nano_messenger_active_connections") as u64,
-                });
-            }
+        if let Ok(r) = http.get(format!("{api}/metrics")).send().await
+            && let Ok(text) = r.text().await
+        {
+            let val = |name: &str| metric(&text, name).unwrap_or(0.0);
+            let cpu = val("nano_messenger_cpu_usage_seconds_total");
+            let now = Instant::now();
+            let pct = last.map_or(0.0, |(t, c)| {
+                (cpu - c) / now.duration_since(t).as_secs_f64() * 100.0
+            });
+            last = Some((now, cpu));
+            out.push(Sample {
+                t_s: epoch.elapsed().as_secs_f64(),
+                rss_mb: val("nano_messenger_memory_usage_bytes") / 1e6,
+                cpu_percent: pct,
+                connections: val("nano_messenger_active_connections") as u64,
+            });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

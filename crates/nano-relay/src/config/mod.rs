@@ -166,14 +166,15 @@ impl RelayConfig {
         self.security.validate()?;
         self.tls.validate()?;
         self.limits.validate()?;
-        if let Some(u) = &self.server.public_websocket_url {
-            if self.tls.enabled && u.starts_with("ws://") {
-                return Err(invalid(
-                    "server.public_websocket_url",
-                    "ws:// while [tls] is enabled: clients would speak plain WebSocket to a TLS \
+        if let Some(u) = &self.server.public_websocket_url
+            && self.tls.enabled
+            && u.starts_with("ws://")
+        {
+            return Err(invalid(
+                "server.public_websocket_url",
+                "ws:// while [tls] is enabled: clients would speak plain WebSocket to a TLS \
                      port (use wss://)",
-                ));
-            }
+            ));
         }
         Ok(ValidConfig(self))
     }

@@ -85,13 +85,13 @@ impl ServerConfig {
                 "must be 1 to 64 printable characters",
             ));
         }
-        if let Some(u) = &s.public_websocket_url {
-            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
-                return Err(invalid(
-                    "server.public_websocket_url",
-                    "must start with ws:// or wss://",
-                ));
-            }
+        if let Some(u) = &s.public_websocket_url
+            && !(u.starts_with("ws://") || u.starts_with("wss://"))
+        {
+            return Err(invalid(
+                "server.public_websocket_url",
+                "must start with ws:// or wss://",
+            ));
         }
         Ok(())
     }

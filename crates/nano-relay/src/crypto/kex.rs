@@ -120,10 +120,10 @@ impl KexService {
             r
         };
         let mut offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(o) = offers.get(&mode) {
-            if Arc::ptr_eq(&o.keypair, &kp) {
-                return Ok(o.clone());
-            }
+        if let Some(o) = offers.get(&mode)
+            && Arc::ptr_eq(&o.keypair, &kp)
+        {
+            return Ok(o.clone());
         }
         let offer = self.sign_offer(mode, kp, left)?;
         offers.insert(mode, offer.clone());

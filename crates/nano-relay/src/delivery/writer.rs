@@ -269,10 +269,10 @@ impl Pushed {
     fn insert(&mut self, seq: i64) {
         if self.set.insert(seq) {
             self.order.push_back(seq);
-            if self.order.len() > PUSHED_KEPT {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
+            if self.order.len() > PUSHED_KEPT
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
             }
         }
     }

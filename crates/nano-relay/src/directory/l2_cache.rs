@@ -79,10 +79,10 @@ impl RedisCache {
             return Err(RelayError::Cache("no connection".into()));
         };
         let res = f(conn);
-        if let Err(e) = &res {
-            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                *guard = None;
-            }
+        if let Err(e) = &res
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
+        {
+            *guard = None;
         }
         Ok(res?)
     }

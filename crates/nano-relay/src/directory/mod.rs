@@ -158,10 +158,10 @@ impl Directory {
         let Some(record) = self.storage.user(name)? else {
             return Ok(None);
         };
-        if let Some(l2) = &self.l2 {
-            if let Err(e) = l2.put(name, &encode_l2(&record)) {
-                tracing::warn!(error = %e, "L2 fill failed");
-            }
+        if let Some(l2) = &self.l2
+            && let Err(e) = l2.put(name, &encode_l2(&record))
+        {
+            tracing::warn!(error = %e, "L2 fill failed");
         }
         entry(record).map(Some)
     }
@@ -232,12 +232,12 @@ impl Directory {
     /// or a new signed-prekeys record).
     fn invalidate_everywhere(&self, name: &str) {
         self.invalidate_local(name);
-        if let Some(l2) = &self.l2 {
-            if let Err(e) = l2.invalidate(name) {
-                // The L2 entry expires within l2_cache_ttl_seconds; other relays' L1 within
-                // l1_cache_ttl_seconds.
-                tracing::warn!(error = %e, "L2 invalidation failed");
-            }
+        if let Some(l2) = &self.l2
+            && let Err(e) = l2.invalidate(name)
+        {
+            // The L2 entry expires within l2_cache_ttl_seconds; other relays' L1 within
+            // l1_cache_ttl_seconds.
+            tracing::warn!(error = %e, "L2 invalidation failed");
         }
     }
 }

@@ -66,10 +66,10 @@ impl Directory {
         let Some(record) = self.storage.signed_prekeys(user.id, mode)? else {
             return Ok(None);
         };
-        if let Some(l2) = &self.l2 {
-            if let Err(e) = l2.put_prekeys(&user.username, mode, &record) {
-                tracing::warn!(error = %e, "L2 fill failed");
-            }
+        if let Some(l2) = &self.l2
+            && let Err(e) = l2.put_prekeys(&user.username, mode, &record)
+        {
+            tracing::warn!(error = %e, "L2 fill failed");
         }
         Ok(Some(record.into()))
     }

@@ -206,9 +206,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             _ = shared.shutdown.cancelled() => {
                 // Answers already committed still go out before the close.
                 let frames = replies.drain().await;
-                if !frames.is_empty() {
-                    if let Err(e) = conn.send(frames).await { return e; }
-                }
+                if !frames.is_empty()
+                    && let Err(e) = conn.send(frames).await { return e; }
                 return End::Close(CloseCode::Away, close_reason::SHUTDOWN);
             }
             _ = kill.cancelled() => {
@@ -292,9 +291,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 if let Some(p) = out.pending {
                     replies.push(p);
                 }
-                if !out.frames.is_empty() {
-                    if let Err(e) = conn.send(out.frames).await { return e; }
-                }
+                if !out.frames.is_empty()
+                    && let Err(e) = conn.send(out.frames).await { return e; }
             }
         }
     }

@@ -132,10 +132,10 @@ async fn refuse(shared: &Shared, stream: TcpStream, tls: Option<TlsAcceptor>) {
         };
         match tls {
             Some(acc) => {
-                if let Ok(s) = acc.accept(stream).await {
-                    if let Some(mut ws) = handshake(shared, s).await {
-                        let _ = ws.close(Some(close)).await;
-                    }
+                if let Ok(s) = acc.accept(stream).await
+                    && let Some(mut ws) = handshake(shared, s).await
+                {
+                    let _ = ws.close(Some(close)).await;
                 }
             }
             None => {

@@ -114,10 +114,10 @@ pub(crate) fn backfill_name_keys(
 ) -> Result<()> {
     let mut collisions = 0u64;
     for (id, name) in rows {
-        if let Some(key) = name_key(&name) {
-            if !set(id, &key)? {
-                collisions += 1;
-            }
+        if let Some(key) = name_key(&name)
+            && !set(id, &key)?
+        {
+            collisions += 1;
         }
     }
     if collisions > 0 {

@@ -190,10 +190,11 @@ impl Storage for PostgresStorage {
                                 &[&username],
                             )
                             .map_err(backend)?;
-                        if let Some(r) = row.map(|r| user_record(&r)).transpose()? {
-                            if r.fingerprint == *fingerprint && r.bundle == bundle {
-                                return Ok(r);
-                            }
+                        if let Some(r) = row.map(|r| user_record(&r)).transpose()?
+                            && r.fingerprint == *fingerprint
+                            && r.bundle == bundle
+                        {
+                            return Ok(r);
                         }
                     }
                     Err(unique_violation(&e))

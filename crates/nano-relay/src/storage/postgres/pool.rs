@@ -53,18 +53,18 @@ impl Drop for PostgresStorage {
     fn drop(&mut self) {
         // A synchronous client closes its connection on its own runtime, which panics on a
         // thread already inside one (the relay's async workers): drop the pool elsewhere.
-        if let Some(pool) = self.pool.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let spare = std::sync::Arc::new(std::sync::Mutex::new(Some(pool)));
-                let moved = std::sync::Arc::clone(&spare);
-                let spawned = std::thread::Builder::new()
-                    .name("pg-pool-drop".into())
-                    .spawn(move || drop(moved.lock().ok().and_then(|mut p| p.take())));
-                if spawned.is_err() {
-                    // No thread to close it on: leak it rather than panic here.
-                    if let Some(p) = spare.lock().ok().and_then(|mut p| p.take()) {
-                        std::mem::forget(p);
-                    }
+        if let Some(pool) = self.pool.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let spare = std::sync::Arc::new(std::sync::Mutex::new(Some(pool)));
+            let moved = std::sync::Arc::clone(&spare);
+            let spawned = std::thread::Builder::new()
+                .name("pg-pool-drop".into())
+                .spawn(move || drop(moved.lock().ok().and_then(|mut p| p.take())));
+            if spawned.is_err() {
+                // No thread to close it on: leak it rather than panic here.
+                if let Some(p) = spare.lock().ok().and_then(|mut p| p.take()) {
+                    std::mem::forget(p);
                 }
             }
         }
@@ -143,14 +143,13 @@ impl PostgresStorage {
     /// As [`PostgresStorage::connect`], with up to `connections` pooled connections. Fails if
     /// the server cannot be reached now; later outages are survived (see the module docs).
     pub fn connect_pool(url: &str, schema: Option<&str>, connections: usize) -> Result<Self> {
-        if let Some(s) = schema {
-            if s.is_empty()
+        if let Some(s) = schema
+            && (s.is_empty()
                 || !s
                     .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
-                return Err(RelayError::Storage("schema name must be [a-z0-9_]+".into()));
-            }
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+        {
+            return Err(RelayError::Storage("schema name must be [a-z0-9_]+".into()));
         }
         let mut config: postgres::Config = url
             .parse()
