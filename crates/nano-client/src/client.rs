@@ -19,6 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::Api;
 use crate::connection::{self, Command};
 use crate::error::{ClientError, Result};
+use crate::sessions::{SessionInfo, Sessions};
+use crate::store::{MemoryStore, Store};
+
+/// How long a contact without prekeys of a mode gets sealed envelopes before the relay is
+/// asked again.
+pub const NO_PREKEYS_TTL: Duration = Duration::from_secs(30);
 
 /// How long a recipient's bundle is served from the cache.
 pub const BUNDLE_TTL: Duration = Duration::from_secs(60);
@@ -73,6 +79,8 @@ pub struct Received {
     pub crypto_mode: CryptoMode,
     /// The plaintext.
     pub plaintext: Vec<u8>,
+    /// Whether it came on a session (false: a sealed envelope).
+    pub session: bool,
 }
 
 /// The plaintext never reaches a log through `Debug`: only its length does.
@@ -86,6 +94,7 @@ impl std::fmt::Debug for Received {
             .field("timestamp_ms", &self.timestamp_ms)
             .field("crypto_mode", &self.crypto_mode)
             .field("plaintext_len", &self.plaintext.len())
+            .field("session", &self.session)
             .finish()
     }
 }
@@ -120,6 +129,20 @@ pub enum Incoming {
     },
     /// The inbox backlog has been delivered; later messages arrive as they are sent.
     UpToDate,
+    /// A contact could not read a session message this client sent it (it lost its session
+    /// state: a fresh home, a restored backup), and said so in a notice (PROTOCOL.md §14.14).
+    /// The session is dropped; the next message to the contact starts a new one. The lost
+    /// message is not resent: the application shows which one it was.
+    SessionReset {
+        /// The notice's id (acknowledge it like a message).
+        id: MessageId,
+        /// The contact.
+        peer: String,
+        /// The mode of the lost message's session.
+        mode: CryptoMode,
+        /// The id of the message the contact could not read.
+        lost: MessageId,
+    },
     /// A message delivered again after it was handed out (delivery is at least once: the
     /// relay pushes until an ack is applied). Not handed out twice; reported so an application
     /// or a test can count redeliveries.
@@ -156,6 +179,8 @@ pub struct SendReceipt {
     pub mode: CryptoMode,
     /// Whether the relay had it already (a resend).
     pub duplicate: bool,
+    /// Whether it went on a session (false: a sealed envelope).
+    pub session: bool,
 }
 
 struct CachedBundle {
@@ -179,6 +204,24 @@ pub(crate) struct Shared {
     pub(crate) tls: Arc<rustls::ClientConfig>,
     /// Why the connection task stopped for good, if it did.
     gave_up: Mutex<Option<ClientError>>,
+    /// Sessions and prekey secrets, over the application's store.
+    pub(crate) sessions: Arc<Sessions>,
+    /// The connection task's commands (weak: the task ends when every `Client` is dropped).
+    commands: mpsc::WeakSender<Command>,
+    /// One prekey top-up at a time.
+    pub(crate) publishing: tokio::sync::Mutex<()>,
+    /// Contacts the relay said have no prekeys of a mode, and when: they get sealed envelopes
+    /// without asking again for [`NO_PREKEYS_TTL`].
+    no_prekeys: Mutex<HashMap<(String, CryptoMode), Instant>>,
+    /// Contacts a first message is being sent to: one bundle fetch and handshake at a time
+    /// per contact (later sends wait and ride the new session).
+    initiating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One-time prekeys the relay holds per mode, as it last said.
+    pub(crate) prekey_counts: Mutex<Option<nano_proto::PrekeyCounts>>,
+    /// [`ClientConfig::publish_prekeys`].
+    pub(crate) publish_prekeys: bool,
+    /// [`ClientConfig::one_time_prekeys`].
+    pub(crate) one_time_prekeys: u64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -191,6 +234,38 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// A sender of commands to the connection task, while it runs.
+    pub(crate) fn commands(&self) -> Option<mpsc::Sender<Command>> {
+        self.commands.upgrade()
+    }
+
+    /// Whether the relay said lately that `peer` has no prekeys of `mode`.
+    fn lacks_prekeys(&self, peer: &str, mode: CryptoMode) -> bool {
+        let map = self.no_prekeys.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(peer.to_owned(), mode))
+            .is_some_and(|at| at.elapsed() < NO_PREKEYS_TTL)
+    }
+
+    /// Remembers that `peer` has no prekeys of `mode` (bounded like the bundle cache).
+    fn note_no_prekeys(&self, peer: &str, mode: CryptoMode) {
+        let mut map = self.no_prekeys.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= BUNDLE_CACHE {
+            map.retain(|_, at| at.elapsed() < NO_PREKEYS_TTL);
+            if map.len() >= BUNDLE_CACHE {
+                map.clear();
+            }
+        }
+        map.insert((peer.to_owned(), mode), Instant::now());
+    }
+
+    /// The turn to start a session with `peer` (a lock per contact, dropped from the map once
+    /// no send holds or waits for it).
+    fn initiation(&self, peer: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.initiating.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, turn| Arc::strong_count(turn) > 1);
+        Arc::clone(map.entry(peer.to_owned()).or_default())
+    }
+
     /// Records why the connection task stops for good.
     pub(crate) fn give_up(&self, why: ClientError) {
         *self.gave_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
@@ -198,7 +273,7 @@ impl Shared {
 
     /// The error for a command the stopped connection task can no longer take: why it stopped,
     /// or [`ClientError::Closed`] after [`Client::close`].
-    fn closed(&self) -> ClientError {
+    pub(crate) fn closed(&self) -> ClientError {
         self.gave_up
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -273,6 +348,13 @@ pub struct ClientConfig {
     /// PEM certificates an `https://`/`wss://` relay's certificate must chain to (a private
     /// CA, or a development relay's self-signed certificate); `None` trusts the Mozilla roots.
     pub relay_ca_pem: Option<Vec<u8>>,
+    /// Whether logins top up the relay's one-time prekeys in the background (default true;
+    /// off for connections that only wait, such as load-test idlers).
+    pub publish_prekeys: bool,
+    /// One-time prekeys kept on the relay per mode (default [`crate::prekeys::TOP_UP`], 100;
+    /// a mode is topped up when fewer than a quarter are left). Each is one handshake that
+    /// needs no last-resort prekey.
+    pub one_time_prekeys: u64,
 }
 
 impl ClientConfig {
@@ -283,6 +365,8 @@ impl ClientConfig {
             username: username.to_owned(),
             pinned_relay_id: None,
             relay_ca_pem: None,
+            publish_prekeys: true,
+            one_time_prekeys: crate::prekeys::TOP_UP,
         }
     }
 
@@ -313,7 +397,7 @@ fn modes_for(
 }
 
 /// The AEAD this CPU runs fastest, detected once per process.
-fn preferred_aead() -> nano_crypto::AeadId {
+pub(crate) fn preferred_aead() -> nano_crypto::AeadId {
     static AEAD: std::sync::OnceLock<nano_crypto::AeadId> = std::sync::OnceLock::new();
     *AEAD.get_or_init(|| CryptoAcceleration::detect().preferred_aead())
 }
@@ -328,25 +412,44 @@ fn cpu_load_percent() -> f32 {
 }
 
 impl Client {
-    /// Connects: reads `GET /v1/relay`, checks the relay identity against the pin, and starts the
-    /// connection task (which authenticates and keeps reconnecting). Returns the client, the
-    /// stream of received messages, and the relay information (whose `relay_id` to pin).
+    /// [`Client::connect_with_store`] with a [`MemoryStore`]: sessions last as long as the
+    /// process.
+    ///
+    /// # Errors
+    /// As [`Client::connect_with_store`].
     pub async fn connect(
         cfg: ClientConfig,
         identity: Arc<Identity>,
         trust: Arc<dyn TrustPolicy>,
     ) -> Result<(Self, mpsc::Receiver<Incoming>, RelayInfo)> {
+        Self::connect_with_store(cfg, identity, trust, Arc::new(MemoryStore::new())).await
+    }
+
+    /// Connects: reads `GET /v1/relay`, checks the relay identity against the pin, and starts the
+    /// connection task (which authenticates, keeps reconnecting, and keeps the relay supplied
+    /// with one-time prekeys). Sessions and prekey secrets live in `store`. Returns the client,
+    /// the stream of received messages, and the relay information (whose `relay_id` to pin).
+    ///
+    /// # Errors
+    /// The relay unreachable, its identity not the pinned one, or plain WebSocket off
+    /// loopback.
+    pub async fn connect_with_store(
+        cfg: ClientConfig,
+        identity: Arc<Identity>,
+        trust: Arc<dyn TrustPolicy>,
+        store: Arc<dyn Store>,
+    ) -> Result<(Self, mpsc::Receiver<Incoming>, RelayInfo)> {
         let tls = cfg.tls()?;
         let api = Api::with_tls(&cfg.relay_url, &tls)?;
         let username = Username::new(&cfg.username)?;
         let relay = api.relay_info().await?;
-        if let Some(pinned) = &cfg.pinned_relay_id {
-            if *pinned != relay.relay_id {
-                return Err(ClientError::RelayIdentityChanged {
-                    pinned: pinned.clone(),
-                    now: relay.relay_id.clone(),
-                });
-            }
+        if let Some(pinned) = &cfg.pinned_relay_id
+            && *pinned != relay.relay_id
+        {
+            return Err(ClientError::RelayIdentityChanged {
+                pinned: pinned.clone(),
+                now: relay.relay_id.clone(),
+            });
         }
         let relay_bundle = PublicBundle::from_bytes(relay.identity.as_slice())?;
         if relay_bundle.fingerprint().to_hex() != relay.relay_id {
@@ -355,6 +458,7 @@ impl Client {
             ));
         }
         crate::tls::require_tls_off_loopback(&relay.websocket_url)?;
+        let (commands, rx) = mpsc::channel(256);
         let shared = Arc::new(Shared {
             api,
             identity,
@@ -366,8 +470,15 @@ impl Client {
             bundles: Mutex::new(HashMap::new()),
             tls,
             gave_up: Mutex::new(None),
+            sessions: Arc::new(Sessions::new(store)),
+            commands: commands.downgrade(),
+            publishing: tokio::sync::Mutex::new(()),
+            initiating: Mutex::new(HashMap::new()),
+            no_prekeys: Mutex::new(HashMap::new()),
+            prekey_counts: Mutex::new(None),
+            publish_prekeys: cfg.publish_prekeys,
+            one_time_prekeys: cfg.one_time_prekeys,
         });
-        let (commands, rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(INCOMING);
         tokio::spawn(connection::run(Arc::clone(&shared), rx, in_tx));
         Ok((Self { shared, commands }, in_rx, relay))
@@ -378,13 +489,13 @@ impl Client {
     pub async fn register_only(cfg: &ClientConfig, identity: &Identity) -> Result<RelayInfo> {
         let api = Api::with_tls(&cfg.relay_url, &cfg.tls()?)?;
         let info = api.relay_info().await?;
-        if let Some(pinned) = &cfg.pinned_relay_id {
-            if *pinned != info.relay_id {
-                return Err(ClientError::RelayIdentityChanged {
-                    pinned: pinned.to_owned(),
-                    now: info.relay_id.clone(),
-                });
-            }
+        if let Some(pinned) = &cfg.pinned_relay_id
+            && *pinned != info.relay_id
+        {
+            return Err(ClientError::RelayIdentityChanged {
+                pinned: pinned.to_owned(),
+                now: info.relay_id.clone(),
+            });
         }
         api.register(
             &Username::new(&cfg.username)?,
@@ -430,13 +541,149 @@ impl Client {
         Ok(AdaptiveCryptoConfig::default().select_automatic(&ctx, floor, &available)?)
     }
 
-    /// Seals `plaintext` for `recipient` and sends it; returns once the relay has durably stored
-    /// it (resending across reconnects with the same id, which the relay deduplicates).
+    /// Sends `plaintext` to `recipient` on a session (PROTOCOL.md §14): the current one of the
+    /// chosen mode, or a new one from the recipient's prekey bundle (fetched, verified, its
+    /// identity checked by the trust policy), with a sealed envelope when the recipient has
+    /// published no prekeys. Returns once the relay has durably stored it (resending across
+    /// reconnects with the same bytes, which the relay stores once).
+    ///
+    /// # Errors
+    /// No mode both sides accept, a message too large, an untrusted key, the relay's refusal,
+    /// or no answer within [`SEND_TIMEOUT`].
     pub async fn send(
         &self,
         recipient: &str,
         plaintext: &[u8],
         choice: ModeChoice,
+    ) -> Result<SendReceipt> {
+        self.send_as(recipient, plaintext, choice, false).await
+    }
+
+    /// Sends `plaintext` as a stateless sealed envelope (PROTOCOL.md §6), never on a session.
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub async fn send_sealed(
+        &self,
+        recipient: &str,
+        plaintext: &[u8],
+        choice: ModeChoice,
+    ) -> Result<SendReceipt> {
+        self.send_as(recipient, plaintext, choice, true).await
+    }
+
+    /// Uploads one-time prekeys (and signed prekeys where none are published) until every mode
+    /// holds [`ClientConfig::one_time_prekeys`] on the relay; what `register` does, and what every
+    /// login does in the background when the relay says a mode runs low.
+    ///
+    /// # Errors
+    /// The relay's refusal, a lost connection, the store's.
+    pub async fn publish_prekeys(&self) -> Result<()> {
+        crate::prekeys::publish(&self.shared).await
+    }
+
+    /// The sessions with `peer`, per mode (for `contacts show`).
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn sessions_with(&self, peer: &str) -> Result<Vec<SessionInfo>> {
+        self.shared.sessions.info(Username::new(peer)?.as_str())
+    }
+
+    /// A session message for `recipient`, or `None` when it has published no prekeys of `mode`.
+    async fn session_payload(
+        &self,
+        recipient: &str,
+        them: &Arc<PublicBundle>,
+        mode: CryptoMode,
+        plaintext: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Vec<u8>>> {
+        let blocking_err = |_| ClientError::Invalid("session work stopped".into());
+        let encrypt = || {
+            let (sessions, name, pt) = (
+                Arc::clone(&self.shared.sessions),
+                recipient.to_owned(),
+                plaintext.to_vec(),
+            );
+            tokio::task::spawn_blocking(move || sessions.encrypt(&name, mode, &pt))
+        };
+        let current = encrypt().await.map_err(blocking_err)??;
+        if current.is_some() {
+            return Ok(current);
+        }
+        let turn = self.shared.initiation(recipient);
+        let _turn = turn.lock().await;
+        // Another send may have started the session while this one waited.
+        let current = encrypt().await.map_err(blocking_err)??;
+        if current.is_some() {
+            return Ok(current);
+        }
+        let ask = ClientFrame::GetPrekeys {
+            username: Username::new(recipient)?,
+            crypto_mode: mode,
+        };
+        if self.shared.lacks_prekeys(recipient, mode) {
+            return Ok(None);
+        }
+        let mut pause = Duration::from_millis(100);
+        let answer = loop {
+            match crate::prekeys::request(&self.shared, ask.clone()).await {
+                // Claims are rate limited: this message goes sealed rather than wait.
+                Err(ClientError::Relay {
+                    code: nano_proto::ErrorCode::RateLimited,
+                    ..
+                }) => return Ok(None),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => break other,
+            }
+        };
+        let bundle = match answer {
+            Ok(nano_proto::RelayFrame::PrekeyBundle {
+                username,
+                crypto_mode,
+                bundle,
+            }) if username.as_str() == recipient && crypto_mode == mode => bundle,
+            Ok(f) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected {recipient}'s {mode} prekey bundle, got {}",
+                    f.type_name()
+                )));
+            }
+            Err(ClientError::Relay {
+                code: nano_proto::ErrorCode::NoPrekeys,
+                ..
+            }) => {
+                self.shared.note_no_prekeys(recipient, mode);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let (sessions, identity, name, them, pt) = (
+            Arc::clone(&self.shared.sessions),
+            Arc::clone(&self.shared.identity),
+            recipient.to_owned(),
+            Arc::clone(them),
+            plaintext.to_vec(),
+        );
+        let aead = preferred_aead();
+        let handshake = tokio::task::spawn_blocking(move || {
+            sessions.initiate(&identity, &name, &them, bundle.as_slice(), aead, &pt)
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok(Some(handshake))
+    }
+
+    async fn send_as(
+        &self,
+        recipient: &str,
+        plaintext: &[u8],
+        choice: ModeChoice,
+        sealed_only: bool,
     ) -> Result<SendReceipt> {
         // Names are case-insensitive: `Bob` is `bob` everywhere, contacts included.
         let canonical = Username::new(recipient)?;
@@ -471,22 +718,39 @@ impl Client {
                 mode,
             });
         }
-        let mut id = [0u8; 16];
-        OsRng.fill_bytes(&mut id);
-        let now = nano_proto::now_ms();
-        let params = SealParams {
-            mode,
-            aead: preferred_aead(),
-            message_id: id,
-            timestamp_ms: now,
+        let session = if sealed_only {
+            None
+        } else {
+            self.session_payload(recipient, &them, mode, plaintext, deadline)
+                .await?
         };
-        let sealed = seal_with(&self.shared.identity, &them, plaintext, params, &mut OsRng)?;
-        let id = MessageId(id);
+        let on_session = session.is_some();
+        let (payload, id) = match session {
+            Some(p) => {
+                let p = nano_proto::Payload(p);
+                let id = p.session_message_id();
+                (p, id)
+            }
+            None => {
+                let mut id = [0u8; 16];
+                OsRng.fill_bytes(&mut id);
+                let params = SealParams {
+                    mode,
+                    aead: preferred_aead(),
+                    message_id: id,
+                    timestamp_ms: nano_proto::now_ms(),
+                };
+                let sealed =
+                    seal_with(&self.shared.identity, &them, plaintext, params, &mut OsRng)?;
+                (nano_proto::Payload(sealed), MessageId(id))
+            }
+        };
+        // No `id`: the relay reads it from the payload (PROTOCOL.md §12 step 5).
         let frame = ClientFrame::SendMessage {
             recipient: Username::new(recipient)?,
-            message: nano_proto::Payload(sealed),
+            message: payload,
             crypto_mode: mode,
-            id: Some(id),
+            id: None,
         };
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -505,6 +769,7 @@ impl Client {
             id,
             mode,
             duplicate,
+            session: on_session,
         })
     }
 

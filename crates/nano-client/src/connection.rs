@@ -23,6 +23,7 @@ use crate::contacts::BoundedSet;
 use crate::error::{ClientError, Result};
 use crate::login::{LoginAttempt, channel_binding};
 use crate::outbox::Outbox;
+use crate::parked::Parked;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -36,6 +37,12 @@ pub(crate) enum Command {
     },
     Ack(Vec<MessageId>),
     Read(Vec<MessageId>),
+    /// A frame the relay answers with one frame or an `error` without id (`get_prekeys`,
+    /// `upload_prekeys`). Answers come in order, so the oldest request takes the next one.
+    Request {
+        frame: ClientFrame,
+        reply: oneshot::Sender<Result<RelayFrame>>,
+    },
     Flush(oneshot::Sender<()>),
     Close,
 }
@@ -54,9 +61,22 @@ struct State {
     marks: VecDeque<ClientFrame>,
     seen: BoundedSet<MessageId>,
     acked: BoundedSet<MessageId>,
+    /// Requests written and not yet answered, oldest first.
+    requests: VecDeque<oneshot::Sender<Result<RelayFrame>>>,
+    /// Session notices sent lately (§14.14), so a backlog on a lost session costs one.
+    notified: crate::notices::Notified,
+    /// Session messages waiting for their session's handshake.
+    parked: Parked<Waiting>,
 }
 
 impl State {
+    /// Fails the unanswered requests: the connection they were written on is gone.
+    fn drop_requests(&mut self) {
+        for r in self.requests.drain(..) {
+            let _ = r.send(Err(not_connected()));
+        }
+    }
+
     fn queue_mark(&mut self, f: ClientFrame) {
         if self.marks.len() >= MAX_QUEUED_MARKS {
             self.marks.pop_front();
@@ -71,8 +91,17 @@ enum End {
     Lost,
 }
 
+/// Frames go out in the binary form (payloads as raw bytes); the relay answers in kind.
 fn encode(f: &ClientFrame) -> Result<Message> {
-    Ok(Message::text(f.to_json()?))
+    Ok(Message::binary(f.to_binary()?))
+}
+
+/// Why a request cannot be answered now: retryable, a reconnect is under way.
+fn not_connected() -> ClientError {
+    ClientError::Unreachable {
+        url: "the relay".into(),
+        reason: "not connected; reconnecting".into(),
+    }
 }
 
 pub(crate) async fn run(
@@ -84,9 +113,14 @@ pub(crate) async fn run(
     let mut backoff = MIN_BACKOFF;
     loop {
         match start(&shared).await {
-            Ok(ws) => {
+            Ok((ws, counts)) => {
                 backoff = MIN_BACKOFF;
-                match serve(&shared, ws, &mut st, &mut cmds, &incoming).await {
+                crate::prekeys::replenish_in_background(&shared, counts);
+                let end = serve(&shared, ws, &mut st, &mut cmds, &incoming).await;
+                st.drop_requests();
+                // Unacknowledged, so the relay delivers them again on the next connection.
+                st.parked.clear();
+                match end {
                     End::Closed => return,
                     End::Lost => tracing::debug!("connection lost; reconnecting"),
                 }
@@ -136,6 +170,9 @@ fn queue(st: &mut State, c: Command) {
             st.queue_mark(ClientFrame::Ack { ids });
         }
         Command::Read(ids) => st.queue_mark(ClientFrame::Read { ids }),
+        Command::Request { reply, .. } => {
+            let _ = reply.send(Err(not_connected()));
+        }
         Command::Flush(tx) => {
             let _ = tx.send(());
         }
@@ -143,8 +180,8 @@ fn queue(st: &mut State, c: Command) {
     }
 }
 
-/// Connects and authenticates.
-async fn start(shared: &Shared) -> Result<Ws> {
+/// Connects and authenticates; the one-time prekey counts `auth_ok` reported.
+async fn start(shared: &Shared) -> Result<(Ws, Option<nano_proto::PrekeyCounts>)> {
     let url = shared.relay.websocket_url.clone();
     let connector = tokio_tungstenite::Connector::Rustls(Arc::clone(&shared.tls));
     let connect =
@@ -191,10 +228,12 @@ async fn start(shared: &Shared) -> Result<Ws> {
             reason: e.to_string(),
         })?;
     match next_frame(&mut ws).await? {
-        RelayFrame::AuthOk { .. } => {
+        RelayFrame::AuthOk {
+            one_time_prekeys, ..
+        } => {
             let rtt = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
             shared.rtt_us.store(rtt, Ordering::Relaxed);
-            Ok(ws)
+            Ok((ws, one_time_prekeys))
         }
         RelayFrame::Error { code, message, .. } => Err(ClientError::Relay { code, message }),
         f => Err(ClientError::Protocol(format!(
@@ -231,6 +270,8 @@ struct Pushed {
     sender: Option<String>,
     timestamp_ms: u64,
     message: nano_proto::Payload,
+    /// When it was first parked (a session message tried again), if it was.
+    parked_since: Option<Instant>,
 }
 
 async fn serve(
@@ -263,7 +304,12 @@ async fn serve(
     let mut ping_sent: Option<Instant> = None;
     loop {
         let next_retry = st.outbox.next_retry();
+        let parked_until = st.parked.next_expiry().map(tokio::time::Instant::from_std);
         tokio::select! {
+            _ = tokio::time::sleep_until(parked_until.unwrap_or_else(tokio::time::Instant::now)), if parked_until.is_some() => {
+                // Parked messages whose wait is over are given up on.
+                deliver(shared, st, Vec::new(), incoming, &mut ws).await;
+            }
             _ = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)), if next_retry.is_some() => {
                 for f in st.outbox.due_retries() {
                     let Ok(m) = encode(&f) else { continue };
@@ -296,6 +342,10 @@ async fn serve(
                         ClientFrame::Ack { ids }
                     }
                     Command::Read(ids) => ClientFrame::Read { ids },
+                    Command::Request { frame, reply } => {
+                        st.requests.push_back(reply);
+                        frame
+                    }
                 };
                 let Ok(m) = encode(&frame) else { continue };
                 if ws.send(m).await.is_err() {
@@ -342,8 +392,21 @@ async fn serve(
                             st.outbox.answer(&id, Err(ClientError::Relay { code, message }));
                         }
                     }
+                    RelayFrame::Error { code, message, id: None } if !st.requests.is_empty() => {
+                        if let Some(r) = st.requests.pop_front() {
+                            let _ = r.send(Err(ClientError::Relay { code, message }));
+                        }
+                    }
                     RelayFrame::Error { code, message, .. } => {
                         tracing::warn!(%code, %message, "the relay reported an error");
+                    }
+                    f @ (RelayFrame::PrekeyBundle { .. } | RelayFrame::PrekeysUploaded { .. }) => {
+                        match st.requests.pop_front() {
+                            Some(r) => {
+                                let _ = r.send(Ok(f));
+                            }
+                            None => tracing::warn!("an answer to no request; ignored"),
+                        }
                     }
                     RelayFrame::Message { id, sender, timestamp_ms, message, .. } => {
                         let p = Pushed {
@@ -351,6 +414,7 @@ async fn serve(
                             sender: sender.map(|s| s.as_str().to_owned()),
                             timestamp_ms,
                             message,
+                            parked_since: None,
                         };
                         if in_page {
                             page.push(p);
@@ -386,14 +450,21 @@ async fn serve(
     }
 }
 
+/// A parked session message, its sender and the sender's trusted bundle.
+type Waiting = (Pushed, String, Arc<PublicBundle>);
+
 /// What became of one message of a batch, in inbox order.
 enum Slot {
     /// Ready to open: index into the batch handed to `open_many`.
-    Open(Pushed, usize),
+    /// Ready to open: index into the batch handed to `open_many`; whether the envelope is
+    /// a session notice's (§14.14).
+    Open(Pushed, usize, bool),
     /// Refused before opening.
     Refused(Pushed, ClientError),
     /// Test traffic that cannot be verified.
     Unverifiable(Pushed, Unverifiable),
+    /// A session payload from a known sender, opened in inbox order (sessions are ordered).
+    Session(Pushed, String, Arc<PublicBundle>),
 }
 
 /// Codes a relay answers when it cannot take a send now but may soon (a database restarting,
@@ -418,7 +489,9 @@ fn transient(e: &ClientError) -> bool {
 
 /// Verifies, decrypts and hands `msgs` to the application in order, each id once. A message
 /// that can never be opened comes out as [`ClientError::Rejected`]; one from a sender whose key
-/// is not trusted as [`ClientError::ContactKeyChanged`].
+/// is not trusted as [`ClientError::ContactKeyChanged`]. Parked session messages whose wait is
+/// over are tried a last time first; those of a sender whose handshake opens are tried again
+/// after it.
 async fn deliver(
     shared: &Arc<Shared>,
     st: &mut State,
@@ -426,6 +499,32 @@ async fn deliver(
     incoming: &mpsc::Sender<Incoming>,
     ws: &mut Ws,
 ) {
+    let unpark = |v: Vec<(Waiting, Instant)>| {
+        v.into_iter().map(|((mut p, _, _), since)| {
+            p.parked_since = Some(since);
+            p
+        })
+    };
+    let mut batch: Vec<Pushed> = unpark(st.parked.take_expired(Instant::now())).collect();
+    batch.extend(msgs);
+    while !batch.is_empty() {
+        let started = deliver_once(shared, st, batch, incoming, ws).await;
+        batch = started
+            .iter()
+            .flat_map(|peer| unpark(st.parked.take_peer(peer)))
+            .collect();
+    }
+}
+
+/// One pass of [`deliver`]; returns the senders whose handshakes opened.
+async fn deliver_once(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    msgs: Vec<Pushed>,
+    incoming: &mpsc::Sender<Incoming>,
+    ws: &mut Ws,
+) -> Vec<String> {
+    let mut started = Vec::new();
     let mut reack = Vec::new();
     let mut slots = Vec::with_capacity(msgs.len());
     let mut work: Vec<(Envelope, Arc<PublicBundle>)> = Vec::new();
@@ -444,7 +543,19 @@ async fn deliver(
             shared.relay.allow_opaque_payloads,
             shared.relay.allow_anonymous_send,
         );
-        let Ok(env) = nano_crypto::Envelope::from_bytes(p.message.as_slice()) else {
+        if let nano_proto::PayloadKind::Session { mode } = p.message.kind() {
+            match session_slot(shared, p, mode).await {
+                Some(slot) => slots.push(slot),
+                None => tracing::debug!("message left for the next connection"),
+            }
+            continue;
+        }
+        // A notice is an envelope behind a type and a mode byte: opened like any envelope.
+        let (bytes, is_notice) = match nano_proto::notice::unwrap(p.message.as_slice()) {
+            Some(inner) => (inner, true),
+            None => (p.message.as_slice(), false),
+        };
+        let Ok(env) = nano_crypto::Envelope::from_bytes(bytes) else {
             if opaque_ok {
                 slots.push(Slot::Unverifiable(p, Unverifiable::NotAnEnvelope));
             } else {
@@ -496,7 +607,7 @@ async fn deliver(
         match prepared {
             Ok((env, bundle)) => {
                 work.push((env, bundle));
-                slots.push(Slot::Open(p, work.len() - 1));
+                slots.push(Slot::Open(p, work.len() - 1, is_notice));
             }
             Err(e) if transient(&e) => {
                 tracing::debug!(error = %e, "message left for the next connection");
@@ -504,10 +615,10 @@ async fn deliver(
             Err(e) => slots.push(Slot::Refused(p, e)),
         }
     }
-    if !reack.is_empty() {
-        if let Ok(m) = encode(&ClientFrame::Ack { ids: reack }) {
-            let _ = ws.send(m).await;
-        }
+    if !reack.is_empty()
+        && let Ok(m) = encode(&ClientFrame::Ack { ids: reack })
+    {
+        let _ = ws.send(m).await;
     }
     let headers: Vec<(nano_crypto::EnvelopeHeader, nano_crypto::Fingerprint)> = work
         .iter()
@@ -540,6 +651,66 @@ async fn deliver(
                     what,
                 }
             }
+            Slot::Session(p, name, bundle) => {
+                let (sessions, identity) =
+                    (Arc::clone(&shared.sessions), Arc::clone(&shared.identity));
+                let payload = p.message.clone();
+                let sender = name.clone();
+                let peer_bundle = Arc::clone(&bundle);
+                let opened = tokio::task::spawn_blocking(move || {
+                    sessions
+                        .open(&identity, &sender, &bundle, payload.as_slice())
+                        .map(|o| (o, bundle.fingerprint()))
+                })
+                .await
+                .unwrap_or_else(|_| Err(ClientError::Invalid("session work stopped".into())));
+                match opened {
+                    Ok((o, fingerprint)) => {
+                        st.seen.insert(&p.id);
+                        if o.handshake {
+                            started.push(name.clone());
+                        }
+                        Incoming::Message(Received {
+                            id: p.id,
+                            sender: name,
+                            sender_fingerprint: fingerprint,
+                            // A session message carries no time of its own: the relay's.
+                            sent_at_ms: p.timestamp_ms,
+                            timestamp_ms: p.timestamp_ms,
+                            crypto_mode: o.mode,
+                            plaintext: o.plaintext,
+                            session: true,
+                        })
+                    }
+                    // The store failed: nothing was shown, the message stays in the inbox.
+                    Err(e @ ClientError::Io { .. }) => {
+                        tracing::warn!(error = %e, "session state not saved; message left in the inbox");
+                        continue;
+                    }
+                    Err(ClientError::SessionUnknown { mode, .. }) if may_park(&p) => {
+                        // Perhaps ahead of its handshake: wait for it.
+                        let since = p.parked_since.unwrap_or_else(Instant::now);
+                        let peer = name.clone();
+                        let Some((p, name, bundle)) =
+                            st.parked.park(&peer, p.id, since, (p, name, peer_bundle))
+                        else {
+                            continue;
+                        };
+                        unreadable(shared, st, p, name, bundle, mode)
+                    }
+                    Err(ClientError::SessionUnknown { mode, .. }) => {
+                        unreadable(shared, st, p, name, peer_bundle, mode)
+                    }
+                    Err(error) => {
+                        st.seen.insert(&p.id);
+                        Incoming::Rejected {
+                            id: p.id,
+                            sender: Some(name),
+                            error,
+                        }
+                    }
+                }
+            }
             Slot::Refused(p, error) => {
                 if !matches!(error, ClientError::ContactKeyChanged { .. }) {
                     st.seen.insert(&p.id);
@@ -550,7 +721,30 @@ async fn deliver(
                     error,
                 }
             }
-            Slot::Open(p, i) => {
+            Slot::Open(p, i, true) => {
+                let (header, _) = headers[i];
+                let opened = opened.get_mut(i).and_then(Option::take);
+                match notice_of(shared, &p, header, opened).await {
+                    Ok(item) => {
+                        st.seen.insert(&p.id);
+                        item
+                    }
+                    // The store failed: the notice stays in the inbox.
+                    Err(e @ ClientError::Io { .. }) => {
+                        tracing::warn!(error = %e, "session state not saved; notice left in the inbox");
+                        continue;
+                    }
+                    Err(error) => {
+                        st.seen.insert(&p.id);
+                        Incoming::Rejected {
+                            id: p.id,
+                            sender: p.sender,
+                            error,
+                        }
+                    }
+                }
+            }
+            Slot::Open(p, i, false) => {
                 st.seen.insert(&p.id);
                 let sender = p.sender.clone().unwrap_or_default();
                 let rejected = |reason: String| Incoming::Rejected {
@@ -571,6 +765,7 @@ async fn deliver(
                         timestamp_ms: p.timestamp_ms,
                         crypto_mode: header.mode,
                         plaintext,
+                        session: false,
                     }),
                     Some(Err(e)) => rejected(e.to_string()),
                     None => rejected("not processed".into()),
@@ -578,7 +773,111 @@ async fn deliver(
             }
         };
         if incoming.send(item).await.is_err() {
-            return;
+            return started;
+        }
+    }
+    started
+}
+
+/// Whether a session message that no session held can open may wait for its handshake: a
+/// message (a handshake waits for nothing) not parked for [`crate::parked::PARK_FOR`] yet.
+fn may_park(p: &Pushed) -> bool {
+    p.message.as_slice().first() == Some(&nano_crypto::session::TYPE_MESSAGE)
+        && p.parked_since
+            .is_none_or(|since| since.elapsed() < crate::parked::PARK_FOR)
+}
+
+/// A session payload from `name` that no session or prekey here opens: reported to the
+/// application as [`ClientError::SessionUnknown`], and the sender told with a notice (one per
+/// contact and mode per [`crate::notices::NOTICE_INTERVAL`]).
+fn unreadable(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    p: Pushed,
+    name: String,
+    bundle: Arc<PublicBundle>,
+    mode: CryptoMode,
+) -> Incoming {
+    st.seen.insert(&p.id);
+    if st.notified.allow(&name, mode, Instant::now()) {
+        let notice = nano_proto::notice::Notice {
+            mode,
+            lost: p.id,
+            lost_stored_at_ms: p.timestamp_ms,
+        };
+        crate::notices::send(shared, name.clone(), bundle, notice);
+    }
+    Incoming::Rejected {
+        id: p.id,
+        sender: Some(name.clone()),
+        error: ClientError::SessionUnknown { sender: name, mode },
+    }
+}
+
+/// What an opened notice envelope from `p.sender` means: its sessions in the notice's mode are
+/// dropped and the application told which message was lost.
+///
+/// # Errors
+/// [`ClientError::Rejected`] for an envelope that did not open, a body that is not a notice or
+/// names another mode than its envelope's; the store's.
+async fn notice_of(
+    shared: &Arc<Shared>,
+    p: &Pushed,
+    header: nano_crypto::EnvelopeHeader,
+    opened: Option<std::result::Result<Vec<u8>, nano_crypto::CryptoError>>,
+) -> Result<Incoming> {
+    let peer = p.sender.clone().unwrap_or_default();
+    let rejected = |reason: String| ClientError::Rejected {
+        sender: peer.clone(),
+        reason,
+    };
+    let body = match opened {
+        Some(Ok(body)) => body,
+        Some(Err(e)) => return Err(rejected(e.to_string())),
+        None => return Err(rejected("not processed".into())),
+    };
+    let notice =
+        nano_proto::notice::Notice::from_bytes(&body).map_err(|e| rejected(e.to_string()))?;
+    if notice.mode != header.mode {
+        return Err(rejected("a notice about another mode than its own".into()));
+    }
+    crate::notices::received(shared, &peer, notice, header.timestamp_ms).await?;
+    Ok(Incoming::SessionReset {
+        id: p.id,
+        peer,
+        mode: notice.mode,
+        lost: notice.lost,
+    })
+}
+
+/// The slot of a session payload: refused without a sender or below the relay's floor, or
+/// ready to open with the sender's trusted bundle; `None` when that bundle cannot be had now.
+async fn session_slot(shared: &Shared, p: Pushed, mode: CryptoMode) -> Option<Slot> {
+    let Some(name) = p.sender.clone() else {
+        let error = ClientError::Rejected {
+            sender: "(anonymous)".into(),
+            reason: "a session message without a sender".into(),
+        };
+        return Some(Slot::Refused(p, error));
+    };
+    let floor = shared.relay.minimum_crypto_mode;
+    if mode < floor {
+        let error = ClientError::Rejected {
+            sender: name,
+            reason: format!("a {mode} session, below the relay's minimum {floor}"),
+        };
+        return Some(Slot::Refused(p, error));
+    }
+    match shared.bundle(&name).await {
+        Ok(b) => Some(Slot::Session(p, name, b)),
+        Err(e @ ClientError::ContactKeyChanged { .. }) => Some(Slot::Refused(p, e)),
+        Err(e) if transient(&e) => None,
+        Err(e) => {
+            let error = ClientError::Rejected {
+                sender: name,
+                reason: e.to_string(),
+            };
+            Some(Slot::Refused(p, error))
         }
     }
 }

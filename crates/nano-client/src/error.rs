@@ -102,6 +102,17 @@ pub enum ClientError {
         /// Why (signature, decryption, addressing).
         reason: String,
     },
+    /// A session message on a session this side does not hold (a fresh home, a restored
+    /// backup): it cannot be read, and the sender's next message starts a new session.
+    #[error(
+        "session_unknown: a {mode} session message from {sender} on a session this device does not hold; the message cannot be read"
+    )]
+    SessionUnknown {
+        /// The sender.
+        sender: String,
+        /// The session's mode.
+        mode: nano_crypto::CryptoMode,
+    },
     /// A message too large to send in its mode through this relay, refused before sealing.
     #[error(
         "the message is {size} bytes; the largest that fits in a {mode} envelope on this relay \

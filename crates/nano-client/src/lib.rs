@@ -7,12 +7,18 @@
 //!             unanswered sends, receive → batch verify → decrypt → dedup → Incoming stream
 //! login       the relay's signed challenge checked against its pinned identity and the
 //!             connection's TLS channel binding, before anything is signed
+//! prekeys     the one-time prekey supply: generated, saved, uploaded; topped up when low
 //! outbox      unanswered sends: resent after a reconnect, retried after `unavailable`,
 //!             forgotten once their caller stops waiting
 //! api         the relay's HTTP API (relay info, users, registration), pooled
 //! tls         HTTPS/WSS trust: Mozilla roots, or the certificates of a relay CA file
 //! keystore    the home directory: Argon2id + ChaCha20-Poly1305 keystore, profile, 0600 files
 //! contacts    trust-on-first-use pins of contacts' fingerprints; ids already shown
+//! sessions    the session core, free of I/O: encrypt, initiate from a prekey bundle, open
+//! notices     session notices: telling a sender its message could not be read, acting on one
+//! parked      session messages waiting for their session's handshake (delivered out of order)
+//! store       PrekeyStore / SessionStore / Store (with its lock): MemoryStore, and FileStore
+//!             (encrypted, atomic, locked across processes)
 //! error       ClientError: one line each, saying what to do
 //! ```
 #![forbid(unsafe_code)]
@@ -24,7 +30,12 @@ pub mod contacts;
 pub mod error;
 pub mod keystore;
 pub mod login;
+mod notices;
 mod outbox;
+mod parked;
+pub mod prekeys;
+pub mod sessions;
+pub mod store;
 pub mod tls;
 
 pub use client::{

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use clap::{Parser, Subcommand, ValueEnum};
 use nano_client::contacts::{Contacts, PinOutcome};
 use nano_client::keystore::{Home, Profile};
+use nano_client::sessions::Sessions;
+use nano_client::store::FileStore;
 use nano_client::{Client, ClientConfig, ClientError, Incoming, ModeChoice, Result, TrustPolicy};
 use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng};
 
@@ -80,13 +82,18 @@ enum Command {
         /// anyone's minimum.
         #[arg(long, value_enum, default_value = "auto")]
         crypto_mode: SendMode,
+        /// Send a stateless sealed envelope instead of a session message (what is sent anyway
+        /// to a contact who has published no prekeys).
+        #[arg(long)]
+        sealed: bool,
     },
     /// Print the messages waiting for you, then remove them from the relay.
     Receive {
         /// Stay connected and print messages as they arrive (Ctrl-C to stop).
         #[arg(long)]
         follow: bool,
-        /// One JSON object per line: id, sender, timestamp, crypto_mode, text.
+        /// One JSON object per line: id, sender, timestamp, sent_at, crypto_mode, fingerprint,
+        /// session (whether it came on a session), text.
         #[arg(long)]
         json: bool,
     },
@@ -103,7 +110,8 @@ enum Command {
 enum ContactsAction {
     /// List pinned contacts.
     List,
-    /// Show one contact's pinned fingerprint.
+    /// Show one contact's pinned fingerprint and your sessions with them (per mode: epoch,
+    /// messages since the last post-quantum refresh, when it started; needs the passphrase).
     Show {
         /// The contact.
         name: String,
@@ -211,9 +219,16 @@ async fn connect(home: &Home) -> Result<(Client, tokio::sync::mpsc::Receiver<Inc
         home: home.clone(),
         contacts: Mutex::new(home.contacts()?),
     });
+    let store = Arc::new(state_store(home, &identity)?);
     let (client, incoming, _) =
-        Client::connect(client_config(&profile), Arc::new(identity), pins).await?;
+        Client::connect_with_store(client_config(&profile), Arc::new(identity), pins, store)
+            .await?;
     Ok((client, incoming))
+}
+
+/// The home's session state: encrypted files under `state/`.
+fn state_store(home: &Home, identity: &Identity) -> Result<FileStore> {
+    FileStore::new(&home.dir().join("state"), identity)
 }
 
 /// How to reach the relay, from the home's profile.
@@ -223,6 +238,8 @@ fn client_config(profile: &Profile) -> ClientConfig {
         username: profile.username.clone(),
         pinned_relay_id: profile.relay_id.clone(),
         relay_ca_pem: profile.relay_ca_pem.clone().map(String::into_bytes),
+        publish_prekeys: true,
+        one_time_prekeys: nano_client::prekeys::TOP_UP,
     }
 }
 
@@ -281,6 +298,7 @@ async fn receive(home: &Home, follow: bool, json: bool) -> Result<bool> {
                             "sent_at": m.sent_at_ms,
                             "crypto_mode": m.crypto_mode.as_str(),
                             "fingerprint": m.sender_fingerprint.to_hex(),
+                            "session": m.session,
                             "text": text,
                         });
                         println!("{line}");
@@ -316,9 +334,26 @@ async fn receive(home: &Home, follow: bool, json: bool) -> Result<bool> {
                 eprintln!("nano-client: {error}");
                 // A message that can never be opened is removed; one from a contact whose key
                 // changed stays until the key is trusted again.
-                if matches!(error, ClientError::Rejected { .. }) {
+                if matches!(
+                    error,
+                    ClientError::Rejected { .. } | ClientError::SessionUnknown { .. }
+                ) {
                     client.ack(&[id]).await?;
                 }
+            }
+            Incoming::SessionReset {
+                id,
+                peer,
+                mode,
+                lost,
+            } => {
+                clean = false;
+                eprintln!(
+                    "nano-client: {peer} could not read your {mode} message {} (their session \
+                     was lost); your next message to them starts a new session",
+                    lost.to_hex()
+                );
+                client.ack(&[id]).await?;
             }
         }
     }
@@ -374,11 +409,28 @@ async fn run(cli: Cli) -> Result<bool> {
             home.save_profile(&profile)?;
             println!("registered {} on {}", profile.username, profile.relay);
             println!("relay identity pinned: {}", info.relay_id);
+            // Prekeys, so contacts can start sessions while this user is offline.
+            let pins = Arc::new(Pins {
+                home: home.clone(),
+                contacts: Mutex::new(home.contacts()?),
+            });
+            let store = Arc::new(state_store(&home, &identity)?);
+            let (client, _incoming, _) = Client::connect_with_store(
+                client_config(&profile),
+                Arc::new(identity),
+                pins,
+                store,
+            )
+            .await?;
+            client.publish_prekeys().await?;
+            client.close().await;
+            println!("published prekeys for sessions");
         }
         Command::Send {
             recipient,
             text,
             crypto_mode,
+            sealed,
         } => {
             let text = match text.filter(|t| t != "-") {
                 Some(t) => t,
@@ -397,12 +449,23 @@ async fn run(cli: Cli) -> Result<bool> {
                 SendMode::Quantum => ModeChoice::Explicit(CryptoMode::Quantum),
             };
             let (client, _incoming) = connect(&home).await?;
-            let receipt = client.send(&recipient, text.as_bytes(), choice).await?;
+            let receipt = if sealed {
+                client
+                    .send_sealed(&recipient, text.as_bytes(), choice)
+                    .await?
+            } else {
+                client.send(&recipient, text.as_bytes(), choice).await?
+            };
             client.close().await;
             println!(
-                "sent {} to {recipient} ({}){}",
+                "sent {} to {recipient} ({}, {}){}",
                 receipt.id.to_hex(),
                 receipt.mode,
+                if receipt.session {
+                    "session"
+                } else {
+                    "sealed envelope"
+                },
                 if receipt.duplicate {
                     ", already stored"
                 } else {
@@ -434,6 +497,27 @@ async fn run(cli: Cli) -> Result<bool> {
                         c.fingerprint,
                         utc(c.pinned_at_ms)
                     );
+                    let identity = home.identity(passphrase(false)?.as_bytes())?;
+                    let sessions = Sessions::new(Arc::new(state_store(&home, &identity)?));
+                    let info = sessions.info(&name)?;
+                    if info.is_empty() {
+                        println!("sessions: none yet (the next message starts one)");
+                    }
+                    for (i, s) in info.iter().enumerate() {
+                        let role = if i > 0 && info[i - 1].mode == s.mode {
+                            "previous"
+                        } else {
+                            "current"
+                        };
+                        println!(
+                            "session {} ({role}): epoch {}, {} messages since the last \
+                             post-quantum refresh, started {}",
+                            s.mode,
+                            s.epoch,
+                            s.since_pq_refresh,
+                            utc(s.started_ms)
+                        );
+                    }
                 }
                 ContactsAction::Trust { name, fingerprint } => {
                     let tls = nano_client::tls::client_config(
@@ -441,13 +525,13 @@ async fn run(cli: Cli) -> Result<bool> {
                     )?;
                     let api = nano_client::api::Api::with_tls(&profile.relay, &tls)?;
                     let info = api.relay_info().await?;
-                    if let Some(pinned) = &profile.relay_id {
-                        if *pinned != info.relay_id {
-                            return Err(ClientError::RelayIdentityChanged {
-                                pinned: pinned.clone(),
-                                now: info.relay_id,
-                            });
-                        }
+                    if let Some(pinned) = &profile.relay_id
+                        && *pinned != info.relay_id
+                    {
+                        return Err(ClientError::RelayIdentityChanged {
+                            pinned: pinned.clone(),
+                            now: info.relay_id,
+                        });
                     }
                     let bundle = api.bundle(&name).await?;
                     let served = bundle.fingerprint();

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use common::{Relay, WAIT, rotate_keys};
+use nano_client::store::MemoryStore;
 use nano_client::{
     Client, ClientConfig, ClientError, Incoming, ModeChoice, Received, SendReceipt, TrustAll,
     TrustPolicy,
@@ -49,9 +50,25 @@ async fn connect_with(
         pinned_relay_id,
         ..ClientConfig::new(url, name)
     };
-    timeout(WAIT, Client::connect(cfg, Arc::clone(id), trust))
-        .await
-        .expect("connect timed out")
+    timeout(
+        WAIT,
+        Client::connect_with_store(cfg, Arc::clone(id), trust, store_of(id)),
+    )
+    .await
+    .expect("connect timed out")
+}
+
+/// The session store of `id`'s device: the same one at every connect, as a real device keeps
+/// its sessions across reconnects.
+fn store_of(id: &Identity) -> Arc<dyn nano_client::store::Store> {
+    static STORES: std::sync::OnceLock<Mutex<HashMap<String, Arc<MemoryStore>>>> =
+        std::sync::OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let store = stores.entry(id.fingerprint().to_hex()).or_default();
+    Arc::clone(store) as Arc<dyn nano_client::store::Store>
 }
 
 async fn connect(relay: &Relay, name: &str, id: &Arc<Identity>) -> (Client, Receiver<Incoming>) {
@@ -818,4 +835,195 @@ async fn a_send_refused_as_unavailable_is_retried_until_it_is_stored() {
         .find_map(|l| l.strip_prefix("nano_messenger_errors_total{code=\"unavailable\"} "))
         .and_then(|v| v.parse::<f64>().ok());
     assert!(refused.is_some_and(|n| n >= 1.0), "no unavailable counted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+/// Sessions are the default in every mode: the first message is a handshake made from the
+/// recipient's prekeys, later ones ride the ratchet, both ways; `send_sealed` and a contact
+/// without prekeys get sealed envelopes.
+#[tokio::test]
+async fn messages_go_on_sessions_by_default() {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(CryptoMode::Classical);
+    let carol = identity(CryptoMode::Hybrid);
+    for (name, id) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        register(&relay.api, name, id).await;
+    }
+    let (a, mut a_rx) = connect(&relay, "alice", &alice).await;
+    let (b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut a_rx).await;
+    expect_up_to_date(&mut b_rx).await;
+    timeout(WAIT, b.publish_prekeys()).await.unwrap().unwrap();
+    timeout(WAIT, a.publish_prekeys()).await.unwrap().unwrap();
+    for mode in CryptoMode::ALL {
+        for i in 0..4 {
+            let to_bob = format!("{mode} a{i}");
+            let r = send(&a, "bob", &to_bob, ModeChoice::Explicit(mode)).await;
+            assert!(r.session && !r.duplicate, "{r:?}");
+            let m = expect_message(&mut b_rx).await;
+            assert_eq!((text(&m), m.session, m.crypto_mode), (to_bob, true, mode));
+            assert_eq!(m.id, r.id);
+            b.ack(&[m.id]).await.unwrap();
+            let to_alice = format!("{mode} b{i}");
+            let r = send(&b, "alice", &to_alice, ModeChoice::Explicit(mode)).await;
+            assert!(r.session);
+            let m = expect_message(&mut a_rx).await;
+            assert_eq!((text(&m), m.session), (to_alice, true));
+            a.ack(&[m.id]).await.unwrap();
+        }
+    }
+    let info = a.sessions_with("bob").unwrap();
+    assert_eq!(
+        info.iter().map(|s| s.mode).collect::<Vec<_>>(),
+        CryptoMode::ALL.to_vec()
+    );
+    // On request: a sealed envelope.
+    let r = timeout(
+        WAIT,
+        a.send_sealed("bob", b"sealed", ModeChoice::Explicit(CryptoMode::Hybrid)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!r.session);
+    let m = expect_message(&mut b_rx).await;
+    assert_eq!((text(&m), m.session), ("sealed".to_owned(), false));
+    // Carol never published prekeys: she gets sealed envelopes.
+    let r = send(
+        &a,
+        "carol",
+        "no prekeys",
+        ModeChoice::Explicit(CryptoMode::Hybrid),
+    )
+    .await;
+    assert!(!r.session);
+}
+
+/// A contact that lost its session state (a fresh device store) cannot read a message on the
+/// old session: it is reported there as `session_unknown`, the sender is told with a notice
+/// and its next message starts a new session that reads again (PROTOCOL.md §14.14).
+#[tokio::test]
+async fn a_lost_session_is_reported_to_both_sides_and_started_again() {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Hybrid);
+    let bob = identity(CryptoMode::Hybrid);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let mode = ModeChoice::Explicit(CryptoMode::Hybrid);
+    let (a, mut a_rx) = connect(&relay, "alice", &alice).await;
+    let (b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut a_rx).await;
+    expect_up_to_date(&mut b_rx).await;
+    timeout(WAIT, b.publish_prekeys()).await.unwrap().unwrap();
+    for text_out in ["one", "two"] {
+        assert!(send(&a, "bob", text_out, mode).await.session);
+        let m = expect_message(&mut b_rx).await;
+        assert_eq!(text(&m), text_out);
+        b.ack(&[m.id]).await.unwrap();
+    }
+    b.close().await;
+
+    // Bob on a new device store: same identity, no sessions, new prekeys.
+    let fresh: Arc<dyn nano_client::store::Store> = Arc::new(MemoryStore::new());
+    let (b2, mut b2_rx, _) = Client::connect_with_store(
+        ClientConfig::new(&relay.api, "bob"),
+        Arc::clone(&bob),
+        Arc::new(TrustAll),
+        fresh,
+    )
+    .await
+    .unwrap();
+    expect_up_to_date(&mut b2_rx).await;
+    timeout(WAIT, b2.publish_prekeys()).await.unwrap().unwrap();
+    let lost = send(&a, "bob", "into the void", mode).await;
+    assert!(lost.session);
+    // Bob waits for a handshake that never comes, then reports the message (after ~10 s).
+    match timeout(std::time::Duration::from_secs(30), b2_rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Incoming::Rejected {
+            id,
+            sender,
+            error: ClientError::SessionUnknown { mode: m, .. },
+        } => {
+            assert_eq!(
+                (id, sender.as_deref(), m),
+                (lost.id, Some("alice"), CryptoMode::Hybrid)
+            );
+            b2.ack(&[id]).await.unwrap();
+        }
+        other => panic!("expected session_unknown, got {other:?}"),
+    }
+    // Alice is told which message was lost, and her session is gone.
+    match timeout(std::time::Duration::from_secs(30), a_rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Incoming::SessionReset {
+            id,
+            peer,
+            mode: m,
+            lost: which,
+        } => {
+            assert_eq!(
+                (peer.as_str(), m, which),
+                ("bob", CryptoMode::Hybrid, lost.id)
+            );
+            a.ack(&[id]).await.unwrap();
+        }
+        other => panic!("expected a session reset, got {other:?}"),
+    }
+    assert!(a.sessions_with("bob").unwrap().is_empty());
+    // The next message starts a new session, which bob reads.
+    let r = send(&a, "bob", "again", mode).await;
+    assert!(r.session);
+    let m = expect_message(&mut b2_rx).await;
+    assert_eq!((text(&m), m.session), ("again".to_owned(), true));
+    assert_eq!(a.sessions_with("bob").unwrap().len(), 1);
+}
+
+/// Two clients of one device (one store) send to a contact at once: one session is started,
+/// never two, and every message is read, whatever order the two connections' sends reach the
+/// inbox in (a message stored before its session's handshake waits for it).
+#[tokio::test]
+async fn two_clients_on_one_store_start_one_session_and_lose_nothing() {
+    let relay = Relay::start();
+    let alice = identity(CryptoMode::Classical);
+    let bob = identity(CryptoMode::Classical);
+    register(&relay.api, "alice", &alice).await;
+    register(&relay.api, "bob", &bob).await;
+    let (b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut b_rx).await;
+    timeout(WAIT, b.publish_prekeys()).await.unwrap().unwrap();
+    let (a1, _r1) = connect(&relay, "alice", &alice).await;
+    let (a2, _r2) = connect(&relay, "alice", &alice).await;
+    const N: usize = 20;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let c = if i % 2 == 0 { a1.clone() } else { a2.clone() };
+        sends.spawn(async move {
+            let choice = ModeChoice::Explicit(CryptoMode::Classical);
+            timeout(WAIT, c.send("bob", format!("m{i}").as_bytes(), choice))
+                .await
+                .unwrap()
+                .unwrap()
+        });
+    }
+    while let Some(r) = sends.join_next().await {
+        assert!(r.unwrap().session);
+    }
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < N {
+        let m = expect_message(&mut b_rx).await;
+        assert!(m.session);
+        b.ack(&[m.id]).await.unwrap();
+        assert!(got.insert(text(&m)), "handed out twice");
+    }
+    assert_eq!(a1.sessions_with("bob").unwrap().len(), 1);
 }

@@ -36,6 +36,8 @@ pub enum KdfLabel {
     RatchetRoot,
     /// A KEM ratchet epoch: the next post-quantum epoch key.
     PqEpoch,
+    /// The key a client encrypts its stored session state with, from its identity secret.
+    StateKey,
 }
 
 impl KdfLabel {
@@ -49,6 +51,7 @@ impl KdfLabel {
             Self::SessionRoot => b"nano-messenger/v1 session-root",
             Self::RatchetRoot => b"nano-messenger/v1 ratchet-root",
             Self::PqEpoch => b"nano-messenger/v1 pq-epoch",
+            Self::StateKey => b"nano-messenger/v1 state-key",
         }
     }
 }

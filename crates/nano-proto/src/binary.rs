@@ -285,11 +285,13 @@ impl ClientFrame {
                 crypto_mode,
                 signed_prekeys,
                 one_time_prekeys,
+                replace_one_time,
             } => {
                 w.u8(0x08);
                 w.mode(*crypto_mode);
                 w.opt(signed_prekeys.as_ref(), W::bytes);
                 w.list(one_time_prekeys);
+                w.u8(u8::from(*replace_one_time));
             }
             Self::GetPrekeys {
                 username,
@@ -338,6 +340,7 @@ impl ClientFrame {
                 crypto_mode: r.mode()?,
                 signed_prekeys: r.opt(R::bytes)?,
                 one_time_prekeys: r.list()?,
+                replace_one_time: r.bool()?,
             },
             0x09 => Self::GetPrekeys {
                 username: r.username()?,

@@ -94,6 +94,11 @@ pub enum ClientFrame {
         /// [`MAX_PREKEYS_PER_UPLOAD`].
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         one_time_prekeys: Vec<Bytes>,
+        /// Whether the one-time prekeys of the mode held so far are deleted first (in the
+        /// same transaction): a device that lost their secrets (a fresh home, a restored
+        /// backup) starts over, so no contact is handed one it cannot answer.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replace_one_time: bool,
     },
     /// Ask for `username`'s prekey bundle of `crypto_mode`, to start a session: the relay hands
     /// out one of the user's one-time prekeys (each at most once) while some are left and the
@@ -387,12 +392,13 @@ impl ClientFrame {
             Self::UploadPrekeys {
                 signed_prekeys,
                 one_time_prekeys,
+                replace_one_time,
                 ..
             } => {
-                if signed_prekeys.is_none() && one_time_prekeys.is_empty() {
+                if signed_prekeys.is_none() && one_time_prekeys.is_empty() && !replace_one_time {
                     return Err(ProtoError::field(
                         "one_time_prekeys",
-                        "an upload carries signed prekeys, one-time prekeys or both",
+                        "an upload carries signed prekeys, one-time prekeys or both, or replaces the one-time prekeys",
                     ));
                 }
                 if one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD {

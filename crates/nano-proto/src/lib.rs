@@ -3,7 +3,9 @@
 //! ```text
 //! types     Username, MessageId, Bytes (base64 in JSON): validated on construction
 //! frames    ClientFrame / RelayFrame: the WebSocket messages, JSON text form
-//! payload   Payload: a message's bytes, what it is (sealed, session, opaque), its id and limit
+//! payload   Payload: a message's bytes, what it is (sealed, session, notice, opaque), its id
+//!           and limit
+//! notice    Notice: what a receiver that cannot read a session payload tells its sender
 //! binary    the compact binary form of the same frames
 //! signed    the exact bytes of every signed statement (claims, rotation, challenge, auth, kex)
 //! binding   ChannelBinding: RFC 9266 tls-exporter, what ties a login to one connection
@@ -20,6 +22,7 @@ pub mod binary;
 pub mod binding;
 pub mod error;
 pub mod frames;
+pub mod notice;
 pub mod payload;
 pub mod rest;
 pub mod signed;

@@ -1,7 +1,8 @@
 //! The `message` of `send_message` and `message` frames: the payload bytes a relay stores and
 //! forwards without reading them (PROTOCOL.md §11, §12 step 5).
 //!
-//! A payload is a sealed envelope (§6), a session handshake or session message (§14.6), or, on
+//! A payload is a sealed envelope (§6), a session handshake or session message (§14.6), a
+//! session notice (§14.14), or, on
 //! development relays only, anything else ("opaque"). Binary frames carry its raw bytes; JSON
 //! frames carry standard padded base64. A JSON string that is not base64 is the UTF-8 text of an
 //! opaque payload (the performance guide's load test sends plain text), and such a payload is
@@ -52,6 +53,14 @@ pub enum PayloadKind {
         /// The mode byte.
         mode: nano_crypto::CryptoMode,
     },
+    /// A session notice (PROTOCOL.md §14.14): `0x04`, a mode byte and a sealed envelope of that
+    /// mode, whose header's `message_id` is its id.
+    Notice {
+        /// The envelope header's `message_id`.
+        id: MessageId,
+        /// The envelope header's mode.
+        mode: nano_crypto::CryptoMode,
+    },
     /// Anything else.
     Opaque,
 }
@@ -72,12 +81,21 @@ impl Payload {
         self.0.is_empty()
     }
 
-    /// What the payload is: a sealed envelope parsed with exact §6 lengths, a session payload
-    /// whose header parses (`nano_crypto::session::payload_mode`), or opaque.
+    /// What the payload is: a sealed envelope parsed with exact §6 lengths, a notice around
+    /// one, a session payload whose header parses (`nano_crypto::session::payload_mode`), or
+    /// opaque.
     pub fn kind(&self) -> PayloadKind {
         if let Ok(env) = nano_crypto::Envelope::from_bytes(&self.0) {
             let h = env.header();
             return PayloadKind::Sealed {
+                id: MessageId(h.message_id),
+                mode: h.mode,
+            };
+        }
+        if let Some(Ok(env)) = crate::notice::unwrap(&self.0).map(nano_crypto::Envelope::from_bytes)
+        {
+            let h = env.header();
+            return PayloadKind::Notice {
                 id: MessageId(h.message_id),
                 mode: h.mode,
             };

@@ -299,17 +299,23 @@ fn any_client() -> impl Strategy<Value = ClientFrame> {
         (
             any_mode(),
             prop::option::of(any_bytes()),
-            prop::collection::vec(any_bytes(), 0..=25)
+            prop::collection::vec(any_bytes(), 0..=25),
+            any::<bool>()
         )
-            .prop_filter("an upload carries something", |(_, s, o)| s.is_some()
-                || !o.is_empty())
-            .prop_map(|(crypto_mode, signed_prekeys, one_time_prekeys)| {
-                ClientFrame::UploadPrekeys {
-                    crypto_mode,
-                    signed_prekeys,
-                    one_time_prekeys,
+            .prop_filter("an upload carries or replaces something", |(_, s, o, r)| s
+                .is_some()
+                || !o.is_empty()
+                || *r)
+            .prop_map(
+                |(crypto_mode, signed_prekeys, one_time_prekeys, replace_one_time)| {
+                    ClientFrame::UploadPrekeys {
+                        crypto_mode,
+                        signed_prekeys,
+                        one_time_prekeys,
+                        replace_one_time,
+                    }
                 }
-            }),
+            ),
         (any_user(), any_mode()).prop_map(|(username, crypto_mode)| ClientFrame::GetPrekeys {
             username,
             crypto_mode
@@ -524,8 +530,15 @@ fn a_binary_upload_of_too_many_prekeys_is_refused_before_it_is_read() {
     for _ in 0..25 {
         ok.extend_from_slice(&[0, 1, 0xAA]);
     }
+    // replace_one_time: false.
+    ok.push(0x00);
     let f = ClientFrame::from_binary(&ok).unwrap();
     assert!(
-        matches!(f, ClientFrame::UploadPrekeys { ref one_time_prekeys, .. } if one_time_prekeys.len() == 25)
+        matches!(f, ClientFrame::UploadPrekeys { ref one_time_prekeys, replace_one_time: false, .. } if one_time_prekeys.len() == 25)
     );
+    // The flag is a bool: 0x00 or 0x01, nothing else, and not missing.
+    *ok.last_mut().unwrap() = 0x02;
+    assert!(ClientFrame::from_binary(&ok).is_err());
+    ok.pop();
+    assert!(ClientFrame::from_binary(&ok).is_err());
 }

@@ -40,6 +40,7 @@ fn upload(
         crypto_mode: mode,
         signed_prekeys: signed.map(|s| Bytes(s.public().to_bytes())),
         one_time_prekeys: one_time.publics().map(|p| Bytes(p.to_bytes())).collect(),
+        replace_one_time: false,
     }
 }
 
@@ -174,6 +175,16 @@ async fn claims_hand_out_each_one_time_prekey_once(cfg: Config) {
     b.send(&upload(mode, None, &more)).await;
     assert_eq!(expect_uploaded(&mut b, mode).await, 2);
     assert!(get_bundle(&mut b, &bob, mode).await.one_time().is_none());
+    // A device that lost the secrets replaces them: the two are gone, one new one is held.
+    let (_, fresh) = prekeys(&bob, mode, 8, 300, 1);
+    b.send(&ClientFrame::UploadPrekeys {
+        crypto_mode: mode,
+        signed_prekeys: None,
+        one_time_prekeys: fresh.publics().map(|p| Bytes(p.to_bytes())).collect(),
+        replace_one_time: true,
+    })
+    .await;
+    assert_eq!(expect_uploaded(&mut b, mode).await, 1);
     let metrics = relay.metrics().await;
     assert_eq!(
         metric(
@@ -232,6 +243,7 @@ async fn uploads_and_claims_are_checked() {
         crypto_mode: mode,
         signed_prekeys: Some(Bytes(vec![2, 0, 0, 0, 1, 9, 9])),
         one_time_prekeys: vec![],
+        replace_one_time: false,
     })
     .await;
     m.expect_error("invalid_key").await;
@@ -243,6 +255,7 @@ async fn uploads_and_claims_are_checked() {
         crypto_mode: mode,
         signed_prekeys: Some(Bytes(forged)),
         one_time_prekeys: vec![],
+        replace_one_time: false,
     })
     .await;
     m.expect_error("invalid_signature").await;

@@ -141,9 +141,34 @@ fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage)
     let batch: Vec<(u32, Vec<u8>)> = (0..40u32)
         .map(|i| (100 + i, format!("otk-{i}").into_bytes()))
         .collect();
-    assert_eq!(s.add_one_time_prekeys(a, mode, &batch, 5).unwrap(), 40);
+    assert_eq!(
+        s.add_one_time_prekeys(a, mode, &batch, false, 5).unwrap(),
+        40
+    );
     // Re-uploading held ids changes nothing.
-    assert_eq!(s.add_one_time_prekeys(a, mode, &batch[..5], 6).unwrap(), 40);
+    assert_eq!(
+        s.add_one_time_prekeys(a, mode, &batch[..5], false, 6)
+            .unwrap(),
+        40
+    );
+    // Replacing: the held ones are gone, the new ones are held (other modes untouched).
+    let other: Vec<(u32, Vec<u8>)> = vec![(7, b"other-mode".to_vec())];
+    assert_eq!(
+        s.add_one_time_prekeys(a, CryptoMode::Quantum, &other, false, 6)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.add_one_time_prekeys(a, mode, &batch[..3], true, 7)
+            .unwrap(),
+        3
+    );
+    assert_eq!(s.add_one_time_prekeys(a, mode, &[], true, 7).unwrap(), 0);
+    assert_eq!(s.one_time_prekey_count(a, CryptoMode::Quantum).unwrap(), 1);
+    assert_eq!(
+        s.add_one_time_prekeys(a, mode, &batch, false, 8).unwrap(),
+        40
+    );
     assert_eq!(s.one_time_prekey_count(b, mode).unwrap(), 0);
     // Eight claimers at once take every prekey exactly once.
     let claimed = common::claim_all_concurrently(&[s], a, mode, 8);

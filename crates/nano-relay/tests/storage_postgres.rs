@@ -163,7 +163,7 @@ fn two_relays_claim_each_one_time_prekey_once() {
         .unwrap();
     let batch: Vec<(u32, Vec<u8>)> = (0..200u32).map(|i| (i, i.to_be_bytes().to_vec())).collect();
     assert_eq!(
-        one.add_one_time_prekeys(alice.id, CryptoMode::Quantum, &batch, 1)
+        one.add_one_time_prekeys(alice.id, CryptoMode::Quantum, &batch, false, 1)
             .unwrap(),
         200
     );

@@ -207,7 +207,7 @@ fn prekeys_are_deleted_with_their_user() {
     .unwrap();
     let batch = vec![(1, b"otk".to_vec())];
     assert_eq!(
-        s.add_one_time_prekeys(u.id, CryptoMode::Quantum, &batch, 1)
+        s.add_one_time_prekeys(u.id, CryptoMode::Quantum, &batch, false, 1)
             .unwrap(),
         1
     );

@@ -156,7 +156,7 @@ async fn exercise(args: &ChaosArgs, env: &Services, tally: &Arc<Tally>) -> anyho
     let receivers = start_receivers(&env.recv_api, &users, on).await?.clients;
     let mut clients = Vec::with_capacity(senders.len());
     for s in &senders {
-        clients.push(connect(&env.send_api, s).await?.0);
+        clients.push(connect(&env.send_api, s, None).await?.0);
     }
     eprintln!(
         "load at {} msg/s, {} faults: {}",

@@ -262,7 +262,9 @@ fn quantiles(v: impl Iterator<Item = f64>) -> [f64; 3] {
 pub(crate) fn on_incoming(tally: Arc<Tally>) -> OnIncoming {
     Arc::new(move |who, item| match item {
         Incoming::Message(m) => tally.shown(who, m),
-        Incoming::Rejected { .. } | Incoming::Unverifiable { .. } => {
+        Incoming::Rejected { .. }
+        | Incoming::Unverifiable { .. }
+        | Incoming::SessionReset { .. } => {
             tally.rejected.fetch_add(1, Ordering::Relaxed);
         }
         Incoming::UpToDate | Incoming::Redelivered { .. } => {}

@@ -5,7 +5,8 @@
 //! setup.rs  spawned relay, registered users user_1…user_N, receiving clients
 //! run.rs    the phased scenario, the closed-loop throughput run, held idle connections
 //! kex.rs    a key-exchange virtual user (raw frames, real crypto)
-//! raw.rs    --presealed: raw senders replaying sealed envelopes, raw acking receivers
+//! raw.rs    --presealed: raw senders of pre-encrypted session messages (or replayed sealed
+//!           envelopes), raw acking receivers
 //! stats.rs  counters, latency, loss
 //! report.rs summary table, JSON, Markdown, SVG
 //! ```
@@ -72,10 +73,14 @@ pub(crate) struct LoadArgs {
     /// Sends in flight per connection in the closed loop.
     #[arg(long, default_value_t = 32)]
     pipeline: usize,
-    /// With --max-throughput: seal envelopes before the timed phase and replay them on raw
-    /// connections to raw acking receivers, so the relay alone is measured.
+    /// With --max-throughput: encrypt session messages (with --sealed: seal envelopes) before
+    /// the timed phase and send them on raw connections to raw acking receivers, so the relay
+    /// alone is measured.
     #[arg(long, requires = "max_throughput")]
     presealed: bool,
+    /// Send stateless sealed envelopes (PROTOCOL.md §6) instead of session messages.
+    #[arg(long)]
+    sealed: bool,
     /// With --max-throughput: offer at most this many sends per second in all, evenly spaced
     /// (latency at a given load rather than at saturation).
     #[arg(long, value_name = "MSGS_PER_S", requires = "max_throughput")]
@@ -170,6 +175,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         epoch,
         open: Default::default(),
         pacer: args.rate.map(run::Pacer::new),
+        sealed: args.sealed,
     });
     eprintln!("connecting {} receivers …", users.len());
     let inflight: raw::InFlight = Arc::default();
@@ -230,8 +236,21 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         set_phase("sealing");
         let c = Arc::clone(&ctx);
         let mode = args.crypto_mode;
-        let sealed =
-            Arc::new(tokio::task::spawn_blocking(move || raw::preseal(&c, 512, mode)).await??);
+        // Session messages are each sent once: enough for the run at 60,000 msg/s (or at the
+        // offered rate), at most 2,000,000.
+        let rate = args.rate.unwrap_or(60_000.0);
+        let count = ((rate * args.duration * 1.2) as usize).clamp(1_000, 2_000_000);
+        let sealed_only = args.sealed;
+        let sealed = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                if sealed_only {
+                    raw::preseal(&c, 512, mode)
+                } else {
+                    raw::preseal_sessions(&c, count, mode)
+                }
+            })
+            .await??,
+        );
         set_phase("closed");
         // The timed phase starts after the sealing.
         started = Instant::now();
@@ -311,6 +330,12 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     Ok(Report {
         scenario,
         crypto_mode: args.crypto_mode.as_str().to_owned(),
+        payloads: if args.sealed {
+            "sealed envelopes"
+        } else {
+            "sessions"
+        }
+        .to_owned(),
         messages_sent: stats.sent.load(Ordering::Relaxed),
         messages_acked: stats.acked.load(Ordering::Relaxed),
         messages_received: received,

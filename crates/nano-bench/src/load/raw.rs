@@ -1,9 +1,13 @@
-//! `--presealed`: the relay alone. Envelopes are sealed before the timed phase; senders replay
-//! them on raw authenticated connections with a fresh message id written into each one's
-//! header (the relay takes the id from there; the signature no longer verifies, which no one
-//! here checks: the relay never opens a message), keeping `pipeline` sends in flight; receivers are raw
+//! `--presealed`: the relay alone. Payloads are encrypted before the timed phase and sent on raw
+//! authenticated connections, keeping `pipeline` sends in flight; receivers are raw
 //! authenticated connections that ack every pushed message without opening it. What remains is
 //! the relay's work: store, acknowledge, push, and take the ack.
+//!
+//! Session messages (the default) are real: sessions between sender and user pairs, each
+//! message encrypted once and sent once (its id is derived from its bytes). Sealed envelopes
+//! (`--sealed`) are replayed with a fresh message id written into each one's header (the relay
+//! takes the id from there; the signature no longer verifies, which no one here checks: the
+//! relay never opens a message).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -133,27 +137,111 @@ async fn receive(ctx: Arc<Ctx>, user: User, inflight: InFlight, mut ws: Ws) {
     }
 }
 
+/// What presealed senders send: (recipient, payload) pairs.
+pub(crate) enum Presealed {
+    /// Sealed envelopes, replayed round robin with a fresh id each time (never exhausted).
+    Envelopes(Vec<(String, Vec<u8>)>),
+    /// Session messages in conversation order, each sent once; senders stop when all are.
+    Sessions {
+        /// The messages.
+        messages: Vec<(String, Vec<u8>)>,
+        /// The next one to send.
+        next: std::sync::atomic::AtomicUsize,
+    },
+}
+
+impl Presealed {
+    /// The next payload to send and its id; `None` when every session message went out.
+    fn take(&self, i: &mut usize) -> anyhow::Result<Option<(String, Payload, MessageId)>> {
+        match self {
+            Self::Envelopes(sealed) => {
+                let (to, env) = &sealed[*i % sealed.len()];
+                *i += 1;
+                let mut id = [0u8; 16];
+                OsRng.fill_bytes(&mut id);
+                Ok(Some((to.clone(), with_id(env, &id)?, MessageId(id))))
+            }
+            Self::Sessions { messages, next } => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                Ok(messages.get(n).map(|(to, m)| {
+                    let p = Payload(m.clone());
+                    let id = p.session_message_id();
+                    (to.clone(), p, id)
+                }))
+            }
+        }
+    }
+}
+
+/// The text every presealed message carries.
+const PRESEALED_TEXT: &[u8] = b"Load test message (presealed)";
+
 /// Seals `n` envelopes from random users to random users.
-pub(crate) fn preseal(
-    ctx: &Ctx,
-    n: usize,
-    mode: CryptoMode,
-) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+pub(crate) fn preseal(ctx: &Ctx, n: usize, mode: CryptoMode) -> anyhow::Result<Presealed> {
     let users = &ctx.users;
-    (0..n)
+    let sealed = (0..n)
         .map(|_| {
             let from = ctx.sender();
             let to = &users[(OsRng.next_u64() % users.len() as u64) as usize];
             let sealed = nano_crypto::seal(
                 &from.identity,
                 to.identity.public_bundle(),
-                b"Load test message (presealed)",
+                PRESEALED_TEXT,
                 mode,
                 AeadId::ChaCha20Poly1305,
             )?;
             Ok((to.name.clone(), sealed))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Presealed::Envelopes(sealed))
+}
+
+/// Conversations presealed session messages are spread over.
+const PRESEALED_SESSIONS: usize = 64;
+
+/// `n` session messages over [`PRESEALED_SESSIONS`] sessions from senders to users (each a
+/// real handshake against prekeys made here for the user, then messages on its ratchet), the
+/// conversations interleaved.
+pub(crate) fn preseal_sessions(ctx: &Ctx, n: usize, mode: CryptoMode) -> anyhow::Result<Presealed> {
+    use nano_crypto::session::{PrekeyBundle, Session, SignedPrekeySecrets};
+    let pairs = PRESEALED_SESSIONS
+        .min(ctx.users.len() * ctx.senders.len())
+        .max(1);
+    let per = n.div_ceil(pairs);
+    let mut conversations = Vec::with_capacity(pairs);
+    for k in 0..pairs {
+        let from = &ctx.senders[k % ctx.senders.len()];
+        let to = &ctx.users[k % ctx.users.len()];
+        let signed = SignedPrekeySecrets::generate(&to.identity, mode, 1, &mut OsRng)?;
+        // The bundle as the relay would hand it out without one-time prekeys.
+        let bundle = PrekeyBundle::new(signed.public().clone(), None)?;
+        let (mut session, handshake) = Session::initiate(
+            &from.identity,
+            to.identity.public_bundle(),
+            &bundle,
+            AeadId::ChaCha20Poly1305,
+            PRESEALED_TEXT,
+            &mut OsRng,
+        )?;
+        let mut messages = Vec::with_capacity(per);
+        messages.push(handshake);
+        while messages.len() < per {
+            messages.push(session.encrypt(PRESEALED_TEXT, &mut OsRng)?);
+        }
+        conversations.push((to.name.clone(), messages.into_iter()));
+    }
+    let mut out = Vec::with_capacity(per * pairs);
+    while out.len() < per * pairs {
+        for (to, messages) in &mut conversations {
+            if let Some(m) = messages.next() {
+                out.push((to.clone(), m));
+            }
+        }
+    }
+    Ok(Presealed::Sessions {
+        messages: out,
+        next: Default::default(),
+    })
 }
 
 /// `sealed` (an envelope) with `id` as its header's `message_id` (envelope bytes 3..19,
@@ -167,10 +255,11 @@ fn with_id(sealed: &[u8], id: &[u8; 16]) -> anyhow::Result<Payload> {
     Ok(Payload(bytes))
 }
 
-/// One sender connection replaying `sealed` with fresh ids, `pipeline` in flight, until `stop`.
+/// One sender connection sending `presealed`, `pipeline` in flight, until `stop` (or until
+/// every presealed session message went out).
 pub(crate) async fn sender(
     ctx: Arc<Ctx>,
-    sealed: Arc<Vec<(String, Vec<u8>)>>,
+    presealed: Arc<Presealed>,
     inflight: InFlight,
     pipeline: usize,
     stop: tokio::time::Instant,
@@ -179,30 +268,29 @@ pub(crate) async fn sender(
     let ws = authenticated(&ctx, me).await?;
     let (mut tx, mut rx) = ws.split();
     let mut outstanding = 0usize;
-    let mut i = (OsRng.next_u64() % sealed.len() as u64) as usize;
+    let mut i = OsRng.next_u64() as usize;
+    let mut exhausted = false;
     loop {
-        while outstanding < pipeline && tokio::time::Instant::now() < stop {
+        while outstanding < pipeline && !exhausted && tokio::time::Instant::now() < stop {
             if let Some(p) = &ctx.pacer {
                 // Paced: each send goes out on its own, at its slot.
                 tx.flush().await?;
                 p.wait().await;
             }
-            let (to, payload) = &sealed[i % sealed.len()];
-            i += 1;
-            let mut id = [0u8; 16];
-            OsRng.fill_bytes(&mut id);
-            let payload = with_id(payload, &id)?;
-            let id = MessageId(id);
+            let Some((to, payload, id)) = presealed.take(&mut i)? else {
+                exhausted = true;
+                break;
+            };
             let (seq, _) = ctx.stats.next_message(ctx.epoch);
             inflight
                 .lock()
                 .map_err(|_| anyhow::anyhow!("lock"))?
                 .insert(id, (seq, Instant::now()));
             let f = ClientFrame::SendMessage {
-                recipient: Username::new(to)?,
+                recipient: Username::new(&to)?,
                 message: payload,
                 crypto_mode: ctx.mode,
-                // The relay reads the id from the envelope's header.
+                // The relay reads the id from the payload.
                 id: None,
             };
             tx.feed(Message::binary(f.to_binary()?)).await?;

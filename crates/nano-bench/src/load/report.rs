@@ -78,6 +78,8 @@ pub(crate) struct Sample {
 pub(crate) struct Report {
     pub(crate) scenario: String,
     pub(crate) crypto_mode: String,
+    /// What messages travel as: "sessions" (the default) or "sealed envelopes" (`--sealed`).
+    pub(crate) payloads: String,
     pub(crate) messages_sent: u64,
     pub(crate) messages_acked: u64,
     pub(crate) messages_received: u64,
@@ -127,7 +129,11 @@ impl Report {
     pub(crate) fn table(&self) -> String {
         let mut s = String::new();
         let errors: u64 = self.errors.values().sum();
-        let _ = writeln!(s, "| {} ({}) | value |", self.scenario, self.crypto_mode);
+        let _ = writeln!(
+            s,
+            "| {} ({}, {}) | value |",
+            self.scenario, self.crypto_mode, self.payloads
+        );
         let _ = writeln!(s, "|---|---:|");
         let rows: Vec<(&str, String)> = vec![
             ("messages sent", self.messages_sent.to_string()),

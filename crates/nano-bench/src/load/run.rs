@@ -60,6 +60,8 @@ pub(crate) struct Ctx {
     pub(crate) open: AtomicU64,
     /// With `--rate`: the sends' schedule.
     pub(crate) pacer: Option<Pacer>,
+    /// `--sealed`: sealed envelopes instead of sessions.
+    pub(crate) sealed: bool,
 }
 
 /// Spaces sends evenly at a fixed total rate: each send takes the next free slot. A sender
@@ -114,10 +116,13 @@ impl Ctx {
     async fn send_one(&self, client: &nano_client::Client) {
         let to = &self.pick().name;
         let (seq, text) = self.stats.next_message(self.epoch);
-        match client
-            .send(to, text.as_bytes(), ModeChoice::Explicit(self.mode))
-            .await
-        {
+        let choice = ModeChoice::Explicit(self.mode);
+        let sent = if self.sealed {
+            client.send_sealed(to, text.as_bytes(), choice).await
+        } else {
+            client.send(to, text.as_bytes(), choice).await
+        };
+        match sent {
             Ok(_) => self.stats.acked(seq),
             Err(e) => self.stats.error(&error_code(&e)),
         }
@@ -141,7 +146,7 @@ pub(crate) fn error_code(e: &nano_client::ClientError) -> String {
 /// A sending virtual user: connects as a random user and sends `count` messages `gap` apart.
 async fn sender(ctx: Arc<Ctx>, count: u32, gap: Duration) {
     let me = ctx.sender();
-    let client = match connect(&ctx.api, me).await {
+    let client = match connect(&ctx.api, me, None).await {
         Ok((c, _rx)) => c,
         Err(e) => {
             ctx.stats
@@ -230,7 +235,7 @@ pub(crate) async fn max_throughput(
     for _ in 0..connections {
         let ctx = Arc::clone(&ctx);
         tasks.spawn(async move {
-            let Ok((client, _)) = connect(&ctx.api, ctx.sender()).await else {
+            let Ok((client, _)) = connect(&ctx.api, ctx.sender(), None).await else {
                 ctx.stats.error("connect");
                 return;
             };
@@ -278,8 +283,9 @@ pub(crate) async fn hold(ctx: &Ctx, n: usize) -> Vec<Held> {
         let gate = Arc::clone(&gate);
         tasks.spawn(async move {
             let _p = gate.acquire().await.map_err(|_| "connect")?;
-            let u = User { name, identity: id };
-            let (c, mut rx) = connect(&api, &u).await.map_err(|_| "connect")?;
+            let u = User::new(name, id);
+            // Idle connections: they neither send nor publish prekeys.
+            let (c, mut rx) = connect(&api, &u, None).await.map_err(|_| "connect")?;
             // Held only once logged in: `UpToDate` follows the relay's `auth_ok` and the
             // inbox's first page.
             loop {

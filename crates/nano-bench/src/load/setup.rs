@@ -183,6 +183,20 @@ pub(crate) fn rand_suffix() -> u64 {
 pub(crate) struct User {
     pub(crate) name: String,
     pub(crate) identity: Arc<Identity>,
+    /// The user's sessions and prekey secrets, shared by every client the user connects (a
+    /// sender and a receiver are one device).
+    pub(crate) store: Arc<nano_client::store::MemoryStore>,
+}
+
+impl User {
+    /// A user with an empty store.
+    pub(crate) fn new(name: String, identity: Arc<Identity>) -> Self {
+        Self {
+            name,
+            identity,
+            store: Arc::default(),
+        }
+    }
 }
 
 /// Generates and registers `n` users `{prefix}_1` … `{prefix}_n` whose minimum mode is `mode`.
@@ -207,10 +221,7 @@ pub(crate) async fn register_users(
         tasks.push(tokio::spawn(async move {
             let _p = gate.acquire().await?;
             Client::register_only(&ClientConfig::new(&api, &name), &id).await?;
-            Ok::<_, anyhow::Error>(User {
-                name,
-                identity: Arc::new(id),
-            })
+            Ok::<_, anyhow::Error>(User::new(name, Arc::new(id)))
         }));
     }
     let mut users = Vec::with_capacity(n);
@@ -235,15 +246,28 @@ pub(crate) fn error_kind(what: &str, e: &anyhow::Error) -> String {
     format!("{what}_{kind}")
 }
 
-/// Connects `user` as a client.
+/// One-time prekeys each receiving user keeps on the relay: enough for the first handshakes
+/// of a run's senders (later ones use the last-resort prekey, as on a real relay), and few
+/// enough that connecting 1,000 receivers does not take minutes of key generation.
+pub(crate) const RECEIVER_ONE_TIME_PREKEYS: u64 = 8;
+
+/// Connects `user` as a client that keeps `one_time_prekeys` on the relay (`None`: publishes
+/// no prekeys at all, for connections that only send or only wait).
 pub(crate) async fn connect(
     api: &str,
     user: &User,
+    one_time_prekeys: Option<u64>,
 ) -> anyhow::Result<(Client, tokio::sync::mpsc::Receiver<Incoming>)> {
-    let (c, rx, _) = Client::connect(
-        ClientConfig::new(api, &user.name),
+    let cfg = ClientConfig {
+        publish_prekeys: one_time_prekeys.is_some(),
+        one_time_prekeys: one_time_prekeys.unwrap_or(0),
+        ..ClientConfig::new(api, &user.name)
+    };
+    let (c, rx, _) = Client::connect_with_store(
+        cfg,
         Arc::clone(&user.identity),
         Arc::new(TrustAll),
+        Arc::clone(&user.store) as Arc<dyn nano_client::store::Store>,
     )
     .await?;
     Ok((c, rx))
@@ -269,7 +293,9 @@ pub(crate) async fn start_receivers(
     let mut ready = Vec::with_capacity(users.len());
     let failed_acks = Arc::new(AtomicU64::new(0));
     for (who, u) in users.iter().enumerate() {
-        let (client, mut rx) = connect(api, u).await?;
+        let (client, mut rx) = connect(api, u, Some(RECEIVER_ONE_TIME_PREKEYS)).await?;
+        // Prekeys on the relay before any message is sent: a first message finds a bundle.
+        client.publish_prekeys().await?;
         let c2 = client.clone();
         let on = Arc::clone(&on);
         let failed = Arc::clone(&failed_acks);
@@ -280,7 +306,9 @@ pub(crate) async fn start_receivers(
             while let Some(item) = rx.recv().await {
                 on(who, &item);
                 match item {
-                    Incoming::Message(Received { id, .. }) | Incoming::Unverifiable { id, .. } => {
+                    Incoming::Message(Received { id, .. })
+                    | Incoming::Unverifiable { id, .. }
+                    | Incoming::SessionReset { id, .. } => {
                         if c2.ack(&[id]).await.is_err() {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
@@ -317,6 +345,8 @@ pub(crate) fn record_into(stats: Arc<Stats>, epoch: Instant) -> OnIncoming {
     Arc::new(move |_, item| match item {
         Incoming::Message(m) => stats.received(&m.plaintext, epoch),
         Incoming::Rejected { .. } | Incoming::Unverifiable { .. } => stats.rejected(),
+        // Nobody in a load test loses a session: a reset is a fault.
+        Incoming::SessionReset { .. } => stats.error("session_reset"),
         Incoming::Redelivered { .. } => {
             stats.redelivered.fetch_add(1, Ordering::Relaxed);
         }

@@ -201,8 +201,14 @@ impl Session {
                 crypto_mode,
                 signed_prekeys,
                 one_time_prekeys,
+                replace_one_time,
             } => self
-                .upload_prekeys(crypto_mode, signed_prekeys, one_time_prekeys)
+                .upload_prekeys(
+                    crypto_mode,
+                    signed_prekeys,
+                    one_time_prekeys,
+                    replace_one_time,
+                )
                 .await
                 .into(),
             ClientFrame::GetPrekeys {

@@ -7,7 +7,10 @@
 //! same way: its mode byte is the mode; it carries no message id, so its id is derived from its
 //! bytes (`Payload::session_message_id`), and a resend is stored once.
 //!
-//! A payload that is neither (the performance guide's load test sends plain text) is accepted
+//! A session notice (§14.14) is an envelope behind a type byte and its mode byte, judged by
+//! that envelope's header.
+//!
+//! A payload that is none of these (the performance guide's load test sends plain text) is accepted
 //! only where `security.allow_opaque_payloads` says so, and reaches its recipient marked as what
 //! it is.
 
@@ -44,7 +47,7 @@ pub(crate) fn judge(
     opaque_allowed: bool,
 ) -> Result<Judged, RelayError> {
     let (own_id, mode) = match message.kind() {
-        PayloadKind::Sealed { id, mode } => (id, mode),
+        PayloadKind::Sealed { id, mode } | PayloadKind::Notice { id, mode } => (id, mode),
         PayloadKind::Session { mode } => (message.session_message_id(), mode),
         PayloadKind::Opaque if opaque_allowed => {
             return Ok(Judged {
@@ -105,6 +108,38 @@ mod tests {
             );
             assert_eq!(judge(&msg, mode, Some(id), false).unwrap().id, id);
         }
+    }
+
+    #[test]
+    fn a_notice_is_judged_by_its_envelope() {
+        for mode in CryptoMode::ALL {
+            let (env, id) = sealed(mode);
+            let msg = Payload(nano_proto::notice::wrap(mode, env.as_slice()));
+            assert_eq!(
+                judge(&msg, mode, None, false),
+                Ok(Judged {
+                    id,
+                    mode,
+                    sealed: true
+                })
+            );
+            assert_eq!(
+                judge(&msg, mode, Some(MessageId([9; 16])), false),
+                Err(RelayError::IdMismatch)
+            );
+        }
+        // The notice bytes before anything but an envelope of their mode are opaque.
+        let junk = Payload(nano_proto::notice::wrap(CryptoMode::Hybrid, &[1, 2, 3]));
+        assert_eq!(
+            judge(&junk, CryptoMode::Hybrid, None, false),
+            Err(RelayError::NotAnEnvelope)
+        );
+        let (env, _) = sealed(CryptoMode::Classical);
+        let other = Payload(nano_proto::notice::wrap(CryptoMode::Hybrid, env.as_slice()));
+        assert_eq!(
+            judge(&other, CryptoMode::Hybrid, None, false),
+            Err(RelayError::NotAnEnvelope)
+        );
     }
 
     #[test]

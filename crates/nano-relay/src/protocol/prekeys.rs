@@ -84,8 +84,12 @@ impl Session {
         mode: CryptoMode,
         signed: Option<Bytes>,
         one_time: Vec<Bytes>,
+        replace: bool,
     ) -> Vec<RelayFrame> {
-        match self.upload_prekeys_inner(mode, signed, one_time).await {
+        match self
+            .upload_prekeys_inner(mode, signed, one_time, replace)
+            .await
+        {
             Ok(f) => vec![f],
             Err(e) => vec![self.err(&e, None)],
         }
@@ -96,6 +100,7 @@ impl Session {
         mode: CryptoMode,
         signed: Option<Bytes>,
         one_time: Vec<Bytes>,
+        replace: bool,
     ) -> Result<RelayFrame, RelayError> {
         let user = self.require_user()?;
         let (uid, name) = (user.id, user.name.as_str().to_owned());
@@ -128,8 +133,12 @@ impl Session {
                         },
                     )?;
                 }
-                let held = s.storage.one_time_prekey_count(uid, mode)?;
-                if verified.one_time.is_empty() {
+                let held = if replace {
+                    0
+                } else {
+                    s.storage.one_time_prekey_count(uid, mode)?
+                };
+                if verified.one_time.is_empty() && !replace {
                     return Ok(held);
                 }
                 if held + verified.one_time.len() as u64 > MAX_ONE_TIME_HELD {
@@ -141,7 +150,7 @@ impl Session {
                     }));
                 }
                 s.storage
-                    .add_one_time_prekeys(uid, mode, &verified.one_time, now_ms)
+                    .add_one_time_prekeys(uid, mode, &verified.one_time, replace, now_ms)
             })
             .await?;
         Ok(RelayFrame::PrekeysUploaded {

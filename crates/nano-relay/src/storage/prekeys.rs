@@ -40,13 +40,15 @@ pub trait PrekeyStore {
     fn put_signed_prekeys(&self, r: &SignedRecord<'_>) -> Result<()>;
     /// The newest signed-prekeys record of a user and mode.
     fn signed_prekeys(&self, user_id: i64, mode: CryptoMode) -> Result<Option<Vec<u8>>>;
-    /// Adds one-time prekeys `(id, record)` (an id already held keeps its record); returns how
-    /// many the user now holds in `mode`.
+    /// Adds one-time prekeys `(id, record)` (an id already held keeps its record), after
+    /// deleting every one the user holds in `mode` when `replace`, in one transaction; returns
+    /// how many the user now holds in `mode`.
     fn add_one_time_prekeys(
         &self,
         user_id: i64,
         mode: CryptoMode,
         prekeys: &[(u32, Vec<u8>)],
+        replace: bool,
         now_ms: i64,
     ) -> Result<u64>;
     /// Takes the user's lowest-id one-time prekey of `mode` out of the store and returns it:

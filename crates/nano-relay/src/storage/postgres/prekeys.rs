@@ -65,10 +65,18 @@ impl PrekeyStore for PostgresStorage {
         user_id: i64,
         m: CryptoMode,
         prekeys: &[(u32, Vec<u8>)],
+        replace: bool,
         now_ms: i64,
     ) -> Result<u64> {
         self.with(|c, _| {
             let mut tx = c.transaction().map_err(backend)?;
+            if replace {
+                tx.execute(
+                    "DELETE FROM one_time_prekeys WHERE user_id = $1 AND crypto_mode = $2",
+                    &[&user_id, &db_mode(m)],
+                )
+                .map_err(backend)?;
+            }
             let insert = tx
                 .prepare(
                     "INSERT INTO one_time_prekeys

@@ -50,10 +50,18 @@ impl PrekeyStore for SqliteStorage {
         user_id: i64,
         mode: CryptoMode,
         prekeys: &[(u32, Vec<u8>)],
+        replace: bool,
         now_ms: i64,
     ) -> Result<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
+        if replace {
+            tx.execute(
+                "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND crypto_mode = ?2",
+                params![user_id, mode.to_byte()],
+            )
+            .map_err(backend)?;
+        }
         let held: i64 = {
             let mut insert = tx
                 .prepare_cached(

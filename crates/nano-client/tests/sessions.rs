@@ -1,0 +1,198 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The session core and its stores, without a relay: sessions start from a prekey bundle,
+//! carry messages both ways, consume one-time prekeys, survive a restart (a fresh store over
+//! the same files), and report what they cannot open.
+
+use std::sync::Arc;
+
+use nano_client::ClientError;
+use nano_client::sessions::Sessions;
+use nano_client::store::{FileStore, MemoryStore, PrekeyStore, Store};
+use nano_crypto::session::{OneTimePrekeys, PrekeyBundle, PrekeySecrets, SignedPrekeySecrets};
+use nano_crypto::{AeadId, CryptoMode, Identity, OsRng};
+
+/// `who`'s prekeys of `mode` saved in `store`; the bundle a relay would hand out (with the
+/// first one-time prekey).
+fn publish(who: &Identity, store: &dyn Store, mode: CryptoMode) -> Vec<u8> {
+    let signed = SignedPrekeySecrets::generate(who, mode, 1, &mut OsRng).unwrap();
+    let one_time = OneTimePrekeys::generate(who, mode, 10, 3, &mut OsRng).unwrap();
+    let secrets = PrekeySecrets::new(signed, one_time).unwrap();
+    let bundle = PrekeyBundle::new(
+        secrets.current().unwrap().public().clone(),
+        secrets.one_time().publics().next().cloned(),
+    )
+    .unwrap();
+    store.store_prekeys(&secrets).unwrap();
+    bundle.to_bytes()
+}
+
+fn ids(mode: CryptoMode) -> (Identity, Identity) {
+    (
+        Identity::generate(mode, &mut OsRng).unwrap(),
+        Identity::generate(mode, &mut OsRng).unwrap(),
+    )
+}
+
+#[test]
+fn a_session_carries_messages_both_ways_in_every_mode() {
+    for mode in CryptoMode::ALL {
+        let (alice, bob) = ids(mode);
+        let (a_store, b_store) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let (a, b) = (Sessions::new(a_store), Sessions::new(b_store.clone()));
+        let bundle = publish(&bob, b_store.as_ref(), mode);
+        assert_eq!(
+            a.encrypt("bob", mode, b"x").unwrap(),
+            None,
+            "no session yet"
+        );
+        let hs = a
+            .initiate(
+                &alice,
+                "bob",
+                bob.public_bundle(),
+                &bundle,
+                AeadId::ChaCha20Poly1305,
+                b"hello",
+            )
+            .unwrap();
+        let opened = b.open(&bob, "alice", alice.public_bundle(), &hs).unwrap();
+        assert_eq!(
+            (opened.plaintext.as_slice(), opened.mode, opened.handshake),
+            (&b"hello"[..], mode, true)
+        );
+        // The one-time prekey's secret is gone once its handshake is processed.
+        assert_eq!(
+            b_store
+                .load_prekeys(mode)
+                .unwrap()
+                .unwrap()
+                .one_time()
+                .len(),
+            2
+        );
+        for i in 0..30u32 {
+            let m = a.encrypt("bob", mode, &i.to_be_bytes()).unwrap().unwrap();
+            assert_eq!(
+                b.open(&bob, "alice", alice.public_bundle(), &m)
+                    .unwrap()
+                    .plaintext,
+                i.to_be_bytes()
+            );
+            let r = b.encrypt("alice", mode, &i.to_le_bytes()).unwrap().unwrap();
+            let o = a.open(&alice, "bob", bob.public_bundle(), &r).unwrap();
+            assert_eq!(
+                (o.plaintext, o.handshake),
+                (i.to_le_bytes().to_vec(), false)
+            );
+        }
+        let info = a.info("bob").unwrap();
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].mode, mode);
+        // A replayed message does not open twice.
+        let m = a.encrypt("bob", mode, b"once").unwrap().unwrap();
+        b.open(&bob, "alice", alice.public_bundle(), &m).unwrap();
+        assert!(matches!(
+            b.open(&bob, "alice", alice.public_bundle(), &m),
+            Err(ClientError::Rejected { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_message_on_a_session_this_side_lost_is_session_unknown() {
+    let mode = CryptoMode::Hybrid;
+    let (alice, bob) = ids(mode);
+    let b_store = Arc::new(MemoryStore::new());
+    let a = Sessions::new(Arc::new(MemoryStore::new()));
+    let b = Sessions::new(b_store.clone());
+    let bundle = publish(&bob, b_store.as_ref(), mode);
+    let hs = a
+        .initiate(
+            &alice,
+            "bob",
+            bob.public_bundle(),
+            &bundle,
+            AeadId::Aes256Gcm,
+            b"hi",
+        )
+        .unwrap();
+    b.open(&bob, "alice", alice.public_bundle(), &hs).unwrap();
+    let m = a.encrypt("bob", mode, b"after").unwrap().unwrap();
+    // Bob on a fresh device: no session with alice.
+    let fresh = Sessions::new(Arc::new(MemoryStore::new()));
+    match fresh.open(&bob, "alice", alice.public_bundle(), &m) {
+        Err(ClientError::SessionUnknown { sender, mode: got }) => {
+            assert_eq!((sender.as_str(), got), ("alice", mode));
+        }
+        other => panic!("expected session_unknown, got {other:?}"),
+    }
+    // So is a handshake for prekeys this side no longer holds.
+    assert!(matches!(
+        fresh.open(&bob, "alice", alice.public_bundle(), &hs),
+        Err(ClientError::SessionUnknown { .. })
+    ));
+    // Garbage is refused too.
+    for junk in [&[][..], &[3, 2, 0], &[2; 40]] {
+        assert!(
+            fresh
+                .open(&bob, "alice", alice.public_bundle(), junk)
+                .is_err()
+        );
+    }
+}
+
+/// Every returned payload was saved first: a restart (a new store over the same files) after
+/// any message continues the chain without reusing a key, and the peer opens everything.
+#[test]
+fn file_state_survives_restarts_and_never_reuses_a_key() {
+    let mode = CryptoMode::Hybrid;
+    let (alice, bob) = ids(mode);
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("alice");
+    let b_store = Arc::new(MemoryStore::new());
+    let b = Sessions::new(b_store.clone());
+    let bundle = publish(&bob, b_store.as_ref(), mode);
+    let restart = || Sessions::new(Arc::new(FileStore::new(&a_dir, &alice).unwrap()));
+    let hs = restart()
+        .initiate(
+            &alice,
+            "bob",
+            bob.public_bundle(),
+            &bundle,
+            AeadId::Aes256Gcm,
+            &[0],
+        )
+        .unwrap();
+    let mut sent = vec![hs];
+    for i in 1..20u8 {
+        sent.push(restart().encrypt("bob", mode, &[i]).unwrap().unwrap());
+    }
+    let distinct: std::collections::HashSet<_> = sent.iter().collect();
+    assert_eq!(distinct.len(), sent.len());
+    for (i, m) in sent.iter().enumerate() {
+        let o = b.open(&bob, "alice", alice.public_bundle(), m).unwrap();
+        assert_eq!(o.plaintext, [u8::try_from(i).unwrap()]);
+    }
+    // The files are the owner's only, and bound to their place and to the identity.
+    use std::os::unix::fs::PermissionsExt;
+    let file = a_dir.join("sessions/hybrid/bob");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::create_dir_all(a_dir.join("sessions/hybrid")).unwrap();
+    std::fs::copy(&file, a_dir.join("sessions/hybrid/carol")).unwrap();
+    let store = FileStore::new(&a_dir, &alice).unwrap();
+    assert!(matches!(
+        nano_client::store::SessionStore::load_sessions(&store, "carol", mode),
+        Err(ClientError::Invalid(_))
+    ));
+    let other = FileStore::new(&a_dir, &bob).unwrap();
+    assert!(nano_client::store::SessionStore::load_sessions(&other, "bob", mode).is_err());
+    // A damaged file is an error, never a panic or an empty state.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    assert!(nano_client::store::SessionStore::load_sessions(&store, "bob", mode).is_err());
+}
