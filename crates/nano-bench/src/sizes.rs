@@ -27,8 +27,35 @@ struct SessionRow {
     steady_overhead_bytes: usize,
     /// `None` for an empty plaintext (no ratio to take).
     avg_overhead_pct_100: Option<f64>,
+    /// As `avg_overhead_pct_100`, with every message in its binary `send_message` frame and
+    /// the bundle in its binary `prekey_bundle` frame.
+    frame_overhead_pct_100: Option<f64>,
     bundle_bytes: usize,
     handshake_bytes: usize,
+}
+
+/// Recipient (and bundle owner) named in the measured frames: as long as the load test's.
+const FRAME_NAME: &str = "user_1000";
+
+/// Bytes of the binary `send_message` frame carrying a `len`-byte payload, without `id`.
+fn send_frame_len(mode: CryptoMode, len: usize) -> anyhow::Result<usize> {
+    let frame = ClientFrame::SendMessage {
+        recipient: Username::new(FRAME_NAME)?,
+        message: nano_proto::Payload(vec![0; len]),
+        crypto_mode: mode,
+        id: None,
+    };
+    Ok(frame.to_binary()?.len())
+}
+
+/// Bytes of the binary `prekey_bundle` frame carrying a `len`-byte bundle.
+fn bundle_frame_len(mode: CryptoMode, len: usize) -> anyhow::Result<usize> {
+    let frame = nano_proto::RelayFrame::PrekeyBundle {
+        username: Username::new(FRAME_NAME)?,
+        crypto_mode: mode,
+        bundle: nano_proto::Bytes(vec![0; len]),
+    };
+    Ok(frame.to_binary()?.len())
 }
 
 fn session_row(mode: CryptoMode, plaintext: usize) -> anyhow::Result<SessionRow> {
@@ -43,10 +70,16 @@ fn session_row(mode: CryptoMode, plaintext: usize) -> anyhow::Result<SessionRow>
         .unwrap_or(0)
         .saturating_sub(plaintext);
     let total: usize = c.bundle + c.messages.iter().sum::<usize>();
+    let mut framed = bundle_frame_len(mode, c.bundle)?;
+    for &m in &c.messages {
+        framed += send_frame_len(mode, m)?;
+    }
     let payload = (plaintext * CONVERSATION) as f64;
+    let pct = |bytes: usize| (payload > 0.0).then(|| (bytes as f64 - payload) / payload * 100.0);
     Ok(SessionRow {
         steady_overhead_bytes: steady,
-        avg_overhead_pct_100: (payload > 0.0).then(|| (total as f64 - payload) / payload * 100.0),
+        avg_overhead_pct_100: pct(total),
+        frame_overhead_pct_100: pct(framed),
         bundle_bytes: c.bundle,
         handshake_bytes: c.messages.first().copied().unwrap_or(0),
     })
@@ -152,16 +185,18 @@ pub(crate) fn run(args: &SizesArgs) -> anyhow::Result<()> {
         crate::sessions::SIZE_BURST
     );
     println!(
-        "| mode | plaintext | steady overhead | prekey bundle | handshake message | average overhead |"
+        "| mode | plaintext | steady overhead | prekey bundle | handshake message | average overhead | average with binary frames |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let pct = |p: Option<f64>| p.map_or_else(|| "–".to_string(), |p| format!("+{p:.2} %"));
     for (mode, n, s) in &session_rows {
-        let avg = s
-            .avg_overhead_pct_100
-            .map_or_else(|| "–".to_string(), |p| format!("+{p:.2} %"));
         println!(
-            "| {mode} | {n} | {} B | {} B | {} B | {avg} |",
-            s.steady_overhead_bytes, s.bundle_bytes, s.handshake_bytes
+            "| {mode} | {n} | {} B | {} B | {} B | {} | {} |",
+            s.steady_overhead_bytes,
+            s.bundle_bytes,
+            s.handshake_bytes,
+            pct(s.avg_overhead_pct_100),
+            pct(s.frame_overhead_pct_100)
         );
     }
     Ok(())

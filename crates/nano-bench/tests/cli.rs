@@ -105,6 +105,13 @@ fn sizes_json_has_session_rows_within_the_documented_overhead() {
             avg > (bundle + handshake - 1024.0) / 102_400.0 * 100.0,
             "{mode} {avg}"
         );
+        // Binary frames add their framing to every message and to the bundle: 8 bytes and the
+        // 9-byte recipient name per send_message (PROTOCOL.md §11), at least.
+        let framed = row["frame_overhead_pct_100"].as_f64().unwrap();
+        assert!(
+            framed >= avg + 100.0 * 17.0 / 1024.0 && framed < avg + 100.0 * 64.0 / 1024.0,
+            "{mode} {framed} vs {avg}"
+        );
         assert!(
             v["sealed"][mode.as_str()]["1024"]["envelope_bytes"]
                 .as_u64()

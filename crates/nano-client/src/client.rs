@@ -774,8 +774,14 @@ impl Client {
     }
 
     /// Removes messages from the relay inbox (after the application has them).
+    /// The plaintexts kept for them in the store (`ReceivedStore`) are forgotten once the ack
+    /// is queued.
     pub async fn ack(&self, ids: &[MessageId]) -> Result<()> {
-        self.mark(ids, true).await
+        self.mark(ids, true).await?;
+        let (sessions, ids) = (Arc::clone(&self.shared.sessions), ids.to_vec());
+        tokio::task::spawn_blocking(move || sessions.store().remove_received(&ids))
+            .await
+            .map_err(|_| ClientError::Invalid("session work stopped".into()))?
     }
 
     /// Marks messages read.

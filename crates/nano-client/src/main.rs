@@ -329,6 +329,10 @@ async fn receive(home: &Home, follow: bool, json: bool) -> Result<bool> {
                 );
                 client.ack(&[id]).await?;
             }
+            // Shown before a crash, acknowledged too late: its key is used, its text was shown.
+            Incoming::Rejected { id, .. } if seen.contains(&id.to_hex()) => {
+                client.ack(&[id]).await?;
+            }
             Incoming::Rejected { id, error, .. } => {
                 clean = false;
                 eprintln!("nano-client: {error}");

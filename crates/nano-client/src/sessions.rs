@@ -14,6 +14,7 @@ use nano_crypto::{AeadId, CryptoMode, Identity, OsRng, PublicBundle};
 
 use crate::error::{ClientError, Result};
 use crate::store::{MAX_SESSIONS_PER_CONTACT, SessionRecord, Store};
+use zeroize::Zeroizing;
 
 /// A received session payload, opened.
 #[derive(Clone, PartialEq, Eq)]
@@ -62,6 +63,33 @@ impl std::fmt::Debug for Sessions {
 
 fn now_ms() -> u64 {
     nano_proto::now_ms()
+}
+
+/// A kept received message: `mode (1) ‖ handshake (1: 0 | 1) ‖ len (1) ‖ sender ‖ plaintext`.
+fn encode_received(o: &Opened, peer: &str) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(3 + peer.len() + o.plaintext.len()));
+    out.push(o.mode.to_byte());
+    out.push(u8::from(o.handshake));
+    // Usernames are at most 32 bytes.
+    out.push(u8::try_from(peer.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(peer.as_bytes());
+    out.extend_from_slice(&o.plaintext);
+    out
+}
+
+/// [`encode_received`]'s bytes, if they decode and were received from `peer` (a relay that
+/// names another sender for the same bytes gets nothing).
+fn decode_received(b: &[u8], peer: &str) -> Option<Opened> {
+    let (&[mode, handshake, len], rest) = b.split_first_chunk::<3>()?;
+    let (sender, plaintext) = rest.split_at_checked(usize::from(len))?;
+    if sender != peer.as_bytes() || handshake > 1 {
+        return None;
+    }
+    Some(Opened {
+        plaintext: plaintext.to_vec(),
+        mode: CryptoMode::from_byte(mode).ok()?,
+        handshake: handshake == 1,
+    })
 }
 
 /// What a payload that does not open means: a session this side no longer holds (its state or
@@ -193,7 +221,16 @@ impl Sessions {
         payload: &[u8],
     ) -> Result<Opened> {
         let mode = nano_crypto::session::payload_mode(payload).map_err(|e| rejected(peer, &e))?;
+        let id = nano_proto::Payload(payload.to_vec()).session_message_id();
         let _locked = self.store.lock()?;
+        // Opened before and not acknowledged (a crash after the state was saved): the ratchet
+        // is past its key, the plaintext was kept.
+        if let Some(kept) = self.store.load_received(&id)? {
+            return decode_received(&kept, peer).ok_or_else(|| ClientError::Rejected {
+                sender: peer.to_owned(),
+                reason: "a message already received, now from another sender".into(),
+            });
+        }
         if payload.first() == Some(&TYPE_HANDSHAKE) {
             // No prekey secrets of the mode: lost with this device's state.
             let mut prekeys =
@@ -205,15 +242,19 @@ impl Sessions {
                     })?;
             let r = Session::respond(me, &mut prekeys, peer_bundle, payload, &mut OsRng)
                 .map_err(|e| not_opened(peer, mode, &e))?;
-            // The session first: a crash between the two saves leaves the one-time secret,
-            // never a handshake that can no longer be answered.
-            self.push(peer, r.session)?;
-            self.store.store_prekeys(&prekeys)?;
-            return Ok(Opened {
+            let opened = Opened {
                 plaintext: r.plaintext,
                 mode,
                 handshake: true,
-            });
+            };
+            // The plaintext first, then the session, then the prekeys without the one-time
+            // secret: a crash between any two leaves what is needed to open it again or to
+            // hand it out again, never a handshake that can no longer be answered.
+            self.store
+                .save_received(&id, &encode_received(&opened, peer))?;
+            self.push(peer, r.session)?;
+            self.store.store_prekeys(&prekeys)?;
+            return Ok(opened);
         }
         let mut records = self.store.load_sessions(peer, mode)?;
         if records.is_empty() {
@@ -236,12 +277,15 @@ impl Sessions {
             }
         }
         if let Some(plaintext) = opened {
-            self.store.store_sessions(peer, mode, &records)?;
-            return Ok(Opened {
+            let opened = Opened {
                 plaintext,
                 mode,
                 handshake: false,
-            });
+            };
+            self.store
+                .save_received(&id, &encode_received(&opened, peer))?;
+            self.store.store_sessions(peer, mode, &records)?;
+            return Ok(opened);
         }
         Err(match last {
             Some(e) => not_opened(peer, mode, &e),

@@ -661,3 +661,122 @@ fn the_passphrase_can_come_from_an_owner_only_file() {
     let line = failed(&with_file(None, None), "a missing passphrase file");
     assert!(line.contains("passphrase"), "{line}");
 }
+
+/// Runs `nano-client args` in `home` and kills it with SIGKILL after `after` (unless it ended
+/// first); returns its stdout and whether it ended on its own, successfully.
+fn run_killed(home: &Path, args: &[&str], after: std::time::Duration) -> (String, bool) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(common::client_bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("NANO_PASSPHRASE", PASS)
+        .env_remove("NANO_HOME")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + after;
+    let finished = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.success();
+        }
+        if std::time::Instant::now() >= deadline {
+            // SIGKILL: no destructor, no flush, no chance to finish a write.
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (out, finished)
+}
+
+/// `kill -9` of `send` and of `receive` at points spread over a whole run neither loses a
+/// message that was confirmed nor reuses a message key: every confirmed message is shown,
+/// nothing is rejected, and the sessions carry on both ways afterwards (PROTOCOL.md §13).
+#[tokio::test]
+async fn kill_9_at_any_point_loses_nothing_and_reuses_no_key() {
+    let relay = Relay::start();
+    let (_tmp, alice, bob) = alice_and_bob_registered(&relay, "hybrid");
+    let hybrid = ["--crypto-mode", "hybrid"];
+    fn send(text: &str) -> [&str; 5] {
+        ["send", "bob", text, "--crypto-mode", "hybrid"]
+    }
+    // How long a whole send and a whole receive take here: kills are spread over that.
+    let t0 = std::time::Instant::now();
+    ok(&alice, None, &send("first"));
+    let send_time = t0.elapsed();
+    let mut confirmed = vec!["first".to_owned()];
+    for k in 1..8u32 {
+        let text = format!("killed send {k}");
+        let (out, finished) = run_killed(&alice, &send(&text), send_time * k / 8);
+        if finished {
+            assert!(out.contains("sent"), "{out}");
+            confirmed.push(text);
+        }
+    }
+    ok(&alice, None, &send("last"));
+    confirmed.push("last".to_owned());
+
+    let t0 = std::time::Instant::now();
+    let probe = cli(&bob, Some(PASS), None, &["receive", "--json"]);
+    let receive_time = t0.elapsed();
+    let mut shown = stdout(&probe);
+    // That receive showed and acknowledged everything: send more to kill receives over.
+    let mut more = Vec::new();
+    for k in 0..6 {
+        let text = format!("for a killed receive {k}");
+        ok(&alice, None, &send(&text));
+        more.push(text);
+    }
+    for k in 1..8u32 {
+        let (out, _) = run_killed(&bob, &["receive", "--json"], receive_time * k / 8);
+        shown.push_str(&out);
+    }
+    let last = cli(&bob, Some(PASS), None, &["receive", "--json"]);
+    assert!(
+        last.status.success() && stderr(&last).is_empty(),
+        "a receive after the kills reported:\n{}",
+        stderr(&last)
+    );
+    shown.push_str(&stdout(&last));
+    let texts: std::collections::BTreeSet<String> = shown
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            assert_eq!(v["session"], true, "{v}");
+            v["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for t in confirmed.iter().chain(&more) {
+        assert!(
+            texts.contains(t),
+            "{t:?} was confirmed and never shown: {texts:?}"
+        );
+    }
+    // The ratchets carry on both ways: no key was used twice, no state went back.
+    ok(
+        &bob,
+        None,
+        &["send", "alice", "still here", hybrid[0], hybrid[1]],
+    );
+    let o = ok(&alice, None, &["receive", "--json"]);
+    assert!(o.contains("still here"), "{o}");
+    ok(&alice, None, &send("and again"));
+    let o = cli(&bob, Some(PASS), None, &["receive", "--json"]);
+    assert!(
+        o.status.success() && stderr(&o).is_empty(),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("and again"), "{}", stdout(&o));
+}

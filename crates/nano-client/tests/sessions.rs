@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use nano_client::ClientError;
 use nano_client::sessions::Sessions;
-use nano_client::store::{FileStore, MemoryStore, PrekeyStore, Store};
+use nano_client::store::{FileStore, MemoryStore, PrekeyStore, ReceivedStore, Store};
 use nano_crypto::session::{OneTimePrekeys, PrekeyBundle, PrekeySecrets, SignedPrekeySecrets};
 use nano_crypto::{AeadId, CryptoMode, Identity, OsRng};
 
@@ -195,4 +195,55 @@ fn file_state_survives_restarts_and_never_reuses_a_key() {
     bytes[last] ^= 1;
     std::fs::write(&file, bytes).unwrap();
     assert!(nano_client::store::SessionStore::load_sessions(&store, "bob", mode).is_err());
+}
+
+/// A crash after a received payload's state was saved and before it was shown or acknowledged
+/// loses nothing: the restarted client opens the redelivery from the kept plaintext (its key
+/// is spent). Once acknowledged, a redelivery is a replay.
+#[test]
+fn a_message_opened_before_a_crash_is_handed_out_again_until_acknowledged() {
+    let mode = CryptoMode::Hybrid;
+    let (alice, bob) = ids(mode);
+    let dir = tempfile::tempdir().unwrap();
+    let b_dir = dir.path().join("bob");
+    let bob_store = |dir: &std::path::Path| Arc::new(FileStore::new(dir, &bob).unwrap());
+    let a = Sessions::new(Arc::new(MemoryStore::new()));
+    let bundle = publish(&bob, bob_store(&b_dir).as_ref(), mode);
+    let hs = a
+        .initiate(
+            &alice,
+            "bob",
+            bob.public_bundle(),
+            &bundle,
+            AeadId::Aes256Gcm,
+            b"first",
+        )
+        .unwrap();
+    let m = a.encrypt("bob", mode, b"second").unwrap().unwrap();
+    for (payload, text) in [(&hs, &b"first"[..]), (&m, &b"second"[..])] {
+        let before = Sessions::new(bob_store(&b_dir));
+        let o = before
+            .open(&bob, "alice", alice.public_bundle(), payload)
+            .unwrap();
+        assert_eq!(o.plaintext, text);
+        // "Crash": a new process over the same files gets the same message again.
+        let after = Sessions::new(bob_store(&b_dir));
+        let again = after
+            .open(&bob, "alice", alice.public_bundle(), payload)
+            .unwrap();
+        assert_eq!(again, o);
+        // The same bytes said to come from someone else are refused.
+        assert!(matches!(
+            after.open(&bob, "mallory", alice.public_bundle(), payload),
+            Err(ClientError::Rejected { .. })
+        ));
+    }
+    // Acknowledged: forgotten, and a redelivery of the spent key is a replay.
+    let store = bob_store(&b_dir);
+    let id = nano_proto::Payload(m.clone()).session_message_id();
+    store.remove_received(&[id]).unwrap();
+    assert!(matches!(
+        Sessions::new(store).open(&bob, "alice", alice.public_bundle(), &m),
+        Err(ClientError::Rejected { .. })
+    ));
 }

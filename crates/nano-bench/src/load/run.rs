@@ -114,7 +114,11 @@ impl Ctx {
 
     /// Sends one message from `client` to a random user, recording the outcome.
     async fn send_one(&self, client: &nano_client::Client) {
-        let to = &self.pick().name;
+        self.send_to(client, &self.pick().name).await;
+    }
+
+    /// Sends one message from `client` to `to`, recording the outcome.
+    async fn send_to(&self, client: &nano_client::Client, to: &str) {
         let (seq, text) = self.stats.next_message(self.epoch);
         let choice = ModeChoice::Explicit(self.mode);
         let sent = if self.sealed {
@@ -224,6 +228,9 @@ pub(crate) async fn scenario(
 }
 
 /// Closed loop: `connections` clients, each keeping `pipeline` sends in flight, for `duration`.
+/// Each client is a sender of its own (sender `k`) in conversations with its share of the
+/// users (`k`, `k + connections`, …), picked at random per message: a session per pair, as
+/// between people who write to each other, rather than a first contact per message.
 pub(crate) async fn max_throughput(
     ctx: Arc<Ctx>,
     connections: usize,
@@ -232,23 +239,34 @@ pub(crate) async fn max_throughput(
 ) {
     let stop = tokio::time::Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..connections {
+    for k in 0..connections {
         let ctx = Arc::clone(&ctx);
         tasks.spawn(async move {
-            let Ok((client, _)) = connect(&ctx.api, ctx.sender(), None).await else {
+            let me = &ctx.senders[k % ctx.senders.len()];
+            let contacts: Arc<Vec<String>> = Arc::new(
+                ctx.users
+                    .iter()
+                    .skip(k % ctx.users.len())
+                    .step_by(connections)
+                    .map(|u| u.name.clone())
+                    .collect(),
+            );
+            let Ok((client, _)) = connect(&ctx.api, me, None).await else {
                 ctx.stats.error("connect");
                 return;
             };
             ctx.opened();
             let mut lanes = tokio::task::JoinSet::new();
             for _ in 0..pipeline {
-                let (ctx, client) = (Arc::clone(&ctx), client.clone());
+                let (ctx, client, contacts) =
+                    (Arc::clone(&ctx), client.clone(), Arc::clone(&contacts));
                 lanes.spawn(async move {
                     while tokio::time::Instant::now() < stop {
                         if let Some(p) = &ctx.pacer {
                             p.wait().await;
                         }
-                        ctx.send_one(&client).await;
+                        let to = &contacts[(OsRng.next_u64() % contacts.len() as u64) as usize];
+                        ctx.send_to(&client, to).await;
                     }
                 });
             }

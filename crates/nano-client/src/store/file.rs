@@ -1,5 +1,6 @@
 //! [`FileStore`]: session state as encrypted files under a directory (the CLI's home):
-//! `prekeys/{mode}` and `sessions/{mode}/{contact}`, each (PROTOCOL.md §13)
+//! `prekeys/{mode}`, `sessions/{mode}/{contact}` and `received/{message id}`, each (PROTOCOL.md
+//! §13)
 //!
 //! ```text
 //! key  = HKDF-SHA256(salt = "", IKM = identity secret bytes, info = "nano-messenger/v1 state-key")
@@ -15,11 +16,13 @@ use std::path::{Path, PathBuf};
 use nano_crypto::kdf::{KdfLabel, derive};
 use nano_crypto::session::PrekeySecrets;
 use nano_crypto::{AeadId, AeadKey, CryptoMode, Identity, OsRng};
+use nano_proto::MessageId;
 use rand_core::RngCore;
 use zeroize::Zeroizing;
 
 use super::{
-    PrekeyStore, SessionRecord, SessionStore, Store, StoreLock, decode_sessions, encode_sessions,
+    PrekeyStore, ReceivedStore, SessionRecord, SessionStore, Store, StoreLock, decode_sessions,
+    encode_sessions,
 };
 use crate::error::{ClientError, Result, io};
 
@@ -166,6 +169,26 @@ impl SessionStore for FileStore {
         } else {
             self.write(&name, &encode_sessions(records))
         }
+    }
+}
+
+/// `received/{id in hex}`, removed when acknowledged.
+fn received_name(id: &MessageId) -> String {
+    format!("received/{}", id.to_hex())
+}
+
+impl ReceivedStore for FileStore {
+    fn save_received(&self, id: &MessageId, opened: &[u8]) -> Result<()> {
+        self.write(&received_name(id), opened)
+    }
+
+    fn load_received(&self, id: &MessageId) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        self.read(&received_name(id))
+    }
+
+    fn remove_received(&self, ids: &[MessageId]) -> Result<()> {
+        ids.iter()
+            .try_for_each(|id| self.remove(&received_name(id)))
     }
 }
 

@@ -6,10 +6,12 @@ use std::sync::Mutex;
 
 use nano_crypto::CryptoMode;
 use nano_crypto::session::PrekeySecrets;
+use nano_proto::MessageId;
 use zeroize::Zeroizing;
 
 use super::{
-    PrekeyStore, SessionRecord, SessionStore, Store, StoreLock, decode_sessions, encode_sessions,
+    PrekeyStore, ReceivedStore, SessionRecord, SessionStore, Store, StoreLock, decode_sessions,
+    encode_sessions,
 };
 use crate::error::{ClientError, Result};
 
@@ -77,6 +79,22 @@ impl SessionStore for MemoryStore {
         } else {
             map.insert(key, encode_sessions(records));
         }
+        Ok(())
+    }
+}
+
+/// Keeps nothing: a process crash loses a memory store whole, and a redelivery within the
+/// process is deduplicated by the connection.
+impl ReceivedStore for MemoryStore {
+    fn save_received(&self, _id: &MessageId, _opened: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn load_received(&self, _id: &MessageId) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        Ok(None)
+    }
+
+    fn remove_received(&self, _ids: &[MessageId]) -> Result<()> {
         Ok(())
     }
 }

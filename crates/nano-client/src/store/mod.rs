@@ -2,7 +2,7 @@
 //! libsignal's stores): the prekey secrets it published, and its sessions with each contact.
 //!
 //! ```text
-//! memory   MemoryStore: in process, for tests and short-lived clients
+//! memory   MemoryStore: in process, for tests, benchmarks and short-lived clients
 //! file     FileStore: the CLI's, encrypted files in the home directory (PROTOCOL.md §13)
 //! ```
 //!
@@ -19,6 +19,7 @@ pub use memory::MemoryStore;
 
 use nano_crypto::CryptoMode;
 use nano_crypto::session::{PrekeySecrets, Session};
+use nano_proto::MessageId;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
@@ -74,10 +75,31 @@ pub trait SessionStore: Send + Sync {
     -> Result<()>;
 }
 
+/// Session payloads opened and not yet acknowledged, by message id: opening one moves the
+/// ratchet past its key, so a redelivery after a crash (opened, state saved, not yet shown or
+/// acknowledged) is handed out from here rather than lost.
+pub trait ReceivedStore: Send + Sync {
+    /// Keeps what payload `id` opened to (the [`crate::sessions::Opened`] encoding), atomically.
+    ///
+    /// # Errors
+    /// I/O.
+    fn save_received(&self, id: &MessageId, opened: &[u8]) -> Result<()>;
+    /// What payload `id` opened to, if it was opened and not yet acknowledged.
+    ///
+    /// # Errors
+    /// I/O, or a record that does not decrypt.
+    fn load_received(&self, id: &MessageId) -> Result<Option<Zeroizing<Vec<u8>>>>;
+    /// Forgets acknowledged payloads.
+    ///
+    /// # Errors
+    /// I/O.
+    fn remove_received(&self, ids: &[MessageId]) -> Result<()>;
+}
+
 /// Everything a client stores about sessions, and the lock that makes each load–use–save one
 /// step: [`crate::Client`]s sharing a store, in one process or several, never use the same
 /// state twice.
-pub trait Store: PrekeyStore + SessionStore {
+pub trait Store: PrekeyStore + SessionStore + ReceivedStore {
     /// Waits until no other holder (another client, another process) holds the store, and
     /// holds it until the returned guard drops.
     ///
