@@ -22,6 +22,19 @@ use crate::error::{ClientError, Result};
 use crate::sessions::{SessionInfo, Sessions};
 use crate::store::{MemoryStore, Store};
 
+/// The WebSocket settings of a client connection. The read buffer is 8 KiB, not the
+/// transport's 128 KiB: the transport zeroes its whole free capacity before each read, and a
+/// client reads mostly frames of a few hundred bytes (a larger frame grows the buffer to fit).
+/// Messages and frames are bounded at 256 KiB, above the largest frame a relay sends
+/// (`message` with a 71,882-byte payload).
+pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    const MAX: usize = 256 * 1024;
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .max_message_size(Some(MAX))
+        .max_frame_size(Some(MAX))
+}
+
 /// How long a contact without prekeys of a mode gets sealed envelopes before the relay is
 /// asked again.
 pub const NO_PREKEYS_TTL: Duration = Duration::from_secs(30);
@@ -601,21 +614,19 @@ impl Client {
     ) -> Result<Option<Vec<u8>>> {
         let blocking_err = |_| ClientError::Invalid("session work stopped".into());
         let encrypt = || {
-            let (sessions, name, pt) = (
-                Arc::clone(&self.shared.sessions),
-                recipient.to_owned(),
-                plaintext.to_vec(),
-            );
-            tokio::task::spawn_blocking(move || sessions.encrypt(&name, mode, &pt))
+            let (name, pt) = (recipient.to_owned(), plaintext.to_vec());
+            self.shared
+                .sessions
+                .run(true, move |s| s.encrypt(&name, mode, &pt))
         };
-        let current = encrypt().await.map_err(blocking_err)??;
+        let current = encrypt().await?;
         if current.is_some() {
             return Ok(current);
         }
         let turn = self.shared.initiation(recipient);
         let _turn = turn.lock().await;
         // Another send may have started the session while this one waited.
-        let current = encrypt().await.map_err(blocking_err)??;
+        let current = encrypt().await?;
         if current.is_some() {
             return Ok(current);
         }
@@ -778,10 +789,11 @@ impl Client {
     /// is queued.
     pub async fn ack(&self, ids: &[MessageId]) -> Result<()> {
         self.mark(ids, true).await?;
-        let (sessions, ids) = (Arc::clone(&self.shared.sessions), ids.to_vec());
-        tokio::task::spawn_blocking(move || sessions.store().remove_received(&ids))
+        let ids = ids.to_vec();
+        self.shared
+            .sessions
+            .run(true, move |s| s.store().remove_received(&ids))
             .await
-            .map_err(|_| ClientError::Invalid("session work stopped".into()))?
     }
 
     /// Marks messages read.

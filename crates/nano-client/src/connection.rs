@@ -184,8 +184,12 @@ fn queue(st: &mut State, c: Command) {
 async fn start(shared: &Shared) -> Result<(Ws, Option<nano_proto::PrekeyCounts>)> {
     let url = shared.relay.websocket_url.clone();
     let connector = tokio_tungstenite::Connector::Rustls(Arc::clone(&shared.tls));
-    let connect =
-        tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, Some(connector));
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        Some(crate::client::websocket_config()),
+        true,
+        Some(connector),
+    );
     let (mut ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
         .await
         .map_err(|_| ClientError::Timeout("connecting to the relay"))?
@@ -652,18 +656,19 @@ async fn deliver_once(
                 }
             }
             Slot::Session(p, name, bundle) => {
-                let (sessions, identity) =
-                    (Arc::clone(&shared.sessions), Arc::clone(&shared.identity));
+                let identity = Arc::clone(&shared.identity);
                 let payload = p.message.clone();
                 let sender = name.clone();
                 let peer_bundle = Arc::clone(&bundle);
-                let opened = tokio::task::spawn_blocking(move || {
-                    sessions
-                        .open(&identity, &sender, &bundle, payload.as_slice())
-                        .map(|o| (o, bundle.fingerprint()))
-                })
-                .await
-                .unwrap_or_else(|_| Err(ClientError::Invalid("session work stopped".into())));
+                // A message is light work; a handshake (KEM, signatures) is not.
+                let light = payload.as_slice().first() == Some(&nano_crypto::session::TYPE_MESSAGE);
+                let opened = shared
+                    .sessions
+                    .run(light, move |s| {
+                        s.open(&identity, &sender, &bundle, payload.as_slice())
+                            .map(|o| (o, bundle.fingerprint()))
+                    })
+                    .await;
                 match opened {
                     Ok((o, fingerprint)) => {
                         st.seen.insert(&p.id);

@@ -124,6 +124,26 @@ impl Sessions {
         &self.store
     }
 
+    /// Runs `f` on these sessions: in place when `light` (a message's microseconds of work,
+    /// not a handshake's KEM and signatures) and the store does no I/O, else on tokio's
+    /// blocking pool, so async workers never wait on a disk or a millisecond of crypto.
+    ///
+    /// # Errors
+    /// `f`'s; [`ClientError::Invalid`] if the blocking task stopped.
+    pub(crate) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        light: bool,
+        f: impl FnOnce(&Sessions) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        if light && !self.store.may_block() {
+            return f(self);
+        }
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|_| ClientError::Invalid("session work stopped".into()))?
+    }
+
     /// Encrypts `plaintext` on the current session with `peer` in `mode`, saving the advanced
     /// state before returning the session message; `None` when there is no session yet.
     ///
@@ -146,16 +166,19 @@ impl Sessions {
         mode: CryptoMode,
         plaintext: &[u8],
     ) -> Result<Option<Vec<u8>>> {
-        let mut records = self.store.load_sessions(peer, mode)?;
-        let Some(current) = records.first_mut() else {
-            return Ok(None);
-        };
-        let message = current
-            .session
-            .encrypt(plaintext, &mut OsRng)
-            .map_err(|e| ClientError::Invalid(format!("session encryption: {e}")))?;
-        self.store.store_sessions(peer, mode, &records)?;
-        Ok(Some(message))
+        let mut message = None;
+        self.store.update_sessions(peer, mode, &mut |records| {
+            let Some(current) = records.first_mut() else {
+                return Ok(false);
+            };
+            let m = current
+                .session
+                .encrypt(plaintext, &mut OsRng)
+                .map_err(|e| ClientError::Invalid(format!("session encryption: {e}")))?;
+            message = Some(m);
+            Ok(true)
+        })?;
+        Ok(message)
     }
 
     /// Starts a session with `peer` from its prekey bundle (`bundle`: PROTOCOL.md §14.2 bytes,
@@ -193,16 +216,21 @@ impl Sessions {
     /// Puts `session` first among the sessions with `peer`, keeping the previous one.
     fn push(&self, peer: &str, session: Session) -> Result<()> {
         let mode = session.mode();
-        let mut records = self.store.load_sessions(peer, mode)?;
-        records.insert(
-            0,
-            SessionRecord {
-                session,
-                started_ms: now_ms(),
-            },
-        );
-        records.truncate(MAX_SESSIONS_PER_CONTACT);
-        self.store.store_sessions(peer, mode, &records)
+        let mut session = Some(session);
+        self.store.update_sessions(peer, mode, &mut |records| {
+            let Some(session) = session.take() else {
+                return Ok(false);
+            };
+            records.insert(
+                0,
+                SessionRecord {
+                    session,
+                    started_ms: now_ms(),
+                },
+            );
+            records.truncate(MAX_SESSIONS_PER_CONTACT);
+            Ok(true)
+        })
     }
 
     /// Opens a session handshake or message from `peer` (whose identity is `peer_bundle`),
@@ -256,36 +284,31 @@ impl Sessions {
             self.store.store_prekeys(&prekeys)?;
             return Ok(opened);
         }
-        let mut records = self.store.load_sessions(peer, mode)?;
-        if records.is_empty() {
-            return Err(ClientError::SessionUnknown {
-                sender: peer.to_owned(),
-                mode,
-            });
-        }
         // A failed `decrypt` leaves its session exactly as it was (§14.7), so the next one is
-        // tried on the same copy.
+        // tried on the same state, and nothing is saved unless one opens.
         let mut last = None;
         let mut opened = None;
-        for r in &mut records {
-            match r.session.decrypt(payload, &mut OsRng) {
-                Ok(plaintext) => {
-                    opened = Some(plaintext);
-                    break;
+        self.store.update_sessions(peer, mode, &mut |records| {
+            for r in records.iter_mut() {
+                match r.session.decrypt(payload, &mut OsRng) {
+                    Ok(plaintext) => {
+                        let o = Opened {
+                            plaintext,
+                            mode,
+                            handshake: false,
+                        };
+                        // The plaintext before the state that spent its key.
+                        self.store.save_received(&id, &encode_received(&o, peer))?;
+                        opened = Some(o);
+                        return Ok(true);
+                    }
+                    Err(e) => last = Some(e),
                 }
-                Err(e) => last = Some(e),
             }
-        }
-        if let Some(plaintext) = opened {
-            let opened = Opened {
-                plaintext,
-                mode,
-                handshake: false,
-            };
-            self.store
-                .save_received(&id, &encode_received(&opened, peer))?;
-            self.store.store_sessions(peer, mode, &records)?;
-            return Ok(opened);
+            Ok(false)
+        })?;
+        if let Some(o) = opened {
+            return Ok(o);
         }
         Err(match last {
             Some(e) => not_opened(peer, mode, &e),
@@ -303,13 +326,14 @@ impl Sessions {
     /// The store's.
     pub fn forget(&self, peer: &str, mode: CryptoMode, before_ms: u64) -> Result<usize> {
         let _locked = self.store.lock()?;
-        let mut records = self.store.load_sessions(peer, mode)?;
-        let had = records.len();
-        records.retain(|r| r.started_ms >= before_ms);
-        if records.len() != had {
-            self.store.store_sessions(peer, mode, &records)?;
-        }
-        Ok(had - records.len())
+        let mut dropped = 0;
+        self.store.update_sessions(peer, mode, &mut |records| {
+            let had = records.len();
+            records.retain(|r| r.started_ms >= before_ms);
+            dropped = had - records.len();
+            Ok(dropped > 0)
+        })?;
+        Ok(dropped)
     }
 
     /// The sessions with `peer`, per mode, the one to send with first.

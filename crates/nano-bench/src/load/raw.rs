@@ -52,7 +52,12 @@ pub(crate) async fn next(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
 /// A raw connection authenticated as `user`. Its backlog follows (`message` frames, then
 /// `fetched`): senders skip it, receivers ack it.
 async fn authenticated(ctx: &Ctx, user: &User) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(ctx.ws_url.as_str()).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        ctx.ws_url.as_str(),
+        Some(nano_client::client::websocket_config()),
+        true,
+    )
+    .await?;
     let name = Username::new(&user.name)?;
     let (attempt, hello) = LoginAttempt::start(user.identity.min_mode(), channel_binding(&ws)?);
     ws.send(Message::binary(hello.to_binary()?)).await?;

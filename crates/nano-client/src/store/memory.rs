@@ -1,5 +1,6 @@
-//! [`MemoryStore`]: session state in process memory, encoded as the file store encodes it (so
-//! every load is a fresh copy, as after a restart).
+//! [`MemoryStore`]: session state in process memory. Sessions are kept decoded and updated in
+//! place (`update_sessions`: no encoding per message); a load is a copy made through the same
+//! encoding the file store writes. Prekey secrets are kept encoded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ type SessionKey = (String, CryptoMode);
 #[derive(Default)]
 pub struct MemoryStore {
     prekeys: Mutex<HashMap<CryptoMode, Zeroizing<Vec<u8>>>>,
-    sessions: Mutex<HashMap<SessionKey, Zeroizing<Vec<u8>>>>,
+    sessions: Mutex<HashMap<SessionKey, Vec<SessionRecord>>>,
     lock: Mutex<()>,
 }
 
@@ -57,11 +58,21 @@ impl PrekeyStore for MemoryStore {
     }
 }
 
+impl MemoryStore {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Vec<SessionRecord>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A copy of `records` (sessions are not `Clone`: the copy goes through their encoding).
+fn copy(records: &[SessionRecord]) -> Result<Vec<SessionRecord>> {
+    decode_sessions(&encode_sessions(records))
+}
+
 impl SessionStore for MemoryStore {
     fn load_sessions(&self, peer: &str, mode: CryptoMode) -> Result<Vec<SessionRecord>> {
-        let map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(&(peer.to_owned(), mode)) {
-            Some(b) => decode_sessions(b),
+        match self.sessions().get(&(peer.to_owned(), mode)) {
+            Some(records) => copy(records),
             None => Ok(Vec::new()),
         }
     }
@@ -72,14 +83,35 @@ impl SessionStore for MemoryStore {
         mode: CryptoMode,
         records: &[SessionRecord],
     ) -> Result<()> {
-        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let key = (peer.to_owned(), mode);
         if records.is_empty() {
-            map.remove(&key);
+            self.sessions().remove(&key);
         } else {
-            map.insert(key, encode_sessions(records));
+            let records = copy(records)?;
+            self.sessions().insert(key, records);
         }
         Ok(())
+    }
+
+    fn update_sessions(
+        &self,
+        peer: &str,
+        mode: CryptoMode,
+        f: &mut dyn FnMut(&mut Vec<SessionRecord>) -> Result<bool>,
+    ) -> Result<()> {
+        let key = (peer.to_owned(), mode);
+        let mut map = self.sessions();
+        let mut records = map.remove(&key).unwrap_or_default();
+        // `f` leaves the records as they were unless it returns true: they go back either way.
+        let r = f(&mut records);
+        if !records.is_empty() {
+            map.insert(key, records);
+        }
+        r.map(|_| ())
+    }
+
+    fn may_block(&self) -> bool {
+        false
     }
 }
 

@@ -73,6 +73,32 @@ pub trait SessionStore: Send + Sync {
     /// I/O.
     fn store_sessions(&self, peer: &str, mode: CryptoMode, records: &[SessionRecord])
     -> Result<()>;
+
+    /// Runs `f` on the sessions with `peer` in `mode` (the one to send with first) and saves
+    /// them, atomically, when it returns `Ok(true)`; on `Ok(false)` or an error nothing is
+    /// saved (and `f` must have left them as they were). The default loads and stores; a
+    /// store that keeps sessions decoded runs `f` on them in place.
+    ///
+    /// # Errors
+    /// `f`'s, and the store's.
+    fn update_sessions(
+        &self,
+        peer: &str,
+        mode: CryptoMode,
+        f: &mut dyn FnMut(&mut Vec<SessionRecord>) -> Result<bool>,
+    ) -> Result<()> {
+        let mut records = self.load_sessions(peer, mode)?;
+        if f(&mut records)? {
+            self.store_sessions(peer, mode, &records)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this store's calls may block on I/O (then the client runs session work off
+    /// the async workers); `false` for a store in memory.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// Session payloads opened and not yet acknowledged, by message id: opening one moves the
