@@ -4,7 +4,9 @@
 //! client      Client::connect / register / send (ModeChoice) / ack / read; bundle cache;
 //!             Auto mode from measured RTT and CPU load; the TrustPolicy hook
 //! connection  the WebSocket task: login, keep-alive, reconnect with backoff, resend of
-//!             unanswered sends, receive → batch verify → decrypt → dedup → Incoming stream
+//!             unanswered sends; pushed messages go to the inbox
+//! inbox       receive → header checks → batch verify / session open → dedup → Incoming
+//!             stream; parked messages, notices (returns what to write, owns no socket)
 //! login       the relay's signed challenge checked against its pinned identity and the
 //!             connection's TLS channel binding, before anything is signed
 //! prekeys     the one-time prekey supply: generated, saved, uploaded; topped up when low
@@ -28,6 +30,7 @@ pub mod client;
 mod connection;
 pub mod contacts;
 pub mod error;
+mod inbox;
 pub mod keystore;
 pub mod login;
 mod notices;
