@@ -22,6 +22,8 @@ use crate::error::{ClientError, Result};
 use crate::sessions::{SessionInfo, Sessions};
 use crate::store::{MemoryStore, Store};
 
+pub use crate::incoming::{Incoming, Received, Unverifiable};
+
 /// The WebSocket settings of a client connection. The read buffer is 8 KiB, not the
 /// transport's 128 KiB: the transport zeroes its whole free capacity before each read, and a
 /// client reads mostly frames of a few hundred bytes (a larger frame grows the buffer to fit).
@@ -75,114 +77,6 @@ impl TrustPolicy for TrustAll {
     }
 }
 
-/// A received, verified and decrypted message.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Received {
-    /// Its id.
-    pub id: MessageId,
-    /// The authenticated sender.
-    pub sender: String,
-    /// The sender's key fingerprint (as signed into the envelope).
-    pub sender_fingerprint: Fingerprint,
-    /// When the sender sealed it (sender's clock, ms since the epoch).
-    pub sent_at_ms: u64,
-    /// When the relay accepted it (ms since the epoch).
-    pub timestamp_ms: u64,
-    /// The suite.
-    pub crypto_mode: CryptoMode,
-    /// The plaintext.
-    pub plaintext: Vec<u8>,
-    /// Whether it came on a session (false: a sealed envelope).
-    pub session: bool,
-}
-
-/// The plaintext never reaches a log through `Debug`: only its length does.
-impl std::fmt::Debug for Received {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Received")
-            .field("id", &self.id)
-            .field("sender", &self.sender)
-            .field("sender_fingerprint", &self.sender_fingerprint)
-            .field("sent_at_ms", &self.sent_at_ms)
-            .field("timestamp_ms", &self.timestamp_ms)
-            .field("crypto_mode", &self.crypto_mode)
-            .field("plaintext_len", &self.plaintext.len())
-            .field("session", &self.session)
-            .finish()
-    }
-}
-
-/// What the message stream yields.
-#[derive(Debug)]
-pub enum Incoming {
-    /// A verified message.
-    Message(Received),
-    /// A payload that is not a sealed envelope, or an envelope without a sender to verify it
-    /// against: test traffic a development relay accepts (`allow_opaque_payloads`,
-    /// `allow_anonymous_send`; the guide's load test). Nothing about it is authenticated, so
-    /// its content is not handed out; it is acknowledged like any message shown.
-    Unverifiable {
-        /// Its id.
-        id: MessageId,
-        /// The sender the relay names, if any.
-        sender: Option<String>,
-        /// What it is: [`Unverifiable`].
-        what: Unverifiable,
-        /// The payload's size as relayed (bytes).
-        len: usize,
-    },
-    /// A message that failed verification or decryption, or whose sender's key is not trusted.
-    Rejected {
-        /// Its id.
-        id: MessageId,
-        /// The claimed sender.
-        sender: Option<String>,
-        /// Why.
-        error: ClientError,
-    },
-    /// The inbox backlog has been delivered; later messages arrive as they are sent.
-    UpToDate,
-    /// A contact could not read a session message this client sent it (it lost its session
-    /// state: a fresh home, a restored backup), and said so in a notice (PROTOCOL.md §14.14).
-    /// The session is dropped; the next message to the contact starts a new one. The lost
-    /// message is not resent: the application shows which one it was.
-    SessionReset {
-        /// The notice's id (acknowledge it like a message).
-        id: MessageId,
-        /// The contact.
-        peer: String,
-        /// The mode of the lost message's session.
-        mode: CryptoMode,
-        /// The id of the message the contact could not read.
-        lost: MessageId,
-    },
-    /// A message delivered again after it was handed out (delivery is at least once: the
-    /// relay pushes until an ack is applied). Not handed out twice; reported so an application
-    /// or a test can count redeliveries.
-    Redelivered {
-        /// Its id.
-        id: MessageId,
-    },
-}
-
-/// Why a delivered payload cannot be verified (see [`Incoming::Unverifiable`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unverifiable {
-    /// The payload is not standard base64 of a sealed envelope (PROTOCOL.md §6).
-    NotAnEnvelope,
-    /// An envelope sent anonymously: no sender whose bundle could verify it.
-    Anonymous,
-}
-
-impl std::fmt::Display for Unverifiable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::NotAnEnvelope => "not a sealed envelope",
-            Self::Anonymous => "sent anonymously, so it cannot be verified",
-        })
-    }
-}
-
 /// Proof a message was durably stored by the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendReceipt {
@@ -225,10 +119,10 @@ pub(crate) struct Shared {
     pub(crate) publishing: tokio::sync::Mutex<()>,
     /// Contacts the relay said have no prekeys of a mode, and when: they get sealed envelopes
     /// without asking again for [`NO_PREKEYS_TTL`].
-    no_prekeys: Mutex<HashMap<(String, CryptoMode), Instant>>,
+    pub(crate) no_prekeys: Mutex<HashMap<(String, CryptoMode), Instant>>,
     /// Contacts a first message is being sent to: one bundle fetch and handshake at a time
     /// per contact (later sends wait and ride the new session).
-    initiating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) initiating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// One-time prekeys the relay holds per mode, as it last said.
     pub(crate) prekey_counts: Mutex<Option<nano_proto::PrekeyCounts>>,
     /// [`ClientConfig::publish_prekeys`].
@@ -250,33 +144,6 @@ impl Shared {
     /// A sender of commands to the connection task, while it runs.
     pub(crate) fn commands(&self) -> Option<mpsc::Sender<Command>> {
         self.commands.upgrade()
-    }
-
-    /// Whether the relay said lately that `peer` has no prekeys of `mode`.
-    fn lacks_prekeys(&self, peer: &str, mode: CryptoMode) -> bool {
-        let map = self.no_prekeys.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(peer.to_owned(), mode))
-            .is_some_and(|at| at.elapsed() < NO_PREKEYS_TTL)
-    }
-
-    /// Remembers that `peer` has no prekeys of `mode` (bounded like the bundle cache).
-    fn note_no_prekeys(&self, peer: &str, mode: CryptoMode) {
-        let mut map = self.no_prekeys.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= BUNDLE_CACHE {
-            map.retain(|_, at| at.elapsed() < NO_PREKEYS_TTL);
-            if map.len() >= BUNDLE_CACHE {
-                map.clear();
-            }
-        }
-        map.insert((peer.to_owned(), mode), Instant::now());
-    }
-
-    /// The turn to start a session with `peer` (a lock per contact, dropped from the map once
-    /// no send holds or waits for it).
-    fn initiation(&self, peer: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.initiating.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, turn| Arc::strong_count(turn) > 1);
-        Arc::clone(map.entry(peer.to_owned()).or_default())
     }
 
     /// Records why the connection task stops for good.
@@ -391,7 +258,7 @@ impl ClientConfig {
 /// A connected client. Cloning shares the connection.
 #[derive(Debug, Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
 }
 
@@ -601,92 +468,6 @@ impl Client {
     /// The store's.
     pub fn sessions_with(&self, peer: &str) -> Result<Vec<SessionInfo>> {
         self.shared.sessions.info(Username::new(peer)?.as_str())
-    }
-
-    /// A session message for `recipient`, or `None` when it has published no prekeys of `mode`.
-    async fn session_payload(
-        &self,
-        recipient: &str,
-        them: &Arc<PublicBundle>,
-        mode: CryptoMode,
-        plaintext: &[u8],
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<Vec<u8>>> {
-        let blocking_err = |_| ClientError::Invalid("session work stopped".into());
-        let encrypt = || {
-            let (name, pt) = (recipient.to_owned(), plaintext.to_vec());
-            self.shared
-                .sessions
-                .run(true, move |s| s.encrypt(&name, mode, &pt))
-        };
-        let current = encrypt().await?;
-        if current.is_some() {
-            return Ok(current);
-        }
-        let turn = self.shared.initiation(recipient);
-        let _turn = turn.lock().await;
-        // Another send may have started the session while this one waited.
-        let current = encrypt().await?;
-        if current.is_some() {
-            return Ok(current);
-        }
-        let ask = ClientFrame::GetPrekeys {
-            username: Username::new(recipient)?,
-            crypto_mode: mode,
-        };
-        if self.shared.lacks_prekeys(recipient, mode) {
-            return Ok(None);
-        }
-        let mut pause = Duration::from_millis(100);
-        let answer = loop {
-            match crate::prekeys::request(&self.shared, ask.clone()).await {
-                // Claims are rate limited: this message goes sealed rather than wait.
-                Err(ClientError::Relay {
-                    code: nano_proto::ErrorCode::RateLimited,
-                    ..
-                }) => return Ok(None),
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                other => break other,
-            }
-        };
-        let bundle = match answer {
-            Ok(nano_proto::RelayFrame::PrekeyBundle {
-                username,
-                crypto_mode,
-                bundle,
-            }) if username.as_str() == recipient && crypto_mode == mode => bundle,
-            Ok(f) => {
-                return Err(ClientError::Protocol(format!(
-                    "expected {recipient}'s {mode} prekey bundle, got {}",
-                    f.type_name()
-                )));
-            }
-            Err(ClientError::Relay {
-                code: nano_proto::ErrorCode::NoPrekeys,
-                ..
-            }) => {
-                self.shared.note_no_prekeys(recipient, mode);
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        let (sessions, identity, name, them, pt) = (
-            Arc::clone(&self.shared.sessions),
-            Arc::clone(&self.shared.identity),
-            recipient.to_owned(),
-            Arc::clone(them),
-            plaintext.to_vec(),
-        );
-        let aead = preferred_aead();
-        let handshake = tokio::task::spawn_blocking(move || {
-            sessions.initiate(&identity, &name, &them, bundle.as_slice(), aead, &pt)
-        })
-        .await
-        .map_err(blocking_err)??;
-        Ok(Some(handshake))
     }
 
     async fn send_as(

@@ -5,6 +5,7 @@
 //!             Auto mode from measured RTT and CPU load; the TrustPolicy hook
 //! connection  the WebSocket task: login, keep-alive, reconnect with backoff, resend of
 //!             unanswered sends; pushed messages go to the inbox
+//! incoming    Incoming, Received, Unverifiable: what the message stream yields
 //! inbox       receive → header checks → batch verify / session open → dedup → Incoming
 //!             stream; parked messages, notices (returns what to write, owns no socket)
 //! login       the relay's signed challenge checked against its pinned identity and the
@@ -16,6 +17,8 @@
 //! tls         HTTPS/WSS trust: Mozilla roots, or the certificates of a relay CA file
 //! keystore    the home directory: Argon2id + ChaCha20-Poly1305 keystore, profile, 0600 files
 //! contacts    trust-on-first-use pins of contacts' fingerprints; ids already shown
+//! session_send  which session a message goes out on: the current one, or a new one from
+//!             the contact's prekey bundle (one first message per contact at a time)
 //! sessions    the session core, free of I/O: encrypt, initiate from a prekey bundle, open
 //! notices     session notices: telling a sender its message could not be read, acting on one
 //! parked      session messages waiting for their session's handshake (delivered out of order)
@@ -31,12 +34,14 @@ mod connection;
 pub mod contacts;
 pub mod error;
 mod inbox;
+mod incoming;
 pub mod keystore;
 pub mod login;
 mod notices;
 mod outbox;
 mod parked;
 pub mod prekeys;
+mod session_send;
 pub mod sessions;
 pub mod store;
 pub mod tls;
