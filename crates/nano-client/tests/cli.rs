@@ -532,17 +532,7 @@ async fn receive_follow_prints_messages_as_they_arrive() {
     let (_tmp, alice, bob) = alice_and_bob_registered(&relay, "classical");
     ok(&alice, None, &["send", "bob", "waiting already"]);
 
-    let mut child = std::process::Command::new(common::client_bin())
-        .arg("--home")
-        .arg(&bob)
-        .args(["receive", "--follow", "--json"])
-        .env("NANO_PASSPHRASE", PASS)
-        .env_remove("NANO_HOME")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&bob, &["receive", "--follow", "--json"]);
     struct KillOnDrop(std::process::Child);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
@@ -662,11 +652,9 @@ fn the_passphrase_can_come_from_an_owner_only_file() {
     assert!(line.contains("passphrase"), "{line}");
 }
 
-/// Runs `nano-client args` in `home` and kills it with SIGKILL after `after` (unless it ended
-/// first); returns its stdout and whether it ended on its own, successfully.
-fn run_killed(home: &Path, args: &[&str], after: std::time::Duration) -> (String, bool) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(common::client_bin())
+/// Starts `nano-client args` in `home` with the passphrase, its stdout piped.
+fn spawn(home: &Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(common::client_bin())
         .arg("--home")
         .arg(home)
         .args(args)
@@ -676,7 +664,14 @@ fn run_killed(home: &Path, args: &[&str], after: std::time::Duration) -> (String
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `nano-client args` in `home` and kills it with SIGKILL after `after` (unless it ended
+/// first); returns its stdout and whether it ended on its own, successfully.
+fn run_killed(home: &Path, args: &[&str], after: std::time::Duration) -> (String, bool) {
+    use std::io::Read;
+    let mut child = spawn(home, args);
     let deadline = std::time::Instant::now() + after;
     let finished = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -26,6 +26,19 @@ fn publish(who: &Identity, store: &dyn Store, mode: CryptoMode) -> Vec<u8> {
     bundle.to_bytes()
 }
 
+/// `a` (alice's) starts a session with bob from `bundle`; the handshake carrying `first`.
+fn start(
+    a: &Sessions,
+    alice: &Identity,
+    bob: &Identity,
+    bundle: &[u8],
+    aead: AeadId,
+    first: &[u8],
+) -> Vec<u8> {
+    a.initiate(alice, "bob", bob.public_bundle(), bundle, aead, first)
+        .unwrap()
+}
+
 fn ids(mode: CryptoMode) -> (Identity, Identity) {
     (
         Identity::generate(mode, &mut OsRng).unwrap(),
@@ -45,16 +58,14 @@ fn a_session_carries_messages_both_ways_in_every_mode() {
             None,
             "no session yet"
         );
-        let hs = a
-            .initiate(
-                &alice,
-                "bob",
-                bob.public_bundle(),
-                &bundle,
-                AeadId::ChaCha20Poly1305,
-                b"hello",
-            )
-            .unwrap();
+        let hs = start(
+            &a,
+            &alice,
+            &bob,
+            &bundle,
+            AeadId::ChaCha20Poly1305,
+            b"hello",
+        );
         let opened = b.open(&bob, "alice", alice.public_bundle(), &hs).unwrap();
         assert_eq!(
             (opened.plaintext.as_slice(), opened.mode, opened.handshake),
@@ -106,16 +117,7 @@ fn a_message_on_a_session_this_side_lost_is_session_unknown() {
     let a = Sessions::new(Arc::new(MemoryStore::new()));
     let b = Sessions::new(b_store.clone());
     let bundle = publish(&bob, b_store.as_ref(), mode);
-    let hs = a
-        .initiate(
-            &alice,
-            "bob",
-            bob.public_bundle(),
-            &bundle,
-            AeadId::Aes256Gcm,
-            b"hi",
-        )
-        .unwrap();
+    let hs = start(&a, &alice, &bob, &bundle, AeadId::Aes256Gcm, b"hi");
     b.open(&bob, "alice", alice.public_bundle(), &hs).unwrap();
     let m = a.encrypt("bob", mode, b"after").unwrap().unwrap();
     // Bob on a fresh device: no session with alice.
@@ -209,16 +211,7 @@ fn a_message_opened_before_a_crash_is_handed_out_again_until_acknowledged() {
     let bob_store = |dir: &std::path::Path| Arc::new(FileStore::new(dir, &bob).unwrap());
     let a = Sessions::new(Arc::new(MemoryStore::new()));
     let bundle = publish(&bob, bob_store(&b_dir).as_ref(), mode);
-    let hs = a
-        .initiate(
-            &alice,
-            "bob",
-            bob.public_bundle(),
-            &bundle,
-            AeadId::Aes256Gcm,
-            b"first",
-        )
-        .unwrap();
+    let hs = start(&a, &alice, &bob, &bundle, AeadId::Aes256Gcm, b"first");
     let m = a.encrypt("bob", mode, b"second").unwrap().unwrap();
     for (payload, text) in [(&hs, &b"first"[..]), (&m, &b"second"[..])] {
         let before = Sessions::new(bob_store(&b_dir));
