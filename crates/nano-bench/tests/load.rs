@@ -109,6 +109,50 @@ fn a_short_closed_loop_loses_nothing() {
     ]);
     assert_clean(&r);
     assert_eq!(r["crypto_mode"], "quantum");
+    assert_eq!(r["payloads"], "sessions");
+}
+
+/// `--warm-up` starts every session before the clock: its messages are delivered like any
+/// other (nothing lost), and the run says it was warmed up.
+#[test]
+fn a_warmed_up_closed_loop_loses_nothing() {
+    let r = load(&[
+        "--users",
+        "6",
+        "--max-throughput",
+        "--warm-up",
+        "--connections",
+        "2",
+        "--pipeline",
+        "2",
+        "--duration",
+        "1",
+        "--crypto-mode",
+        "hybrid",
+    ]);
+    assert_clean(&r);
+    assert!(r["scenario"].as_str().unwrap().contains("warmed up"), "{r}");
+    // At least the warm-up: one message to each of the 6 users.
+    assert!(r["messages_received"].as_u64().unwrap() >= 6, "{r}");
+}
+
+/// `--sealed` sends sealed envelopes, and says so.
+#[test]
+fn a_sealed_closed_loop_loses_nothing() {
+    let r = load(&[
+        "--users",
+        "4",
+        "--max-throughput",
+        "--sealed",
+        "--connections",
+        "2",
+        "--pipeline",
+        "2",
+        "--duration",
+        "1",
+    ]);
+    assert_clean(&r);
+    assert_eq!(r["payloads"], "sealed envelopes");
 }
 
 #[test]

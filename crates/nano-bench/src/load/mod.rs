@@ -85,6 +85,10 @@ pub(crate) struct LoadArgs {
     /// (latency at a given load rather than at saturation).
     #[arg(long, value_name = "MSGS_PER_S", requires = "max_throughput")]
     rate: Option<f64>,
+    /// With --max-throughput: first write once to every contact (starting every session),
+    /// receive it all, then start the clock; latency and throughput leave the warm-up out.
+    #[arg(long, requires = "max_throughput", conflicts_with = "presealed")]
+    warm_up: bool,
     /// Seconds of the closed loop.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -206,6 +210,8 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         }
     };
     let mut started = Instant::now();
+    // Messages received before the clock started (a warm-up's), left out of the throughput.
+    let mut warmed_up = 0u64;
     let mut per_1000 = None;
     let mut settled = None;
     let mut relay_connections = None;
@@ -275,15 +281,33 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
             args.connections, args.pipeline
         )
     } else if args.max_throughput {
-        set_phase("closed");
-        run::max_throughput(
+        set_phase(if args.warm_up { "warm-up" } else { "closed" });
+        let (timed, before) = run::max_throughput(
             Arc::clone(&ctx),
             args.connections,
             args.pipeline,
             Duration::from_secs_f64(args.duration),
+            args.warm_up,
         )
         .await;
-        format!("max-throughput {}×{}", args.connections, args.pipeline)
+        if args.warm_up {
+            // The timed phase began when the warm-up was received, not now.
+            if let Ok(mut m) = marks.lock() {
+                m.push(("closed".into(), timed.duration_since(epoch).as_secs_f64()));
+            }
+            started = timed;
+            warmed_up = before;
+        }
+        format!(
+            "max-throughput {}×{}{}",
+            args.connections,
+            args.pipeline,
+            if args.warm_up {
+                ", sessions warmed up"
+            } else {
+                ""
+            }
+        )
     } else {
         let phases = run::guide_phases(args.spike);
         offered = run::scenario(
@@ -298,7 +322,7 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     };
     let load_secs = started.elapsed().as_secs_f64();
     // Throughput counts what arrived within the load phase, not during the drain after it.
-    let received_in_load = stats.received.load(Ordering::Relaxed);
+    let received_in_load = stats.received.load(Ordering::Relaxed) - warmed_up;
     // Let in-flight deliveries land: until everything stored has arrived, or 10 s of nothing.
     set_phase("delivering");
     let mut quiet = Instant::now();

@@ -231,16 +231,23 @@ pub(crate) async fn scenario(
 /// Each client is a sender of its own (sender `k`) in conversations with its share of the
 /// users (`k`, `k + connections`, …), picked at random per message: a session per pair, as
 /// between people who write to each other, rather than a first contact per message.
+///
+/// With `warm_up`, every client first writes once to each of its contacts (starting every
+/// session), all of it received before the timed phase starts; those messages count as sent
+/// and received but not in the latency percentiles or the throughput. Returns when the timed
+/// phase started and the messages received by then.
 pub(crate) async fn max_throughput(
     ctx: Arc<Ctx>,
     connections: usize,
     pipeline: usize,
     duration: Duration,
-) {
-    let stop = tokio::time::Instant::now() + duration;
+    warm_up: bool,
+) -> (Instant, u64) {
+    let warmed = Arc::new(tokio::sync::Barrier::new(connections + 1));
+    let go = Arc::new(tokio::sync::Barrier::new(connections + 1));
     let mut tasks = tokio::task::JoinSet::new();
     for k in 0..connections {
-        let ctx = Arc::clone(&ctx);
+        let (ctx, warmed, go) = (Arc::clone(&ctx), Arc::clone(&warmed), Arc::clone(&go));
         tasks.spawn(async move {
             let me = &ctx.senders[k % ctx.senders.len()];
             let contacts: Arc<Vec<String>> = Arc::new(
@@ -251,10 +258,27 @@ pub(crate) async fn max_throughput(
                     .map(|u| u.name.clone())
                     .collect(),
             );
-            let Ok((client, _)) = connect(&ctx.api, me, None).await else {
+            let connected = connect(&ctx.api, me, None).await;
+            if warm_up && let Ok((client, _)) = &connected {
+                let gate = Arc::new(tokio::sync::Semaphore::new(pipeline.max(1)));
+                let mut first = tokio::task::JoinSet::new();
+                for to in contacts.iter() {
+                    let (ctx, client, gate) = (Arc::clone(&ctx), client.clone(), Arc::clone(&gate));
+                    let to = to.to_owned();
+                    first.spawn(async move {
+                        let _turn = gate.acquire().await;
+                        ctx.send_to(&client, &to).await;
+                    });
+                }
+                while first.join_next().await.is_some() {}
+            }
+            warmed.wait().await;
+            go.wait().await;
+            let Ok((client, _)) = connected else {
                 ctx.stats.error("connect");
                 return;
             };
+            let stop = tokio::time::Instant::now() + duration;
             ctx.opened();
             let mut lanes = tokio::task::JoinSet::new();
             for _ in 0..pipeline {
@@ -275,7 +299,19 @@ pub(crate) async fn max_throughput(
             ctx.closed();
         });
     }
+    warmed.wait().await;
+    if warm_up {
+        // Everything the warm-up stored is received before the clock starts.
+        let until = Instant::now() + Duration::from_secs(30);
+        while ctx.stats.lost() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let started = Instant::now();
+    let base = ctx.stats.start_timing(ctx.epoch);
+    go.wait().await;
     while tasks.join_next().await.is_some() {}
+    (started, base)
 }
 
 /// A held connection and its (unread) message stream.

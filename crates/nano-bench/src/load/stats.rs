@@ -26,6 +26,9 @@ pub(crate) struct Stats {
     received_seqs: Mutex<HashSet<u64>>,
     /// (milliseconds since the run started, latency in microseconds) per receipt.
     receipts: Mutex<Vec<(u32, u32)>>,
+    /// Receipts before this (milliseconds since the run started) are left out of the latency
+    /// percentiles: a warm-up's.
+    timed_from_ms: std::sync::atomic::AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -111,9 +114,23 @@ impl Stats {
         acked.iter().filter(|s| !got.contains(s)).count() as u64
     }
 
-    /// Latency percentiles in milliseconds: p50, p95, p99, max.
+    /// From now on receipts count in the latency percentiles; earlier ones (a warm-up's) do
+    /// not. Returns the messages received so far.
+    pub(crate) fn start_timing(&self, epoch: Instant) -> u64 {
+        let now = u32::try_from(epoch.elapsed().as_millis()).unwrap_or(u32::MAX);
+        self.timed_from_ms.store(now, Ordering::Relaxed);
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Latency percentiles in milliseconds, over the receipts since [`Stats::start_timing`]:
+    /// p50, p95, p99, max.
     pub(crate) fn latency_ms(&self) -> [f64; 4] {
-        let mut l: Vec<u32> = lock(&self.receipts).iter().map(|r| r.1).collect();
+        let from = self.timed_from_ms.load(Ordering::Relaxed);
+        let mut l: Vec<u32> = lock(&self.receipts)
+            .iter()
+            .filter(|r| r.0 >= from)
+            .map(|r| r.1)
+            .collect();
         if l.is_empty() {
             return [0.0; 4];
         }
