@@ -20,15 +20,30 @@ use crate::store::Store;
 /// What a top-up brings a mode to by default ([`crate::client::ClientConfig::one_time_prekeys`]);
 /// a mode with fewer than a quarter of its target left on the relay is topped up.
 pub const TOP_UP: u64 = 100;
+/// Days a signed-prekeys record is current before the next login replaces it.
+pub const ROTATE_AFTER_DAYS: u32 = 7;
+/// Earlier signed-prekeys records whose secrets are kept after a rotation (the relay keeps the
+/// newest 4 records), so a handshake made against a bundle fetched before it still completes:
+/// a grace period of at least 3 × [`ROTATE_AFTER_DAYS`].
+pub const KEEP_PREVIOUS: usize = 3;
+
+/// Today's number: days since the Unix epoch (UTC). Signed-prekeys records are numbered by the
+/// day they were made, so their age is known from their id.
+pub(crate) fn today() -> u32 {
+    u32::try_from(nano_proto::now_ms() / 86_400_000).unwrap_or(u32::MAX)
+}
+
 /// How long one request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The uploads that bring every mode of `modes` to `target` one-time prekeys on the relay,
 /// given the relay's `counts` (`None`: it holds none of ours): new secrets are generated and
-/// saved in `store` first. A mode without prekey secrets gets signed prekeys (id 1) too, and
-/// replaces the one-time prekeys the relay holds (their secrets are not here); a
-/// mode that runs low gets its current signed prekeys uploaded again with the new one-time
-/// prekeys (the relay keeps one record per id).
+/// saved in `store` first. A mode without prekey secrets gets signed prekeys (id `today`, the
+/// day number) too, and replaces the one-time prekeys the relay holds (their secrets are not
+/// here); a mode whose current signed prekeys are [`ROTATE_AFTER_DAYS`] old gets new ones (id
+/// `today`), keeping [`KEEP_PREVIOUS`] earlier ones; a mode that runs low gets its current
+/// signed prekeys uploaded again with the new one-time prekeys (the relay keeps one record
+/// per id).
 ///
 /// # Errors
 /// Key generation and the store's.
@@ -38,6 +53,7 @@ pub(crate) fn plan(
     modes: &[CryptoMode],
     counts: Option<PrekeyCounts>,
     target: u64,
+    today: u32,
 ) -> Result<Vec<ClientFrame>> {
     let mut frames = Vec::new();
     for &mode in modes {
@@ -46,7 +62,11 @@ pub(crate) fn plan(
         // another on the same store) deletes its one-time secret, and that must not come back.
         let _locked = store.lock()?;
         let mut secrets = store.load_prekeys(mode)?;
-        if secrets.is_some() && held >= target.div_ceil(4) {
+        let rotate = secrets
+            .as_ref()
+            .and_then(PrekeySecrets::current)
+            .is_some_and(|c| c.public().id().saturating_add(ROTATE_AFTER_DAYS) <= today);
+        if secrets.is_some() && held >= target.div_ceil(4) && !rotate {
             continue;
         }
         // No secrets here (a new device, a fresh home, a restored backup): whatever the relay
@@ -69,10 +89,16 @@ pub(crate) fn plan(
         let secrets = match secrets.take() {
             Some(mut s) => {
                 s.add_one_time(batch);
+                if rotate {
+                    let next = SignedPrekeySecrets::generate(identity, mode, today, &mut OsRng)
+                        .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
+                    s.rotate(next, KEEP_PREVIOUS)
+                        .map_err(|e| ClientError::Invalid(format!("prekey rotation: {e}")))?;
+                }
                 s
             }
             None => {
-                let signed = SignedPrekeySecrets::generate(identity, mode, 1, &mut OsRng)
+                let signed = SignedPrekeySecrets::generate(identity, mode, today, &mut OsRng)
                     .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
                 PrekeySecrets::new(signed, batch)
                     .map_err(|e| ClientError::Invalid(format!("prekeys: {e}")))?
@@ -165,6 +191,7 @@ pub(crate) async fn publish(shared: &Arc<Shared>) -> Result<()> {
                 &modes(&shared),
                 counts,
                 shared.one_time_prekeys,
+                today(),
             )
         })
         .await
@@ -208,4 +235,70 @@ pub(crate) fn replenish_in_background(shared: &Arc<Shared>, counts: Option<Preke
             tracing::debug!(error = %e, "prekeys not topped up now; next login tries again");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::store::{MemoryStore, PrekeyStore};
+
+    fn signed_id(frame: &ClientFrame) -> Option<u32> {
+        match frame {
+            ClientFrame::UploadPrekeys {
+                signed_prekeys: Some(b),
+                ..
+            } => Some(
+                nano_crypto::session::SignedPrekeys::from_bytes(b.as_slice())
+                    .unwrap()
+                    .id(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn counts(mode: CryptoMode, n: u64) -> Option<PrekeyCounts> {
+        let mut c = PrekeyCounts::default();
+        c.set(mode, n);
+        Some(c)
+    }
+
+    #[test]
+    fn signed_prekeys_are_made_today_and_rotated_after_a_week() {
+        let mode = CryptoMode::Classical;
+        let id = Identity::generate(mode, &mut OsRng).unwrap();
+        let store = MemoryStore::new();
+        let day = 20_000;
+        // A fresh store: signed prekeys numbered by the day, one-time prekeys replacing the
+        // relay's.
+        let frames = plan(&id, &store, &[mode], None, 8, day).unwrap();
+        assert_eq!(signed_id(&frames[0]), Some(day));
+        assert!(matches!(
+            frames[0],
+            ClientFrame::UploadPrekeys {
+                replace_one_time: true,
+                ..
+            }
+        ));
+        // Enough on the relay, six days later: nothing to do.
+        assert!(
+            plan(&id, &store, &[mode], counts(mode, 8), 8, day + 6)
+                .unwrap()
+                .is_empty()
+        );
+        // A week later: new signed prekeys, the old ones kept for handshakes in flight.
+        let frames = plan(&id, &store, &[mode], counts(mode, 8), 8, day + 7).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(signed_id(&frames[0]), Some(day + 7));
+        let secrets = store.load_prekeys(mode).unwrap().unwrap();
+        assert_eq!(secrets.current().unwrap().public().id(), day + 7);
+        assert!(secrets.signed(day).is_some());
+        // After KEEP_PREVIOUS more rotations the first is gone.
+        for k in 2..=(KEEP_PREVIOUS as u32 + 1) {
+            plan(&id, &store, &[mode], counts(mode, 8), 8, day + 7 * k).unwrap();
+        }
+        let secrets = store.load_prekeys(mode).unwrap().unwrap();
+        assert!(secrets.signed(day).is_none());
+        assert!(secrets.signed(day + 7).is_some());
+    }
 }

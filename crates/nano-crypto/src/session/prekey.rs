@@ -568,7 +568,9 @@ impl PrekeySecrets {
         self.one_time.merge(batch);
     }
 
-    pub(crate) fn signed(&self, id: u32) -> Option<&SignedPrekeySecrets> {
+    /// The signed-prekeys secrets numbered `id`, if held (the current one or one kept after a
+    /// rotation).
+    pub fn signed(&self, id: u32) -> Option<&SignedPrekeySecrets> {
         self.signed.iter().find(|s| s.public.id == id)
     }
 
