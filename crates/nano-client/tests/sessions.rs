@@ -240,3 +240,31 @@ fn a_message_opened_before_a_crash_is_handed_out_again_until_acknowledged() {
         Err(ClientError::Rejected { .. })
     ));
 }
+
+/// Two stores over one directory (two processes on one home) take turns: while one holds the
+/// lock, the other waits for it.
+#[test]
+fn two_file_stores_on_one_directory_take_turns() {
+    let (alice, _) = ids(CryptoMode::Classical);
+    let dir = tempfile::tempdir().unwrap();
+    let one = FileStore::new(dir.path(), &alice).unwrap();
+    let two = Arc::new(FileStore::new(dir.path(), &alice).unwrap());
+    let held = one.lock().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let two = Arc::clone(&two);
+        std::thread::spawn(move || {
+            let _turn = two.lock().unwrap();
+            tx.send(()).unwrap();
+        })
+    };
+    // The other store cannot take the lock while it is held…
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err()
+    );
+    drop(held);
+    // …and takes it once it is released.
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    waiter.join().unwrap();
+}
