@@ -126,10 +126,11 @@ pub(crate) async fn received(
     notice: Notice,
     sealed_ms: u64,
 ) -> Result<usize> {
-    let (sessions, peer) = (Arc::clone(&shared.sessions), peer.to_owned());
-    tokio::task::spawn_blocking(move || sessions.forget(&peer, notice.mode, sealed_ms))
+    let peer = peer.to_owned();
+    shared
+        .sessions
+        .run(true, move |s| s.forget(&peer, notice.mode, sealed_ms))
         .await
-        .map_err(|_| ClientError::Invalid("session work stopped".into()))?
 }
 
 #[cfg(test)]

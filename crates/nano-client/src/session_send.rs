@@ -52,7 +52,6 @@ impl Client {
         plaintext: &[u8],
         deadline: tokio::time::Instant,
     ) -> Result<Option<Vec<u8>>> {
-        let blocking_err = |_| ClientError::Invalid("session work stopped".into());
         let encrypt = || {
             let (name, pt) = (recipient.to_owned(), plaintext.to_vec());
             self.shared
@@ -113,19 +112,21 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let (sessions, identity, name, them, pt) = (
-            Arc::clone(&self.shared.sessions),
+        let (identity, name, them, pt) = (
             Arc::clone(&self.shared.identity),
             recipient.to_owned(),
             Arc::clone(them),
             plaintext.to_vec(),
         );
         let aead = preferred_aead();
-        let handshake = tokio::task::spawn_blocking(move || {
-            sessions.initiate(&identity, &name, &them, bundle.as_slice(), aead, &pt)
-        })
-        .await
-        .map_err(blocking_err)??;
+        // A handshake (KEM and signatures) is not light work.
+        let handshake = self
+            .shared
+            .sessions
+            .run(false, move |s| {
+                s.initiate(&identity, &name, &them, bundle.as_slice(), aead, &pt)
+            })
+            .await?;
         Ok(Some(handshake))
     }
 }

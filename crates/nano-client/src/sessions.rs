@@ -61,10 +61,6 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-fn now_ms() -> u64 {
-    nano_proto::now_ms()
-}
-
 /// A kept received message: `mode (1) ‖ handshake (1: 0 | 1) ‖ len (1) ‖ sender ‖ plaintext`.
 fn encode_received(o: &Opened, peer: &str) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(3 + peer.len() + o.plaintext.len()));
@@ -225,7 +221,7 @@ impl Sessions {
                 0,
                 SessionRecord {
                     session,
-                    started_ms: now_ms(),
+                    started_ms: nano_proto::now_ms(),
                 },
             );
             records.truncate(MAX_SESSIONS_PER_CONTACT);
@@ -249,7 +245,7 @@ impl Sessions {
         payload: &[u8],
     ) -> Result<Opened> {
         let mode = nano_crypto::session::payload_mode(payload).map_err(|e| rejected(peer, &e))?;
-        let id = nano_proto::Payload(payload.to_vec()).session_message_id();
+        let id = nano_proto::payload::session_message_id(payload);
         let _locked = self.store.lock()?;
         // Opened before and not acknowledged (a crash after the state was saved): the ratchet
         // is past its key, the plaintext was kept.

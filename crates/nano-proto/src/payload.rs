@@ -110,13 +110,7 @@ impl Payload {
     /// of SHA-256(`"nano-messenger/v1 message-id"` ‖ payload) (PROTOCOL.md §12 step 5). A
     /// resend of the same bytes has the same id, so the relay stores it once.
     pub fn session_message_id(&self) -> MessageId {
-        let digest = Sha256::new()
-            .chain_update(MESSAGE_ID_LABEL)
-            .chain_update(&self.0)
-            .finalize();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        MessageId(id)
+        session_message_id(&self.0)
     }
 
     /// Standard padded base64, the JSON form.
@@ -161,6 +155,18 @@ impl Payload {
         }
         Ok(())
     }
+}
+
+/// [`Payload::session_message_id`] of `payload`'s bytes, without copying them into a
+/// [`Payload`].
+pub fn session_message_id(payload: &[u8]) -> MessageId {
+    let digest = Sha256::new()
+        .chain_update(MESSAGE_ID_LABEL)
+        .chain_update(payload)
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    MessageId(id)
 }
 
 impl From<Vec<u8>> for Payload {
