@@ -60,6 +60,9 @@ fn assert_clean(r: &serde_json::Value) {
 
 #[test]
 fn a_short_scenario_loses_nothing() {
+    let charts = tempfile::tempdir().unwrap();
+    let svg = charts.path().join("run.svg");
+    let png = charts.path().join("run.png");
     let r = load(&[
         "--users",
         "8",
@@ -69,8 +72,37 @@ fn a_short_scenario_loses_nothing() {
         "3",
         "--crypto-mode",
         "hybrid",
+        "--chart",
+        svg.to_str().unwrap(),
+        "--chart",
+        png.to_str().unwrap(),
     ]);
     assert_clean(&r);
+    // The charts mark the scenario's phases and label both panels.
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    for text in [
+        "warm-up",
+        "sustained",
+        "peak",
+        "received (msg/s)",
+        "latency (ms, log scale)",
+        "RSS (MB)",
+    ] {
+        assert!(svg.contains(text), "{text:?} missing from the SVG chart");
+    }
+    assert!(
+        std::fs::read(&png)
+            .unwrap()
+            .starts_with(b"\x89PNG\r\n\x1a\n")
+    );
+    // The timeline behind them: every received message in one of its seconds.
+    let received: u64 = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["received"].as_u64().unwrap())
+        .sum();
+    assert_eq!(received, r["messages_received"].as_u64().unwrap(), "{r}");
     assert_eq!(r["crypto_mode"], "hybrid");
     assert!(r["key_exchanges"].as_u64().unwrap() > 0, "{r}");
     // The offered load is what was scheduled: every scheduled message was sent, and the key
@@ -90,6 +122,18 @@ fn a_short_scenario_loses_nothing() {
         let senders = o["sender_users"].as_u64().unwrap();
         assert_eq!(o["messages"].as_u64().unwrap(), senders * 3, "{o}");
     }
+}
+
+/// A chart in a format `--chart` cannot write is refused before the run.
+#[test]
+fn a_chart_of_an_unknown_format_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nano-bench"))
+        .args(["load", "--users", "2", "--chart", "run.jpg"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(".svg or .png"), "{err}");
 }
 
 #[test]

@@ -8,9 +8,11 @@
 //! raw.rs    --presealed: raw senders of pre-encrypted session messages (or replayed sealed
 //!           envelopes), raw acking receivers
 //! stats.rs  counters, latency, loss
-//! report.rs summary table, JSON, Markdown, SVG
+//! report.rs summary table, JSON, Markdown
+//! chart.rs  throughput, latency, relay RSS and CPU over time (SVG, PNG)
 //! ```
 
+mod chart;
 mod kex;
 mod raw;
 mod relay_metrics;
@@ -101,9 +103,10 @@ pub(crate) struct LoadArgs {
     /// Write the report as Markdown.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Write an SVG chart of throughput and latency over time.
+    /// Write a chart of throughput, latency and the relay's RSS and CPU over time: SVG for a
+    /// `.svg` file, PNG for `.png` (repeat the option for both).
     #[arg(long, value_name = "FILE")]
-    chart: Option<PathBuf>,
+    chart: Vec<PathBuf>,
 }
 
 /// Raises the open-file limit as far as allowed; says so when it stays below `need`.
@@ -200,13 +203,16 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         Arc::clone(&phase),
     );
     // Each phase's name and start (seconds since the epoch), for the CPU per phase.
-    let marks = std::sync::Mutex::new(Vec::<(String, f64)>::new());
+    let marks = std::sync::Mutex::new(Vec::<report::PhaseMark>::new());
     let set_phase = |p: &str| {
         if let Ok(mut g) = phase.lock() {
             *g = p.to_owned();
         }
         if let Ok(mut m) = marks.lock() {
-            m.push((p.to_owned(), epoch.elapsed().as_secs_f64()));
+            m.push(report::PhaseMark {
+                phase: p.to_owned(),
+                start_s: epoch.elapsed().as_secs_f64(),
+            });
         }
     };
     let mut started = Instant::now();
@@ -293,7 +299,10 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         if args.warm_up {
             // The timed phase began when the warm-up was received, not now.
             if let Ok(mut m) = marks.lock() {
-                m.push(("closed".into(), timed.duration_since(epoch).as_secs_f64()));
+                m.push(report::PhaseMark {
+                    phase: "closed".into(),
+                    start_s: timed.duration_since(epoch).as_secs_f64(),
+                });
             }
             started = timed;
             warmed_up = before;
@@ -388,12 +397,17 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         relay_rss_mb_before: settled.map(|(b, _)| b),
         relay_rss_mb_settled: settled.map(|(_, a)| a),
         relay_samples: samples,
+        phases: marks,
         timeline: stats.timeline(),
     })
 }
 
 /// `nano-bench load`: runs, prints the summary, writes the requested files.
 pub(crate) fn main(args: &LoadArgs) -> anyhow::Result<()> {
+    // A chart's format is checked before the run, not after it.
+    for p in &args.chart {
+        chart::Format::of(p)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -405,8 +419,8 @@ pub(crate) fn main(args: &LoadArgs) -> anyhow::Result<()> {
         args.report.as_deref(),
         |command| report.markdown(command),
     )?;
-    if let Some(p) = &args.chart {
-        std::fs::write(p, report.svg()).with_context(|| format!("writing {}", p.display()))?;
+    for p in &args.chart {
+        chart::write(&report, p).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
-//! The report of a load run: the summary table, JSON, Markdown and an SVG chart of throughput
-//! and latency over time.
+//! The report of a load run: the summary table, JSON and Markdown (its charts: `chart.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
+
+pub(crate) use super::stats::Second;
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -40,12 +41,21 @@ pub(crate) struct PhaseCpu {
     pub(crate) samples: usize,
 }
 
-/// The relay's mean CPU per phase, from `marks` (each phase's name and start, seconds) and
-/// the one-second samples; phases without a sample are left out.
-pub(crate) fn cpu_by_phase(samples: &[Sample], marks: &[(String, f64)]) -> Vec<PhaseCpu> {
+/// The start of a phase of a run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PhaseMark {
+    pub(crate) phase: String,
+    /// Seconds since the run's epoch.
+    pub(crate) start_s: f64,
+}
+
+/// The relay's mean CPU per phase, from `marks` and the one-second samples; phases without a
+/// sample are left out.
+pub(crate) fn cpu_by_phase(samples: &[Sample], marks: &[PhaseMark]) -> Vec<PhaseCpu> {
     let mut out = Vec::new();
-    for (i, (name, start)) in marks.iter().enumerate() {
-        let end = marks.get(i + 1).map_or(f64::INFINITY, |(_, t)| *t);
+    for (i, m) in marks.iter().enumerate() {
+        let (name, start) = (&m.phase, &m.start_s);
+        let end = marks.get(i + 1).map_or(f64::INFINITY, |n| n.start_s);
         // The first sample has no CPU figure yet (a rate needs two readings).
         let cpu: Vec<f64> = samples
             .iter()
@@ -120,8 +130,10 @@ pub(crate) struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) relay_rss_mb_settled: Option<f64>,
     pub(crate) relay_samples: Vec<Sample>,
-    /// Per second: (second, messages received, p50 latency ms).
-    pub(crate) timeline: Vec<(u32, u64, f64)>,
+    /// Each phase's name and start (seconds since the run's epoch), in order.
+    pub(crate) phases: Vec<PhaseMark>,
+    /// Per second since the run's epoch: messages received, p50 and p99 latency.
+    pub(crate) timeline: Vec<Second>,
 }
 
 impl Report {
@@ -227,59 +239,6 @@ impl Report {
                 x.t_s, x.rss_mb, x.cpu_percent, x.connections
             );
         }
-        s
-    }
-
-    /// An SVG chart: received messages per second (bars) and p50 latency (line).
-    pub(crate) fn svg(&self) -> String {
-        let (w, h, pad) = (800.0_f64, 300.0_f64, 40.0_f64);
-        // Bars sit at their second, so a second with no receipts shows as a gap.
-        let first = self.timeline.first().map_or(0, |t| t.0);
-        let last = self.timeline.last().map_or(0, |t| t.0);
-        let n = f64::from(last - first + 1);
-        let max_tp = self.timeline.iter().map(|t| t.1).max().unwrap_or(1).max(1) as f64;
-        let max_lat = self.timeline.iter().map(|t| t.2).fold(0.001_f64, f64::max);
-        let bw = (w - 2.0 * pad) / n;
-        let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        );
-        let _ = writeln!(
-            s,
-            "<text x=\"{pad}\" y=\"16\">received msg/s (bars, max {max_tp:.0}) and p50 latency ms (line, max {max_lat:.2}) — {} {}</text>",
-            self.scenario, self.crypto_mode
-        );
-        let mut line = String::new();
-        for (sec, tp, lat) in &self.timeline {
-            let x = pad + f64::from(sec - first) * bw;
-            let bh = (*tp as f64 / max_tp) * (h - 2.0 * pad);
-            let _ = writeln!(
-                s,
-                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#7aa6d8\"/>",
-                h - pad - bh,
-                (bw - 1.0).max(0.5)
-            );
-            let y = h - pad - (lat / max_lat) * (h - 2.0 * pad);
-            let _ = write!(line, "{:.1},{y:.1} ", x + bw / 2.0);
-        }
-        let _ = writeln!(
-            s,
-            "<polyline points=\"{line}\" fill=\"none\" stroke=\"#d8572a\" stroke-width=\"2\"/>"
-        );
-        let _ = writeln!(
-            s,
-            "<line x1=\"{pad}\" y1=\"{:.0}\" x2=\"{:.0}\" y2=\"{:.0}\" stroke=\"black\"/>",
-            h - pad,
-            w - pad,
-            h - pad
-        );
-        let _ = writeln!(
-            s,
-            "<text x=\"{pad}\" y=\"{:.0}\">0 s</text><text x=\"{:.0}\" y=\"{:.0}\">{n:.0} s</text>",
-            h - pad + 14.0,
-            w - pad - 20.0,
-            h - pad + 14.0
-        );
-        s.push_str("</svg>\n");
         s
     }
 }

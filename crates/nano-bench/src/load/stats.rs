@@ -135,20 +135,16 @@ impl Stats {
             return [0.0; 4];
         }
         l.sort_unstable();
-        let at = |q: f64| {
-            let i = ((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1;
-            f64::from(l[i]) / 1000.0
-        };
         [
-            at(0.50),
-            at(0.95),
-            at(0.99),
-            f64::from(l[l.len() - 1]) / 1000.0,
+            percentile_ms(&l, 0.50),
+            percentile_ms(&l, 0.95),
+            percentile_ms(&l, 0.99),
+            percentile_ms(&l, 1.0),
         ]
     }
 
-    /// Per second: (second, messages received, p50 latency ms).
-    pub(crate) fn timeline(&self) -> Vec<(u32, u64, f64)> {
+    /// Per second since the epoch: messages received and their p50 and p99 latency.
+    pub(crate) fn timeline(&self) -> Vec<Second> {
         let r = lock(&self.receipts);
         let mut by_sec: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (t, l) in r.iter() {
@@ -158,9 +154,31 @@ impl Stats {
             .into_iter()
             .map(|(s, mut v)| {
                 v.sort_unstable();
-                let p50 = f64::from(v[v.len() / 2]) / 1000.0;
-                (s, v.len() as u64, p50)
+                Second {
+                    t_s: s,
+                    received: v.len() as u64,
+                    p50_ms: percentile_ms(&v, 0.50),
+                    p99_ms: percentile_ms(&v, 0.99),
+                }
             })
             .collect()
     }
+}
+
+/// The `q` quantile (nearest rank) of non-empty, sorted latencies in µs, in ms.
+fn percentile_ms(sorted: &[u32], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// One second of a run's receipts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Second {
+    /// Seconds since the run's epoch (the second's start).
+    pub(crate) t_s: u32,
+    /// Messages received within the second.
+    pub(crate) received: u64,
+    /// Latency (send to receipt) of those messages, ms.
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
