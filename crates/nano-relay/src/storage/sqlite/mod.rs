@@ -82,8 +82,10 @@ impl SqliteStorage {
     }
 
     fn setup(conn: Connection) -> Result<Self> {
+        // 2 KiB pages: every message dirties one leaf per inbox-keyed index, each at its own
+        // recipient's place, so a commit's WAL bytes grow with the page size (docs/OPERATIONS.md).
         conn.execute_batch(
-            "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+            "PRAGMA page_size = 2048; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;
              PRAGMA wal_autocheckpoint = 16000;
              CREATE TABLE IF NOT EXISTS schema_migrations (
