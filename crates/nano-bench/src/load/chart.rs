@@ -121,7 +121,8 @@ fn window(r: &Report) -> std::ops::Range<f64> {
 fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult<DB> {
     let t = window(r);
     let received_max = r.timeline.iter().map(|s| s.received).max().unwrap_or(0);
-    let y_max = (received_max as f64 * 1.15).max(10.0);
+    // Headroom above the bars and lines for the legend and the phase names.
+    let y_max = (received_max as f64 * 1.4).max(10.0);
     let floor = 0.01;
     let lat_lo = r
         .timeline
@@ -130,7 +131,7 @@ fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> Dra
         .fold(f64::INFINITY, f64::min)
         .clamp(floor, 1.0)
         / 2.0;
-    let lat_hi = r.timeline.iter().map(|s| s.p99_ms).fold(1.0, f64::max) * 2.0;
+    let lat_hi = r.timeline.iter().map(|s| s.p99_ms).fold(1.0, f64::max) * 6.0;
     let caption = format!(
         "{} · {} · {}: {:.0} msg/s, latency p50 {:.2} ms, p99 {:.2} ms",
         r.scenario,
@@ -196,7 +197,7 @@ fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> Dra
     phases(&mut chart, r, y_max)?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperMiddle)
         .label_font((FAMILY, 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
@@ -207,13 +208,14 @@ fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> Dra
 /// The relay's RSS (left axis) and CPU (right axis), one sample a second.
 fn relay<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult<DB> {
     let t = window(r);
-    let rss_max = r.relay_samples.iter().map(|s| s.rss_mb).fold(1.0, f64::max) * 1.15;
+    // Headroom above the lines for the legend and the phase names.
+    let rss_max = r.relay_samples.iter().map(|s| s.rss_mb).fold(1.0, f64::max) * 1.5;
     let cpu_max = r
         .relay_samples
         .iter()
         .map(|s| s.cpu_percent)
         .fold(100.0, f64::max)
-        * 1.1;
+        * 1.5;
     let mut chart = ChartBuilder::on(area)
         .caption("relay", (FAMILY, 16))
         .margin(12)
@@ -259,7 +261,7 @@ fn relay<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> DrawR
     phases(&mut chart, r, rss_max)?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperMiddle)
         .label_font((FAMILY, 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
