@@ -17,6 +17,7 @@ use crate::client::{Incoming, Received, Shared, Unverifiable};
 use crate::contacts::BoundedSet;
 use crate::error::{ClientError, Result};
 use crate::parked::Parked;
+use crate::triage::{Policy, Triage, bundle_failure, opened_envelope, triage};
 
 /// What the inbox remembers across pushes on one client (the parked set only for one
 /// connection: what is parked is unacknowledged, and delivered again after a reconnect).
@@ -58,7 +59,6 @@ type Waiting = (Pushed, String, Arc<PublicBundle>);
 
 /// What became of one message of a batch, in inbox order.
 enum Slot {
-    /// Ready to open: index into the batch handed to `open_many`.
     /// Ready to open: index into the batch handed to `open_many`; whether the envelope is
     /// a session notice's (§14.14).
     Open(Pushed, usize, bool),
@@ -68,19 +68,6 @@ enum Slot {
     Unverifiable(Pushed, Unverifiable),
     /// A session payload from a known sender, opened in inbox order (sessions are ordered).
     Session(Pushed, String, Arc<PublicBundle>),
-}
-
-/// Failures that later attempts may not repeat: the message is left for the next connection.
-fn transient(e: &ClientError) -> bool {
-    e.is_retryable()
-        || matches!(
-            e,
-            ClientError::Closed
-            // A relay that is busy or answering garbage now may answer later: the message
-            // stays in the inbox rather than being refused (and acknowledged away). `internal`
-            // is a permanent fault of the relay (e.g. a corrupt stored bundle): not retried.
-            | ClientError::Protocol(_)
-        )
 }
 
 /// Verifies, decrypts and hands `msgs` to the application in order, each id once. A message
@@ -124,91 +111,36 @@ async fn deliver_once(
     let mut started = Vec::new();
     let mut slots = Vec::with_capacity(msgs.len());
     let mut work: Vec<(Envelope, Arc<PublicBundle>)> = Vec::new();
+    let policy = Policy::from(&shared.relay);
+    let now_ms = i64::try_from(nano_proto::now_ms()).unwrap_or(i64::MAX);
     for p in msgs {
-        if st.seen.contains(&p.id) {
-            // Shown before; if the application acknowledged it, that ack was lost: send again.
-            if st.acked.contains(&p.id) {
-                reack.push(p.id);
+        match triage(st, policy, p, now_ms) {
+            Triage::Redelivered { id, reack: again } => {
+                if again {
+                    reack.push(id);
+                }
+                let _ = incoming.send(Incoming::Redelivered { id }).await;
             }
-            let _ = incoming.send(Incoming::Redelivered { id: p.id }).await;
-            continue;
-        }
-        // Test traffic is reported as what it is where the relay admits it; anywhere else the
-        // same payload was damaged or forged on the way, and is rejected.
-        let (opaque_ok, anonymous_ok) = (
-            shared.relay.allow_opaque_payloads,
-            shared.relay.allow_anonymous_send,
-        );
-        if let nano_proto::PayloadKind::Session { mode } = p.message.kind() {
-            match session_slot(shared, p, mode).await {
-                Some(slot) => slots.push(slot),
-                None => tracing::debug!("message left for the next connection"),
-            }
-            continue;
-        }
-        // A notice is an envelope behind a type and a mode byte: opened like any envelope.
-        let (bytes, is_notice) = match nano_proto::notice::unwrap(p.message.as_slice()) {
-            Some(inner) => (inner, true),
-            None => (p.message.as_slice(), false),
-        };
-        let Ok(env) = nano_crypto::Envelope::from_bytes(bytes) else {
-            if opaque_ok {
-                slots.push(Slot::Unverifiable(p, Unverifiable::NotAnEnvelope));
-            } else {
-                let sender = p.sender.clone().unwrap_or_else(|| "(anonymous)".into());
-                let error = ClientError::Rejected {
-                    sender,
-                    reason: "not a sealed envelope".into(),
-                };
-                slots.push(Slot::Refused(p, error));
-            }
-            continue;
-        };
-        let Some(name) = p.sender.clone() else {
-            if anonymous_ok {
-                slots.push(Slot::Unverifiable(p, Unverifiable::Anonymous));
-            } else {
-                let error = ClientError::Rejected {
-                    sender: "(anonymous)".into(),
-                    reason: "no sender to verify".into(),
-                };
-                slots.push(Slot::Refused(p, error));
-            }
-            continue;
-        };
-        // What the clear header alone refuses is refused before any signature check or
-        // decryption is spent on it.
-        if let Some(reason) = header_refusal(env.header(), &p, shared.relay.minimum_crypto_mode) {
-            let error = ClientError::Rejected {
-                sender: name,
-                reason,
-            };
-            slots.push(Slot::Refused(p, error));
-            continue;
-        }
-        let prepared = async {
-            let rejected = |reason: String| ClientError::Rejected {
-                sender: name.clone(),
-                reason,
-            };
-            let bundle = match shared.bundle(&name).await {
-                Ok(b) => b,
-                Err(e @ ClientError::ContactKeyChanged { .. }) => return Err(e),
-                Err(e) if transient(&e) => return Err(e),
-                Err(e) => return Err(rejected(e.to_string())),
-            };
-            Ok::<_, ClientError>((env, bundle))
-        }
-        .await;
-        match prepared {
-            Ok((env, bundle)) => {
-                work.push((env, bundle));
-                slots.push(Slot::Open(p, work.len() - 1, is_notice));
-            }
-            Err(e) if transient(&e) => {
-                tracing::debug!(error = %e, "message left for the next connection");
-            }
-            Err(e) => slots.push(Slot::Refused(p, e)),
+            Triage::Refused(p, error) => slots.push(Slot::Refused(p, error)),
+            Triage::Unverifiable(p, what) => slots.push(Slot::Unverifiable(p, what)),
+            Triage::Session(p, sender) => match trusted_bundle(shared, &sender).await {
+                Ok(bundle) => slots.push(Slot::Session(p, sender, bundle)),
+                Err(Some(error)) => slots.push(Slot::Refused(p, error)),
+                Err(None) => tracing::debug!("message left for the next connection"),
+            },
+            Triage::Envelope {
+                pushed,
+                envelope,
+                sender,
+                notice,
+            } => match trusted_bundle(shared, &sender).await {
+                Ok(bundle) => {
+                    work.push((envelope, bundle));
+                    slots.push(Slot::Open(pushed, work.len() - 1, notice));
+                }
+                Err(Some(error)) => slots.push(Slot::Refused(pushed, error)),
+                Err(None) => tracing::debug!("message left for the next connection"),
+            },
         }
     }
     let headers: Vec<(nano_crypto::EnvelopeHeader, nano_crypto::Fingerprint)> = work
@@ -338,30 +270,13 @@ async fn deliver_once(
             }
             Slot::Open(p, i, false) => {
                 st.seen.insert(&p.id);
-                let sender = p.sender.clone().unwrap_or_default();
-                let rejected = |reason: String| Incoming::Rejected {
-                    id: p.id,
-                    sender: p.sender.clone(),
-                    error: ClientError::Rejected {
-                        sender: sender.clone(),
-                        reason,
-                    },
-                };
                 let (header, fingerprint) = headers[i];
-                match opened.get_mut(i).and_then(Option::take) {
-                    Some(Ok(plaintext)) => Incoming::Message(Received {
-                        id: p.id,
-                        sender: sender.clone(),
-                        sender_fingerprint: fingerprint,
-                        sent_at_ms: header.timestamp_ms,
-                        timestamp_ms: p.timestamp_ms,
-                        crypto_mode: header.mode,
-                        plaintext,
-                        session: false,
-                    }),
-                    Some(Err(e)) => rejected(e.to_string()),
-                    None => rejected("not processed".into()),
-                }
+                opened_envelope(
+                    p,
+                    header,
+                    fingerprint,
+                    opened.get_mut(i).and_then(Option::take),
+                )
             }
         };
         if incoming.send(item).await.is_err() {
@@ -442,89 +357,14 @@ async fn notice_of(
     })
 }
 
-/// The slot of a session payload: refused without a sender or below the relay's floor, or
-/// ready to open with the sender's trusted bundle; `None` when that bundle cannot be had now.
-async fn session_slot(shared: &Shared, p: Pushed, mode: CryptoMode) -> Option<Slot> {
-    let Some(name) = p.sender.clone() else {
-        let error = ClientError::Rejected {
-            sender: "(anonymous)".into(),
-            reason: "a session message without a sender".into(),
-        };
-        return Some(Slot::Refused(p, error));
-    };
-    let floor = shared.relay.minimum_crypto_mode;
-    if mode < floor {
-        let error = ClientError::Rejected {
-            sender: name,
-            reason: format!("a {mode} session, below the relay's minimum {floor}"),
-        };
-        return Some(Slot::Refused(p, error));
-    }
-    match shared.bundle(&name).await {
-        Ok(b) => Some(Slot::Session(p, name, b)),
-        Err(e @ ClientError::ContactKeyChanged { .. }) => Some(Slot::Refused(p, e)),
-        Err(e) if transient(&e) => None,
-        Err(e) => {
-            let error = ClientError::Rejected {
-                sender: name,
-                reason: e.to_string(),
-            };
-            Some(Slot::Refused(p, error))
-        }
-    }
-}
-
-/// Why an envelope pushed as `p` is refused on its clear header alone, if it is: its id is not
-/// the one the relay delivered it under, its mode is below the relay's `floor`, or its time is
-/// outside the replay window.
-fn header_refusal(
-    header: &nano_crypto::EnvelopeHeader,
-    p: &Pushed,
-    floor: nano_crypto::CryptoMode,
-) -> Option<String> {
-    if header.message_id != p.id.0 {
-        return Some("the relay's message id differs from the sealed one".into());
-    }
-    if header.mode < floor {
-        return Some(format!(
-            "sealed in {}, below the relay's minimum {floor}",
-            header.mode
-        ));
-    }
-    freshness(
-        header.timestamp_ms,
-        i64::try_from(nano_proto::now_ms()).unwrap_or(i64::MAX),
-    )
-}
-
-/// Why an envelope sealed at `sealed_ms` (its authenticated header time) is outside the replay
-/// window at `now_ms`, if it is: older than [`nano_proto::REPLAY_WINDOW_MS`] (a replay the
-/// relay no longer remembers) or later than [`nano_proto::CLOCK_SKEW_MS`] ahead.
-fn freshness(sealed_ms: u64, now_ms: i64) -> Option<String> {
-    let sealed = i64::try_from(sealed_ms).unwrap_or(i64::MAX);
-    if sealed < now_ms.saturating_sub(nano_proto::REPLAY_WINDOW_MS) {
-        Some("sealed more than 30 days ago: outside the replay window".into())
-    } else if sealed > now_ms.saturating_add(nano_proto::CLOCK_SKEW_MS) {
-        Some("dated more than 10 minutes in the future".into())
-    } else {
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::freshness;
-
-    #[test]
-    fn the_replay_window_is_30_days_back_and_10_minutes_ahead() {
-        let now = 1_800_000_000_000_i64;
-        let at = |ms: i64| u64::try_from(ms).unwrap_or(0);
-        assert_eq!(freshness(at(now), now), None);
-        assert_eq!(freshness(at(now - nano_proto::REPLAY_WINDOW_MS), now), None);
-        assert!(freshness(at(now - nano_proto::REPLAY_WINDOW_MS - 1), now).is_some());
-        assert_eq!(freshness(at(now + nano_proto::CLOCK_SKEW_MS), now), None);
-        assert!(freshness(at(now + nano_proto::CLOCK_SKEW_MS + 1), now).is_some());
-        assert!(freshness(0, now).is_some());
-        assert!(freshness(u64::MAX, now).is_some());
-    }
+/// `sender`'s trusted bundle; `Err(Some(_))` refuses the message, `Err(None)` leaves it in the
+/// inbox for the next connection ([`bundle_failure`]).
+async fn trusted_bundle(
+    shared: &Shared,
+    sender: &str,
+) -> std::result::Result<Arc<PublicBundle>, Option<ClientError>> {
+    shared
+        .bundle(sender)
+        .await
+        .map_err(|e| bundle_failure(sender, e))
 }

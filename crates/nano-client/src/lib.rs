@@ -6,8 +6,10 @@
 //! connection  the WebSocket task: login, keep-alive, reconnect with backoff, resend of
 //!             unanswered sends; pushed messages go to the inbox
 //! incoming    Incoming, Received, Unverifiable: what the message stream yields
-//! inbox       receive → header checks → batch verify / session open → dedup → Incoming
-//!             stream; parked messages, notices (returns what to write, owns no socket)
+//! inbox       receive → triage → bundle fetch → batch verify / session open → dedup →
+//!             Incoming stream; parked messages, notices (returns what to write, owns no socket)
+//! triage      the inbox's decisions without I/O: what a pushed message is, what a failed
+//!             bundle fetch means, what an opened envelope becomes
 //! login       the relay's signed challenge checked against its pinned identity and the
 //!             connection's TLS channel binding, before anything is signed
 //! prekeys     the one-time prekey supply: generated, saved, uploaded; topped up when low
@@ -45,6 +47,7 @@ mod session_send;
 pub mod sessions;
 pub mod store;
 pub mod tls;
+mod triage;
 
 pub use client::{
     Client, ClientConfig, Incoming, ModeChoice, Received, SendReceipt, TrustAll, TrustPolicy,

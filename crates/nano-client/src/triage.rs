@@ -1,0 +1,217 @@
+//! The inbox's decisions that need no I/O: what a pushed message is before anything is
+//! fetched or opened ([`triage`]), what a failed bundle fetch means for it ([`bundle_failure`]),
+//! and what an opened envelope becomes ([`opened_envelope`]). The inbox (`inbox.rs`) feeds
+//! them events and does the fetching, opening and writing around them.
+
+use nano_crypto::{CryptoMode, Envelope, EnvelopeHeader, Fingerprint};
+use nano_proto::rest::RelayInfo;
+use nano_proto::{MessageId, PayloadKind};
+
+use crate::client::{Incoming, Received, Unverifiable};
+use crate::error::ClientError;
+use crate::inbox::{Inbox, Pushed};
+
+/// What the relay admits, as far as the inbox must know (from its `/relay` info).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// Payloads that are not envelopes (test traffic) are reported, not rejected.
+    pub(crate) opaque_ok: bool,
+    /// Anonymous sends are reported, not rejected.
+    pub(crate) anonymous_ok: bool,
+    /// The relay's minimum mode: anything below it was forged or damaged on the way.
+    pub(crate) floor: CryptoMode,
+}
+
+impl From<&RelayInfo> for Policy {
+    fn from(r: &RelayInfo) -> Self {
+        Self {
+            opaque_ok: r.allow_opaque_payloads,
+            anonymous_ok: r.allow_anonymous_send,
+            floor: r.minimum_crypto_mode,
+        }
+    }
+}
+
+/// What a pushed message is, before any I/O.
+#[derive(Debug)]
+pub(crate) enum Triage {
+    /// Handed to the application before: reported again, and acknowledged again if the
+    /// application's ack was lost (`reack`).
+    Redelivered { id: MessageId, reack: bool },
+    /// Refused on what it shows in the clear.
+    Refused(Pushed, ClientError),
+    /// Test traffic the relay admits, which cannot be verified.
+    Unverifiable(Pushed, Unverifiable),
+    /// A session payload from a named sender: needs the sender's trusted bundle, then the
+    /// session store.
+    Session(Pushed, String),
+    /// A sealed envelope (or a notice's) from a named sender whose clear header passed:
+    /// needs the sender's trusted bundle, then opening.
+    Envelope {
+        pushed: Pushed,
+        envelope: Envelope,
+        sender: String,
+        notice: bool,
+    },
+}
+
+/// Sorts `p` by what it is and what its clear header says, at `now_ms` (ms since the epoch).
+pub(crate) fn triage(st: &Inbox, policy: Policy, p: Pushed, now_ms: i64) -> Triage {
+    if st.seen.contains(&p.id) {
+        return Triage::Redelivered {
+            id: p.id,
+            reack: st.acked.contains(&p.id),
+        };
+    }
+    if let PayloadKind::Session { mode } = p.message.kind() {
+        let Some(sender) = p.sender.clone() else {
+            return refuse(
+                p,
+                "(anonymous)",
+                "a session message without a sender".into(),
+            );
+        };
+        if mode < policy.floor {
+            let reason = format!(
+                "a {mode} session, below the relay's minimum {}",
+                policy.floor
+            );
+            return refuse(p, &sender, reason);
+        }
+        return Triage::Session(p, sender);
+    }
+    // A notice is an envelope behind a type and a mode byte: opened like any envelope.
+    let (bytes, notice) = match nano_proto::notice::unwrap(p.message.as_slice()) {
+        Some(inner) => (inner, true),
+        None => (p.message.as_slice(), false),
+    };
+    let Ok(envelope) = Envelope::from_bytes(bytes) else {
+        if policy.opaque_ok {
+            return Triage::Unverifiable(p, Unverifiable::NotAnEnvelope);
+        }
+        let sender = p.sender.clone().unwrap_or_else(|| "(anonymous)".into());
+        return refuse(p, &sender, "not a sealed envelope".into());
+    };
+    let Some(sender) = p.sender.clone() else {
+        if policy.anonymous_ok {
+            return Triage::Unverifiable(p, Unverifiable::Anonymous);
+        }
+        return refuse(p, "(anonymous)", "no sender to verify".into());
+    };
+    // What the clear header alone refuses is refused before any signature check or
+    // decryption is spent on it.
+    if let Some(reason) = header_refusal(envelope.header(), &p, policy.floor, now_ms) {
+        return refuse(p, &sender, reason);
+    }
+    Triage::Envelope {
+        pushed: p,
+        envelope,
+        sender,
+        notice,
+    }
+}
+
+fn refuse(p: Pushed, sender: &str, reason: String) -> Triage {
+    let error = ClientError::Rejected {
+        sender: sender.to_owned(),
+        reason,
+    };
+    Triage::Refused(p, error)
+}
+
+/// What a failed fetch of `sender`'s bundle means for its message: refused with this error, or
+/// `None` when the failure may pass (the message stays in the inbox for the next connection).
+pub(crate) fn bundle_failure(sender: &str, e: ClientError) -> Option<ClientError> {
+    match e {
+        e @ ClientError::ContactKeyChanged { .. } => Some(e),
+        e if transient(&e) => None,
+        e => Some(ClientError::Rejected {
+            sender: sender.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Failures that later attempts may not repeat: the message is left for the next connection.
+pub(crate) fn transient(e: &ClientError) -> bool {
+    e.is_retryable()
+        || matches!(
+            e,
+            ClientError::Closed
+            // A relay that is busy or answering garbage now may answer later: the message
+            // stays in the inbox rather than being refused (and acknowledged away). `internal`
+            // is a permanent fault of the relay (e.g. a corrupt stored bundle): not retried.
+            | ClientError::Protocol(_)
+        )
+}
+
+/// What an envelope (not a notice) pushed as `p` becomes once opening it was tried: its
+/// plaintext from the sender, or rejected; `None` (not tried) is rejected too.
+pub(crate) fn opened_envelope(
+    p: Pushed,
+    header: EnvelopeHeader,
+    fingerprint: Fingerprint,
+    opened: Option<Result<Vec<u8>, nano_crypto::CryptoError>>,
+) -> Incoming {
+    let sender = p.sender.clone().unwrap_or_default();
+    let reason = match opened {
+        Some(Ok(plaintext)) => {
+            return Incoming::Message(Received {
+                id: p.id,
+                sender,
+                sender_fingerprint: fingerprint,
+                sent_at_ms: header.timestamp_ms,
+                timestamp_ms: p.timestamp_ms,
+                crypto_mode: header.mode,
+                plaintext,
+                session: false,
+            });
+        }
+        Some(Err(e)) => e.to_string(),
+        None => "not processed".into(),
+    };
+    Incoming::Rejected {
+        id: p.id,
+        sender: p.sender,
+        error: ClientError::Rejected { sender, reason },
+    }
+}
+
+/// Why an envelope pushed as `p` is refused on its clear header alone, if it is: its id is not
+/// the one the relay delivered it under, its mode is below the relay's `floor`, or its time is
+/// outside the replay window.
+fn header_refusal(
+    header: &EnvelopeHeader,
+    p: &Pushed,
+    floor: CryptoMode,
+    now_ms: i64,
+) -> Option<String> {
+    if header.message_id != p.id.0 {
+        return Some("the relay's message id differs from the sealed one".into());
+    }
+    if header.mode < floor {
+        return Some(format!(
+            "sealed in {}, below the relay's minimum {floor}",
+            header.mode
+        ));
+    }
+    freshness(header.timestamp_ms, now_ms)
+}
+
+/// Why an envelope sealed at `sealed_ms` (its authenticated header time) is outside the replay
+/// window at `now_ms`, if it is: older than [`nano_proto::REPLAY_WINDOW_MS`] (a replay the
+/// relay no longer remembers) or later than [`nano_proto::CLOCK_SKEW_MS`] ahead.
+fn freshness(sealed_ms: u64, now_ms: i64) -> Option<String> {
+    let sealed = i64::try_from(sealed_ms).unwrap_or(i64::MAX);
+    if sealed < now_ms.saturating_sub(nano_proto::REPLAY_WINDOW_MS) {
+        Some("sealed more than 30 days ago: outside the replay window".into())
+    } else if sealed > now_ms.saturating_add(nano_proto::CLOCK_SKEW_MS) {
+        Some("dated more than 10 minutes in the future".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+#[path = "triage_tests.rs"]
+mod tests;
