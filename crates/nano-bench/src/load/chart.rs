@@ -141,12 +141,7 @@ fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> Dra
         r.latency_ms.p50,
         r.latency_ms.p99
     );
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FAMILY, 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .right_y_label_area_size(70)
+    let mut chart = panel(area, caption, 18)
         .build_cartesian_2d(t.clone(), 0.0..y_max)?
         .set_secondary_coord(t, (lat_lo..lat_hi).log_scale());
     chart
@@ -194,15 +189,7 @@ fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> Dra
                 PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
             });
     }
-    phases(&mut chart, r, y_max)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperMiddle)
-        .label_font((FAMILY, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()?;
-    Ok(())
+    finish(&mut chart, r, y_max)
 }
 
 /// The relay's RSS (left axis) and CPU (right axis), one sample a second.
@@ -216,12 +203,7 @@ fn relay<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> DrawR
         .map(|s| s.cpu_percent)
         .fold(100.0, f64::max)
         * 1.5;
-    let mut chart = ChartBuilder::on(area)
-        .caption("relay", (FAMILY, 16))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .right_y_label_area_size(70)
+    let mut chart = panel(area, "relay".into(), 16)
         .build_cartesian_2d(t.clone(), 0.0..rss_max)?
         .set_secondary_coord(t, 0.0..cpu_max);
     chart
@@ -258,7 +240,34 @@ fn relay<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> DrawR
         ))?
         .label("CPU (% of one core, right axis)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], CPU.stroke_width(2)));
-    phases(&mut chart, r, rss_max)?;
+    finish(&mut chart, r, rss_max)
+}
+
+/// A panel's builder: its caption (`size` px), margins, room for both y axes' labels.
+fn panel<'a, 'b, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: String,
+    size: u32,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(area);
+    b.caption(caption, (FAMILY, size))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70);
+    b
+}
+
+/// The phases marked (a vertical line and the phase's name at each start) and the legend.
+fn finish<'a, DB: DrawingBackend + 'a, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    r: &Report,
+    y_max: f64,
+) -> DrawResult<DB>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    phases(chart, r, y_max)?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperMiddle)
