@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::bail;
+use plotters::chart::DualCoordChartContext;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::Report;
@@ -144,22 +147,7 @@ fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> Dra
     let mut chart = panel(area, caption, 18)
         .build_cartesian_2d(t.clone(), 0.0..y_max)?
         .set_secondary_coord(t, (lat_lo..lat_hi).log_scale());
-    chart
-        .configure_mesh()
-        .x_desc("time since start (s)")
-        .y_desc("received (msg/s)")
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style((FAMILY, 13))
-        .axis_desc_style((FAMILY, 14))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
-    chart
-        .configure_secondary_axes()
-        .y_desc("latency (ms, log scale)")
-        .y_label_formatter(&|v| format!("{v}"))
-        .label_style((FAMILY, 13))
-        .axis_desc_style((FAMILY, 14))
-        .draw()?;
+    axes(&mut chart, "received (msg/s)", "latency (ms, log scale)")?;
     chart
         .draw_series(r.timeline.iter().map(|s| {
             let t = f64::from(s.t_s);
@@ -206,22 +194,7 @@ fn relay<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> DrawR
     let mut chart = panel(area, "relay".into(), 16)
         .build_cartesian_2d(t.clone(), 0.0..rss_max)?
         .set_secondary_coord(t, 0.0..cpu_max);
-    chart
-        .configure_mesh()
-        .x_desc("time since start (s)")
-        .y_desc("RSS (MB)")
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style((FAMILY, 13))
-        .axis_desc_style((FAMILY, 14))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
-    chart
-        .configure_secondary_axes()
-        .y_desc("CPU (% of one core)")
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style((FAMILY, 13))
-        .axis_desc_style((FAMILY, 14))
-        .draw()?;
+    axes(&mut chart, "RSS (MB)", "CPU (% of one core)")?;
     chart
         .draw_series(LineSeries::new(
             r.relay_samples.iter().map(|s| (s.t_s, s.rss_mb)),
@@ -258,9 +231,52 @@ fn panel<'a, 'b, DB: DrawingBackend>(
     b
 }
 
+/// The shared time axis and both y axes, described and labelled in the chart's font.
+fn axes<'a, DB, Y2>(
+    chart: &mut DualCoordChartContext<
+        'a,
+        DB,
+        Cartesian2d<RangedCoordf64, RangedCoordf64>,
+        Cartesian2d<RangedCoordf64, Y2>,
+    >,
+    left: &str,
+    right: &str,
+) -> DrawResult<DB>
+where
+    DB: DrawingBackend + 'a,
+    Y2: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc(left)
+        .y_label_formatter(&tick)
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc(right)
+        .y_label_formatter(&tick)
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 14))
+        .draw()?;
+    Ok(())
+}
+
+/// A y-axis value: whole numbers from 1 up, two decimals below (a log axis reaches 0.01 ms).
+fn tick(v: &f64) -> String {
+    if v.abs() >= 1.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 /// The phases marked (a vertical line and the phase's name at each start) and the legend.
 fn finish<'a, DB: DrawingBackend + 'a, Y>(
-    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
     r: &Report,
     y_max: f64,
 ) -> DrawResult<DB>
@@ -280,7 +296,7 @@ where
 
 /// A vertical line and the phase's name at each phase's start.
 fn phases<DB: DrawingBackend, Y>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, Y>>,
     r: &Report,
     y_max: f64,
 ) -> DrawResult<DB>
