@@ -13,11 +13,13 @@ use nano_crypto::{CryptoMode, Envelope, PublicBundle, open_many};
 use nano_proto::MessageId;
 use tokio::sync::mpsc;
 
-use crate::client::{Incoming, Received, Shared, Unverifiable};
+use crate::client::{Incoming, Shared, Unverifiable};
 use crate::contacts::BoundedSet;
 use crate::error::{ClientError, Result};
 use crate::parked::Parked;
-use crate::triage::{Policy, Triage, bundle_failure, opened_envelope, triage};
+use crate::triage::{
+    Policy, SessionOutcome, Triage, bundle_failure, opened_envelope, opened_session, triage,
+};
 
 /// What the inbox remembers across pushes on one client (the parked set only for one
 /// connection: what is parked is unacknowledged, and delivered again after a reconnect).
@@ -188,50 +190,43 @@ async fn deliver_once(
                             .map(|o| (o, bundle.fingerprint()))
                     })
                     .await;
-                match opened {
-                    Ok((o, fingerprint)) => {
-                        st.seen.insert(&p.id);
-                        if o.handshake {
-                            started.push(name.clone());
+                match opened_session(p, name.clone(), opened, Instant::now()) {
+                    SessionOutcome::Shown {
+                        incoming,
+                        handshake,
+                    } => {
+                        if let Incoming::Message(m) = &incoming {
+                            st.seen.insert(&m.id);
                         }
-                        Incoming::Message(Received {
-                            id: p.id,
-                            sender: name,
-                            sender_fingerprint: fingerprint,
-                            // A session message carries no time of its own: the relay's.
-                            sent_at_ms: p.timestamp_ms,
-                            timestamp_ms: p.timestamp_ms,
-                            crypto_mode: o.mode,
-                            plaintext: o.plaintext,
-                            session: true,
-                        })
+                        if handshake {
+                            started.push(name);
+                        }
+                        incoming
                     }
-                    // The store failed: nothing was shown, the message stays in the inbox.
-                    Err(e @ ClientError::Io { .. }) => {
+                    SessionOutcome::Left(e) => {
                         tracing::warn!(error = %e, "session state not saved; message left in the inbox");
                         continue;
                     }
-                    Err(ClientError::SessionUnknown { mode, .. }) if may_park(&p) => {
-                        // Perhaps ahead of its handshake: wait for it.
+                    SessionOutcome::Park(p, mode) => {
+                        // Perhaps ahead of its handshake: wait for it; the oldest parked
+                        // message of a full set gives up its place and is reported lost.
                         let since = p.parked_since.unwrap_or_else(Instant::now);
-                        let peer = name.clone();
                         let Some((p, name, bundle)) =
-                            st.parked.park(&peer, p.id, since, (p, name, peer_bundle))
+                            st.parked
+                                .park(&name.clone(), p.id, since, (p, name, peer_bundle))
                         else {
                             continue;
                         };
                         unreadable(shared, st, p, name, bundle, mode)
                     }
-                    Err(ClientError::SessionUnknown { mode, .. }) => {
+                    SessionOutcome::Unreadable(p, mode) => {
                         unreadable(shared, st, p, name, peer_bundle, mode)
                     }
-                    Err(error) => {
-                        st.seen.insert(&p.id);
-                        Incoming::Rejected {
-                            id: p.id,
-                            sender: Some(name),
-                            error,
+                    SessionOutcome::Refused(incoming) => {
+                        if let Incoming::Rejected { id, .. } = &incoming {
+                            st.seen.insert(id);
                         }
+                        incoming
                     }
                 }
             }
@@ -284,14 +279,6 @@ async fn deliver_once(
         }
     }
     started
-}
-
-/// Whether a session message that no session held can open may wait for its handshake: a
-/// message (a handshake waits for nothing) not parked for [`crate::parked::PARK_FOR`] yet.
-fn may_park(p: &Pushed) -> bool {
-    p.message.as_slice().first() == Some(&nano_crypto::session::TYPE_MESSAGE)
-        && p.parked_since
-            .is_none_or(|since| since.elapsed() < crate::parked::PARK_FOR)
 }
 
 /// A session payload from `name` that no session or prekey here opens: reported to the

@@ -9,7 +9,8 @@
 //! inbox       receive → triage → bundle fetch → batch verify / session open → dedup →
 //!             Incoming stream; parked messages, notices (returns what to write, owns no socket)
 //! triage      the inbox's decisions without I/O: what a pushed message is, what a failed
-//!             bundle fetch means, what an opened envelope becomes
+//!             bundle fetch means, what an opened envelope or session payload becomes
+//!             (shown, left in the inbox, parked, lost, refused)
 //! login       the relay's signed challenge checked against its pinned identity and the
 //!             connection's TLS channel binding, before anything is signed
 //! prekeys     the one-time prekey supply: generated, saved, uploaded; topped up when low

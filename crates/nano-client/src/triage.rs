@@ -1,7 +1,10 @@
 //! The inbox's decisions that need no I/O: what a pushed message is before anything is
 //! fetched or opened ([`triage`]), what a failed bundle fetch means for it ([`bundle_failure`]),
-//! and what an opened envelope becomes ([`opened_envelope`]). The inbox (`inbox.rs`) feeds
+//! what an opened envelope becomes ([`opened_envelope`]), and what the session store's answer
+//! to a session payload means ([`opened_session`]: shown, left, parked, lost or refused). The inbox (`inbox.rs`) feeds
 //! them events and does the fetching, opening and writing around them.
+
+use std::time::Instant;
 
 use nano_crypto::{CryptoMode, Envelope, EnvelopeHeader, Fingerprint};
 use nano_proto::rest::RelayInfo;
@@ -175,6 +178,66 @@ pub(crate) fn opened_envelope(
         sender: p.sender,
         error: ClientError::Rejected { sender, reason },
     }
+}
+
+/// What becomes of a session payload the session store tried to open.
+#[derive(Debug)]
+pub(crate) enum SessionOutcome {
+    /// Opened: shown to the application (remember its id); `handshake` when it started a
+    /// session, so its sender's parked messages are tried again.
+    Shown { incoming: Incoming, handshake: bool },
+    /// The session store failed (this error): nothing shown, the message stays in the inbox.
+    Left(ClientError),
+    /// No session here opens it yet: it waits (parked) for its handshake.
+    Park(Pushed, CryptoMode),
+    /// No session here opens it and it may not wait (any longer): reported as lost, and the
+    /// sender told with a notice.
+    Unreadable(Pushed, CryptoMode),
+    /// Refused (remember its id).
+    Refused(Incoming),
+}
+
+/// What the session store's answer to opening `p` from `sender` means, at `now`.
+pub(crate) fn opened_session(
+    p: Pushed,
+    sender: String,
+    opened: Result<(crate::sessions::Opened, Fingerprint), ClientError>,
+    now: Instant,
+) -> SessionOutcome {
+    match opened {
+        Ok((o, fingerprint)) => SessionOutcome::Shown {
+            handshake: o.handshake,
+            incoming: Incoming::Message(Received {
+                id: p.id,
+                sender,
+                sender_fingerprint: fingerprint,
+                // A session message carries no time of its own: the relay's.
+                sent_at_ms: p.timestamp_ms,
+                timestamp_ms: p.timestamp_ms,
+                crypto_mode: o.mode,
+                plaintext: o.plaintext,
+                session: true,
+            }),
+        },
+        Err(e @ ClientError::Io { .. }) => SessionOutcome::Left(e),
+        Err(ClientError::SessionUnknown { mode, .. }) if may_park(&p, now) => {
+            SessionOutcome::Park(p, mode)
+        }
+        Err(ClientError::SessionUnknown { mode, .. }) => SessionOutcome::Unreadable(p, mode),
+        Err(error) => SessionOutcome::Refused(Incoming::Rejected {
+            id: p.id,
+            sender: Some(sender),
+            error,
+        }),
+    }
+}
+
+/// Whether a session message that no session held can open may wait for its handshake: a
+/// message (a handshake waits for nothing) not parked for [`crate::parked::PARK_FOR`] yet.
+fn may_park(p: &Pushed, now: Instant) -> bool {
+    p.message.as_slice().first() == Some(&nano_crypto::session::TYPE_MESSAGE)
+        && p.parked_since
+            .is_none_or(|since| now.saturating_duration_since(since) < crate::parked::PARK_FOR)
 }
 
 /// Why an envelope pushed as `p` is refused on its clear header alone, if it is: its id is not

@@ -289,6 +289,97 @@ fn an_opened_envelope_is_the_message_or_a_rejection() {
     }
 }
 
+fn unknown(mode: CryptoMode) -> Result<(crate::sessions::Opened, Fingerprint), ClientError> {
+    Err(ClientError::SessionUnknown {
+        sender: "alice".into(),
+        mode,
+    })
+}
+
+#[test]
+fn an_opened_session_payload_is_shown_with_the_relays_time() {
+    let now = std::time::Instant::now();
+    let p = pushed(MessageId([3; 16]), Some("alice"), handshake());
+    let opened = crate::sessions::Opened {
+        plaintext: b"hi".to_vec(),
+        mode: CryptoMode::Classical,
+        handshake: true,
+    };
+    let fingerprint = people().0.fingerprint();
+    match opened_session(p, "alice".into(), Ok((opened, fingerprint)), now) {
+        SessionOutcome::Shown {
+            incoming: Incoming::Message(m),
+            handshake,
+        } => {
+            assert!(handshake);
+            assert!(m.session);
+            assert_eq!(m.plaintext, b"hi");
+            assert_eq!(m.id, MessageId([3; 16]));
+            assert_eq!((m.sent_at_ms, m.timestamp_ms), (1, 1));
+            assert_eq!(m.sender_fingerprint, fingerprint);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_session_message_without_its_session_waits_then_is_lost() {
+    let now = std::time::Instant::now();
+    let message = vec![nano_crypto::session::TYPE_MESSAGE; 40];
+    let p = || pushed(MessageId([4; 16]), Some("alice"), message.clone());
+    // First seen: it may be ahead of its handshake.
+    let t = opened_session(p(), "alice".into(), unknown(CryptoMode::Hybrid), now);
+    assert!(
+        matches!(t, SessionOutcome::Park(_, CryptoMode::Hybrid)),
+        "{t:?}"
+    );
+    // Parked a little while: still waits.
+    let mut waited = p();
+    waited.parked_since = Some(now);
+    let later = now + crate::parked::PARK_FOR / 2;
+    let t = opened_session(waited, "alice".into(), unknown(CryptoMode::Hybrid), later);
+    assert!(matches!(t, SessionOutcome::Park(..)), "{t:?}");
+    // Parked for its whole wait: lost.
+    let mut waited = p();
+    waited.parked_since = Some(now);
+    let later = now + crate::parked::PARK_FOR;
+    let t = opened_session(waited, "alice".into(), unknown(CryptoMode::Hybrid), later);
+    assert!(
+        matches!(t, SessionOutcome::Unreadable(_, CryptoMode::Hybrid)),
+        "{t:?}"
+    );
+    // A handshake waits for nothing.
+    let hs = pushed(MessageId([5; 16]), Some("alice"), handshake());
+    let t = opened_session(hs, "alice".into(), unknown(CryptoMode::Classical), now);
+    assert!(matches!(t, SessionOutcome::Unreadable(..)), "{t:?}");
+}
+
+#[test]
+fn a_failed_store_leaves_the_message_and_other_failures_refuse_it() {
+    let now = std::time::Instant::now();
+    let p = || pushed(MessageId([6; 16]), Some("alice"), handshake());
+    let io = ClientError::Io {
+        path: "sessions".into(),
+        reason: "disk full".into(),
+    };
+    let t = opened_session(p(), "alice".into(), Err(io), now);
+    assert!(
+        matches!(t, SessionOutcome::Left(ClientError::Io { .. })),
+        "{t:?}"
+    );
+    let bad = ClientError::Rejected {
+        sender: "alice".into(),
+        reason: "decrypt_failed".into(),
+    };
+    match opened_session(p(), "alice".into(), Err(bad), now) {
+        SessionOutcome::Refused(Incoming::Rejected { id, sender, .. }) => {
+            assert_eq!(id, MessageId([6; 16]));
+            assert_eq!(sender.as_deref(), Some("alice"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn the_replay_window_is_30_days_back_and_10_minutes_ahead() {
     let now = NOW_MS;
