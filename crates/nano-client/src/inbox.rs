@@ -192,16 +192,14 @@ async fn deliver_once(
                     .await;
                 match opened_session(p, name.clone(), opened, Instant::now()) {
                     SessionOutcome::Shown {
-                        incoming,
+                        received,
                         handshake,
                     } => {
-                        if let Incoming::Message(m) = &incoming {
-                            st.seen.insert(&m.id);
-                        }
+                        st.seen.insert(&received.id);
                         if handshake {
                             started.push(name);
                         }
-                        incoming
+                        Incoming::Message(received)
                     }
                     SessionOutcome::Left(e) => {
                         tracing::warn!(error = %e, "session state not saved; message left in the inbox");

@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use nano_crypto::{CryptoMode, Envelope, EnvelopeHeader, Fingerprint};
+use nano_proto::MessageId;
 use nano_proto::rest::RelayInfo;
-use nano_proto::{MessageId, PayloadKind};
 
 use crate::client::{Incoming, Received, Unverifiable};
 use crate::error::ClientError;
@@ -66,29 +66,16 @@ pub(crate) fn triage(st: &Inbox, policy: Policy, p: Pushed, now_ms: i64) -> Tria
             reack: st.acked.contains(&p.id),
         };
     }
-    if let PayloadKind::Session { mode } = p.message.kind() {
-        let Some(sender) = p.sender.clone() else {
-            return refuse(
-                p,
-                "(anonymous)",
-                "a session message without a sender".into(),
-            );
-        };
-        if mode < policy.floor {
-            let reason = format!(
-                "a {mode} session, below the relay's minimum {}",
-                policy.floor
-            );
-            return refuse(p, &sender, reason);
-        }
-        return Triage::Session(p, sender);
-    }
-    // A notice is an envelope behind a type and a mode byte: opened like any envelope.
+    // A notice is an envelope behind a type and a mode byte: opened like any envelope. The
+    // envelope is parsed once, here; what is no envelope may be a session payload.
     let (bytes, notice) = match nano_proto::notice::unwrap(p.message.as_slice()) {
         Some(inner) => (inner, true),
         None => (p.message.as_slice(), false),
     };
     let Ok(envelope) = Envelope::from_bytes(bytes) else {
+        if let Ok(mode) = nano_crypto::session::payload_mode(p.message.as_slice()) {
+            return session(p, mode, policy.floor);
+        }
         if policy.opaque_ok {
             return Triage::Unverifiable(p, Unverifiable::NotAnEnvelope);
         }
@@ -112,6 +99,22 @@ pub(crate) fn triage(st: &Inbox, policy: Policy, p: Pushed, now_ms: i64) -> Tria
         sender,
         notice,
     }
+}
+
+/// A session payload of `mode`: it needs a named sender, at or above the relay's `floor`.
+fn session(p: Pushed, mode: CryptoMode, floor: CryptoMode) -> Triage {
+    let Some(sender) = p.sender.clone() else {
+        return refuse(
+            p,
+            "(anonymous)",
+            "a session message without a sender".into(),
+        );
+    };
+    if mode < floor {
+        let reason = format!("a {mode} session, below the relay's minimum {floor}");
+        return refuse(p, &sender, reason);
+    }
+    Triage::Session(p, sender)
 }
 
 fn refuse(p: Pushed, sender: &str, reason: String) -> Triage {
@@ -185,7 +188,7 @@ pub(crate) fn opened_envelope(
 pub(crate) enum SessionOutcome {
     /// Opened: shown to the application (remember its id); `handshake` when it started a
     /// session, so its sender's parked messages are tried again.
-    Shown { incoming: Incoming, handshake: bool },
+    Shown { received: Received, handshake: bool },
     /// The session store failed (this error): nothing shown, the message stays in the inbox.
     Left(ClientError),
     /// No session here opens it yet: it waits (parked) for its handshake.
@@ -207,7 +210,7 @@ pub(crate) fn opened_session(
     match opened {
         Ok((o, fingerprint)) => SessionOutcome::Shown {
             handshake: o.handshake,
-            incoming: Incoming::Message(Received {
+            received: Received {
                 id: p.id,
                 sender,
                 sender_fingerprint: fingerprint,
@@ -217,7 +220,7 @@ pub(crate) fn opened_session(
                 crypto_mode: o.mode,
                 plaintext: o.plaintext,
                 session: true,
-            }),
+            },
         },
         Err(e @ ClientError::Io { .. }) => SessionOutcome::Left(e),
         Err(ClientError::SessionUnknown { mode, .. }) if may_park(&p, now) => {

@@ -308,7 +308,7 @@ fn an_opened_session_payload_is_shown_with_the_relays_time() {
     let fingerprint = people().0.fingerprint();
     match opened_session(p, "alice".into(), Ok((opened, fingerprint)), now) {
         SessionOutcome::Shown {
-            incoming: Incoming::Message(m),
+            received: m,
             handshake,
         } => {
             assert!(handshake);
