@@ -2,6 +2,7 @@
 //! p50 and p99 latency over time (top), and the relay's RSS and CPU (bottom), the scenario's
 //! phases marked on both. SVG or PNG, by the file's extension.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -12,7 +13,7 @@ use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::report::Report;
+use super::report::{Report, Second};
 
 /// Width and height of the chart, pixels.
 const SIZE: (u32, u32) = (1100, 760);
@@ -57,20 +58,13 @@ pub(crate) fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
     match Format::of(path)? {
         Format::Svg => {
             let mut svg = String::new();
-            {
-                let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-                draw(&root, report).map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
-                root.present()
-                    .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
-            }
+            draw(
+                SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
+                report,
+            )?;
             std::fs::write(path, svg)?;
         }
-        Format::Png => {
-            let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-            draw(&root, report).map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
-            root.present()
-                .map_err(|e| anyhow::anyhow!("encoding the PNG: {e}"))?;
-        }
+        Format::Png => draw(BitMapBackend::new(path, SIZE).into_drawing_area(), report)?,
     }
     Ok(())
 }
@@ -89,17 +83,22 @@ fn register_font() -> anyhow::Result<()> {
 
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult<DB> {
-    root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(TOP);
-    traffic(&top, r)?;
-    relay(&bottom, r)?;
-    Ok(())
+/// Draws both panels on `root` and writes them out (the backend's file or string).
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, r: &Report) -> anyhow::Result<()> {
+    let drawn = (|| {
+        root.fill(&WHITE)?;
+        let (top, bottom) = root.split_vertically(TOP);
+        let t = window(r);
+        traffic(&top, r, t.clone())?;
+        relay(&bottom, r, t)?;
+        root.present()
+    })();
+    drawn.map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))
 }
 
 /// The time axis: from the first phase mark, sample or receipt to the last, whole seconds
 /// (setting up users and connections before the first phase is left out).
-fn window(r: &Report) -> std::ops::Range<f64> {
+fn window(r: &Report) -> Range<f64> {
     let starts = [
         r.timeline.first().map(|s| f64::from(s.t_s)),
         r.relay_samples.first().map(|s| s.t_s),
@@ -121,8 +120,11 @@ fn window(r: &Report) -> std::ops::Range<f64> {
 }
 
 /// Received msg/s (bars, left axis) and p50/p99 latency (lines, right axis, log scale).
-fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult<DB> {
-    let t = window(r);
+fn traffic<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    r: &Report,
+    t: Range<f64>,
+) -> DrawResult<DB> {
     let received_max = r.timeline.iter().map(|s| s.received).max().unwrap_or(0);
     // Headroom above the bars and lines for the legend and the phase names.
     let y_max = (received_max as f64 * 1.4).max(10.0);
@@ -160,16 +162,17 @@ fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> Dra
         .legend(|(x, y)| {
             Rectangle::new([(x, y - 5), (x + 14, y + 5)], RECEIVED.mix(0.55).filled())
         });
-    for (color, label, pick) in [
-        (P50, "p50 latency (ms, right axis)", 0),
-        (P99, "p99 latency (ms, right axis)", 1),
+    let p50: fn(&Second) -> f64 = |s| s.p50_ms;
+    let p99: fn(&Second) -> f64 = |s| s.p99_ms;
+    for (color, label, latency) in [
+        (P50, "p50 latency (ms, right axis)", p50),
+        (P99, "p99 latency (ms, right axis)", p99),
     ] {
         chart
             .draw_secondary_series(LineSeries::new(
-                r.timeline.iter().map(|s| {
-                    let v = if pick == 0 { s.p50_ms } else { s.p99_ms };
-                    (f64::from(s.t_s) + 0.5, v.max(lat_lo))
-                }),
+                r.timeline
+                    .iter()
+                    .map(|s| (f64::from(s.t_s) + 0.5, latency(s).max(lat_lo))),
                 color.stroke_width(2),
             ))?
             .label(label)
@@ -181,8 +184,11 @@ fn traffic<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> Dra
 }
 
 /// The relay's RSS (left axis) and CPU (right axis), one sample a second.
-fn relay<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult<DB> {
-    let t = window(r);
+fn relay<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    r: &Report,
+    t: Range<f64>,
+) -> DrawResult<DB> {
     // Headroom above the lines for the legend and the phase names.
     let rss_max = r.relay_samples.iter().map(|s| s.rss_mb).fold(1.0, f64::max) * 1.5;
     let cpu_max = r
@@ -283,26 +289,6 @@ fn finish<'a, DB: DrawingBackend + 'a, Y>(
 where
     Y: Ranged<ValueType = f64>,
 {
-    phases(chart, r, y_max)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperMiddle)
-        .label_font((FAMILY, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()?;
-    Ok(())
-}
-
-/// A vertical line and the phase's name at each phase's start.
-fn phases<DB: DrawingBackend, Y>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, Y>>,
-    r: &Report,
-    y_max: f64,
-) -> DrawResult<DB>
-where
-    Y: Ranged<ValueType = f64>,
-{
     for p in &r.phases {
         chart.draw_series(std::iter::once(PathElement::new(
             vec![(p.start_s, 0.0), (p.start_s, y_max)],
@@ -314,6 +300,13 @@ where
             (FAMILY, 12).into_font().color(&PHASE),
         )))?;
     }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperMiddle)
+        .label_font((FAMILY, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
     Ok(())
 }
 

@@ -54,18 +54,17 @@ pub(crate) struct PhaseMark {
 pub(crate) fn cpu_by_phase(samples: &[Sample], marks: &[PhaseMark]) -> Vec<PhaseCpu> {
     let mut out = Vec::new();
     for (i, m) in marks.iter().enumerate() {
-        let (name, start) = (&m.phase, &m.start_s);
         let end = marks.get(i + 1).map_or(f64::INFINITY, |n| n.start_s);
         // The first sample has no CPU figure yet (a rate needs two readings).
         let cpu: Vec<f64> = samples
             .iter()
             .skip(1)
-            .filter(|s| s.t_s >= *start && s.t_s < end)
+            .filter(|s| s.t_s >= m.start_s && s.t_s < end)
             .map(|s| s.cpu_percent)
             .collect();
         if !cpu.is_empty() {
             out.push(PhaseCpu {
-                phase: name.clone(),
+                phase: m.phase.clone(),
                 cpu_percent_mean: cpu.iter().sum::<f64>() / cpu.len() as f64,
                 samples: cpu.len(),
             });
