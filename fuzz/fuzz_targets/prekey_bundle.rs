@@ -1,10 +1,10 @@
-//! Prekey bundle, signed prekeys and one-time prekey decoding and verification.
+//! Prekey bundle, signed prekeys, one-time prekey and inclusion decoding and verification.
 #![no_main]
 
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use nano_crypto::session::{OneTimePrekey, PrekeyBundle, SignedPrekeys};
+use nano_crypto::session::{OneTimeInclusion, OneTimePrekey, PrekeyBundle, SignedPrekeys};
 
 fuzz_target!(|data: &[u8]| {
     let (_, bob) = common::pair();
@@ -19,6 +19,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(o) = OneTimePrekey::from_bytes(data) {
         assert_eq!(o.to_bytes(), data);
-        let _ = o.verify(bob.public_bundle());
+    }
+    // The first two bytes pick a batch size; the rest is an inclusion in it.
+    if let [hi, lo, rest @ ..] = data
+        && let Ok(i) = OneTimeInclusion::from_bytes(rest, u16::from_be_bytes([*hi, *lo]))
+    {
+        assert_eq!(i.to_bytes(), rest);
     }
 });

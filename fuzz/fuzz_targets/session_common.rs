@@ -19,7 +19,7 @@ pub struct Sessions {
 
 pub fn sessions(mode: CryptoMode) -> &'static std::sync::Mutex<Sessions> {
     use nano_crypto::session::{
-        OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets,
+        OneTimePrekeys, PrekeySecrets, Session, SignedPrekeySecrets,
     };
     static S: [OnceLock<std::sync::Mutex<Sessions>>; 3] =
         [OnceLock::new(), OnceLock::new(), OnceLock::new()];
@@ -28,17 +28,10 @@ pub fn sessions(mode: CryptoMode) -> &'static std::sync::Mutex<Sessions> {
         let (alice, bob) = pair();
         let mut r = ChaCha20Rng::seed_from_u64(0x5e55 + u64::from(mode.to_byte()));
         let built = (|| -> Result<Sessions, nano_crypto::SessionError> {
-            let signed = SignedPrekeySecrets::generate(bob, mode, 1, &mut r)?;
-            let batch = OneTimePrekeys::generate(bob, mode, 10, 4, &mut r)?;
+            let signed = SignedPrekeySecrets::generate(mode, 1, &mut r)?;
+            let batch = OneTimePrekeys::generate(mode, 10, 4, &mut r)?;
             let mut prekeys = PrekeySecrets::new(signed, batch)?;
-            let bundle = PrekeyBundle::new(
-                prekeys
-                    .current()
-                    .ok_or(nano_crypto::SessionError::Duplicate)?
-                    .public()
-                    .clone(),
-                None,
-            )?;
+            let bundle = prekeys.bundle(bob, false, &mut r)?;
             let aead = nano_crypto::AeadId::ChaCha20Poly1305;
             let (mut a, handshake) =
                 Session::initiate(alice, bob.public_bundle(), &bundle, aead, b"hi", &mut r)?;

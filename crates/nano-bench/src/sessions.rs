@@ -21,6 +21,7 @@ use nano_crypto::{AeadId, CryptoMode, Identity};
 
 use crate::crypto::KIB;
 use crate::measure::{self, Budget};
+use nano_proto::frames::MAX_PREKEYS_PER_UPLOAD;
 
 /// Messages each way before the direction changes.
 pub(crate) const BURST: usize = 64;
@@ -39,8 +40,8 @@ impl People {
         let mut rng = session_rng()?;
         let alice = Identity::generate(mode, &mut rng)?;
         let bob = Identity::generate(mode, &mut rng)?;
-        let signed = SignedPrekeySecrets::generate(&bob, mode, 1, &mut rng)?;
-        let bundle = PrekeyBundle::new(signed.public().clone(), None)?;
+        let signed = SignedPrekeySecrets::generate(mode, 1, &mut rng)?;
+        let bundle = PrekeyBundle::new(signed.certify(&bob, None, &mut rng)?, None)?;
         let bob_prekeys = PrekeySecrets::new(signed, OneTimePrekeys::empty(mode))?;
         Ok(Self {
             alice,
@@ -75,14 +76,22 @@ impl People {
         Ok((a, b.session))
     }
 
-    /// A bundle that also carries a fresh one-time prekey (what a relay serves while it has
-    /// one), with its secret added to Bob's prekeys.
+    /// A bundle that also carries a one-time prekey (what a relay serves while it has one):
+    /// the first of a fresh batch of [`MAX_PREKEYS_PER_UPLOAD`] (ids from `id`), as a client
+    /// uploads them, so its inclusion proof is as long as a served one's can be (5 hashes);
+    /// their secrets are added to Bob's prekeys.
     pub(crate) fn bundle_with_one_time(&mut self, id: u32) -> anyhow::Result<PrekeyBundle> {
         let mode = self.bundle.mode();
-        let batch = OneTimePrekeys::generate(&self.bob, mode, id, 1, &mut self.rng)?;
-        let one = batch.publics().next().cloned();
-        self.bob_prekeys.add_one_time(batch);
-        Ok(PrekeyBundle::new(self.bundle.signed().clone(), one)?)
+        let count = u32::try_from(MAX_PREKEYS_PER_UPLOAD)?;
+        let keys = OneTimePrekeys::generate(mode, id, count, &mut self.rng)?;
+        let batch = keys.batch()?;
+        self.bob_prekeys.add_one_time(keys);
+        let signed = self
+            .bob_prekeys
+            .current()
+            .ok_or_else(|| anyhow::anyhow!("no signed prekeys"))?;
+        let record = signed.certify(&self.bob, Some(&batch), &mut self.rng)?;
+        Ok(PrekeyBundle::new(record, batch.inclusions().next())?)
     }
 }
 

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nano_crypto::session::{OneTimePrekeys, PrekeySecrets, SignedPrekeySecrets};
+use nano_crypto::session::{
+    OneTimeBatch, OneTimePrekey, OneTimePrekeys, PrekeySecrets, SignedPrekeySecrets,
+};
 use nano_crypto::{CryptoMode, Identity, OsRng};
 use nano_proto::frames::MAX_PREKEYS_PER_UPLOAD;
 use nano_proto::{Bytes, ClientFrame, PrekeyCounts, RelayFrame};
@@ -41,9 +43,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// saved in `store` first. A mode without prekey secrets gets signed prekeys (id `today`, the
 /// day number) too, and replaces the one-time prekeys the relay holds (their secrets are not
 /// here); a mode whose current signed prekeys are [`ROTATE_AFTER_DAYS`] old gets new ones (id
-/// `today`), keeping [`KEEP_PREVIOUS`] earlier ones; a mode that runs low gets its current
-/// signed prekeys uploaded again with the new one-time prekeys (the relay keeps one record
-/// per id).
+/// `today`), keeping [`KEEP_PREVIOUS`] earlier ones. New one-time prekeys go up in batches of
+/// at most [`MAX_PREKEYS_PER_UPLOAD`], each with the current signed prekeys signed again over
+/// the batch's Merkle root (the relay keeps the newest record per id, and each batch's own).
 ///
 /// # Errors
 /// Key generation and the store's.
@@ -65,7 +67,7 @@ pub(crate) fn plan(
         let rotate = secrets
             .as_ref()
             .and_then(PrekeySecrets::current)
-            .is_some_and(|c| c.public().id().saturating_add(ROTATE_AFTER_DAYS) <= today);
+            .is_some_and(|c| c.id().saturating_add(ROTATE_AFTER_DAYS) <= today);
         if secrets.is_some() && held >= target.div_ceil(4) && !rotate {
             continue;
         }
@@ -78,19 +80,18 @@ pub(crate) fn plan(
             target.saturating_sub(held)
         };
         let batch = OneTimePrekeys::generate(
-            identity,
             mode,
             first_id(secrets.as_ref(), target),
             u32::try_from(wanted).unwrap_or(0),
             &mut OsRng,
         )
         .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
-        let publics: Vec<Bytes> = batch.publics().map(|p| Bytes(p.to_bytes())).collect();
+        let publics: Vec<OneTimePrekey> = batch.publics().cloned().collect();
         let secrets = match secrets.take() {
             Some(mut s) => {
                 s.add_one_time(batch);
                 if rotate {
-                    let next = SignedPrekeySecrets::generate(identity, mode, today, &mut OsRng)
+                    let next = SignedPrekeySecrets::generate(mode, today, &mut OsRng)
                         .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
                     s.rotate(next, KEEP_PREVIOUS)
                         .map_err(|e| ClientError::Invalid(format!("prekey rotation: {e}")))?;
@@ -98,7 +99,7 @@ pub(crate) fn plan(
                 s
             }
             None => {
-                let signed = SignedPrekeySecrets::generate(identity, mode, today, &mut OsRng)
+                let signed = SignedPrekeySecrets::generate(mode, today, &mut OsRng)
                     .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
                 PrekeySecrets::new(signed, batch)
                     .map_err(|e| ClientError::Invalid(format!("prekeys: {e}")))?
@@ -106,23 +107,29 @@ pub(crate) fn plan(
         };
         // Saved before anything is published: a handshake can only use what is stored.
         store.store_prekeys(&secrets)?;
-        let signed = secrets
+        let current = secrets
             .current()
-            .map(|s| Bytes(s.public().to_bytes()))
             .ok_or_else(|| ClientError::Invalid("prekeys without signed prekeys".into()))?;
-        let mut chunks = publics.chunks(MAX_PREKEYS_PER_UPLOAD);
-        frames.push(ClientFrame::UploadPrekeys {
-            crypto_mode: mode,
-            signed_prekeys: Some(signed),
-            one_time_prekeys: chunks.next().map(<[Bytes]>::to_vec).unwrap_or_default(),
-            replace_one_time: fresh,
-        });
-        frames.extend(chunks.map(|c| ClientFrame::UploadPrekeys {
-            crypto_mode: mode,
-            signed_prekeys: None,
-            one_time_prekeys: c.to_vec(),
-            replace_one_time: false,
-        }));
+        // One upload per batch, each with the current record signed over the batch's root.
+        let mut batches: Vec<&[OneTimePrekey]> = publics.chunks(MAX_PREKEYS_PER_UPLOAD).collect();
+        if batches.is_empty() {
+            batches.push(&[]);
+        }
+        for (i, chunk) in batches.into_iter().enumerate() {
+            let batch = (!chunk.is_empty())
+                .then(|| OneTimeBatch::new(chunk.to_vec()))
+                .transpose()
+                .map_err(|e| ClientError::Invalid(format!("prekeys: {e}")))?;
+            let record = current
+                .certify(identity, batch.as_ref(), &mut OsRng)
+                .map_err(|e| ClientError::Invalid(format!("prekey signing: {e}")))?;
+            frames.push(ClientFrame::UploadPrekeys {
+                crypto_mode: mode,
+                signed_prekeys: Some(Bytes(record.to_bytes())),
+                one_time_prekeys: chunk.iter().map(|p| Bytes(p.to_bytes())).collect(),
+                replace_one_time: fresh && i == 0,
+            });
+        }
     }
     Ok(frames)
 }
@@ -264,6 +271,51 @@ mod tests {
     }
 
     #[test]
+    fn a_top_up_goes_up_in_batches_each_under_a_record_that_covers_it() {
+        use nano_crypto::session::{OneTimeBatch, OneTimePrekey, SignedPrekeys};
+        let mode = CryptoMode::Hybrid;
+        let id = Identity::generate(mode, &mut OsRng).unwrap();
+        let store = MemoryStore::new();
+        let frames = plan(&id, &store, &[mode], None, 60, 20_000).unwrap();
+        let mut sizes = Vec::new();
+        let mut ids = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let ClientFrame::UploadPrekeys {
+                signed_prekeys: Some(record),
+                one_time_prekeys,
+                replace_one_time,
+                ..
+            } = f
+            else {
+                panic!("expected an upload with a record, got {f:?}");
+            };
+            // Only the first upload replaces what the relay held.
+            assert_eq!(*replace_one_time, i == 0);
+            let record = SignedPrekeys::from_bytes(record.as_slice()).unwrap();
+            record.verify(id.public_bundle()).unwrap();
+            let batch = OneTimeBatch::new(
+                one_time_prekeys
+                    .iter()
+                    .map(|b| OneTimePrekey::from_bytes(b.as_slice()).unwrap())
+                    .collect(),
+            )
+            .unwrap();
+            assert!(record.covers(&batch), "upload {i}");
+            sizes.push(batch.len());
+            ids.extend(batch.prekeys().iter().map(OneTimePrekey::id));
+        }
+        assert_eq!(sizes, [25, 25, 10]);
+        // Every uploaded prekey's secret is in the store.
+        let secrets = store.load_prekeys(mode).unwrap().unwrap();
+        let held: Vec<u32> = secrets
+            .one_time()
+            .publics()
+            .map(OneTimePrekey::id)
+            .collect();
+        assert_eq!(held, ids);
+    }
+
+    #[test]
     fn signed_prekeys_are_made_today_and_rotated_after_a_week() {
         let mode = CryptoMode::Classical;
         let id = Identity::generate(mode, &mut OsRng).unwrap();
@@ -291,7 +343,7 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(signed_id(&frames[0]), Some(day + 7));
         let secrets = store.load_prekeys(mode).unwrap().unwrap();
-        assert_eq!(secrets.current().unwrap().public().id(), day + 7);
+        assert_eq!(secrets.current().unwrap().id(), day + 7);
         assert!(secrets.signed(day).is_some());
         // After KEEP_PREVIOUS more rotations the first is gone.
         for k in 2..=(KEEP_PREVIOUS as u32 + 1) {

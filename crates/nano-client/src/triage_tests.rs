@@ -3,9 +3,7 @@
 
 use std::sync::OnceLock;
 
-use nano_crypto::session::{
-    OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets,
-};
+use nano_crypto::session::{OneTimePrekeys, PrekeySecrets, Session, SignedPrekeySecrets};
 use nano_crypto::{AeadId, CryptoMode, Identity};
 use nano_proto::{MessageId, Payload};
 use rand_core::OsRng;
@@ -43,10 +41,10 @@ fn envelope(at_ms: u64) -> (Vec<u8>, MessageId) {
 fn handshake() -> Vec<u8> {
     let (alice, bob) = people();
     let mode = CryptoMode::Classical;
-    let signed = SignedPrekeySecrets::generate(bob, mode, 1, &mut OsRng).unwrap();
-    let batch = OneTimePrekeys::generate(bob, mode, 1, 1, &mut OsRng).unwrap();
+    let signed = SignedPrekeySecrets::generate(mode, 1, &mut OsRng).unwrap();
+    let batch = OneTimePrekeys::generate(mode, 1, 1, &mut OsRng).unwrap();
     let secrets = PrekeySecrets::new(signed, batch).unwrap();
-    let bundle = PrekeyBundle::new(secrets.current().unwrap().public().clone(), None).unwrap();
+    let bundle = secrets.bundle(bob, false, &mut OsRng).unwrap();
     let (_, wire) = Session::initiate(
         alice,
         bob.public_bundle(),

@@ -8,20 +8,16 @@ use std::sync::Arc;
 use nano_client::ClientError;
 use nano_client::sessions::Sessions;
 use nano_client::store::{FileStore, MemoryStore, PrekeyStore, ReceivedStore, Store};
-use nano_crypto::session::{OneTimePrekeys, PrekeyBundle, PrekeySecrets, SignedPrekeySecrets};
+use nano_crypto::session::{OneTimePrekeys, PrekeySecrets, SignedPrekeySecrets};
 use nano_crypto::{AeadId, CryptoMode, Identity, OsRng};
 
 /// `who`'s prekeys of `mode` saved in `store`; the bundle a relay would hand out (with the
 /// first one-time prekey).
 fn publish(who: &Identity, store: &dyn Store, mode: CryptoMode) -> Vec<u8> {
-    let signed = SignedPrekeySecrets::generate(who, mode, 1, &mut OsRng).unwrap();
-    let one_time = OneTimePrekeys::generate(who, mode, 10, 3, &mut OsRng).unwrap();
+    let signed = SignedPrekeySecrets::generate(mode, 1, &mut OsRng).unwrap();
+    let one_time = OneTimePrekeys::generate(mode, 10, 3, &mut OsRng).unwrap();
     let secrets = PrekeySecrets::new(signed, one_time).unwrap();
-    let bundle = PrekeyBundle::new(
-        secrets.current().unwrap().public().clone(),
-        secrets.one_time().publics().next().cloned(),
-    )
-    .unwrap();
+    let bundle = secrets.bundle(who, true, &mut OsRng).unwrap();
     store.store_prekeys(&secrets).unwrap();
     bundle.to_bytes()
 }

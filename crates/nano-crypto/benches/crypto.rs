@@ -89,8 +89,9 @@ fn sessions(c: &mut Criterion) {
         let mut rng = session_rng().unwrap();
         let alice = Identity::generate(mode, &mut rng).unwrap();
         let bob = Identity::generate(mode, &mut rng).unwrap();
-        let signed = SignedPrekeySecrets::generate(&bob, mode, 1, &mut rng).unwrap();
-        let bundle = PrekeyBundle::new(signed.public().clone(), None).unwrap();
+        let signed = SignedPrekeySecrets::generate(mode, 1, &mut rng).unwrap();
+        let bundle =
+            PrekeyBundle::new(signed.certify(&bob, None, &mut rng).unwrap(), None).unwrap();
         let mut prekeys = PrekeySecrets::new(signed, OneTimePrekeys::empty(mode)).unwrap();
         let aead = nano_crypto::CryptoAcceleration::detect().preferred_aead();
         let mut pair = |rng: &mut nano_crypto::session::SessionRng| {

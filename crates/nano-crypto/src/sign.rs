@@ -44,10 +44,9 @@ pub enum SigContext {
     RelayKeyExchange,
     /// A key rotation request.
     KeyRotation,
-    /// A user's signed prekeys (X25519 signed prekey and last-resort KEM prekey) for sessions.
+    /// A user's signed prekeys for sessions (X25519 signed prekey, last-resort KEM prekey and
+    /// the Merkle root of a batch of one-time prekeys).
     SignedPrekeys,
-    /// One one-time KEM prekey for sessions.
-    OneTimePrekey,
     /// A session handshake transcript, signed by its initiator.
     SessionHandshake,
 }
@@ -63,7 +62,6 @@ impl SigContext {
             Self::RelayKeyExchange => b"relay-key-exchange",
             Self::KeyRotation => b"key-rotation",
             Self::SignedPrekeys => b"signed-prekeys",
-            Self::OneTimePrekey => b"one-time-prekey",
             Self::SessionHandshake => b"session-handshake",
         }
     }

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use nano_crypto::session::{
-    MAX_SKIP_PER_CHAIN, OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SessionError,
-    SignedPrekeySecrets,
+    MAX_SKIP_PER_CHAIN, OneTimeBatch, OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session,
+    SessionError, SignedPrekeySecrets, SignedPrekeys,
 };
 use nano_crypto::{AeadId, CryptoMode, Identity};
 use proptest::prelude::*;
@@ -26,19 +26,20 @@ fn people() -> &'static [Identity; 3] {
     })
 }
 
-fn prekeys(who: &Identity, mode: CryptoMode, one_time: u32, r: &mut ChaCha20Rng) -> PrekeySecrets {
-    let signed = SignedPrekeySecrets::generate(who, mode, 1, r).unwrap();
-    let batch = OneTimePrekeys::generate(who, mode, 100, one_time, r).unwrap();
+fn prekeys(
+    _owner: &Identity,
+    mode: CryptoMode,
+    one_time: u32,
+    r: &mut ChaCha20Rng,
+) -> PrekeySecrets {
+    let signed = SignedPrekeySecrets::generate(mode, 1, r).unwrap();
+    let batch = OneTimePrekeys::generate(mode, 100, one_time, r).unwrap();
     PrekeySecrets::new(signed, batch).unwrap()
 }
 
-fn bundle(p: &PrekeySecrets, one_time: bool) -> PrekeyBundle {
-    let ot = if one_time {
-        p.one_time().publics().next().cloned()
-    } else {
-        None
-    };
-    PrekeyBundle::new(p.current().unwrap().public().clone(), ot).unwrap()
+/// A bundle of `who`'s prekeys `p` as a relay serves it.
+fn bundle(who: &Identity, p: &PrekeySecrets, one_time: bool) -> PrekeyBundle {
+    p.bundle(who, one_time, &mut rng(99)).unwrap()
 }
 
 struct Pair {
@@ -52,7 +53,7 @@ impl Pair {
         let [alice, bob, _] = people();
         let mut r = rng(seed);
         let mut secrets = prekeys(bob, mode, 2, &mut r);
-        let b = bundle(&secrets, one_time);
+        let b = bundle(bob, &secrets, one_time);
         let (a, hs) = Session::initiate(
             alice,
             bob.public_bundle(),
@@ -115,7 +116,7 @@ fn a_replayed_handshake_that_used_a_one_time_prekey_is_refused() {
     let mut r = rng(2);
     for mode in CryptoMode::ALL {
         let mut secrets = prekeys(bob, mode, 1, &mut r);
-        let b = bundle(&secrets, true);
+        let b = bundle(bob, &secrets, true);
         let (_, hs) = Session::initiate(
             alice,
             bob.public_bundle(),
@@ -144,7 +145,7 @@ fn handshakes_to_the_wrong_people_or_modes_are_refused() {
     let [alice, bob, carol] = people();
     let mut r = rng(3);
     let mut secrets = prekeys(bob, CryptoMode::Hybrid, 1, &mut r);
-    let b = bundle(&secrets, true);
+    let b = bundle(bob, &secrets, true);
     let (_, hs) = Session::initiate(
         alice,
         bob.public_bundle(),
@@ -181,7 +182,7 @@ fn handshakes_to_the_wrong_people_or_modes_are_refused() {
         }
     );
     // A prekey bundle signed by someone other than the peer.
-    let carols = bundle(&carol_secrets, true);
+    let carols = bundle(carol, &carol_secrets, true);
     assert_eq!(
         Session::initiate(
             alice,
@@ -196,7 +197,7 @@ fn handshakes_to_the_wrong_people_or_modes_are_refused() {
     );
     // An identity without classical keys cannot use a classical bundle.
     let hybrid_only = Identity::generate(CryptoMode::Hybrid, &mut r).unwrap();
-    let classical = bundle(&prekeys(bob, CryptoMode::Classical, 1, &mut r), true);
+    let classical = bundle(bob, &prekeys(bob, CryptoMode::Classical, 1, &mut r), true);
     assert!(matches!(
         Session::initiate(
             &hybrid_only,
@@ -211,9 +212,14 @@ fn handshakes_to_the_wrong_people_or_modes_are_refused() {
     ));
     // Mixing a one-time prekey of another mode into a bundle.
     let q = prekeys(bob, CryptoMode::Quantum, 1, &mut r);
-    let ot = q.one_time().publics().next().cloned();
+    let ot = q.one_time().batch().unwrap().inclusions().next();
+    let record = secrets
+        .current()
+        .unwrap()
+        .certify(bob, None, &mut r)
+        .unwrap();
     assert!(matches!(
-        PrekeyBundle::new(secrets.current().unwrap().public().clone(), ot),
+        PrekeyBundle::new(record, ot),
         Err(SessionError::ModeMismatch { .. })
     ));
 }
@@ -248,7 +254,7 @@ fn a_flipped_bit_in_any_handshake_field_is_rejected() {
     let mut r = rng(4);
     for mode in CryptoMode::ALL {
         let mut secrets = prekeys(bob, mode, 1, &mut r);
-        let b = bundle(&secrets, true);
+        let b = bundle(bob, &secrets, true);
         let (_, hs) = Session::initiate(
             alice,
             bob.public_bundle(),
@@ -279,20 +285,37 @@ fn a_flipped_bit_in_any_handshake_field_is_rejected() {
 }
 
 #[test]
-fn a_flipped_bit_in_any_prekey_signature_is_rejected() {
+fn a_flipped_bit_anywhere_in_a_prekey_bundle_is_rejected() {
     let [alice, bob, _] = people();
     let mut r = rng(5);
     for mode in CryptoMode::ALL {
-        let secrets = prekeys(bob, mode, 1, &mut r);
-        let good = bundle(&secrets, true).to_bytes();
-        let sig = nano_crypto::sign::signature_len(mode);
-        let signed_len = secrets.current().unwrap().public().to_bytes().len();
-        // Signed-prekeys signature ends at 2 + signed_len; the one-time one at the very end.
-        for end in [2 + signed_len, good.len()] {
-            for pos in [end - sig, end - 1] {
+        let secrets = prekeys(bob, mode, 5, &mut r);
+        for one_time in [true, false] {
+            let b = bundle(bob, &secrets, one_time);
+            let good = b.to_bytes();
+            assert_eq!(PrekeyBundle::from_bytes(&good).unwrap(), b);
+            let sig = nano_crypto::sign::signature_len(mode);
+            // version ‖ mode ‖ flag ‖ signed prekeys ‖ [one-time prekey ‖ index ‖ proof]
+            let record_end = 3 + b.signed().to_bytes().len();
+            let fields = [
+                3 + 1,
+                record_end - sig - 34,
+                record_end - sig - 32,
+                record_end - sig,
+                record_end - 1,
+                good.len() - 1,
+            ];
+            for pos in (3..good.len()).step_by(97).chain(fields) {
                 let mut bad = good.clone();
-                bad[pos] ^= 0x80;
-                let decoded = PrekeyBundle::from_bytes(&bad).unwrap();
+                bad[pos] ^= 0x01;
+                let Ok(decoded) = PrekeyBundle::from_bytes(&bad) else {
+                    continue;
+                };
+                assert_eq!(
+                    decoded.verify(bob.public_bundle()),
+                    Err(SessionError::BadPrekeySignature),
+                    "{mode} one-time {one_time} byte {pos}"
+                );
                 let err = Session::initiate(
                     alice,
                     bob.public_bundle(),
@@ -304,25 +327,113 @@ fn a_flipped_bit_in_any_prekey_signature_is_rejected() {
                 .unwrap_err();
                 assert_eq!(err, SessionError::BadPrekeySignature, "{mode} byte {pos}");
             }
-        }
-        // Prekeys themselves: a flipped key bit breaks the signature (or the key's validity).
-        let mut bad = good.clone();
-        bad[2 + 1 + 4] ^= 0x01;
-        match PrekeyBundle::from_bytes(&bad) {
-            Ok(b) => assert_eq!(
-                b.verify(bob.public_bundle()),
-                Err(SessionError::BadPrekeySignature)
-            ),
-            Err(e) => assert!(matches!(e, SessionError::Malformed(_))),
-        }
-        assert_eq!(
-            PrekeyBundle::from_bytes(&good).unwrap(),
-            bundle(&secrets, true)
-        );
-        for cut in [0, 1, 7, good.len() - 1] {
-            assert!(PrekeyBundle::from_bytes(&good[..cut]).is_err());
+            for cut in [0, 1, 7, good.len() - 1] {
+                assert!(PrekeyBundle::from_bytes(&good[..cut]).is_err());
+            }
         }
     }
+}
+
+#[test]
+fn a_one_time_prekey_is_accepted_only_under_the_root_of_its_own_batch() {
+    let [alice, bob, _] = people();
+    let mut r = rng(15);
+    for mode in CryptoMode::ALL {
+        let signed = SignedPrekeySecrets::generate(mode, 1, &mut r).unwrap();
+        let first = OneTimePrekeys::generate(mode, 10, 3, &mut r)
+            .unwrap()
+            .batch()
+            .unwrap();
+        let other = OneTimePrekeys::generate(mode, 20, 3, &mut r)
+            .unwrap()
+            .batch()
+            .unwrap();
+        let record = signed.certify(bob, Some(&first), &mut r).unwrap();
+        assert!(record.covers(&first) && !record.covers(&other));
+        assert_eq!(record.one_time_count(), 3);
+        for (i, inclusion) in first.inclusions().enumerate() {
+            assert_eq!(usize::from(inclusion.index()), i);
+            let b = PrekeyBundle::new(record.clone(), Some(inclusion)).unwrap();
+            assert_eq!(b.verify(bob.public_bundle()), Ok(()));
+            // Compact on the wire: the last-resort key is replaced by its digest.
+            assert!(b.signed().last_resort().is_none());
+        }
+        // A one-time prekey of another batch (a valid proof for another root).
+        let foreign = other.inclusions().nth(1).unwrap();
+        let b = PrekeyBundle::new(record.clone(), Some(foreign)).unwrap();
+        assert_eq!(
+            b.verify(bob.public_bundle()),
+            Err(SessionError::BadPrekeySignature)
+        );
+        assert_eq!(
+            Session::initiate(
+                alice,
+                bob.public_bundle(),
+                &b,
+                AeadId::Aes256Gcm,
+                b"x",
+                &mut r
+            )
+            .unwrap_err(),
+            SessionError::BadPrekeySignature
+        );
+        // A record certifying no batch serves no one-time prekey.
+        let bare = signed.certify(bob, None, &mut r).unwrap();
+        assert_eq!(bare.one_time_count(), 0);
+        assert_eq!(bare.one_time_root(), &[0; 32]);
+        assert!(matches!(
+            PrekeyBundle::new(bare.clone(), first.inclusions().next()),
+            Err(SessionError::Malformed(_))
+        ));
+        // A count of 0 with a root other than zeros does not decode.
+        let mut bytes = bare.to_bytes();
+        let root_at = bytes.len() - nano_crypto::sign::signature_len(mode) - 32;
+        bytes[root_at] = 1;
+        assert!(matches!(
+            SignedPrekeys::from_bytes(&bytes),
+            Err(SessionError::Malformed(_))
+        ));
+        // A record signed by someone else.
+        let forged = signed.certify(alice, Some(&first), &mut r).unwrap();
+        assert_eq!(
+            forged.verify(bob.public_bundle()),
+            Err(SessionError::BadPrekeySignature)
+        );
+    }
+}
+
+#[test]
+fn one_time_batches_refuse_disorder_mixed_modes_and_emptiness() {
+    let mut r = rng(16);
+    let a = OneTimePrekeys::generate(CryptoMode::Classical, 5, 2, &mut r).unwrap();
+    let mut keys: Vec<_> = a.publics().cloned().collect();
+    keys.reverse();
+    assert!(matches!(
+        OneTimeBatch::new(keys),
+        Err(SessionError::Malformed(_))
+    ));
+    let mut twice: Vec<_> = a.publics().cloned().collect();
+    twice.push(twice[1].clone());
+    assert!(matches!(
+        OneTimeBatch::new(twice),
+        Err(SessionError::Malformed(_))
+    ));
+    assert!(matches!(
+        OneTimeBatch::new(Vec::new()),
+        Err(SessionError::Malformed(_))
+    ));
+    let h = OneTimePrekeys::generate(CryptoMode::Hybrid, 9, 1, &mut r).unwrap();
+    let mixed: Vec<_> = a.publics().chain(h.publics()).cloned().collect();
+    assert!(matches!(
+        OneTimeBatch::new(mixed),
+        Err(SessionError::ModeMismatch { .. })
+    ));
+    // A signed-prekeys record of one mode does not certify a batch of another.
+    let signed = SignedPrekeySecrets::generate(CryptoMode::Classical, 1, &mut r).unwrap();
+    assert!(matches!(
+        signed.certify(&people()[1], Some(&h.batch().unwrap()), &mut r),
+        Err(SessionError::ModeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -331,7 +442,7 @@ fn a_stripped_or_swapped_hybrid_signature_half_is_rejected() {
     let mut r = rng(6);
     let mode = CryptoMode::Hybrid;
     let mut secrets = prekeys(bob, mode, 2, &mut r);
-    let b = bundle(&secrets, true);
+    let b = bundle(bob, &secrets, true);
     let (_, hs1) = Session::initiate(
         alice,
         bob.public_bundle(),
@@ -480,7 +591,7 @@ fn simultaneous_initiation_converges_and_both_first_messages_decrypt() {
         let (a_init, a_hs) = Session::initiate(
             alice,
             bob.public_bundle(),
-            &bundle(&b_secrets, true),
+            &bundle(bob, &b_secrets, true),
             AeadId::Aes256Gcm,
             b"from alice",
             &mut r,
@@ -489,7 +600,7 @@ fn simultaneous_initiation_converges_and_both_first_messages_decrypt() {
         let (b_init, b_hs) = Session::initiate(
             bob,
             alice.public_bundle(),
-            &bundle(&a_secrets, true),
+            &bundle(alice, &a_secrets, true),
             AeadId::ChaCha20Poly1305,
             b"from bob",
             &mut r,
@@ -682,7 +793,7 @@ fn a_handshake_without_a_one_time_prekey_is_accepted_once() {
     let mut r = rng(16);
     for mode in CryptoMode::ALL {
         let mut secrets = prekeys(bob, mode, 1, &mut r);
-        let b = bundle(&secrets, false);
+        let b = bundle(bob, &secrets, false);
         let (_, hs) = Session::initiate(
             alice,
             bob.public_bundle(),
@@ -724,7 +835,7 @@ fn rotation_keeps_the_previous_signed_prekeys_and_refuses_a_reused_id() {
     let mut r = rng(17);
     let mode = CryptoMode::Hybrid;
     let mut secrets = prekeys(bob, mode, 0, &mut r);
-    let old = bundle(&secrets, false);
+    let old = bundle(bob, &secrets, false);
     let (_, hs_old) = Session::initiate(
         alice,
         bob.public_bundle(),
@@ -734,18 +845,18 @@ fn rotation_keeps_the_previous_signed_prekeys_and_refuses_a_reused_id() {
         &mut r,
     )
     .unwrap();
-    let next = SignedPrekeySecrets::generate(bob, mode, 2, &mut r).unwrap();
+    let next = SignedPrekeySecrets::generate(mode, 2, &mut r).unwrap();
     secrets.rotate(next, 1).unwrap();
-    assert_eq!(secrets.current().unwrap().public().id(), 2);
+    assert_eq!(secrets.current().unwrap().id(), 2);
     // A handshake made against the previous record still completes in the grace period.
     assert!(Session::respond(bob, &mut secrets, alice.public_bundle(), &hs_old, &mut r).is_ok());
-    let again = SignedPrekeySecrets::generate(bob, mode, 2, &mut r).unwrap();
+    let again = SignedPrekeySecrets::generate(mode, 2, &mut r).unwrap();
     assert!(matches!(
         secrets.rotate(again, 1),
         Err(SessionError::Malformed(_))
     ));
     // Past the grace period the old record is gone.
-    let third = SignedPrekeySecrets::generate(bob, mode, 3, &mut r).unwrap();
+    let third = SignedPrekeySecrets::generate(mode, 3, &mut r).unwrap();
     secrets.rotate(third, 0).unwrap();
     let (_, hs) = Session::initiate(
         alice,
@@ -771,7 +882,7 @@ fn prekey_secrets_round_trip_and_a_mismatched_record_is_refused() {
     let mut r = rng(18);
     for mode in CryptoMode::ALL {
         let mut secrets = prekeys(bob, mode, 3, &mut r);
-        let lr = bundle(&secrets, false);
+        let lr = bundle(bob, &secrets, false);
         let (_, hs) = Session::initiate(
             alice,
             bob.public_bundle(),
@@ -782,7 +893,7 @@ fn prekey_secrets_round_trip_and_a_mismatched_record_is_refused() {
         )
         .unwrap();
         Session::respond(bob, &mut secrets, alice.public_bundle(), &hs, &mut r).unwrap();
-        let one = bundle(&secrets, true);
+        let one = bundle(bob, &secrets, true);
         let bytes = secrets.to_bytes();
         let mut back = PrekeySecrets::from_bytes(&bytes).unwrap();
         assert_eq!(*back.to_bytes(), *bytes, "{mode}: canonical");
@@ -808,12 +919,69 @@ fn prekey_secrets_round_trip_and_a_mismatched_record_is_refused() {
                 "{mode} cut {cut}"
             );
         }
-        // A secret byte changed: the derived public key no longer matches the record.
-        let mut bad = bytes.to_vec();
-        bad[5] ^= 0x10;
+        // The version-1 encoding of the same secrets (public records kept beside them) is read
+        // as the same secrets; one whose record does not match its secret is refused.
+        let v1 = version_1(&secrets, &bytes);
+        assert_eq!(*PrekeySecrets::from_bytes(&v1).unwrap().to_bytes(), *bytes);
+        let key_at = 3 + x25519_len(mode) + lr_seed_len(mode) + 4 + 5;
+        let mut bad = v1.clone();
+        bad[key_at] ^= 0x10;
         assert!(matches!(
             PrekeySecrets::from_bytes(&bad),
             Err(SessionError::Malformed(_))
         ));
     }
+}
+
+fn x25519_len(mode: CryptoMode) -> usize {
+    if mode == CryptoMode::Quantum { 0 } else { 32 }
+}
+
+fn lr_seed_len(mode: CryptoMode) -> usize {
+    match mode {
+        CryptoMode::Classical => 0,
+        CryptoMode::Hybrid => 32,
+        CryptoMode::Quantum => 64,
+    }
+}
+
+/// `secrets` (one signed record; encoded as `v2`) in the version-1 layout of
+/// `prekey_state.rs`: each secret followed by `len (4) ‖ mode ‖ id ‖ public keys ‖ signature`.
+fn version_1(secrets: &PrekeySecrets, v2: &[u8]) -> Vec<u8> {
+    let mode = secrets.mode();
+    let sig = vec![0xEE; nano_crypto::sign::signature_len(mode)];
+    let record = |id: u32, keys: &[&[u8]]| {
+        let mut r = vec![mode.to_byte()];
+        r.extend_from_slice(&id.to_be_bytes());
+        keys.iter().for_each(|k| r.extend_from_slice(k));
+        r.extend_from_slice(&sig);
+        let mut out = (r.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&r);
+        out
+    };
+    let current = secrets.current().unwrap();
+    let public = current.certify(&people()[1], None, &mut rng(1)).unwrap();
+    let keys: Vec<&[u8]> = public
+        .x25519()
+        .map(|k| &k[..])
+        .into_iter()
+        .chain(public.last_resort().map(|k| k.as_bytes()))
+        .collect();
+    let secret_len = x25519_len(mode) + lr_seed_len(mode);
+    let mut out = vec![1, mode.to_byte(), 1];
+    out.extend_from_slice(&v2[3..3 + secret_len]);
+    out.extend_from_slice(&record(current.id(), &keys));
+    let seen_at = 3 + secret_len + 4;
+    let seen = usize::from(u16::from_be_bytes([v2[seen_at], v2[seen_at + 1]]));
+    let one_time_at = seen_at + 2 + 32 * seen;
+    out.extend_from_slice(&v2[seen_at..one_time_at + 4]);
+    let seed_len = lr_seed_len(mode).max(32);
+    let mut at = one_time_at + 4;
+    for p in secrets.one_time().publics() {
+        out.extend_from_slice(&v2[at..at + seed_len]);
+        out.extend_from_slice(&record(p.id(), &[p.key().as_bytes()]));
+        at += seed_len + 4;
+    }
+    assert_eq!(at, v2.len());
+    out
 }

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nano_crypto::session::{
-    OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets,
+    OneTimeBatch, OneTimePrekey, OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session,
+    SignedPrekeySecrets, SignedPrekeys,
 };
 use nano_crypto::{AeadId, CryptoMode, Identity};
 use rand_chacha::ChaCha20Rng;
@@ -62,15 +63,14 @@ fn case(mode: CryptoMode) -> Value {
     let mut r = Recording::new(mode);
     let alice = Identity::generate(mode, &mut r).unwrap();
     let bob = Identity::generate(mode, &mut r).unwrap();
-    let signed = SignedPrekeySecrets::generate(&bob, mode, 7, &mut r).unwrap();
-    let batch = OneTimePrekeys::generate(&bob, mode, 1000, 1, &mut r).unwrap();
+    let signed = SignedPrekeySecrets::generate(mode, 7, &mut r).unwrap();
+    let one_time = OneTimePrekeys::generate(mode, 1000, 3, &mut r).unwrap();
+    let batch = one_time.batch().unwrap();
+    let record = signed.certify(&bob, Some(&batch), &mut r).unwrap();
     let setup_draws = r.take();
-    let mut secrets = PrekeySecrets::new(signed, batch).unwrap();
-    let bundle = PrekeyBundle::new(
-        secrets.current().unwrap().public().clone(),
-        secrets.one_time().publics().next().cloned(),
-    )
-    .unwrap();
+    let mut secrets = PrekeySecrets::new(signed, one_time).unwrap();
+    // The middle one of three: its proof has two hashes.
+    let bundle = PrekeyBundle::new(record.clone(), batch.inclusions().nth(1)).unwrap();
     let (mut a, handshake) = Session::initiate(
         &alice,
         bob.public_bundle(),
@@ -124,6 +124,9 @@ fn case(mode: CryptoMode) -> Value {
         "bob_identity_secret": hex::encode(&*bob.to_secret_bytes()),
         "alice_bundle": hex::encode(alice.public_bundle().to_bytes()),
         "bob_bundle": hex::encode(bob.public_bundle().to_bytes()),
+        "signed_prekeys": hex::encode(record.to_bytes()),
+        "one_time_prekeys": batch.prekeys().iter().map(|p| hex::encode(p.to_bytes())).collect::<Vec<_>>(),
+        "one_time_root": hex::encode(batch.root()),
         "prekey_bundle": hex::encode(bundle.to_bytes()),
         "aead": "chacha20-poly1305",
         "handshake": hex::encode(&handshake),
@@ -161,6 +164,25 @@ fn pinned_bundles_verify_and_messages_carry_their_type_and_mode_bytes() {
         let bundle = PrekeyBundle::from_bytes(&hexval("prekey_bundle")).unwrap();
         let bob = nano_crypto::PublicBundle::from_bytes(&hexval("bob_bundle")).unwrap();
         bundle.verify(&bob).unwrap();
+        // The uploaded record and batch: the root covers the three one-time prekeys in order.
+        let record = SignedPrekeys::from_bytes(&hexval("signed_prekeys")).unwrap();
+        record.verify(&bob).unwrap();
+        let batch = OneTimeBatch::new(
+            c["one_time_prekeys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| OneTimePrekey::from_bytes(&hex::decode(h.as_str().unwrap()).unwrap()))
+                .collect::<Result<_, _>>()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(record.covers(&batch));
+        assert_eq!(
+            hex::encode(batch.root()),
+            c["one_time_root"].as_str().unwrap()
+        );
+        assert_eq!(bundle.one_time().unwrap().id(), 1001);
         let alice =
             Identity::from_secret_bytes(&hexval("alice_identity_secret"), &mut rand_core::OsRng)
                 .unwrap();

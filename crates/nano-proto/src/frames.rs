@@ -82,16 +82,17 @@ pub enum ClientFrame {
         ciphertext: Option<Bytes>,
     },
     /// Publish the authenticated user's prekeys for `crypto_mode` (PROTOCOL.md §14.13): a new
-    /// signed-prekeys record, one-time prekeys, or both. Each record is signed by the user's
-    /// identity key of that mode; the relay checks every signature and key before storing.
+    /// signed-prekeys record, or one with the batch of one-time prekeys its root covers. The
+    /// record is signed by the user's identity key of that mode; the relay checks the
+    /// signature, the root and every key before storing.
     UploadPrekeys {
         /// The mode of every record.
         crypto_mode: CryptoMode,
         /// A signed-prekeys record (`SignedPrekeys::to_bytes`), replacing the served one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signed_prekeys: Option<Bytes>,
-        /// One-time prekey records (`OneTimePrekey::to_bytes`), at most
-        /// [`MAX_PREKEYS_PER_UPLOAD`].
+        /// One-time prekeys (`OneTimePrekey::to_bytes`), one batch in leaf order, at most
+        /// [`MAX_PREKEYS_PER_UPLOAD`]; they need `signed_prekeys`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         one_time_prekeys: Vec<Bytes>,
         /// Whether the one-time prekeys of the mode held so far are deleted first (in the
@@ -256,8 +257,8 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 /// Length of `hello.nonce` and `challenge.nonce`, in bytes.
 pub const NONCE_LEN: usize = 32;
-/// Most one-time prekeys one `upload_prekeys` carries (25 quantum records, 6,200 bytes each,
-/// fit a frame of 256 KiB as base64).
+/// Most one-time prekeys one `upload_prekeys` carries: one batch, whose proofs are then at most
+/// 5 hashes (160 bytes) long.
 pub const MAX_PREKEYS_PER_UPLOAD: usize = 25;
 
 #[derive(Deserialize)]

@@ -18,7 +18,8 @@
 //! delivery::fanout    Redis pub/sub: wakes the recipient's sessions on the other relays
 //! storage             one Storage trait; SQLite (WAL) and PostgreSQL (pooled, reconnecting);
 //!                     migrations, the guide's four indexes, the readiness probe; the
-//!                     PrekeyStore (signed and one-time prekeys, an at-most-once claim)
+//!                     PrekeyStore (signed prekeys, one-time prekeys in signed batches, an
+//!                     at-most-once claim)
 //! ```
 //!
 //! and the rest of the house:

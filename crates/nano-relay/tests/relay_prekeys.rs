@@ -26,19 +26,29 @@ fn prekeys(
     first: u32,
     n: u32,
 ) -> (SignedPrekeySecrets, OneTimePrekeys) {
-    let signed = SignedPrekeySecrets::generate(&user.identity, mode, id, &mut OsRng).unwrap();
-    let one_time = OneTimePrekeys::generate(&user.identity, mode, first, n, &mut OsRng).unwrap();
+    let _ = user;
+    let signed = SignedPrekeySecrets::generate(mode, id, &mut OsRng).unwrap();
+    let one_time = OneTimePrekeys::generate(mode, first, n, &mut OsRng).unwrap();
     (signed, one_time)
 }
 
+/// An upload of `signed` (signed by `signer` over the root of `one_time`) and `one_time`.
 fn upload(
     mode: CryptoMode,
+    signer: &User,
     signed: Option<&SignedPrekeySecrets>,
     one_time: &OneTimePrekeys,
 ) -> ClientFrame {
+    let batch = (!one_time.is_empty()).then(|| one_time.batch().unwrap());
     ClientFrame::UploadPrekeys {
         crypto_mode: mode,
-        signed_prekeys: signed.map(|s| Bytes(s.public().to_bytes())),
+        signed_prekeys: signed.map(|s| {
+            Bytes(
+                s.certify(&signer.identity, batch.as_ref(), &mut OsRng)
+                    .unwrap()
+                    .to_bytes(),
+            )
+        }),
         one_time_prekeys: one_time.publics().map(|p| Bytes(p.to_bytes())).collect(),
         replace_one_time: false,
     }
@@ -114,7 +124,7 @@ async fn claims_hand_out_each_one_time_prekey_once(cfg: Config) {
     a.expect_error("no_prekeys").await;
 
     let (signed, one_time) = prekeys(&bob, mode, 7, 100, 3);
-    b.send(&upload(mode, Some(&signed), &one_time)).await;
+    b.send(&upload(mode, &bob, Some(&signed), &one_time)).await;
     assert_eq!(expect_uploaded(&mut b, mode).await, 3);
     let mut secrets = PrekeySecrets::new(signed, one_time).unwrap();
 
@@ -171,27 +181,35 @@ async fn claims_hand_out_each_one_time_prekey_once(cfg: Config) {
         f => panic!("expected auth_ok, got {f:?}"),
     }
     let _ = b.page().await;
-    let (_, more) = prekeys(&bob, mode, 8, 200, 2);
-    b.send(&upload(mode, None, &more)).await;
+    let (eight, more) = prekeys(&bob, mode, 8, 200, 2);
+    b.send(&upload(mode, &bob, Some(&eight), &more)).await;
     assert_eq!(expect_uploaded(&mut b, mode).await, 2);
     assert!(get_bundle(&mut b, &bob, mode).await.one_time().is_none());
+    // One-time prekeys without the record that certifies them are refused.
+    b.send(&upload(mode, &bob, None, &more)).await;
+    b.expect_error("invalid_field").await;
     // A device that lost the secrets replaces them: the two are gone, one new one is held.
     let (_, fresh) = prekeys(&bob, mode, 8, 300, 1);
-    b.send(&ClientFrame::UploadPrekeys {
-        crypto_mode: mode,
-        signed_prekeys: None,
-        one_time_prekeys: fresh.publics().map(|p| Bytes(p.to_bytes())).collect(),
-        replace_one_time: true,
-    })
-    .await;
+    let mut replacing = upload(mode, &bob, Some(&eight), &fresh);
+    if let ClientFrame::UploadPrekeys {
+        replace_one_time, ..
+    } = &mut replacing
+    {
+        *replace_one_time = true;
+    }
+    b.send(&replacing).await;
     assert_eq!(expect_uploaded(&mut b, mode).await, 1);
+    // The one left is served with its own batch's record, which verifies.
+    let served = get_bundle(&mut a, &bob, mode).await;
+    assert_eq!(served.one_time().map(|o| o.id()), Some(300));
+    assert_eq!(served.signed().id(), 8);
     let metrics = relay.metrics().await;
     assert_eq!(
         metric(
             &metrics,
             r#"nano_messenger_prekey_bundles_total{prekey="one_time"}"#
         ),
-        Some(3.0)
+        Some(4.0)
     );
     assert_eq!(
         metric(
@@ -222,21 +240,47 @@ async fn uploads_and_claims_are_checked() {
 
     // Not logged in.
     let mut anon = relay.connect().await;
-    anon.send(&upload(mode, Some(&signed), &one_time)).await;
+    anon.send(&upload(mode, &bob, Some(&signed), &one_time))
+        .await;
     anon.expect_error("unauthorized").await;
     anon.send(&get("bob", mode)).await;
     anon.expect_error("unauthorized").await;
 
     // Mallory cannot publish bob's records as hers: the signatures are bob's.
     let (mut m, _) = mallory.connect(&relay).await;
-    m.send(&upload(mode, Some(&signed), &one_time)).await;
+    m.send(&upload(mode, &bob, Some(&signed), &one_time)).await;
     m.expect_error("invalid_signature").await;
-    m.send(&upload(mode, None, &one_time)).await;
+    // Her own record, signed over another batch than the one uploaded with it.
+    let (hers, batch) = prekeys(&mallory, mode, 1, 1, 2);
+    let (_, other) = prekeys(&mallory, mode, 1, 1, 2);
+    let mut swapped = upload(mode, &mallory, Some(&hers), &batch);
+    if let ClientFrame::UploadPrekeys {
+        one_time_prekeys, ..
+    } = &mut swapped
+    {
+        *one_time_prekeys = other.publics().map(|p| Bytes(p.to_bytes())).collect();
+    }
+    m.send(&swapped).await;
+    m.expect_error("invalid_signature").await;
+    // One prekey fewer than the root covers.
+    let mut short = upload(mode, &mallory, Some(&hers), &batch);
+    if let ClientFrame::UploadPrekeys {
+        one_time_prekeys, ..
+    } = &mut short
+    {
+        one_time_prekeys.pop();
+    }
+    m.send(&short).await;
     m.expect_error("invalid_signature").await;
     // Records of another mode than the upload names.
     let (q_signed, _) = prekeys(&mallory, CryptoMode::Quantum, 1, 1, 0);
-    m.send(&upload(mode, Some(&q_signed), &OneTimePrekeys::empty(mode)))
-        .await;
+    m.send(&upload(
+        mode,
+        &mallory,
+        Some(&q_signed),
+        &OneTimePrekeys::empty(mode),
+    ))
+    .await;
     m.expect_error("mode_mismatch").await;
     // Bytes that are no record; a record with a flipped signature byte.
     m.send(&ClientFrame::UploadPrekeys {
@@ -248,7 +292,10 @@ async fn uploads_and_claims_are_checked() {
     .await;
     m.expect_error("invalid_key").await;
     let (mine, _) = prekeys(&mallory, mode, 1, 1, 0);
-    let mut forged = mine.public().to_bytes();
+    let mut forged = mine
+        .certify(&mallory.identity, None, &mut OsRng)
+        .unwrap()
+        .to_bytes();
     let last = forged.len() - 1;
     forged[last] ^= 1;
     m.send(&ClientFrame::UploadPrekeys {
@@ -264,6 +311,7 @@ async fn uploads_and_claims_are_checked() {
     let (c_signed, _) = prekeys(&classical, CryptoMode::Classical, 1, 1, 0);
     m.send(&upload(
         CryptoMode::Classical,
+        &classical,
         Some(&c_signed),
         &OneTimePrekeys::empty(CryptoMode::Classical),
     ))
@@ -302,7 +350,7 @@ async fn claims_are_rate_limited_per_requester() {
     let mode = CryptoMode::Classical;
     let (signed, one_time) = prekeys(bob, mode, 1, 1, 10);
     let (mut b, _) = bob.connect(&relay).await;
-    b.send(&upload(mode, Some(&signed), &one_time)).await;
+    b.send(&upload(mode, bob, Some(&signed), &one_time)).await;
     assert_eq!(expect_uploaded(&mut b, mode).await, 10);
 
     let (mut a, _) = alice.connect(&relay).await;
@@ -349,7 +397,7 @@ async fn a_new_signed_prekeys_record_reaches_every_relay() {
     let mode = CryptoMode::Quantum;
     let (mut b, _) = bob.connect(&relay_a).await;
     let (first, none) = prekeys(&bob, mode, 1, 1, 0);
-    b.send(&upload(mode, Some(&first), &none)).await;
+    b.send(&upload(mode, &bob, Some(&first), &none)).await;
     expect_uploaded(&mut b, mode).await;
 
     let (mut on_b, _) = alice.connect(&relay_b).await;
@@ -361,7 +409,7 @@ async fn a_new_signed_prekeys_record_reaches_every_relay() {
         }
     }
     let (second, _) = prekeys(&bob, mode, 2, 1, 0);
-    b.send(&upload(mode, Some(&second), &none)).await;
+    b.send(&upload(mode, &bob, Some(&second), &none)).await;
     expect_uploaded(&mut b, mode).await;
     for ws in [&mut on_a, &mut on_b] {
         assert_eq!(get_bundle(ws, &bob, mode).await.signed().id(), 2);

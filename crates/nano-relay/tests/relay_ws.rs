@@ -995,8 +995,9 @@ fn session_pair(
         OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets,
     };
     let mut r = nano_crypto::OsRng;
-    let signed = SignedPrekeySecrets::generate(&to.identity, mode, 1, &mut r).unwrap();
-    let bundle = PrekeyBundle::new(signed.public().clone(), None).unwrap();
+    let signed = SignedPrekeySecrets::generate(mode, 1, &mut r).unwrap();
+    let bundle =
+        PrekeyBundle::new(signed.certify(&to.identity, None, &mut r).unwrap(), None).unwrap();
     let secrets = PrekeySecrets::new(signed, OneTimePrekeys::empty(mode)).unwrap();
     let (mut s, hs) = Session::initiate(
         &from.identity,

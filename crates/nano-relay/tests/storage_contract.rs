@@ -11,9 +11,9 @@ use nano_relay::storage::postgres::PostgresStorage;
 use nano_relay::storage::{Mark, MarkKind, RelayError, Storage, StoreOutcome};
 
 fn setup(s: &dyn Storage) -> (i64, i64) {
-    assert_eq!(s.migrate().unwrap(), 5);
-    assert_eq!(s.migrate().unwrap(), 5);
-    assert_eq!(s.probe().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 6);
+    assert_eq!(s.migrate().unwrap(), 6);
+    assert_eq!(s.probe().unwrap(), 6);
     common::two_users(s)
 }
 
@@ -115,7 +115,8 @@ fn payloads_are_stored_as_bytes(s: &dyn Storage) {
 }
 
 fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage) {
-    use nano_relay::storage::SignedRecord;
+    use nano_relay::storage::prekeys::MAX_ONE_TIME_BATCHES;
+    use nano_relay::storage::{OneTimeRows, SignedRecord};
     let (a, b) = setup(s);
     let mode = CryptoMode::Hybrid;
     assert_eq!(s.signed_prekeys(a, mode).unwrap(), None);
@@ -138,41 +139,60 @@ fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage)
     s.put_signed_prekeys(&record(3, 30, 1, b"spk-3")).unwrap();
     assert_eq!(s.signed_prekeys(a, mode).unwrap().unwrap(), b"spk-3");
 
-    let batch: Vec<(u32, Vec<u8>)> = (0..40u32)
-        .map(|i| (100 + i, format!("otk-{i}").into_bytes()))
-        .collect();
+    let rows = |first: u32, n: u32| -> Vec<(u32, Vec<u8>)> {
+        (first..first + n)
+            .map(|i| (i, format!("otk-{i}").into_bytes()))
+            .collect()
+    };
+    let batch =
+        |signed_id: u32, record: &'static [u8], prekeys: &'static [(u32, Vec<u8>)]| OneTimeRows {
+            batch_id: prekeys[0].0,
+            signed_id,
+            record,
+            prekeys,
+        };
+    let forty: &'static [(u32, Vec<u8>)] = Box::leak(rows(100, 40).into_boxed_slice());
+    let add = |m: CryptoMode, rows: Option<&OneTimeRows<'_>>, replace: bool| {
+        s.add_one_time_prekeys(a, m, rows, replace, 5)
+    };
     assert_eq!(
-        s.add_one_time_prekeys(a, mode, &batch, false, 5).unwrap(),
+        add(mode, Some(&batch(3, b"batch-100", forty)), false).unwrap(),
         40
     );
-    // Re-uploading held ids changes nothing.
+    // Re-uploading the same batch changes nothing.
     assert_eq!(
-        s.add_one_time_prekeys(a, mode, &batch[..5], false, 6)
-            .unwrap(),
+        add(mode, Some(&batch(3, b"batch-100", forty)), false).unwrap(),
         40
     );
+    // Another batch under a held batch id is refused, and nothing of it is stored.
+    let clash = Box::leak(vec![(100, b"x".to_vec()), (900, b"y".to_vec())].into_boxed_slice());
+    assert!(matches!(
+        add(mode, Some(&batch(3, b"batch-other", clash)), false),
+        Err(RelayError::Proto(_))
+    ));
+    assert_eq!(s.one_time_prekey_count(a, mode).unwrap(), 40);
     // Replacing: the held ones are gone, the new ones are held (other modes untouched).
-    let other: Vec<(u32, Vec<u8>)> = vec![(7, b"other-mode".to_vec())];
+    let other = Box::leak(rows(7, 1).into_boxed_slice());
     assert_eq!(
-        s.add_one_time_prekeys(a, CryptoMode::Quantum, &other, false, 6)
-            .unwrap(),
+        add(CryptoMode::Quantum, Some(&batch(1, b"q", other)), false).unwrap(),
         1
     );
+    let three = Box::leak(rows(200, 3).into_boxed_slice());
     assert_eq!(
-        s.add_one_time_prekeys(a, mode, &batch[..3], true, 7)
-            .unwrap(),
+        add(mode, Some(&batch(3, b"batch-200", three)), true).unwrap(),
         3
     );
-    assert_eq!(s.add_one_time_prekeys(a, mode, &[], true, 7).unwrap(), 0);
+    assert_eq!(add(mode, None, true).unwrap(), 0);
     assert_eq!(s.one_time_prekey_count(a, CryptoMode::Quantum).unwrap(), 1);
     assert_eq!(
-        s.add_one_time_prekeys(a, mode, &batch, false, 8).unwrap(),
+        add(mode, Some(&batch(3, b"batch-100", forty)), false).unwrap(),
         40
     );
     assert_eq!(s.one_time_prekey_count(b, mode).unwrap(), 0);
-    // Eight claimers at once take every prekey exactly once.
+    // Eight claimers at once take every prekey exactly once, each with its batch's record.
     let claimed = common::claim_all_concurrently(&[s], a, mode, 8);
-    let mut sorted = claimed.clone();
+    assert!(claimed.iter().all(|c| c.record == b"batch-100"));
+    let mut sorted: Vec<_> = claimed.iter().map(|c| c.one_time.clone()).collect();
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 40, "every prekey handed out once");
@@ -181,6 +201,41 @@ fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage)
     assert_eq!(s.claim_one_time_prekey(a, mode).unwrap(), None);
     // The signed record is still there: the caller falls back to its last-resort prekey.
     assert!(s.signed_prekeys(a, mode).unwrap().is_some());
+
+    // At most MAX_ONE_TIME_BATCHES batches with prekeys left (empty ones are dropped).
+    for i in 0..MAX_ONE_TIME_BATCHES as u32 {
+        let one = Box::leak(rows(1_000 + i, 1).into_boxed_slice());
+        add(mode, Some(&batch(3, b"small", one)), false).unwrap();
+    }
+    let past = Box::leak(rows(5_000, 1).into_boxed_slice());
+    assert!(matches!(
+        add(mode, Some(&batch(3, b"small", past)), false),
+        Err(RelayError::Proto(_))
+    ));
+    assert_eq!(
+        s.one_time_prekey_count(a, mode).unwrap(),
+        MAX_ONE_TIME_BATCHES
+    );
+    let first = s.claim_one_time_prekey(a, mode).unwrap().unwrap();
+    assert_eq!(
+        (first.record.as_slice(), first.one_time.as_slice()),
+        (&b"small"[..], &b"otk-1000"[..])
+    );
+    assert_eq!(
+        add(mode, Some(&batch(3, b"small", past)), false).unwrap(),
+        MAX_ONE_TIME_BATCHES
+    );
+
+    // Rotation: once record 3 is no longer kept, its batches go with their prekeys.
+    s.put_signed_prekeys(&record(4, 40, 1, b"spk-4")).unwrap();
+    assert_eq!(
+        s.one_time_prekey_count(a, mode).unwrap(),
+        MAX_ONE_TIME_BATCHES
+    );
+    s.put_signed_prekeys(&record(5, 50, 1, b"spk-5")).unwrap();
+    assert_eq!(s.one_time_prekey_count(a, mode).unwrap(), 0);
+    assert_eq!(s.claim_one_time_prekey(a, mode).unwrap(), None);
+    assert_eq!(s.one_time_prekey_count(a, CryptoMode::Quantum).unwrap(), 1);
 }
 
 fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {

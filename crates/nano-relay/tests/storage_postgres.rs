@@ -13,7 +13,7 @@ use nano_testkit::PgDb;
 
 fn migrated(db: &PgDb, connections: usize) -> PostgresStorage {
     let s = PostgresStorage::connect_pool(&db.url, None, connections).unwrap();
-    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 6);
     s
 }
 
@@ -26,14 +26,14 @@ fn the_pool_reconnects_after_the_server_closes_every_connection() {
     let alice = s
         .create_user("alice", b"bundle", &[1; 32], CryptoMode::Hybrid, 1)
         .unwrap();
-    assert_eq!(s.probe().unwrap(), 5);
+    assert_eq!(s.probe().unwrap(), 6);
     // What a restart does to the relay's side: every connection closed by the server.
     assert!(db.terminate_connections() >= 1);
     // The next operations find their connections closed, discard them and run on fresh ones.
     for _ in 0..8 {
         assert_eq!(s.user("alice").unwrap().unwrap().id, alice.id);
     }
-    assert_eq!(s.probe().unwrap(), 5);
+    assert_eq!(s.probe().unwrap(), 6);
     assert_eq!(s.pending_count(alice.id).unwrap(), 0);
 }
 
@@ -43,7 +43,7 @@ fn the_probe_fails_without_a_table_the_relay_needs() {
         return;
     };
     let s = migrated(&db, 2);
-    assert_eq!(s.probe().unwrap(), 5);
+    assert_eq!(s.probe().unwrap(), 6);
     db.execute("DROP TABLE messages").unwrap();
     let e = s.probe().unwrap_err();
     assert!(e.to_string().contains("messages"), "{e}");
@@ -114,7 +114,7 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         })
         .collect();
     for t in threads {
-        assert_eq!(t.join().unwrap(), 5);
+        assert_eq!(t.join().unwrap(), 6);
     }
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let applied: i64 = c
@@ -124,7 +124,7 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(applied, 5);
+    assert_eq!(applied, 6);
     let rows = c
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1",
@@ -162,13 +162,20 @@ fn two_relays_claim_each_one_time_prekey_once() {
         .create_user("alice", b"bundle", &[1; 32], CryptoMode::Quantum, 1)
         .unwrap();
     let batch: Vec<(u32, Vec<u8>)> = (0..200u32).map(|i| (i, i.to_be_bytes().to_vec())).collect();
+    let rows = nano_relay::storage::OneTimeRows {
+        batch_id: 0,
+        signed_id: 1,
+        record: b"record",
+        prekeys: &batch,
+    };
     assert_eq!(
-        one.add_one_time_prekeys(alice.id, CryptoMode::Quantum, &batch, false, 1)
+        one.add_one_time_prekeys(alice.id, CryptoMode::Quantum, Some(&rows), false, 1)
             .unwrap(),
         200
     );
     let claimed = common::claim_all_concurrently(&[&one, &two], alice.id, CryptoMode::Quantum, 6);
-    let mut unique = claimed.clone();
+    assert!(claimed.iter().all(|c| c.record == b"record"));
+    let mut unique: Vec<_> = claimed.iter().map(|c| c.one_time.clone()).collect();
     unique.sort();
     unique.dedup();
     assert_eq!((claimed.len(), unique.len()), (200, 200));
@@ -197,6 +204,6 @@ fn migration_5_turns_text_payloads_into_bytes() {
         )
     };
     db.execute(&common::v4_rows(hex)).unwrap();
-    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 6);
     common::assert_v4_payloads_migrated(&s);
 }

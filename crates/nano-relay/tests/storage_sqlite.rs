@@ -29,7 +29,7 @@ impl Drop for TempDir {
 }
 
 fn setup(s: &SqliteStorage) -> (i64, i64) {
-    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 6);
     common::two_users(s)
 }
 
@@ -38,10 +38,10 @@ fn migrations_are_versioned_idempotent_and_create_the_guides_indexes() {
     let dir = TempDir::new("migrate");
     let s = SqliteStorage::open(&dir.0.join("relay.db")).unwrap();
     assert_eq!(s.schema_version().unwrap(), 0);
-    assert_eq!(s.migrate().unwrap(), 5);
-    assert_eq!(s.migrate().unwrap(), 5);
-    assert_eq!(s.schema_version().unwrap(), 5);
-    assert_eq!(s.probe().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 6);
+    assert_eq!(s.migrate().unwrap(), 6);
+    assert_eq!(s.schema_version().unwrap(), 6);
+    assert_eq!(s.probe().unwrap(), 6);
     let conn = rusqlite::Connection::open(dir.0.join("relay.db")).unwrap();
     let mut names: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_%'")
@@ -73,7 +73,7 @@ fn migrations_are_versioned_idempotent_and_create_the_guides_indexes() {
         s.migrate(),
         Err(RelayError::SchemaTooNew {
             found: 99,
-            supported: 5
+            supported: 6
         })
     ));
 }
@@ -88,7 +88,7 @@ fn committed_messages_survive_reopening() {
         s.store_batch(&[msg(7, bob, None, 1)], 10).unwrap();
     }
     let s = SqliteStorage::open(&path).unwrap();
-    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 6);
     let bob = s.user("bob").unwrap().unwrap();
     let inbox = s.pending(bob.id, 0, 10).unwrap();
     assert_eq!(inbox.len(), 1);
@@ -172,7 +172,7 @@ fn the_probe_fails_without_a_table_and_bad_rows_are_corrupt_data() {
     let path = dir.0.join("relay.db");
     let s = SqliteStorage::open(&path).unwrap();
     setup(&s);
-    assert_eq!(s.probe().unwrap(), 5);
+    assert_eq!(s.probe().unwrap(), 6);
     let other = rusqlite::Connection::open(&path).unwrap();
     other
         .execute_batch("UPDATE users SET min_mode = 'x' WHERE username = 'alice'")
@@ -206,8 +206,14 @@ fn prekeys_are_deleted_with_their_user() {
     })
     .unwrap();
     let batch = vec![(1, b"otk".to_vec())];
+    let rows = nano_relay::storage::OneTimeRows {
+        batch_id: 1,
+        signed_id: 1,
+        record: b"spk",
+        prekeys: &batch,
+    };
     assert_eq!(
-        s.add_one_time_prekeys(u.id, CryptoMode::Quantum, &batch, false, 1)
+        s.add_one_time_prekeys(u.id, CryptoMode::Quantum, Some(&rows), false, 1)
             .unwrap(),
         1
     );
@@ -217,7 +223,8 @@ fn prekeys_are_deleted_with_their_user() {
         .unwrap();
     let left: i64 = conn
         .query_row(
-            "SELECT (SELECT COUNT(*) FROM signed_prekeys) + (SELECT COUNT(*) FROM one_time_prekeys)",
+            "SELECT (SELECT COUNT(*) FROM signed_prekeys) + (SELECT COUNT(*) FROM one_time_prekeys)
+                + (SELECT COUNT(*) FROM one_time_batches)",
             [],
             |r| r.get(0),
         )
@@ -249,7 +256,7 @@ fn migration_5_turns_text_payloads_into_bytes() {
         )
     };
     raw.execute_batch(&common::v4_rows(hex)).unwrap();
-    assert_eq!(s.migrate().unwrap(), 5);
+    assert_eq!(s.migrate().unwrap(), 6);
     common::assert_v4_payloads_migrated(&s);
     let kind: String = raw
         .query_row("SELECT DISTINCT typeof(payload) FROM messages", [], |r| {

@@ -217,9 +217,9 @@ pub(crate) fn preseal_sessions(ctx: &Ctx, n: usize, mode: CryptoMode) -> anyhow:
     for k in 0..pairs {
         let from = &ctx.senders[k % ctx.senders.len()];
         let to = &ctx.users[k % ctx.users.len()];
-        let signed = SignedPrekeySecrets::generate(&to.identity, mode, 1, &mut OsRng)?;
+        let signed = SignedPrekeySecrets::generate(mode, 1, &mut OsRng)?;
         // The bundle as the relay would hand it out without one-time prekeys.
-        let bundle = PrekeyBundle::new(signed.public().clone(), None)?;
+        let bundle = PrekeyBundle::new(signed.certify(&to.identity, None, &mut OsRng)?, None)?;
         let (mut session, handshake) = Session::initiate(
             &from.identity,
             to.identity.public_bundle(),

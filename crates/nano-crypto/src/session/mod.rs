@@ -5,8 +5,11 @@
 //! `docs/PROTOCOL.md` §14; the pieces:
 //!
 //! ```text
-//! prekey       PrekeyBundle (what a relay serves), SignedPrekeys, OneTimePrekey; the secret
-//!              side: SignedPrekeySecrets, OneTimePrekeys, PrekeySecrets
+//! prekey       PrekeyBundle (what a relay serves), SignedPrekeys (which sign a one-time root)
+//! one_time     OneTimePrekey, OneTimeBatch (a root over an upload), OneTimeInclusion (a served
+//!              one-time prekey with its proof), OneTimePrekeys (their secrets)
+//! prekey_tree  the RFC 9162 Merkle tree over a batch of one-time prekeys
+//! prekey_secrets SignedPrekeySecrets (and `certify`, which signs a record), PrekeySecrets
 //! prekey_state PrekeySecrets::to_bytes / from_bytes (versioned, for an encrypted store)
 //! handshake    Session::initiate / Session::respond: transcript, initiator signature, root keys
 //! ratchet      Session::encrypt / Session::decrypt: chains, X25519 DH ratchet, skipped keys
@@ -29,8 +32,11 @@ mod error;
 mod handshake;
 mod kem_ratchet;
 mod message;
+mod one_time;
 mod prekey;
+mod prekey_secrets;
 mod prekey_state;
+mod prekey_tree;
 mod ratchet;
 mod skipped;
 mod state;
@@ -40,10 +46,11 @@ mod tests;
 pub use error::SessionError;
 pub use handshake::Responded;
 pub use message::{MAX_HEADER_LEN, TYPE_HANDSHAKE, TYPE_MESSAGE, chunk_len};
-pub use prekey::{
-    MAX_ONE_TIME_BATCH, MAX_SEEN_HANDSHAKES, OneTimePrekey, OneTimePrekeys, PREKEY_BUNDLE_VERSION,
-    PrekeyBundle, PrekeySecrets, SignedPrekeySecrets, SignedPrekeys,
+pub use one_time::{
+    MAX_ONE_TIME_BATCH, OneTimeBatch, OneTimeInclusion, OneTimePrekey, OneTimePrekeys,
 };
+pub use prekey::{PREKEY_BUNDLE_VERSION, PrekeyBundle, SignedPrekeys};
+pub use prekey_secrets::{MAX_SEEN_HANDSHAKES, PrekeySecrets, SignedPrekeySecrets};
 pub use prekey_state::PREKEY_SECRETS_VERSION;
 pub use ratchet::MAX_SESSION_PLAINTEXT;
 pub use skipped::{MAX_SKIP_PER_CHAIN, MAX_SKIPPED};

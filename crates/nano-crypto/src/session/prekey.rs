@@ -2,46 +2,66 @@
 //!
 //! Per mode an identity publishes *signed prekeys* — an X25519 signed prekey (classical,
 //! hybrid) and a last-resort KEM prekey (hybrid: X-Wing; quantum: ML-KEM-1024) under one id and
-//! one signature — and batches of *one-time prekeys* (the mode's KEM: DHKEM-X25519, X-Wing,
-//! ML-KEM-1024), each signed on its own so a relay can hand each out once.
+//! one signature, which also covers the Merkle root of a batch of *one-time prekeys*
+//! (`one_time`), so that a relay can hand each of those out once with an inclusion proof.
 //!
 //! ```text
-//! signed prekeys  = mode (1) ‖ id (4, BE) ‖ [x25519 (32)] ‖ [last-resort KEM key] ‖ sig
-//! one-time prekey = mode (1) ‖ id (4, BE) ‖ KEM key ‖ sig
-//! bundle          = version (1) = 1 ‖ mode (1) ‖ signed prekeys ‖ has one-time (1) ‖ [one-time]
+//! signed prekeys = mode (1) ‖ id (4, BE) ‖ [x25519 (32)] ‖ [last-resort KEM key]
+//!                  ‖ one-time count (2, BE) ‖ one-time root (32) ‖ sig
+//! compact form   = the same with SHA-256(last-resort KEM key) (32) in place of the key
+//! content signed = mode ‖ id ‖ [x25519] ‖ [SHA-256(last-resort KEM key)] ‖ count ‖ root
+//! bundle         = version (1) = 2 ‖ mode (1) ‖ 0x00 ‖ signed prekeys
+//!                | version (1) = 2 ‖ mode (1) ‖ 0x01 ‖ compact signed prekeys ‖ inclusion
 //! ```
 //!
-//! Each `sig` is the owner's `mode` identity key over everything before it in its record, with
-//! context `signed-prekeys` or `one-time-prekey` (`docs/PROTOCOL.md` §4.1).
+//! `sig` is the owner's `mode` identity key over the content, with context `signed-prekeys`
+//! (`docs/PROTOCOL.md` §4.1, §14.2). A count of 0 has a root of 32 zero bytes. A bundle with a
+//! one-time prekey carries the last-resort key's digest only: the handshake uses the one-time
+//! prekey then, and the digest keeps the signature checkable.
 
-use std::collections::BTreeMap;
-
-use rand_core::CryptoRngCore;
+use sha2::{Digest, Sha256};
 
 use super::SessionError;
+use super::one_time::{MAX_ONE_TIME_BATCH, OneTimeBatch, OneTimeInclusion, OneTimePrekey};
 use crate::codec::Reader;
 use crate::error::CryptoError;
-use crate::identity::{Identity, PublicBundle};
-use crate::kem::{self, KemKeyPair, KemPublicKey};
+use crate::identity::PublicBundle;
+use crate::kem::{self, KemPublicKey};
 use crate::mode::CryptoMode;
-use crate::primitives::x25519::{self, X25519KeyPair};
+use crate::primitives::x25519;
 use crate::sign::{self, SigContext, Signature};
 
 /// Version byte of the prekey bundle encoding.
-pub const PREKEY_BUNDLE_VERSION: u8 = 1;
-/// Most one-time prekeys one [`OneTimePrekeys::generate`] call makes.
-pub const MAX_ONE_TIME_BATCH: u32 = 1_000;
+pub const PREKEY_BUNDLE_VERSION: u8 = 2;
 
 type Result<T> = core::result::Result<T, SessionError>;
 
 /// Whether signed prekeys of `mode` carry an X25519 signed prekey.
-const fn has_x25519(mode: CryptoMode) -> bool {
+pub(super) const fn has_x25519(mode: CryptoMode) -> bool {
     !matches!(mode, CryptoMode::Quantum)
 }
 
 /// Whether signed prekeys of `mode` carry a last-resort KEM prekey.
-const fn has_last_resort(mode: CryptoMode) -> bool {
+pub(super) const fn has_last_resort(mode: CryptoMode) -> bool {
     !matches!(mode, CryptoMode::Classical)
+}
+
+/// The last-resort KEM prekey as a record carries it: whole, or (in a bundle that serves a
+/// one-time prekey) its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LastResort {
+    /// Boxed: a KEM key is up to 1,568 bytes, the digest 32.
+    Key(Box<KemPublicKey>),
+    Digest([u8; 32]),
+}
+
+impl LastResort {
+    fn digest(&self) -> [u8; 32] {
+        match self {
+            Self::Key(k) => Sha256::digest(k.as_bytes()).into(),
+            Self::Digest(d) => *d,
+        }
+    }
 }
 
 /// A user's public signed prekeys for one mode.
@@ -50,39 +70,45 @@ pub struct SignedPrekeys {
     mode: CryptoMode,
     id: u32,
     x25519: Option<[u8; x25519::PUBLIC_KEY_LEN]>,
-    last_resort: Option<KemPublicKey>,
-    signature: Signature,
-}
-
-/// One public one-time prekey.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OneTimePrekey {
-    mode: CryptoMode,
-    id: u32,
-    key: KemPublicKey,
+    last_resort: Option<LastResort>,
+    one_time_count: u16,
+    one_time_root: [u8; 32],
     signature: Signature,
 }
 
 /// What a relay serves for one user and mode: the signed prekeys and at most one one-time
-/// prekey. Decoding checks structure and key validity; [`PrekeyBundle::verify`] checks the
-/// signatures against the owner's identity ([`super::Session::initiate`] always does).
+/// prekey with its inclusion proof. Decoding checks structure and key validity;
+/// [`PrekeyBundle::verify`] checks the signature and the proof against the owner's identity
+/// ([`super::Session::initiate`] always does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrekeyBundle {
     signed: SignedPrekeys,
-    one_time: Option<OneTimePrekey>,
+    one_time: Option<OneTimeInclusion>,
 }
 
 impl SignedPrekeys {
-    fn unsigned(&self) -> Vec<u8> {
+    /// The signed content: the last-resort key as its digest.
+    fn content(&self) -> Vec<u8> {
+        let mut out = self.head();
+        if let Some(lr) = &self.last_resort {
+            out.extend_from_slice(&lr.digest());
+        }
+        self.tail(&mut out);
+        out
+    }
+
+    fn head(&self) -> Vec<u8> {
         let mut out = vec![self.mode.to_byte()];
         out.extend_from_slice(&self.id.to_be_bytes());
         if let Some(x) = &self.x25519 {
             out.extend_from_slice(x);
         }
-        if let Some(k) = &self.last_resort {
-            out.extend_from_slice(k.as_bytes());
-        }
         out
+    }
+
+    fn tail(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.one_time_count.to_be_bytes());
+        out.extend_from_slice(&self.one_time_root);
     }
 
     /// The mode.
@@ -100,25 +126,57 @@ impl SignedPrekeys {
         self.x25519.as_ref()
     }
 
-    /// The last-resort KEM prekey (hybrid, quantum).
+    /// The last-resort KEM prekey (hybrid, quantum; `None` in the compact form).
     pub fn last_resort(&self) -> Option<&KemPublicKey> {
-        self.last_resort.as_ref()
+        match &self.last_resort {
+            Some(LastResort::Key(k)) => Some(k),
+            _ => None,
+        }
     }
 
-    /// The encoding (`mode ‖ id ‖ keys ‖ sig`).
+    /// How many one-time prekeys the signed root covers (0 ..= 1,000).
+    pub fn one_time_count(&self) -> u16 {
+        self.one_time_count
+    }
+
+    /// The Merkle root of the one-time prekeys it covers (32 zero bytes for none).
+    pub fn one_time_root(&self) -> &[u8; 32] {
+        &self.one_time_root
+    }
+
+    /// The encoding in the form held: whole (as uploaded and stored; [`Self::from_bytes`]
+    /// reads it), or compact when taken from a bundle that serves a one-time prekey.
     pub fn to_bytes(&self) -> Vec<u8> {
-        signed_record(self.unsigned(), &self.signature)
+        let mut out = self.head();
+        match &self.last_resort {
+            Some(LastResort::Key(k)) => out.extend_from_slice(k.as_bytes()),
+            Some(LastResort::Digest(d)) => out.extend_from_slice(d),
+            None => {}
+        }
+        self.tail(&mut out);
+        out.extend_from_slice(self.signature.as_bytes());
+        out
     }
 
-    /// Decodes a whole encoding.
+    /// The compact form: the last-resort key replaced by its digest.
+    fn compact(mut self) -> Self {
+        self.last_resort = self.last_resort.map(|lr| LastResort::Digest(lr.digest()));
+        self
+    }
+
+    /// Decodes a whole encoding (the whole form).
     ///
     /// # Errors
-    /// [`SessionError::Malformed`] on bad structure or an invalid key.
+    /// [`SessionError::Malformed`] on bad structure, an invalid key, a count over 1,000 or a
+    /// count of 0 with a root other than zeros.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        whole(bytes, "signed prekeys", Self::read)
+        let mut r = Reader::new(bytes);
+        let v = Self::read(&mut r, false)?;
+        r.finish("signed prekeys")?;
+        Ok(v)
     }
 
-    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
+    pub(crate) fn read(r: &mut Reader<'_>, compact: bool) -> Result<Self> {
         let mode = CryptoMode::from_byte(r.u8("prekey mode")?)?;
         let id = r.u32("prekey id")?;
         let x25519 = if has_x25519(mode) {
@@ -128,14 +186,21 @@ impl SignedPrekeys {
         } else {
             None
         };
-        let last_resort = if has_last_resort(mode) {
-            Some(KemPublicKey::from_bytes(
+        let last_resort = match (has_last_resort(mode), compact) {
+            (false, _) => None,
+            (true, true) => Some(LastResort::Digest(r.array("last-resort prekey digest")?)),
+            (true, false) => Some(LastResort::Key(Box::new(KemPublicKey::from_bytes(
                 mode,
                 r.take(kem::public_key_len(mode), "last-resort prekey")?,
-            )?)
-        } else {
-            None
+            )?))),
         };
+        let one_time_count = r.u16("one-time count")?;
+        let one_time_root = r.array("one-time root")?;
+        if u32::from(one_time_count) > MAX_ONE_TIME_BATCH
+            || (one_time_count == 0 && one_time_root != [0; 32])
+        {
+            return Err(SessionError::malformed("one-time count or root"));
+        }
         let signature = Signature::from_bytes(
             mode,
             r.take(sign::signature_len(mode), "signed prekeys signature")?,
@@ -145,6 +210,8 @@ impl SignedPrekeys {
             id,
             x25519,
             last_resort,
+            one_time_count,
+            one_time_root,
             signature,
         })
     }
@@ -155,98 +222,74 @@ impl SignedPrekeys {
     /// [`SessionError::ModeMismatch`] if the owner has no keys of this mode;
     /// [`SessionError::BadPrekeySignature`].
     pub fn verify(&self, owner: &PublicBundle) -> Result<()> {
-        verify_record(
-            owner,
-            SigContext::SignedPrekeys,
-            &self.unsigned(),
-            &self.signature,
-        )
-    }
-}
-
-impl OneTimePrekey {
-    fn unsigned(&self) -> Vec<u8> {
-        let mut out = vec![self.mode.to_byte()];
-        out.extend_from_slice(&self.id.to_be_bytes());
-        out.extend_from_slice(self.key.as_bytes());
-        out
+        let vk = owner
+            .verifying_key(self.mode)
+            .ok_or(SessionError::ModeMismatch {
+                expected: owner.min_mode(),
+                got: self.mode,
+            })?;
+        vk.verify(SigContext::SignedPrekeys, &self.content(), &self.signature)
+            .map_err(|_| SessionError::BadPrekeySignature)
     }
 
-    /// The mode.
-    pub fn mode(&self) -> CryptoMode {
-        self.mode
-    }
-
-    /// The id the handshake names.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// The KEM key.
-    pub fn key(&self) -> &KemPublicKey {
-        &self.key
-    }
-
-    /// The encoding (`mode ‖ id ‖ key ‖ sig`).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        signed_record(self.unsigned(), &self.signature)
-    }
-
-    /// Decodes a whole encoding.
-    ///
-    /// # Errors
-    /// [`SessionError::Malformed`] on bad structure or an invalid key.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        whole(bytes, "one-time prekey", Self::read)
-    }
-
-    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
-        let mode = CryptoMode::from_byte(r.u8("prekey mode")?)?;
-        let id = r.u32("prekey id")?;
-        let key =
-            KemPublicKey::from_bytes(mode, r.take(kem::public_key_len(mode), "one-time prekey")?)?;
-        let signature = Signature::from_bytes(
-            mode,
-            r.take(sign::signature_len(mode), "one-time prekey signature")?,
-        )?;
-        Ok(Self {
+    /// A record of these keys and one-time root, signed by `sign` over its content.
+    pub(super) fn sign(
+        mode: CryptoMode,
+        id: u32,
+        x25519: Option<[u8; x25519::PUBLIC_KEY_LEN]>,
+        last_resort: Option<KemPublicKey>,
+        (one_time_count, one_time_root): (u16, [u8; 32]),
+        signer: impl FnOnce(&[u8]) -> Result<Signature>,
+    ) -> Result<Self> {
+        let mut record = Self {
             mode,
             id,
-            key,
-            signature,
-        })
+            x25519,
+            last_resort: last_resort.map(|k| LastResort::Key(Box::new(k))),
+            one_time_count,
+            one_time_root,
+            // Replaced below, once the content it covers is known.
+            signature: Signature::from_bytes(mode, &vec![0; sign::signature_len(mode)])?,
+        };
+        record.signature = signer(&record.content())?;
+        Ok(record)
     }
 
-    /// Checks the signature under `owner`'s identity key of this mode.
-    ///
-    /// # Errors
-    /// [`SessionError::ModeMismatch`] if the owner has no keys of this mode;
-    /// [`SessionError::BadPrekeySignature`].
-    pub fn verify(&self, owner: &PublicBundle) -> Result<()> {
-        verify_record(
-            owner,
-            SigContext::OneTimePrekey,
-            &self.unsigned(),
-            &self.signature,
-        )
+    /// Whether `batch` is the one this record's root covers.
+    pub fn covers(&self, batch: &OneTimeBatch) -> bool {
+        batch.len() == self.one_time_count && batch.root() == &self.one_time_root
     }
 }
 
 impl PrekeyBundle {
-    /// Assembles a bundle.
+    /// Assembles a bundle from a whole signed-prekeys record and, optionally, a one-time prekey
+    /// of the batch it covers.
     ///
     /// # Errors
-    /// [`SessionError::ModeMismatch`] if the one-time prekey's mode differs.
-    pub fn new(signed: SignedPrekeys, one_time: Option<OneTimePrekey>) -> Result<Self> {
-        if let Some(o) = &one_time
-            && o.mode != signed.mode
-        {
+    /// [`SessionError::ModeMismatch`] if the one-time prekey's mode differs;
+    /// [`SessionError::Malformed`] if its index is past the record's one-time count.
+    pub fn new(signed: SignedPrekeys, one_time: Option<OneTimeInclusion>) -> Result<Self> {
+        let Some(o) = one_time else {
+            return Ok(Self {
+                signed,
+                one_time: None,
+            });
+        };
+        if o.prekey().mode() != signed.mode {
             return Err(SessionError::ModeMismatch {
                 expected: signed.mode,
-                got: o.mode,
+                got: o.prekey().mode(),
             });
         }
-        Ok(Self { signed, one_time })
+        if o.index() >= signed.one_time_count {
+            return Err(SessionError::malformed(
+                "one-time prekey index past its batch",
+            ));
+        }
+        Ok(Self {
+            signed: signed.compact(),
+            one_time: Some(o),
+        })
     }
 
     /// The mode.
@@ -254,26 +297,26 @@ impl PrekeyBundle {
         self.signed.mode
     }
 
-    /// The signed prekeys.
+    /// The signed prekeys (compact when a one-time prekey is served).
     pub fn signed(&self) -> &SignedPrekeys {
         &self.signed
     }
 
     /// The one-time prekey, if the relay had one left.
     pub fn one_time(&self) -> Option<&OneTimePrekey> {
-        self.one_time.as_ref()
+        self.one_time.as_ref().map(OneTimeInclusion::prekey)
     }
 
     /// The encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![PREKEY_BUNDLE_VERSION, self.mode().to_byte()];
+        let mut out = vec![
+            PREKEY_BUNDLE_VERSION,
+            self.mode().to_byte(),
+            u8::from(self.one_time.is_some()),
+        ];
         out.extend_from_slice(&self.signed.to_bytes());
-        match &self.one_time {
-            Some(o) => {
-                out.push(1);
-                out.extend_from_slice(&o.to_bytes());
-            }
-            None => out.push(0),
+        if let Some(o) = &self.one_time {
+            out.extend_from_slice(&o.to_bytes());
         }
         out
     }
@@ -293,12 +336,15 @@ impl PrekeyBundle {
             .into());
         }
         let mode = CryptoMode::from_byte(r.u8("prekey bundle mode")?)?;
-        let signed = SignedPrekeys::read(&mut r)?;
-        let one_time = match r.u8("one-time prekey flag")? {
-            0 => None,
-            1 => Some(OneTimePrekey::read(&mut r)?),
+        let has_one_time = match r.u8("one-time prekey flag")? {
+            0 => false,
+            1 => true,
             _ => return Err(CryptoError::MalformedBundle("one-time prekey flag").into()),
         };
+        let signed = SignedPrekeys::read(&mut r, has_one_time)?;
+        let one_time = has_one_time
+            .then(|| OneTimeInclusion::read(&mut r, signed.one_time_count))
+            .transpose()?;
         r.finish("prekey bundle")?;
         if signed.mode != mode {
             return Err(SessionError::ModeMismatch {
@@ -306,346 +352,30 @@ impl PrekeyBundle {
                 got: signed.mode,
             });
         }
-        Self::new(signed, one_time)
-    }
-
-    /// Checks every signature under `owner`'s identity.
-    ///
-    /// # Errors
-    /// As [`SignedPrekeys::verify`].
-    pub fn verify(&self, owner: &PublicBundle) -> Result<()> {
-        self.signed.verify(owner)?;
-        if let Some(o) = &self.one_time {
-            o.verify(owner)?;
-        }
-        Ok(())
-    }
-}
-
-/// Most session ids remembered per signed-prekeys record (handshakes that used no one-time
-/// prekey); past it the oldest is forgotten, so rotate signed prekeys well before.
-pub const MAX_SEEN_HANDSHAKES: usize = 10_000;
-
-/// The secret side of one signed-prekeys record.
-pub struct SignedPrekeySecrets {
-    pub(super) x25519: Option<X25519KeyPair>,
-    pub(super) last_resort: Option<KemKeyPair>,
-    pub(super) public: SignedPrekeys,
-    /// Ids of the sessions accepted against this record without a one-time prekey, oldest
-    /// first: each such handshake is accepted once.
-    pub(super) seen: std::collections::VecDeque<[u8; 32]>,
-}
-
-impl core::fmt::Debug for SignedPrekeySecrets {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SignedPrekeySecrets")
-            .field("mode", &self.public.mode)
-            .field("id", &self.public.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SignedPrekeySecrets {
-    /// Makes and signs the signed prekeys of `mode` with id `id`.
-    ///
-    /// # Errors
-    /// [`SessionError::ModeMismatch`] if `identity` has no keys of `mode`; RNG failures.
-    pub fn generate(
-        identity: &Identity,
-        mode: CryptoMode,
-        id: u32,
-        rng: &mut impl CryptoRngCore,
-    ) -> Result<Self> {
-        let signer = signer(identity, mode)?;
-        let x25519 = if has_x25519(mode) {
-            let mut s = zeroize::Zeroizing::new([0u8; x25519::SECRET_KEY_LEN]);
-            rng.try_fill_bytes(&mut s[..])
-                .map_err(|_| CryptoError::Rng)?;
-            Some(X25519KeyPair::from_secret(&s)?)
-        } else {
-            None
-        };
-        let last_resort = if has_last_resort(mode) {
-            Some(KemKeyPair::generate(mode, rng)?)
-        } else {
-            None
-        };
-        let mut public = SignedPrekeys {
-            mode,
-            id,
-            x25519: x25519.as_ref().map(|k| *k.public_key()),
-            last_resort: last_resort.as_ref().map(KemKeyPair::public_key),
-            signature: unsigned_placeholder(mode)?,
-        };
-        public.signature = signer.sign(SigContext::SignedPrekeys, &public.unsigned(), rng)?;
-        Ok(Self {
-            x25519,
-            last_resort,
-            public,
-            seen: std::collections::VecDeque::new(),
-        })
-    }
-
-    /// The public record to upload.
-    pub fn public(&self) -> &SignedPrekeys {
-        &self.public
-    }
-
-    pub(crate) fn x25519(&self) -> Option<&X25519KeyPair> {
-        self.x25519.as_ref()
-    }
-
-    pub(crate) fn last_resort(&self) -> Option<&KemKeyPair> {
-        self.last_resort.as_ref()
-    }
-}
-
-/// A batch of one-time prekeys: the secrets this side keeps, and their signed public halves.
-pub struct OneTimePrekeys {
-    pub(super) mode: CryptoMode,
-    pub(super) keys: BTreeMap<u32, (KemKeyPair, OneTimePrekey)>,
-}
-
-impl core::fmt::Debug for OneTimePrekeys {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("OneTimePrekeys")
-            .field("mode", &self.mode)
-            .field("count", &self.keys.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl OneTimePrekeys {
-    /// An empty set.
-    pub fn empty(mode: CryptoMode) -> Self {
-        Self {
-            mode,
-            keys: BTreeMap::new(),
-        }
-    }
-
-    /// Makes and signs `count` one-time prekeys with ids `first_id..first_id + count`.
-    ///
-    /// # Errors
-    /// [`SessionError::ModeMismatch`] if `identity` has no keys of `mode`;
-    /// [`SessionError::Malformed`] for `count` over [`MAX_ONE_TIME_BATCH`] or ids past `u32`.
-    pub fn generate(
-        identity: &Identity,
-        mode: CryptoMode,
-        first_id: u32,
-        count: u32,
-        rng: &mut impl CryptoRngCore,
-    ) -> Result<Self> {
-        let signer = signer(identity, mode)?;
-        if count > MAX_ONE_TIME_BATCH || first_id.checked_add(count).is_none() {
-            return Err(CryptoError::TooLarge {
-                what: "one-time prekey batch",
-                max: MAX_ONE_TIME_BATCH as usize,
-                got: count as usize,
-            }
-            .into());
-        }
-        let mut keys = BTreeMap::new();
-        for id in first_id..first_id + count {
-            let kp = KemKeyPair::generate(mode, rng)?;
-            let mut public = OneTimePrekey {
-                mode,
-                id,
-                key: kp.public_key(),
-                signature: unsigned_placeholder(mode)?,
-            };
-            public.signature = signer.sign(SigContext::OneTimePrekey, &public.unsigned(), rng)?;
-            keys.insert(id, (kp, public));
-        }
-        Ok(Self { mode, keys })
-    }
-
-    /// The mode.
-    pub fn mode(&self) -> CryptoMode {
-        self.mode
-    }
-
-    /// The public halves, in id order (what to upload).
-    pub fn publics(&self) -> impl Iterator<Item = &OneTimePrekey> {
-        self.keys.values().map(|(_, p)| p)
-    }
-
-    /// How many secrets are held.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether none are held.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// Adds another batch of the same mode (ids already held are kept as they are).
-    pub fn merge(&mut self, other: OneTimePrekeys) {
-        for (id, v) in other.keys {
-            self.keys.entry(id).or_insert(v);
-        }
-    }
-
-    pub(crate) fn get(&self, id: u32) -> Option<&KemKeyPair> {
-        self.keys.get(&id).map(|(k, _)| k)
-    }
-
-    /// Deletes a used secret.
-    pub(crate) fn remove(&mut self, id: u32) {
-        self.keys.remove(&id);
-    }
-}
-
-/// Everything a responder needs for one mode: current and previous signed prekeys (kept for a
-/// grace period after rotation, so handshakes made against them still complete) and the unused
-/// one-time prekeys.
-#[derive(Debug)]
-pub struct PrekeySecrets {
-    pub(super) mode: CryptoMode,
-    pub(super) signed: Vec<SignedPrekeySecrets>,
-    pub(super) one_time: OneTimePrekeys,
-}
-
-impl PrekeySecrets {
-    /// Secrets of `mode` starting with `signed` and `one_time`.
-    ///
-    /// # Errors
-    /// [`SessionError::ModeMismatch`] when the parts are of different modes.
-    pub fn new(signed: SignedPrekeySecrets, one_time: OneTimePrekeys) -> Result<Self> {
-        let mode = signed.public.mode;
-        if one_time.mode != mode {
+        if let Some(o) = &one_time
+            && o.prekey().mode() != mode
+        {
             return Err(SessionError::ModeMismatch {
                 expected: mode,
-                got: one_time.mode,
+                got: o.prekey().mode(),
             });
         }
-        Ok(Self {
-            mode,
-            signed: vec![signed],
-            one_time,
-        })
+        Ok(Self { signed, one_time })
     }
 
-    /// The mode.
-    pub fn mode(&self) -> CryptoMode {
-        self.mode
-    }
-
-    /// The current signed prekeys.
-    pub fn current(&self) -> Option<&SignedPrekeySecrets> {
-        self.signed.last()
-    }
-
-    /// Makes `next` current, keeping at most `keep_previous` earlier records.
+    /// Checks the signed prekeys' signature under `owner`'s identity and that the one-time
+    /// prekey's inclusion proof leads to the signed root.
     ///
     /// # Errors
-    /// [`SessionError::ModeMismatch`] if `next` is of another mode;
-    /// [`SessionError::Malformed`] if a record with the same id is held.
-    pub fn rotate(&mut self, next: SignedPrekeySecrets, keep_previous: usize) -> Result<()> {
-        if next.public.mode != self.mode {
-            return Err(SessionError::ModeMismatch {
-                expected: self.mode,
-                got: next.public.mode,
-            });
+    /// As [`SignedPrekeys::verify`]; [`SessionError::BadPrekeySignature`] for a proof that
+    /// does not lead to the root.
+    pub fn verify(&self, owner: &PublicBundle) -> Result<()> {
+        self.signed.verify(owner)?;
+        if let Some(o) = &self.one_time
+            && o.root(self.signed.one_time_count) != Some(self.signed.one_time_root)
+        {
+            return Err(SessionError::BadPrekeySignature);
         }
-        if self.signed(next.public.id).is_some() {
-            return Err(CryptoError::MalformedBundle("signed prekeys id already held").into());
-        }
-        self.signed.push(next);
-        let excess = self.signed.len().saturating_sub(keep_previous + 1);
-        self.signed.drain(..excess);
         Ok(())
     }
-
-    /// The one-time prekeys held.
-    pub fn one_time(&self) -> &OneTimePrekeys {
-        &self.one_time
-    }
-
-    /// Adds a new batch of one-time prekeys.
-    pub fn add_one_time(&mut self, batch: OneTimePrekeys) {
-        self.one_time.merge(batch);
-    }
-
-    /// The signed-prekeys secrets numbered `id`, if held (the current one or one kept after a
-    /// rotation).
-    pub fn signed(&self, id: u32) -> Option<&SignedPrekeySecrets> {
-        self.signed.iter().find(|s| s.public.id == id)
-    }
-
-    pub(crate) fn one_time_key(&self, id: u32) -> Option<&KemKeyPair> {
-        self.one_time.get(id)
-    }
-
-    pub(crate) fn consume_one_time(&mut self, id: u32) {
-        self.one_time.remove(id);
-    }
-
-    /// Whether a session with `id` was already accepted against signed record `signed_id`.
-    pub(crate) fn has_seen(&self, signed_id: u32, id: &[u8; 32]) -> bool {
-        self.signed(signed_id)
-            .is_some_and(|s| s.seen.iter().any(|x| x == id))
-    }
-
-    /// Remembers a session accepted against signed record `signed_id` without a one-time key.
-    pub(crate) fn remember(&mut self, signed_id: u32, id: [u8; 32]) {
-        if let Some(s) = self.signed.iter_mut().find(|s| s.public.id == signed_id) {
-            if s.seen.len() >= MAX_SEEN_HANDSHAKES {
-                s.seen.pop_front();
-            }
-            s.seen.push_back(id);
-        }
-    }
-}
-
-/// A record's bytes: its unsigned part, then its signature.
-fn signed_record(mut unsigned: Vec<u8>, signature: &Signature) -> Vec<u8> {
-    unsigned.extend_from_slice(signature.as_bytes());
-    unsigned
-}
-
-/// Decodes a value that must span all of `bytes`.
-fn whole<T>(
-    bytes: &[u8],
-    what: &'static str,
-    read: impl FnOnce(&mut Reader<'_>) -> Result<T>,
-) -> Result<T> {
-    let mut r = Reader::new(bytes);
-    let v = read(&mut r)?;
-    r.finish(what)?;
-    Ok(v)
-}
-
-/// Verifies a prekey record's signature under `owner`'s identity key of the signature's mode.
-fn verify_record(
-    owner: &PublicBundle,
-    ctx: SigContext,
-    unsigned: &[u8],
-    signature: &Signature,
-) -> Result<()> {
-    let mode = signature.mode();
-    let vk = owner
-        .verifying_key(mode)
-        .ok_or(SessionError::ModeMismatch {
-            expected: owner.min_mode(),
-            got: mode,
-        })?;
-    vk.verify(ctx, unsigned, signature)
-        .map_err(|_| SessionError::BadPrekeySignature)
-}
-
-/// A placeholder signature of the right size, replaced once the record is signed.
-fn unsigned_placeholder(mode: CryptoMode) -> Result<Signature> {
-    Ok(Signature::from_bytes(
-        mode,
-        &vec![0; sign::signature_len(mode)],
-    )?)
-}
-
-fn signer(identity: &Identity, mode: CryptoMode) -> Result<&crate::sign::SigningKeyPair> {
-    identity.signer(mode).ok_or(SessionError::ModeMismatch {
-        expected: identity.min_mode(),
-        got: mode,
-    })
 }

@@ -1,25 +1,27 @@
 //! A responder's prekey secrets as bytes, for the client's encrypted store.
 //!
 //! ```text
-//! secrets  = version (1) = 1 ‖ mode (1) ‖ count (1) ‖ signed* ‖ count (4) ‖ one-time*
+//! secrets  = version (1) = 2 ‖ mode (1) ‖ count (1) ‖ signed* ‖ count (4) ‖ one-time*
 //! signed   = [X25519 secret (32): classical, hybrid] ‖ [last-resort KEM seed: hybrid 32,
-//!            quantum 64] ‖ len (4) ‖ signed prekeys record ‖ count (2) ‖ seen session ids (32)*
-//! one-time = KEM seed (classical 32, hybrid 32, quantum 64) ‖ len (4) ‖ one-time prekey record
+//!            quantum 64] ‖ id (4) ‖ count (2) ‖ seen session ids (32)*
+//! one-time = KEM seed (classical 32, hybrid 32, quantum 64) ‖ id (4)
 //! ```
 //!
-//! Integers are big-endian; signed records oldest first. Decoding re-derives every key pair from
-//! its secret and refuses a record whose public keys are not the derived ones, so a corrupted
-//! store cannot pair a public prekey with another secret.
+//! Integers are big-endian; signed records oldest first. Public keys are derived from the
+//! secrets; records are signed again ([`super::SignedPrekeySecrets::certify`]) when uploaded.
+//!
+//! Version 1 (still read) kept each public record after its secret, `len (4) ‖ record`, in the
+//! record formats of bundle version 1 (`mode ‖ id ‖ keys ‖ sig`); reading one takes the id and
+//! refuses a record whose keys are not the ones derived from its secret, so a corrupted store
+//! cannot pair a public prekey with another secret.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use zeroize::Zeroizing;
 
 use super::SessionError;
-use super::prekey::{
-    MAX_ONE_TIME_BATCH, MAX_SEEN_HANDSHAKES, OneTimePrekey, OneTimePrekeys, PrekeySecrets,
-    SignedPrekeySecrets, SignedPrekeys,
-};
+use super::one_time::{MAX_ONE_TIME_BATCH, OneTimePrekeys};
+use super::prekey_secrets::{MAX_SEEN_HANDSHAKES, PrekeySecrets, SignedPrekeySecrets};
 use crate::codec::Reader;
 use crate::error::CryptoError;
 use crate::kem::{self, KemKeyPair};
@@ -27,23 +29,13 @@ use crate::mode::CryptoMode;
 use crate::primitives::x25519::{self, X25519KeyPair};
 
 /// Version byte of the prekey secrets encoding.
-pub const PREKEY_SECRETS_VERSION: u8 = 1;
+pub const PREKEY_SECRETS_VERSION: u8 = 2;
 /// Most signed-prekeys records one encoding may hold (current and previous).
 const MAX_SIGNED_RECORDS: usize = 16;
 /// Most one-time prekeys one encoding may hold.
 const MAX_ONE_TIME_HELD: u32 = 10 * MAX_ONE_TIME_BATCH;
 
 type Result<T> = core::result::Result<T, SessionError>;
-
-fn put_record(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn get_record<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<&'a [u8]> {
-    let len = r.u32(what)? as usize;
-    Ok(r.take(len, what)?)
-}
 
 impl PrekeySecrets {
     /// The secrets as bytes (zeroized on drop). Store them encrypted, and write them after every
@@ -55,14 +47,9 @@ impl PrekeySecrets {
             + self
                 .signed
                 .iter()
-                .map(|s| 32 + 64 + 4 + s.public.to_bytes().len() + 2 + 32 * s.seen.len())
+                .map(|s| 32 + 64 + 4 + 2 + 32 * s.seen.len())
                 .sum::<usize>()
-            + self
-                .one_time
-                .keys
-                .values()
-                .map(|(_, p)| 64 + 4 + p.to_bytes().len())
-                .sum::<usize>();
+            + self.one_time.keys.len() * (64 + 4);
         out.reserve_exact(size);
         out.extend_from_slice(&[
             PREKEY_SECRETS_VERSION,
@@ -76,36 +63,37 @@ impl PrekeySecrets {
             if let Some(k) = &s.last_resort {
                 out.extend_from_slice(k.seed());
             }
-            put_record(&mut out, &s.public.to_bytes());
+            out.extend_from_slice(&s.id.to_be_bytes());
             out.extend_from_slice(&(s.seen.len() as u16).to_be_bytes());
             for id in &s.seen {
                 out.extend_from_slice(id);
             }
         }
         out.extend_from_slice(&(self.one_time.keys.len() as u32).to_be_bytes());
-        for (kp, public) in self.one_time.keys.values() {
+        for (id, (kp, _)) in &self.one_time.keys {
             out.extend_from_slice(kp.seed());
-            put_record(&mut out, &public.to_bytes());
+            out.extend_from_slice(&id.to_be_bytes());
         }
         out
     }
 
-    /// Restores secrets from [`PrekeySecrets::to_bytes`].
+    /// Restores secrets from [`PrekeySecrets::to_bytes`] (version 2) or a version-1 encoding.
     ///
     /// # Errors
     /// [`SessionError::Malformed`] for another version, bad structure, counts past their
-    /// bounds, or a public record that does not match its secret;
+    /// bounds, or (version 1) a public record that does not match its secret;
     /// [`SessionError::ModeMismatch`] for a record of another mode.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
         let version = r.u8("prekey secrets version")?;
-        if version != PREKEY_SECRETS_VERSION {
+        if version != PREKEY_SECRETS_VERSION && version != 1 {
             return Err(CryptoError::UnsupportedVersion {
                 what: "prekey secrets",
                 version,
             }
             .into());
         }
+        let v1 = version == 1;
         let mode = CryptoMode::from_byte(r.u8("prekey secrets mode")?)?;
         let count = usize::from(r.u8("signed record count")?);
         if count == 0 || count > MAX_SIGNED_RECORDS {
@@ -113,7 +101,7 @@ impl PrekeySecrets {
         }
         let mut signed = Vec::with_capacity(count);
         for _ in 0..count {
-            signed.push(read_signed(&mut r, mode)?);
+            signed.push(read_signed(&mut r, mode, v1)?);
         }
         let count = r.u32("one-time count")?;
         if count > MAX_ONE_TIME_HELD {
@@ -122,14 +110,14 @@ impl PrekeySecrets {
         let mut keys = BTreeMap::new();
         for _ in 0..count {
             let kp = KemKeyPair::from_seed(mode, r.take(kem::seed_len(mode), "one-time seed")?)?;
-            let public = OneTimePrekey::from_bytes(get_record(&mut r, "one-time record")?)?;
-            crate::kem::expect_mode(mode, public.mode())?;
-            if &kp.public_key() != public.key() {
-                return Err(SessionError::malformed(
-                    "one-time record does not match its secret",
-                ));
-            }
-            if keys.insert(public.id(), (kp, public)).is_some() {
+            let id = if v1 {
+                let public = kp.public_key();
+                v1_record_id(&mut r, mode, &[public.as_bytes()])?
+            } else {
+                r.u32("one-time id")?
+            };
+            let (id, entry) = OneTimePrekeys::entry(mode, id, kp);
+            if keys.insert(id, entry).is_some() {
                 return Err(SessionError::malformed("duplicate one-time prekey id"));
             }
         }
@@ -142,7 +130,7 @@ impl PrekeySecrets {
     }
 }
 
-fn read_signed(r: &mut Reader<'_>, mode: CryptoMode) -> Result<SignedPrekeySecrets> {
+fn read_signed(r: &mut Reader<'_>, mode: CryptoMode, v1: bool) -> Result<SignedPrekeySecrets> {
     let x25519 = if mode == CryptoMode::Quantum {
         None
     } else {
@@ -157,15 +145,18 @@ fn read_signed(r: &mut Reader<'_>, mode: CryptoMode) -> Result<SignedPrekeySecre
             r.take(kem::seed_len(mode), "last-resort seed")?,
         )?)
     };
-    let public = SignedPrekeys::from_bytes(get_record(r, "signed record")?)?;
-    crate::kem::expect_mode(mode, public.mode())?;
-    let matches = x25519.as_ref().map(|k| k.public_key()) == public.x25519()
-        && last_resort.as_ref().map(KemKeyPair::public_key).as_ref() == public.last_resort();
-    if !matches {
-        return Err(SessionError::malformed(
-            "signed record does not match its secrets",
-        ));
-    }
+    let id = if v1 {
+        let lr = last_resort.as_ref().map(KemKeyPair::public_key);
+        let keys: Vec<&[u8]> = x25519
+            .as_ref()
+            .map(|k| &k.public_key()[..])
+            .into_iter()
+            .chain(lr.as_ref().map(|k| k.as_bytes()))
+            .collect();
+        v1_record_id(r, mode, &keys)?
+    } else {
+        r.u32("signed prekeys id")?
+    };
     let seen_count = usize::from(r.u16("seen count")?);
     if seen_count > MAX_SEEN_HANDSHAKES {
         return Err(SessionError::malformed("seen count"));
@@ -175,9 +166,25 @@ fn read_signed(r: &mut Reader<'_>, mode: CryptoMode) -> Result<SignedPrekeySecre
         seen.push_back(r.array("seen session id")?);
     }
     Ok(SignedPrekeySecrets {
+        mode,
+        id,
         x25519,
         last_resort,
-        public,
         seen,
     })
+}
+
+/// The id of a version-1 public record `len (4) ‖ mode ‖ id ‖ keys ‖ sig`, whose keys must be
+/// `keys` (derived from the secrets just read); its signature is not needed any more.
+fn v1_record_id(r: &mut Reader<'_>, mode: CryptoMode, keys: &[&[u8]]) -> Result<u32> {
+    let len = r.u32("record length")? as usize;
+    let mut rec = Reader::new(r.take(len, "record")?);
+    crate::kem::expect_mode(mode, CryptoMode::from_byte(rec.u8("record mode")?)?)?;
+    let id = rec.u32("record id")?;
+    for k in keys {
+        if rec.take(k.len(), "record key")? != *k {
+            return Err(SessionError::malformed("record does not match its secret"));
+        }
+    }
+    Ok(id)
 }

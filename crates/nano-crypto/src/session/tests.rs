@@ -5,9 +5,7 @@
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-use super::{
-    OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SessionError, SignedPrekeySecrets,
-};
+use super::{OneTimePrekeys, PrekeySecrets, Session, SessionError, SignedPrekeySecrets};
 use crate::aead::AeadId;
 use crate::identity::Identity;
 use crate::mode::CryptoMode;
@@ -26,14 +24,10 @@ fn world(mode: CryptoMode, seed: u64) -> World {
     let mut r = ChaCha20Rng::seed_from_u64(seed);
     let alice = Identity::generate(mode, &mut r).unwrap();
     let bob = Identity::generate(mode, &mut r).unwrap();
-    let signed = SignedPrekeySecrets::generate(&bob, mode, 1, &mut r).unwrap();
-    let batch = OneTimePrekeys::generate(&bob, mode, 1, 1, &mut r).unwrap();
+    let signed = SignedPrekeySecrets::generate(mode, 1, &mut r).unwrap();
+    let batch = OneTimePrekeys::generate(mode, 1, 1, &mut r).unwrap();
     let mut bob_prekeys = PrekeySecrets::new(signed, batch).unwrap();
-    let bundle = PrekeyBundle::new(
-        bob_prekeys.current().unwrap().public().clone(),
-        bob_prekeys.one_time().publics().next().cloned(),
-    )
-    .unwrap();
+    let bundle = bob_prekeys.bundle(&bob, true, &mut r).unwrap();
     let (a, handshake) = Session::initiate(
         &alice,
         bob.public_bundle(),

@@ -194,8 +194,8 @@ mod tests {
         let mut r = OsRng;
         let a = Identity::generate(mode, &mut r).unwrap();
         let b = Identity::generate(mode, &mut r).unwrap();
-        let signed = SignedPrekeySecrets::generate(&b, mode, 1, &mut r).unwrap();
-        let bundle = PrekeyBundle::new(signed.public().clone(), None).unwrap();
+        let signed = SignedPrekeySecrets::generate(mode, 1, &mut r).unwrap();
+        let bundle = PrekeyBundle::new(signed.certify(&b, None, &mut r).unwrap(), None).unwrap();
         let mut secrets = PrekeySecrets::new(signed, OneTimePrekeys::empty(mode)).unwrap();
         let (mut s, hs) = Session::initiate(
             &a,

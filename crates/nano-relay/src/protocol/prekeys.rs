@@ -3,26 +3,32 @@
 //! An upload comes from an authenticated connection, so it is the user's own; each record is
 //! still checked (decoding checks key validity, the signature is verified under the user's
 //! identity key of the mode) before it is stored, so the relay never serves a record its owner
-//! did not sign. A `get_prekeys` hands out one one-time prekey, taken atomically from the
+//! did not sign, and one-time prekeys are stored only as the batch its root covers. A `get_prekeys` hands out one one-time prekey, taken atomically from the
 //! database, while the requester is within `security.prekey_claims_per_second`; otherwise, or
 //! when none is left, the bundle carries the last-resort prekey alone.
 
 use std::sync::Arc;
 
-use nano_crypto::session::{OneTimePrekey, PrekeyBundle, SessionError, SignedPrekeys};
+use nano_crypto::session::{
+    OneTimeBatch, OneTimeInclusion, OneTimePrekey, PrekeyBundle, SessionError, SignedPrekeys,
+};
 use nano_crypto::{CryptoMode, PublicBundle};
 use nano_proto::{Bytes, ProtoError, RelayFrame, Username};
 
 use crate::error::RelayError;
-use crate::storage::SignedRecord;
 use crate::storage::prekeys::{MAX_ONE_TIME_HELD, MAX_SIGNED_RECORDS};
+use crate::storage::{Claimed, OneTimeRows, SignedRecord};
 
 use super::Session;
+
+/// `(prekey id, OneTimeInclusion::to_bytes)` of each one-time prekey of a batch.
+type ServedRows = Vec<(u32, Vec<u8>)>;
 
 /// An upload whose every record decoded and verified.
 struct Verified {
     signed: Option<(u32, Vec<u8>)>,
-    one_time: Vec<(u32, Vec<u8>)>,
+    /// The batch: its id (first prekey id) and each prekey's served form.
+    one_time: Option<(u32, ServedRows)>,
 }
 
 /// A record's mode must be the upload's.
@@ -37,7 +43,8 @@ fn same_mode(mode: CryptoMode, got: CryptoMode) -> Result<(), RelayError> {
     }
 }
 
-/// Decodes every record of an upload and verifies its signature under `owner` (crypto pool).
+/// Decodes every record of an upload, verifies the signed-prekeys record under `owner` and
+/// checks that its root covers the one-time prekeys exactly (crypto pool).
 fn verify_upload(
     owner: &PublicBundle,
     mode: CryptoMode,
@@ -49,33 +56,58 @@ fn verify_upload(
             let s = SignedPrekeys::from_bytes(b.as_slice()).map_err(RelayError::Prekey)?;
             same_mode(mode, s.mode())?;
             s.verify(owner).map_err(RelayError::Prekey)?;
-            Ok::<_, RelayError>((s.id(), b.0))
+            Ok::<_, RelayError>((s, b.0))
         })
         .transpose()?;
-    let one_time = one_time
-        .into_iter()
-        .map(|b| {
-            let p = OneTimePrekey::from_bytes(b.as_slice()).map_err(RelayError::Prekey)?;
-            same_mode(mode, p.mode())?;
-            p.verify(owner).map_err(RelayError::Prekey)?;
-            Ok((p.id(), b.0))
-        })
-        .collect::<Result<_, RelayError>>()?;
-    Ok(Verified { signed, one_time })
+    let one_time = if one_time.is_empty() {
+        None
+    } else {
+        let prekeys = one_time
+            .iter()
+            .map(|b| {
+                let p = OneTimePrekey::from_bytes(b.as_slice()).map_err(RelayError::Prekey)?;
+                same_mode(mode, p.mode())?;
+                Ok(p)
+            })
+            .collect::<Result<Vec<_>, RelayError>>()?;
+        let batch = OneTimeBatch::new(prekeys).map_err(RelayError::Prekey)?;
+        let (record, _) = signed.as_ref().ok_or_else(|| {
+            RelayError::Proto(ProtoError::InvalidField {
+                field: "signed_prekeys",
+                reason: "one-time prekeys come with the signed-prekeys record that certifies them"
+                    .into(),
+            })
+        })?;
+        if !record.covers(&batch) {
+            return Err(RelayError::Prekey(SessionError::BadPrekeySignature));
+        }
+        let rows = batch
+            .inclusions()
+            .map(|i| (i.prekey().id(), i.to_bytes()))
+            .collect();
+        Some((batch.prekeys()[0].id(), rows))
+    };
+    Ok(Verified {
+        signed: signed.map(|(s, bytes)| (s.id(), bytes)),
+        one_time,
+    })
 }
 
 /// A bundle of stored records (already verified at upload; decoded again so a corrupt row is
-/// never served).
-fn assemble(signed: &[u8], one_time: Option<&[u8]>) -> Result<Vec<u8>, RelayError> {
+/// never served): the newest record alone, or a claimed one-time prekey with its batch's
+/// record.
+fn assemble(signed: &[u8], claimed: Option<&Claimed>) -> Result<Vec<u8>, RelayError> {
     let corrupt = |e: SessionError| RelayError::Corrupt(format!("stored prekey record: {e}"));
-    let signed = SignedPrekeys::from_bytes(signed).map_err(corrupt)?;
-    let one_time = one_time
-        .map(OneTimePrekey::from_bytes)
-        .transpose()
-        .map_err(corrupt)?;
-    Ok(PrekeyBundle::new(signed, one_time)
-        .map_err(corrupt)?
-        .to_bytes())
+    let bundle = match claimed {
+        None => PrekeyBundle::new(SignedPrekeys::from_bytes(signed).map_err(corrupt)?, None),
+        Some(c) => {
+            let record = SignedPrekeys::from_bytes(&c.record).map_err(corrupt)?;
+            let one_time = OneTimeInclusion::from_bytes(&c.one_time, record.one_time_count())
+                .map_err(corrupt)?;
+            PrekeyBundle::new(record, Some(one_time))
+        }
+    };
+    Ok(bundle.map_err(corrupt)?.to_bytes())
 }
 
 impl Session {
@@ -138,10 +170,11 @@ impl Session {
                 } else {
                     s.storage.one_time_prekey_count(uid, mode)?
                 };
-                if verified.one_time.is_empty() && !replace {
+                let adding = verified.one_time.as_ref().map_or(0, |(_, rows)| rows.len());
+                if adding == 0 && !replace {
                     return Ok(held);
                 }
-                if held + verified.one_time.len() as u64 > MAX_ONE_TIME_HELD {
+                if held + adding as u64 > MAX_ONE_TIME_HELD {
                     return Err(RelayError::Proto(ProtoError::InvalidField {
                         field: "one_time_prekeys",
                         reason: format!(
@@ -149,8 +182,17 @@ impl Session {
                         ),
                     }));
                 }
+                let rows = match (&verified.one_time, &verified.signed) {
+                    (Some((batch_id, prekeys)), Some((signed_id, record))) => Some(OneTimeRows {
+                        batch_id: *batch_id,
+                        signed_id: *signed_id,
+                        record,
+                        prekeys,
+                    }),
+                    _ => None,
+                };
                 s.storage
-                    .add_one_time_prekeys(uid, mode, &verified.one_time, replace, now_ms)
+                    .add_one_time_prekeys(uid, mode, rows.as_ref(), replace, now_ms)
             })
             .await?;
         Ok(RelayFrame::PrekeysUploaded {
@@ -200,7 +242,7 @@ impl Session {
                 s.metrics.prekey_claim(one_time.is_some());
                 Ok((
                     entry.record.username.clone(),
-                    assemble(&signed, one_time.as_deref())?,
+                    assemble(&signed, one_time.as_ref())?,
                 ))
             })
             .await?;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use nano_crypto::CryptoMode;
 
 pub use crate::error::RelayError;
-pub use prekeys::{PrekeyStore, SignedRecord};
+pub use prekeys::{Claimed, OneTimeRows, PrekeyStore, SignedRecord};
 
 /// Shorthand.
 pub type Result<T, E = RelayError> = core::result::Result<T, E>;

@@ -2,7 +2,8 @@
 //! each and recorded in `schema_migrations`. Both backends have the same tables and the
 //! performance guide's four indexes (recipient+timestamp, sender+timestamp, partial unread,
 //! partial cleanup), plus the inbox-paging and acked-cleanup indexes the relay's queries use.
-//! Version 4 adds the prekey tables (`prekeys.rs`); version 5 stores payloads as bytes.
+//! Version 4 adds the prekey tables (`prekeys.rs`); version 5 stores payloads as bytes; version 6
+//! adds batches of one-time prekeys (`prekeys.rs`).
 
 /// The message indexes, the same on both backends: the guide's four (recipient+timestamp,
 /// sender+timestamp, partial unread, partial cleanup) and the relay's inbox-paging and
@@ -57,6 +58,10 @@ pub const SQLITE: &[(u32, &str)] = &[
         super::prekeys::prekey_tables!("INTEGER", "INTEGER", "BLOB"),
     ),
     (5, SQLITE_MIGRATION_5),
+    (
+        6,
+        super::prekeys::prekey_batches!("INTEGER", "INTEGER", "BLOB"),
+    ),
 ];
 
 /// SQLite version 5: payloads become bytes. A text row holds what a JSON frame carried, so it
@@ -134,6 +139,10 @@ pub const POSTGRES: &[(u32, &str)] = &[
         super::prekeys::prekey_tables!("BIGINT", "SMALLINT", "BYTEA"),
     ),
     (5, POSTGRES_MIGRATION_5),
+    (
+        6,
+        super::prekeys::prekey_batches!("BIGINT", "SMALLINT", "BYTEA"),
+    ),
 ];
 
 /// The highest schema version this build knows.
@@ -151,8 +160,10 @@ pub const PROBE: &str =
             timestamp, payload, read_at, deleted_at FROM messages LIMIT 0) m) AS messages,
         (SELECT COUNT(*) FROM (SELECT user_id, crypto_mode, prekey_id, record, uploaded_at
             FROM signed_prekeys LIMIT 0) s) AS signed_prekeys,
-        (SELECT COUNT(*) FROM (SELECT user_id, crypto_mode, prekey_id, record, uploaded_at
-            FROM one_time_prekeys LIMIT 0) o) AS one_time_prekeys";
+        (SELECT COUNT(*) FROM (SELECT user_id, crypto_mode, prekey_id, record, uploaded_at,
+            batch_id FROM one_time_prekeys LIMIT 0) o) AS one_time_prekeys,
+        (SELECT COUNT(*) FROM (SELECT user_id, crypto_mode, batch_id, signed_id, record,
+            uploaded_at FROM one_time_batches LIMIT 0) b) AS one_time_batches";
 
 /// The readiness write: an update that matches no row (sequence numbers are positive), which
 /// still needs a writable table.

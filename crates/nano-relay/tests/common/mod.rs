@@ -39,6 +39,15 @@ pub(crate) fn v4_rows(hex: impl Fn(&[u8]) -> String) -> String {
         hex(b"b"),
         hex(&[2; 32])
     );
+    // Prekeys in the formats of bundle version 1, which version 6 deletes.
+    sql.push_str(&format!(
+        "INSERT INTO signed_prekeys (user_id, crypto_mode, prekey_id, record, uploaded_at)
+         VALUES (2, 2, 1, {}, 0);
+         INSERT INTO one_time_prekeys (user_id, crypto_mode, prekey_id, record, uploaded_at)
+         VALUES (2, 2, 5, {}, 0);",
+        hex(b"v1 signed prekeys"),
+        hex(b"v1 one-time prekey")
+    ));
     for (i, (text, _)) in V4_PAYLOADS.iter().enumerate() {
         let id = u8::try_from(i + 1).unwrap();
         sql.push_str(&format!(
@@ -50,8 +59,13 @@ pub(crate) fn v4_rows(hex: impl Fn(&[u8]) -> String) -> String {
     sql
 }
 
-/// Bob's inbox after migrating [`v4_rows`]: every payload as [`V4_PAYLOADS`] says.
+/// Bob's inbox after migrating [`v4_rows`]: every payload as [`V4_PAYLOADS`] says; his
+/// version-1 prekeys are gone (he uploads new ones at his next login).
 pub(crate) fn assert_v4_payloads_migrated(s: &dyn Storage) {
+    let hybrid = nano_crypto::CryptoMode::Hybrid;
+    assert_eq!(s.signed_prekeys(2, hybrid).unwrap(), None);
+    assert_eq!(s.one_time_prekey_count(2, hybrid).unwrap(), 0);
+    assert_eq!(s.prekey_counts(2).unwrap(), None);
     let inbox = s.pending(2, 0, 100).unwrap();
     let got: Vec<&[u8]> = inbox.iter().map(|m| m.payload.as_slice()).collect();
     let want: Vec<&[u8]> = V4_PAYLOADS.iter().map(|(_, b)| *b).collect();
@@ -100,7 +114,7 @@ pub(crate) fn claim_all_concurrently(
     user: i64,
     mode: CryptoMode,
     threads: usize,
-) -> Vec<Vec<u8>> {
+) -> Vec<nano_relay::storage::Claimed> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {

@@ -7,7 +7,9 @@ use super::PostgresStorage;
 use super::pool::{backend, col, commit};
 use crate::storage::Result;
 use crate::storage::prekeys::{
-    MAX_SIGNED_RECORDS, PREKEY_COUNTS, PrekeyStore, SignedRecord, put_count,
+    BATCH_RECORD, COUNT_BATCHES, COUNT_ONE_TIME, Claimed, DROP_ALL_ONE_TIME, DROP_EMPTY_BATCHES,
+    DROP_UNCERTIFIED, INSERT_BATCH, INSERT_ONE_TIME, MAX_SIGNED_RECORDS, OneTimeRows,
+    PREKEY_COUNTS, PrekeyStore, SignedRecord, check_batch, missing_batch, put_count,
 };
 
 /// A crypto mode as its SMALLINT column value.
@@ -43,6 +45,9 @@ impl PrekeyStore for PostgresStorage {
                 &[&r.user_id, &m, &keep],
             )
             .map_err(backend)?;
+            for sql in DROP_UNCERTIFIED {
+                tx.execute(sql, &[&r.user_id, &m]).map_err(backend)?;
+            }
             commit(tx)
         })
     }
@@ -63,39 +68,54 @@ impl PrekeyStore for PostgresStorage {
     fn add_one_time_prekeys(
         &self,
         user_id: i64,
-        m: CryptoMode,
-        prekeys: &[(u32, Vec<u8>)],
+        mode: CryptoMode,
+        batch: Option<&OneTimeRows<'_>>,
         replace: bool,
         now_ms: i64,
     ) -> Result<u64> {
+        let m = db_mode(mode);
         self.with(|c, _| {
             let mut tx = c.transaction().map_err(backend)?;
             if replace {
-                tx.execute(
-                    "DELETE FROM one_time_prekeys WHERE user_id = $1 AND crypto_mode = $2",
-                    &[&user_id, &db_mode(m)],
-                )
-                .map_err(backend)?;
+                for sql in DROP_ALL_ONE_TIME {
+                    tx.execute(sql, &[&user_id, &m]).map_err(backend)?;
+                }
             }
-            let insert = tx
-                .prepare(
-                    "INSERT INTO one_time_prekeys
-                        (user_id, crypto_mode, prekey_id, record, uploaded_at)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .map_err(backend)?;
-            for (id, record) in prekeys {
+            if let Some(b) = batch {
+                let batch_id = i64::from(b.batch_id);
+                tx.execute(DROP_EMPTY_BATCHES, &[&user_id, &m])
+                    .map_err(backend)?;
                 tx.execute(
-                    &insert,
-                    &[&user_id, &db_mode(m), &i64::from(*id), record, &now_ms],
+                    INSERT_BATCH,
+                    &[
+                        &user_id,
+                        &m,
+                        &batch_id,
+                        &i64::from(b.signed_id),
+                        &b.record,
+                        &now_ms,
+                    ],
                 )
                 .map_err(backend)?;
+                let held = tx
+                    .query_one(BATCH_RECORD, &[&user_id, &m, &batch_id])
+                    .map_err(backend)?;
+                let batches = tx
+                    .query_one(COUNT_BATCHES, &[&user_id, &m])
+                    .map_err(backend)?;
+                // Dropping `tx` unfinished rolls the upload back.
+                check_batch(b, &col::<Vec<u8>>(&held, 0)?, col::<i64>(&batches, 0)?)?;
+                let insert = tx.prepare(INSERT_ONE_TIME).map_err(backend)?;
+                for (id, record) in b.prekeys {
+                    tx.execute(
+                        &insert,
+                        &[&user_id, &m, &i64::from(*id), record, &now_ms, &batch_id],
+                    )
+                    .map_err(backend)?;
+                }
             }
             let row = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND crypto_mode = $2",
-                    &[&user_id, &db_mode(m)],
-                )
+                .query_one(COUNT_ONE_TIME, &[&user_id, &m])
                 .map_err(backend)?;
             let held = col::<i64>(&row, 0)?;
             commit(tx)?;
@@ -103,31 +123,44 @@ impl PrekeyStore for PostgresStorage {
         })
     }
 
-    fn claim_one_time_prekey(&self, user_id: i64, m: CryptoMode) -> Result<Option<Vec<u8>>> {
+    fn claim_one_time_prekey(&self, user_id: i64, mode: CryptoMode) -> Result<Option<Claimed>> {
         // The row is locked by the claim that picks it; a concurrent claim (this relay or
-        // another) skips it, so no record is ever returned twice.
+        // another) skips it, so no prekey is ever returned twice. Its batch's record is read in
+        // the same transaction, before the batch could be found empty and dropped.
+        let m = db_mode(mode);
         self.with(|c, _| {
-            c.query_opt(
-                "DELETE FROM one_time_prekeys WHERE (user_id, crypto_mode, prekey_id) =
-                   (SELECT user_id, crypto_mode, prekey_id FROM one_time_prekeys
-                     WHERE user_id = $1 AND crypto_mode = $2
-                     ORDER BY prekey_id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING record",
-                &[&user_id, &db_mode(m)],
-            )
-            .map_err(backend)?
-            .map(|row| col::<Vec<u8>>(&row, 0))
-            .transpose()
+            let mut tx = c.transaction().map_err(backend)?;
+            let Some(row) = tx
+                .query_opt(
+                    "DELETE FROM one_time_prekeys WHERE (user_id, crypto_mode, prekey_id) =
+                       (SELECT user_id, crypto_mode, prekey_id FROM one_time_prekeys
+                         WHERE user_id = $1 AND crypto_mode = $2
+                         ORDER BY prekey_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING record, batch_id",
+                    &[&user_id, &m],
+                )
+                .map_err(backend)?
+            else {
+                return Ok(None);
+            };
+            let (one_time, batch_id) = (col::<Vec<u8>>(&row, 0)?, col::<i64>(&row, 1)?);
+            let record = tx
+                .query_opt(BATCH_RECORD, &[&user_id, &m, &batch_id])
+                .map_err(backend)?
+                .map(|r| col::<Vec<u8>>(&r, 0))
+                .transpose()?;
+            commit(tx)?;
+            Ok(Some(Claimed {
+                record: record.ok_or_else(|| missing_batch(batch_id))?,
+                one_time,
+            }))
         })
     }
 
     fn one_time_prekey_count(&self, user_id: i64, m: CryptoMode) -> Result<u64> {
         self.with(|c, _| {
             let row = c
-                .query_one(
-                    "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND crypto_mode = $2",
-                    &[&user_id, &db_mode(m)],
-                )
+                .query_one(COUNT_ONE_TIME, &[&user_id, &db_mode(m)])
                 .map_err(backend)?;
             Ok(u64::try_from(col::<i64>(&row, 0)?).unwrap_or(0))
         })

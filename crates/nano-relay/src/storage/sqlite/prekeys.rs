@@ -5,8 +5,11 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStorage, backend};
 use crate::storage::Result;
+use crate::storage::prekeys::missing_batch;
 use crate::storage::prekeys::{
-    MAX_SIGNED_RECORDS, PREKEY_COUNTS, PrekeyStore, SignedRecord, put_count,
+    BATCH_RECORD, COUNT_BATCHES, COUNT_ONE_TIME, Claimed, DROP_ALL_ONE_TIME, DROP_EMPTY_BATCHES,
+    DROP_UNCERTIFIED, INSERT_BATCH, INSERT_ONE_TIME, MAX_SIGNED_RECORDS, OneTimeRows,
+    PREKEY_COUNTS, PrekeyStore, SignedRecord, check_batch, put_count,
 };
 
 impl PrekeyStore for SqliteStorage {
@@ -30,6 +33,9 @@ impl PrekeyStore for SqliteStorage {
             params![r.user_id, mode, keep],
         )
         .map_err(backend)?;
+        for sql in DROP_UNCERTIFIED {
+            tx.execute(sql, params![r.user_id, mode]).map_err(backend)?;
+        }
         tx.commit().map_err(backend)
     }
 
@@ -49,66 +55,88 @@ impl PrekeyStore for SqliteStorage {
         &self,
         user_id: i64,
         mode: CryptoMode,
-        prekeys: &[(u32, Vec<u8>)],
+        batch: Option<&OneTimeRows<'_>>,
         replace: bool,
         now_ms: i64,
     ) -> Result<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
+        let m = mode.to_byte();
         if replace {
+            for sql in DROP_ALL_ONE_TIME {
+                tx.execute(sql, params![user_id, m]).map_err(backend)?;
+            }
+        }
+        if let Some(b) = batch {
+            tx.execute(DROP_EMPTY_BATCHES, params![user_id, m])
+                .map_err(backend)?;
             tx.execute(
-                "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND crypto_mode = ?2",
-                params![user_id, mode.to_byte()],
+                INSERT_BATCH,
+                params![user_id, m, b.batch_id, b.signed_id, b.record, now_ms],
             )
             .map_err(backend)?;
-        }
-        let held: i64 = {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO one_time_prekeys
-                        (user_id, crypto_mode, prekey_id, record, uploaded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
+            let held: Vec<u8> = tx
+                .query_row(BATCH_RECORD, params![user_id, m, b.batch_id], |row| {
+                    row.get(0)
+                })
                 .map_err(backend)?;
-            for (id, record) in prekeys {
+            let batches: i64 = tx
+                .query_row(COUNT_BATCHES, params![user_id, m], |row| row.get(0))
+                .map_err(backend)?;
+            // Dropping `tx` unfinished rolls the upload back.
+            check_batch(b, &held, batches)?;
+            let mut insert = tx.prepare_cached(INSERT_ONE_TIME).map_err(backend)?;
+            for (id, record) in b.prekeys {
                 insert
-                    .execute(params![user_id, mode.to_byte(), id, record, now_ms])
+                    .execute(params![user_id, m, id, record, now_ms, b.batch_id])
                     .map_err(backend)?;
             }
-            tx.query_row(
-                "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND crypto_mode = ?2",
-                params![user_id, mode.to_byte()],
-                |row| row.get(0),
-            )
-            .map_err(backend)?
-        };
+        }
+        let held: i64 = tx
+            .query_row(COUNT_ONE_TIME, params![user_id, m], |row| row.get(0))
+            .map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(u64::try_from(held).unwrap_or(0))
     }
 
-    fn claim_one_time_prekey(&self, user_id: i64, mode: CryptoMode) -> Result<Option<Vec<u8>>> {
-        // One writer connection: the DELETE … RETURNING is the whole claim.
-        self.conn()
+    fn claim_one_time_prekey(&self, user_id: i64, mode: CryptoMode) -> Result<Option<Claimed>> {
+        // One writer connection: the DELETE … RETURNING and the batch's record are one claim.
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let m = mode.to_byte();
+        let taken: Option<(Vec<u8>, i64)> = tx
             .query_row(
                 "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND crypto_mode = ?2
                    AND prekey_id = (SELECT MIN(prekey_id) FROM one_time_prekeys
                                      WHERE user_id = ?1 AND crypto_mode = ?2)
-                 RETURNING record",
-                params![user_id, mode.to_byte()],
-                |row| row.get(0),
+                 RETURNING record, batch_id",
+                params![user_id, m],
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
-            .map_err(backend)
+            .map_err(backend)?;
+        let Some((one_time, batch_id)) = taken else {
+            return Ok(None);
+        };
+        let record: Option<Vec<u8>> = tx
+            .query_row(BATCH_RECORD, params![user_id, m, batch_id], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(Some(Claimed {
+            record: record.ok_or_else(|| missing_batch(batch_id))?,
+            one_time,
+        }))
     }
 
     fn one_time_prekey_count(&self, user_id: i64, mode: CryptoMode) -> Result<u64> {
         let n: i64 = self
             .reader()
-            .query_row(
-                "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND crypto_mode = ?2",
-                params![user_id, mode.to_byte()],
-                |row| row.get(0),
-            )
+            .query_row(COUNT_ONE_TIME, params![user_id, mode.to_byte()], |row| {
+                row.get(0)
+            })
             .map_err(backend)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
