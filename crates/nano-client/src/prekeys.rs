@@ -89,13 +89,14 @@ pub(crate) fn plan(
         let publics: Vec<OneTimePrekey> = batch.publics().cloned().collect();
         let secrets = match secrets.take() {
             Some(mut s) => {
-                s.add_one_time(batch);
+                // Rotated first: the new prekeys belong to the record that certifies them.
                 if rotate {
                     let next = SignedPrekeySecrets::generate(mode, today, &mut OsRng)
                         .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
                     s.rotate(next, KEEP_PREVIOUS)
                         .map_err(|e| ClientError::Invalid(format!("prekey rotation: {e}")))?;
                 }
+                s.add_one_time(batch);
                 s
             }
             None => {
@@ -179,12 +180,24 @@ fn modes(shared: &Shared) -> Vec<CryptoMode> {
         .collect()
 }
 
-/// Tops up every mode as [`plan`] says and uploads, one at a time, updating the counts.
+/// Tops up every mode as [`plan`] says and uploads, one at a time, updating the counts; then
+/// once more if the relay's answers show a mode still low (a rotation that made the relay drop
+/// the batches of the record it no longer keeps).
 ///
 /// # Errors
 /// As [`plan`] and [`request`]; an unexpected answer is [`ClientError::Protocol`].
 pub(crate) async fn publish(shared: &Arc<Shared>) -> Result<()> {
     let _one_at_a_time = shared.publishing.lock().await;
+    for _ in 0..2 {
+        if !publish_once(shared).await? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One round of [`publish`]; whether anything was uploaded.
+async fn publish_once(shared: &Arc<Shared>) -> Result<bool> {
     let counts = *shared
         .prekey_counts
         .lock()
@@ -204,6 +217,7 @@ pub(crate) async fn publish(shared: &Arc<Shared>) -> Result<()> {
         .await
         .map_err(|_| ClientError::Invalid("prekey generation stopped".into()))??
     };
+    let uploaded = !planned.is_empty();
     for frame in planned {
         match request(shared, frame).await? {
             RelayFrame::PrekeysUploaded {
@@ -224,7 +238,7 @@ pub(crate) async fn publish(shared: &Arc<Shared>) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(uploaded)
 }
 
 /// After a login: remembers the relay's counts and tops up in the background.

@@ -877,6 +877,49 @@ fn rotation_keeps_the_previous_signed_prekeys_and_refuses_a_reused_id() {
 }
 
 #[test]
+fn one_time_secrets_go_with_the_record_they_were_added_under() {
+    let mut r = rng(19);
+    let mode = CryptoMode::Classical;
+    let mut secrets = prekeys(&people()[1], mode, 2, &mut r);
+    secrets
+        .rotate(SignedPrekeySecrets::generate(mode, 2, &mut r).unwrap(), 1)
+        .unwrap();
+    secrets.add_one_time(OneTimePrekeys::generate(mode, 500, 3, &mut r).unwrap());
+    let ids = |s: &PrekeySecrets| s.one_time().publics().map(|p| p.id()).collect::<Vec<_>>();
+    assert_eq!(ids(&secrets), [100, 101, 500, 501, 502]);
+    // The link survives the store.
+    let mut secrets = PrekeySecrets::from_bytes(&secrets.to_bytes()).unwrap();
+    // Record 1 rotated out: the relay drops its batch, and its secrets go with it.
+    secrets
+        .rotate(SignedPrekeySecrets::generate(mode, 3, &mut r).unwrap(), 1)
+        .unwrap();
+    assert_eq!(ids(&secrets), [500, 501, 502]);
+    secrets
+        .rotate(SignedPrekeySecrets::generate(mode, 4, &mut r).unwrap(), 1)
+        .unwrap();
+    assert!(secrets.one_time().is_empty());
+    // A stored one-time prekey naming a record not held does not load.
+    let mut bytes = prekeys(&people()[1], mode, 1, &mut r).to_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    assert!(matches!(
+        PrekeySecrets::from_bytes(&bytes),
+        Err(SessionError::Malformed(_))
+    ));
+    // A compact record (taken from a bundle with a one-time prekey) makes no bundle alone.
+    let held = prekeys(&people()[1], CryptoMode::Hybrid, 1, &mut r);
+    let compact = held
+        .bundle(&people()[1], true, &mut r)
+        .unwrap()
+        .signed()
+        .clone();
+    assert!(matches!(
+        PrekeyBundle::new(compact, None),
+        Err(SessionError::Malformed(_))
+    ));
+}
+
+#[test]
 fn prekey_secrets_round_trip_and_a_mismatched_record_is_refused() {
     let [alice, bob, _] = people();
     let mut r = rng(18);
@@ -980,7 +1023,7 @@ fn version_1(secrets: &PrekeySecrets, v2: &[u8]) -> Vec<u8> {
     for p in secrets.one_time().publics() {
         out.extend_from_slice(&v2[at..at + seed_len]);
         out.extend_from_slice(&record(p.id(), &[p.key().as_bytes()]));
-        at += seed_len + 4;
+        at += seed_len + 8;
     }
     assert_eq!(at, v2.len());
     out

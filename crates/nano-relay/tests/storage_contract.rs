@@ -236,6 +236,17 @@ fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage)
     assert_eq!(s.one_time_prekey_count(a, mode).unwrap(), 0);
     assert_eq!(s.claim_one_time_prekey(a, mode).unwrap(), None);
     assert_eq!(s.one_time_prekey_count(a, CryptoMode::Quantum).unwrap(), 1);
+    // Claims take the oldest batch first, whatever the ids.
+    let older = Box::leak(rows(50, 2).into_boxed_slice());
+    let newer = Box::leak(rows(20, 2).into_boxed_slice());
+    s.add_one_time_prekeys(a, mode, Some(&batch(5, b"older", older)), false, 60)
+        .unwrap();
+    s.add_one_time_prekeys(a, mode, Some(&batch(5, b"newer", newer)), false, 70)
+        .unwrap();
+    let order: Vec<Vec<u8>> = std::iter::from_fn(|| s.claim_one_time_prekey(a, mode).unwrap())
+        .map(|c| c.one_time)
+        .collect();
+    assert_eq!(order, [b"otk-50", b"otk-51", b"otk-20", b"otk-21"]);
 }
 
 fn users_register_once_and_rotate_only_from_the_current_key(s: &dyn Storage) {

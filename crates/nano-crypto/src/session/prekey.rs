@@ -267,9 +267,15 @@ impl PrekeyBundle {
     ///
     /// # Errors
     /// [`SessionError::ModeMismatch`] if the one-time prekey's mode differs;
-    /// [`SessionError::Malformed`] if its index is past the record's one-time count.
+    /// [`SessionError::Malformed`] if its index is past the record's one-time count, or for a
+    /// compact record (from another bundle) without a one-time prekey.
     pub fn new(signed: SignedPrekeys, one_time: Option<OneTimeInclusion>) -> Result<Self> {
         let Some(o) = one_time else {
+            if has_last_resort(signed.mode) && signed.last_resort().is_none() {
+                return Err(SessionError::malformed(
+                    "a bundle without a one-time prekey carries the whole last-resort key",
+                ));
+            }
             return Ok(Self {
                 signed,
                 one_time: None,

@@ -126,12 +126,15 @@ impl SignedPrekeySecrets {
 
 /// Everything a responder needs for one mode: current and previous signed prekeys (kept for a
 /// grace period after rotation, so handshakes made against them still complete) and the unused
-/// one-time prekeys.
+/// one-time prekeys, each with the id of the signed-prekeys record that certifies its batch:
+/// when that record is rotated out, a relay drops the batch, and its secrets go too.
 #[derive(Debug)]
 pub struct PrekeySecrets {
     pub(super) mode: CryptoMode,
     pub(super) signed: Vec<SignedPrekeySecrets>,
     pub(super) one_time: OneTimePrekeys,
+    /// One-time prekey id → the id of the signed-prekeys record it was added under.
+    pub(super) certified_by: std::collections::BTreeMap<u32, u32>,
 }
 
 impl PrekeySecrets {
@@ -147,10 +150,12 @@ impl PrekeySecrets {
                 got: one_time.mode,
             });
         }
+        let certified_by = one_time.keys.keys().map(|id| (*id, signed.id)).collect();
         Ok(Self {
             mode,
             signed: vec![signed],
             one_time,
+            certified_by,
         })
     }
 
@@ -164,7 +169,8 @@ impl PrekeySecrets {
         self.signed.last()
     }
 
-    /// Makes `next` current, keeping at most `keep_previous` earlier records.
+    /// Makes `next` current, keeping at most `keep_previous` earlier records; the one-time
+    /// secrets added under a record that is no longer kept are deleted with it.
     ///
     /// # Errors
     /// [`SessionError::ModeMismatch`] if `next` is of another mode;
@@ -182,6 +188,12 @@ impl PrekeySecrets {
         self.signed.push(next);
         let excess = self.signed.len().saturating_sub(keep_previous + 1);
         self.signed.drain(..excess);
+        let held: Vec<u32> = self.signed.iter().map(|s| s.id).collect();
+        self.certified_by.retain(|_, signed| held.contains(signed));
+        let certified = &self.certified_by;
+        self.one_time
+            .keys
+            .retain(|id, _| certified.contains_key(id));
         Ok(())
     }
 
@@ -217,8 +229,14 @@ impl PrekeySecrets {
         &self.one_time
     }
 
-    /// Adds a new batch of one-time prekeys.
+    /// Adds one-time prekeys under the current signed prekeys (the record that will certify
+    /// them when uploaded); ids already held keep their secret.
     pub fn add_one_time(&mut self, batch: OneTimePrekeys) {
+        if let Some(current) = self.signed.last().map(|s| s.id) {
+            for id in batch.keys.keys() {
+                self.certified_by.entry(*id).or_insert(current);
+            }
+        }
         self.one_time.merge(batch);
     }
 
@@ -234,6 +252,7 @@ impl PrekeySecrets {
 
     pub(crate) fn consume_one_time(&mut self, id: u32) {
         self.one_time.remove(id);
+        self.certified_by.remove(&id);
     }
 
     /// Whether a session with `id` was already accepted against signed record `signed_id`.

@@ -4,8 +4,11 @@
 //! secrets  = version (1) = 2 ‖ mode (1) ‖ count (1) ‖ signed* ‖ count (4) ‖ one-time*
 //! signed   = [X25519 secret (32): classical, hybrid] ‖ [last-resort KEM seed: hybrid 32,
 //!            quantum 64] ‖ id (4) ‖ count (2) ‖ seen session ids (32)*
-//! one-time = KEM seed (classical 32, hybrid 32, quantum 64) ‖ id (4)
+//! one-time = KEM seed (classical 32, hybrid 32, quantum 64) ‖ id (4) ‖ signed id (4)
 //! ```
+//!
+//! `signed id` names the signed-prekeys record the one-time prekey was added under; it must be
+//! one of the records held.
 //!
 //! Integers are big-endian; signed records oldest first. Public keys are derived from the
 //! secrets; records are signed again ([`super::SignedPrekeySecrets::certify`]) when uploaded.
@@ -49,7 +52,7 @@ impl PrekeySecrets {
                 .iter()
                 .map(|s| 32 + 64 + 4 + 2 + 32 * s.seen.len())
                 .sum::<usize>()
-            + self.one_time.keys.len() * (64 + 4);
+            + self.one_time.keys.len() * (64 + 8);
         out.reserve_exact(size);
         out.extend_from_slice(&[
             PREKEY_SECRETS_VERSION,
@@ -73,6 +76,8 @@ impl PrekeySecrets {
         for (id, (kp, _)) in &self.one_time.keys {
             out.extend_from_slice(kp.seed());
             out.extend_from_slice(&id.to_be_bytes());
+            let signed = self.certified_by.get(id).copied().unwrap_or_default();
+            out.extend_from_slice(&signed.to_be_bytes());
         }
         out
     }
@@ -108,14 +113,23 @@ impl PrekeySecrets {
             return Err(SessionError::malformed("one-time count"));
         }
         let mut keys = BTreeMap::new();
+        let mut certified_by = BTreeMap::new();
+        // Version 1 kept no such link: its one-time prekeys count as the current record's.
+        let current = signed.last().map_or(0, |s: &SignedPrekeySecrets| s.id);
         for _ in 0..count {
             let kp = KemKeyPair::from_seed(mode, r.take(kem::seed_len(mode), "one-time seed")?)?;
-            let id = if v1 {
+            let (id, signed_id) = if v1 {
                 let public = kp.public_key();
-                v1_record_id(&mut r, mode, &[public.as_bytes()])?
+                (v1_record_id(&mut r, mode, &[public.as_bytes()])?, current)
             } else {
-                r.u32("one-time id")?
+                (r.u32("one-time id")?, r.u32("one-time signed id")?)
             };
+            if !signed.iter().any(|s| s.id == signed_id) {
+                return Err(SessionError::malformed(
+                    "one-time prekey of a signed record not held",
+                ));
+            }
+            certified_by.insert(id, signed_id);
             let (id, entry) = OneTimePrekeys::entry(mode, id, kp);
             if keys.insert(id, entry).is_some() {
                 return Err(SessionError::malformed("duplicate one-time prekey id"));
@@ -126,6 +140,7 @@ impl PrekeySecrets {
             mode,
             signed,
             one_time: OneTimePrekeys { mode, keys },
+            certified_by,
         })
     }
 }

@@ -2,7 +2,8 @@
 //! (`[caching] enable_l2_cache`, `l2_cache_url`, `l2_cache_ttl_seconds`).
 //!
 //! Entries are `SET key value EX ttl` under a key prefix (one per deployment, or per test so
-//! tests never share keys): `user:{name}` and `prekeys:{mode}:{name}`. Invalidation deletes a
+//! tests never share keys): `user:{name}` and `prekeys:v2:{mode}:{name}` (the prekey bundle
+//! version). Invalidation deletes a
 //! user's keys and publishes the username on the prefix's invalidation channel, so every relay
 //! drops the user from its L1 too. The connection is
 //! synchronous, used from blocking tasks only, with a bounded timeout; after an I/O error it is
@@ -91,8 +92,11 @@ impl RedisCache {
         format!("{}user:{name}", self.prefix)
     }
 
+    /// Named with the prekey bundle version, so records of an older format cached before an
+    /// upgrade are never read.
     fn prekeys_key(&self, name: &str, mode: nano_crypto::CryptoMode) -> String {
-        format!("{}prekeys:{mode}:{name}", self.prefix)
+        let v = nano_crypto::session::PREKEY_BUNDLE_VERSION;
+        format!("{}prekeys:v{v}:{mode}:{name}", self.prefix)
     }
 
     /// The invalidation channel every relay of this deployment subscribes to.

@@ -90,9 +90,10 @@ pub trait PrekeyStore {
         replace: bool,
         now_ms: i64,
     ) -> Result<u64>;
-    /// Takes the user's lowest-id one-time prekey of `mode` out of the store and returns it
-    /// with its batch's record: each is returned at most once, whatever the concurrency.
-    /// `None` when none is left.
+    /// Takes the user's oldest one-time prekey of `mode` (first uploaded, then lowest id) out
+    /// of the store and returns it with its batch's record: each is returned at most once,
+    /// whatever the concurrency. `None` when none is left. Oldest first, so the batches of a
+    /// record about to be rotated out are used before they are dropped.
     fn claim_one_time_prekey(&self, user_id: i64, mode: CryptoMode) -> Result<Option<Claimed>>;
     /// How many one-time prekeys of `mode` the user holds.
     fn one_time_prekey_count(&self, user_id: i64, mode: CryptoMode) -> Result<u64>;
@@ -216,13 +217,9 @@ macro_rules! prekey_batches {
             "DELETE FROM one_time_prekeys;
     DELETE FROM signed_prekeys;
     ALTER TABLE one_time_prekeys ADD COLUMN batch_id BIGINT NOT NULL DEFAULT 0;
-    CREATE TABLE one_time_batches (
-        user_id ",
-            $int,
-            " NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-        crypto_mode ",
-            $mode,
-            " NOT NULL,
+    CREATE TABLE one_time_batches (",
+            $crate::storage::prekeys::owner_columns!($int, $mode),
+            "
         batch_id BIGINT NOT NULL,
         signed_id BIGINT NOT NULL,
         record ",
@@ -249,9 +246,10 @@ macro_rules! prekey_tables {
     };
 }
 
-/// The columns of a prekey table.
-macro_rules! prekey_columns {
-    ($int:literal, $mode:literal, $bytes:literal) => {
+/// The owner columns every prekey table starts with: the user (its rows go with it) and the
+/// mode.
+macro_rules! owner_columns {
+    ($int:literal, $mode:literal) => {
         concat!(
             "
         user_id ",
@@ -259,7 +257,17 @@ macro_rules! prekey_columns {
             " NOT NULL REFERENCES users (id) ON DELETE CASCADE,
         crypto_mode ",
             $mode,
-            " NOT NULL,
+            " NOT NULL,"
+        )
+    };
+}
+
+/// The columns of a prekey table.
+macro_rules! prekey_columns {
+    ($int:literal, $mode:literal, $bytes:literal) => {
+        concat!(
+            $crate::storage::prekeys::owner_columns!($int, $mode),
+            "
         prekey_id BIGINT NOT NULL,
         record ",
             $bytes,
@@ -270,4 +278,4 @@ macro_rules! prekey_columns {
         )
     };
 }
-pub(crate) use {prekey_batches, prekey_columns, prekey_tables};
+pub(crate) use {owner_columns, prekey_batches, prekey_columns, prekey_tables};

@@ -135,7 +135,7 @@ impl PrekeyStore for PostgresStorage {
                     "DELETE FROM one_time_prekeys WHERE (user_id, crypto_mode, prekey_id) =
                        (SELECT user_id, crypto_mode, prekey_id FROM one_time_prekeys
                          WHERE user_id = $1 AND crypto_mode = $2
-                         ORDER BY prekey_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                         ORDER BY uploaded_at, prekey_id LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING record, batch_id",
                     &[&user_id, &m],
                 )

@@ -107,8 +107,9 @@ impl PrekeyStore for SqliteStorage {
         let taken: Option<(Vec<u8>, i64)> = tx
             .query_row(
                 "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND crypto_mode = ?2
-                   AND prekey_id = (SELECT MIN(prekey_id) FROM one_time_prekeys
-                                     WHERE user_id = ?1 AND crypto_mode = ?2)
+                   AND prekey_id = (SELECT prekey_id FROM one_time_prekeys
+                                     WHERE user_id = ?1 AND crypto_mode = ?2
+                                     ORDER BY uploaded_at, prekey_id LIMIT 1)
                  RETURNING record, batch_id",
                 params![user_id, m],
                 |row| Ok((row.get(0)?, row.get(1)?)),
