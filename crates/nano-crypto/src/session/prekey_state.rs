@@ -73,10 +73,14 @@ impl PrekeySecrets {
             }
         }
         out.extend_from_slice(&(self.one_time.keys.len() as u32).to_be_bytes());
+        // Every held one-time prekey has its record (`new`, `add_one_time`); were one missing,
+        // the current record is named, as for version 1, never an id no record has (which
+        // would make the whole encoding unreadable).
+        let current = self.signed.last().map_or(0, |s| s.id);
         for (id, (kp, _)) in &self.one_time.keys {
             out.extend_from_slice(kp.seed());
             out.extend_from_slice(&id.to_be_bytes());
-            let signed = self.certified_by.get(id).copied().unwrap_or_default();
+            let signed = self.certified_by.get(id).copied().unwrap_or(current);
             out.extend_from_slice(&signed.to_be_bytes());
         }
         out
