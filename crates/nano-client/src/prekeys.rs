@@ -63,76 +63,101 @@ pub(crate) fn plan(
         // Load, add and save as one step: a handshake answered meanwhile (by this process or
         // another on the same store) deletes its one-time secret, and that must not come back.
         let _locked = store.lock()?;
-        let mut secrets = store.load_prekeys(mode)?;
-        let rotate = secrets
-            .as_ref()
-            .and_then(PrekeySecrets::current)
-            .is_some_and(|c| c.id().saturating_add(ROTATE_AFTER_DAYS) <= today);
-        if secrets.is_some() && held >= target.div_ceil(4) && !rotate {
-            continue;
-        }
-        // No secrets here (a new device, a fresh home, a restored backup): whatever the relay
-        // holds was made elsewhere and cannot be answered, so it is replaced.
-        let fresh = secrets.is_none();
-        let wanted = if fresh {
-            target
-        } else {
-            target.saturating_sub(held)
-        };
-        let batch = OneTimePrekeys::generate(
-            mode,
-            first_id(secrets.as_ref(), target),
-            u32::try_from(wanted).unwrap_or(0),
-            &mut OsRng,
-        )
-        .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
-        let publics: Vec<OneTimePrekey> = batch.publics().cloned().collect();
-        let secrets = match secrets.take() {
-            Some(mut s) => {
-                // Rotated first: the new prekeys belong to the record that certifies them.
-                if rotate {
-                    let next = SignedPrekeySecrets::generate(mode, today, &mut OsRng)
-                        .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
-                    s.rotate(next, KEEP_PREVIOUS)
-                        .map_err(|e| ClientError::Invalid(format!("prekey rotation: {e}")))?;
-                }
-                s.add_one_time(batch);
-                s
-            }
-            None => {
-                let signed = SignedPrekeySecrets::generate(mode, today, &mut OsRng)
-                    .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
-                PrekeySecrets::new(signed, batch)
-                    .map_err(|e| ClientError::Invalid(format!("prekeys: {e}")))?
-            }
-        };
-        // Saved before anything is published: a handshake can only use what is stored.
-        store.store_prekeys(&secrets)?;
-        let current = secrets
-            .current()
-            .ok_or_else(|| ClientError::Invalid("prekeys without signed prekeys".into()))?;
-        // One upload per batch, each with the current record signed over the batch's root.
-        let mut batches: Vec<&[OneTimePrekey]> = publics.chunks(MAX_PREKEYS_PER_UPLOAD).collect();
-        if batches.is_empty() {
-            batches.push(&[]);
-        }
-        for (i, chunk) in batches.into_iter().enumerate() {
-            let batch = (!chunk.is_empty())
-                .then(|| OneTimeBatch::new(chunk.to_vec()))
-                .transpose()
-                .map_err(|e| ClientError::Invalid(format!("prekeys: {e}")))?;
-            let record = current
-                .certify(identity, batch.as_ref(), &mut OsRng)
-                .map_err(|e| ClientError::Invalid(format!("prekey signing: {e}")))?;
-            frames.push(ClientFrame::UploadPrekeys {
-                crypto_mode: mode,
-                signed_prekeys: Some(Bytes(record.to_bytes())),
-                one_time_prekeys: chunk.iter().map(|p| Bytes(p.to_bytes())).collect(),
-                replace_one_time: fresh && i == 0,
-            });
-        }
+        store.update_prekeys(mode, &mut |slot| {
+            top_up(identity, mode, slot, held, target, today, &mut frames)
+        })?;
     }
     Ok(frames)
+}
+
+/// [`plan`] for one mode: tops `secrets` up (creating them if `None`) and pushes the uploads
+/// onto `frames`; whether anything changed.
+fn top_up(
+    identity: &Identity,
+    mode: CryptoMode,
+    secrets: &mut Option<PrekeySecrets>,
+    held: u64,
+    target: u64,
+    today: u32,
+    frames: &mut Vec<ClientFrame>,
+) -> Result<bool> {
+    let rotate = secrets
+        .as_ref()
+        .and_then(PrekeySecrets::current)
+        .is_some_and(|c| c.id().saturating_add(ROTATE_AFTER_DAYS) <= today);
+    if secrets.is_some() && held >= target.div_ceil(4) && !rotate {
+        return Ok(false);
+    }
+    // No secrets here (a new device, a fresh home, a restored backup): whatever the relay
+    // holds was made elsewhere and cannot be answered, so it is replaced.
+    let fresh = secrets.is_none();
+    let wanted = if fresh {
+        target
+    } else {
+        target.saturating_sub(held)
+    };
+    let batch = OneTimePrekeys::generate(
+        mode,
+        first_id(secrets.as_ref(), target),
+        u32::try_from(wanted).unwrap_or(0),
+        &mut OsRng,
+    )
+    .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
+    let publics: Vec<OneTimePrekey> = batch.publics().cloned().collect();
+    let updated = match secrets.take() {
+        Some(mut s) => {
+            // Rotated first: the new prekeys belong to the record that certifies them.
+            if rotate {
+                let rotated = SignedPrekeySecrets::generate(mode, today, &mut OsRng)
+                    .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))
+                    .and_then(|next| {
+                        s.rotate(next, KEEP_PREVIOUS)
+                            .map_err(|e| ClientError::Invalid(format!("prekey rotation: {e}")))
+                    });
+                if let Err(e) = rotated {
+                    // Left as they were.
+                    *secrets = Some(s);
+                    return Err(e);
+                }
+            }
+            s.add_one_time(batch);
+            s
+        }
+        None => {
+            let signed = SignedPrekeySecrets::generate(mode, today, &mut OsRng)
+                .map_err(|e| ClientError::Invalid(format!("prekey generation: {e}")))?;
+            PrekeySecrets::new(signed, batch)
+                .map_err(|e| ClientError::Invalid(format!("prekeys: {e}")))?
+        }
+    };
+    // A signing failure below leaves these secrets with unpublished additions: harmless, the
+    // next top-up publishes under the current record.
+    let current = secrets.insert(updated).current();
+    let current =
+        current.ok_or_else(|| ClientError::Invalid("prekeys without signed prekeys".into()))?;
+    // One upload per batch, each with the current record signed over the batch's root. The
+    // secrets are saved (when this returns) before any of it is published: a handshake can
+    // only use what is stored.
+    let mut batches: Vec<&[OneTimePrekey]> = publics.chunks(MAX_PREKEYS_PER_UPLOAD).collect();
+    if batches.is_empty() {
+        batches.push(&[]);
+    }
+    for (i, chunk) in batches.into_iter().enumerate() {
+        let batch = (!chunk.is_empty())
+            .then(|| OneTimeBatch::new(chunk.to_vec()))
+            .transpose()
+            .map_err(|e| ClientError::Invalid(format!("prekeys: {e}")))?;
+        let record = current
+            .certify(identity, batch.as_ref(), &mut OsRng)
+            .map_err(|e| ClientError::Invalid(format!("prekey signing: {e}")))?;
+        frames.push(ClientFrame::UploadPrekeys {
+            crypto_mode: mode,
+            signed_prekeys: Some(Bytes(record.to_bytes())),
+            one_time_prekeys: chunk.iter().map(|p| Bytes(p.to_bytes())).collect(),
+            replace_one_time: fresh && i == 0,
+        });
+    }
+    Ok(true)
 }
 
 /// Ids of a new batch: a random start, so a new key never takes the id of one the relay has

@@ -256,29 +256,30 @@ impl Sessions {
             });
         }
         if payload.first() == Some(&TYPE_HANDSHAKE) {
-            // No prekey secrets of the mode: lost with this device's state.
-            let mut prekeys =
-                self.store
-                    .load_prekeys(mode)?
-                    .ok_or_else(|| ClientError::SessionUnknown {
-                        sender: peer.to_owned(),
-                        mode,
-                    })?;
-            let r = Session::respond(me, &mut prekeys, peer_bundle, payload, &mut OsRng)
-                .map_err(|e| not_opened(peer, mode, &e))?;
-            let opened = Opened {
-                plaintext: r.plaintext,
-                mode,
-                handshake: true,
-            };
-            // The plaintext first, then the session, then the prekeys without the one-time
-            // secret: a crash between any two leaves what is needed to open it again or to
-            // hand it out again, never a handshake that can no longer be answered.
-            self.store
-                .save_received(&id, &encode_received(&opened, peer))?;
-            self.push(peer, r.session)?;
-            self.store.store_prekeys(&prekeys)?;
-            return Ok(opened);
+            let mut opened = None;
+            self.store.update_prekeys(mode, &mut |slot| {
+                // No prekey secrets of the mode: lost with this device's state.
+                let prekeys = slot.as_mut().ok_or_else(|| ClientError::SessionUnknown {
+                    sender: peer.to_owned(),
+                    mode,
+                })?;
+                let r = Session::respond(me, prekeys, peer_bundle, payload, &mut OsRng)
+                    .map_err(|e| not_opened(peer, mode, &e))?;
+                let o = Opened {
+                    plaintext: r.plaintext,
+                    mode,
+                    handshake: true,
+                };
+                // The plaintext first, then the session, then (when this returns) the prekeys
+                // without the one-time secret: a crash between any two leaves what is needed to
+                // open it again or to hand it out again, never a handshake that can no longer
+                // be answered.
+                self.store.save_received(&id, &encode_received(&o, peer))?;
+                self.push(peer, r.session)?;
+                opened = Some(o);
+                Ok(true)
+            })?;
+            return opened.ok_or_else(|| ClientError::Invalid("handshake not opened".into()));
         }
         // A failed `decrypt` leaves its session exactly as it was (§14.7), so the next one is
         // tried on the same state, and nothing is saved unless one opens.

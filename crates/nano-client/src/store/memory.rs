@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: session state in process memory. Sessions are kept decoded and updated in
 //! place (`update_sessions`: no encoding per message); a load is a copy made through the same
-//! encoding the file store writes. Prekey secrets are kept encoded.
+//! encoding the file store writes. Prekey secrets are kept decoded too (`update_prekeys`: a
+//! handshake answered derives no key pair again).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ type SessionKey = (String, CryptoMode);
 /// Session state in memory; lost with the process.
 #[derive(Default)]
 pub struct MemoryStore {
-    prekeys: Mutex<HashMap<CryptoMode, Zeroizing<Vec<u8>>>>,
+    prekeys: Mutex<HashMap<CryptoMode, PrekeySecrets>>,
     sessions: Mutex<HashMap<SessionKey, Vec<SessionRecord>>>,
     lock: Mutex<()>,
 }
@@ -43,19 +44,36 @@ impl MemoryStore {
 impl PrekeyStore for MemoryStore {
     fn load_prekeys(&self, mode: CryptoMode) -> Result<Option<PrekeySecrets>> {
         let map = self.prekeys.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&mode)
-            .map(|b| {
-                PrekeySecrets::from_bytes(b)
-                    .map_err(|e| ClientError::Invalid(format!("stored prekeys: {e}")))
-            })
-            .transpose()
+        map.get(&mode).map(copy_prekeys).transpose()
     }
 
     fn store_prekeys(&self, prekeys: &PrekeySecrets) -> Result<()> {
+        let copy = copy_prekeys(prekeys)?;
         let mut map = self.prekeys.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(prekeys.mode(), prekeys.to_bytes());
+        map.insert(prekeys.mode(), copy);
         Ok(())
     }
+
+    fn update_prekeys(
+        &self,
+        mode: CryptoMode,
+        f: &mut dyn FnMut(&mut Option<PrekeySecrets>) -> Result<bool>,
+    ) -> Result<()> {
+        let mut map = self.prekeys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut secrets = map.remove(&mode);
+        // `f` leaves the secrets as they were unless it returns true: they go back either way.
+        let r = f(&mut secrets);
+        if let Some(s) = secrets {
+            map.insert(mode, s);
+        }
+        r.map(|_| ())
+    }
+}
+
+/// A copy of `prekeys` (secrets are not `Clone`: the copy goes through their encoding).
+fn copy_prekeys(prekeys: &PrekeySecrets) -> Result<PrekeySecrets> {
+    PrekeySecrets::from_bytes(&prekeys.to_bytes())
+        .map_err(|e| ClientError::Invalid(format!("stored prekeys: {e}")))
 }
 
 impl MemoryStore {

@@ -57,6 +57,28 @@ pub trait PrekeyStore: Send + Sync {
     /// # Errors
     /// I/O.
     fn store_prekeys(&self, prekeys: &PrekeySecrets) -> Result<()>;
+
+    /// Runs `f` on the secrets of `mode` (`None` if none were made; `f` may create them) and
+    /// saves them, atomically, when it returns `Ok(true)`; on `Ok(false)` or an error nothing
+    /// is saved (and `f` must have left them as they were). The default loads and stores; a
+    /// store that keeps them decoded runs `f` on them in place (no key derived again per
+    /// handshake answered).
+    ///
+    /// # Errors
+    /// `f`'s, and the store's.
+    fn update_prekeys(
+        &self,
+        mode: CryptoMode,
+        f: &mut dyn FnMut(&mut Option<PrekeySecrets>) -> Result<bool>,
+    ) -> Result<()> {
+        let mut secrets = self.load_prekeys(mode)?;
+        if f(&mut secrets)?
+            && let Some(s) = &secrets
+        {
+            self.store_prekeys(s)?;
+        }
+        Ok(())
+    }
 }
 
 /// Sessions per contact and mode.
