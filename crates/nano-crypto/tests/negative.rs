@@ -10,7 +10,7 @@ use nano_crypto::{
     CryptoError, CryptoMode, KemCiphertext, KemKeyPair, KemPublicKey, Signature, SigningKeyPair,
 };
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 
 /// Low-order (and non-canonical low-order) Curve25519 u-coordinates (RFC 7748, Wycheproof).
 const LOW_ORDER: [&str; 7] = [
@@ -76,6 +76,42 @@ fn x25519_low_order_points_are_rejected_everywhere() {
             "{h}"
         );
         assert!(x25519::validate_public(&p).is_err(), "{h}");
+    }
+}
+
+/// `[8]·u` by a Montgomery ladder (curve25519-dalek): zero exactly for small-order points.
+fn cofactor_clears(u: &[u8; 32]) -> bool {
+    let p = curve25519_dalek::montgomery::MontgomeryPoint(*u);
+    (p * curve25519_dalek::scalar::Scalar::from(8u8)).to_bytes() == [0u8; 32]
+}
+
+#[test]
+fn x25519_small_order_check_agrees_with_the_cofactor_multiplication() {
+    // Every canonical entry of the list is of small order, and refused.
+    for h in &LOW_ORDER[..5] {
+        let p = point(h);
+        assert!(cofactor_clears(&p), "{h}");
+        assert!(x25519::validate_public(&p).is_err(), "{h}");
+    }
+    // Random canonical u-coordinates (on the curve or its twist) and real keys: the
+    // multiplication and the list agree on every one.
+    let mut r = rng();
+    for i in 0..2_000u32 {
+        let mut u = [0u8; 32];
+        r.fill_bytes(&mut u);
+        u[31] &= 0x7f;
+        if i % 2 == 1 {
+            u = *X25519KeyPair::from_secret(&u).unwrap().public_key();
+        }
+        if x25519::check_canonical(&u).is_err() {
+            continue;
+        }
+        assert_eq!(
+            x25519::validate_public(&u).is_err(),
+            cofactor_clears(&u),
+            "{}",
+            hex::encode(u)
+        );
     }
 }
 

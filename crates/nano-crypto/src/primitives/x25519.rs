@@ -6,6 +6,7 @@
 //! public keys into the secret. An all-zero DH output (a low-order peer point) is rejected.
 
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
+use subtle::ConstantTimeEq;
 
 use crate::error::{CryptoError, Result};
 use crate::kdf::{self, KdfLabel};
@@ -17,16 +18,48 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 /// Secret key (seed) length.
 pub const SECRET_KEY_LEN: usize = 32;
 
+/// The canonical u-coordinates of every point of small order on Curve25519 (order 1, 2, 4 or 8)
+/// and on its quadratic twist (order 1, 2 or 4): 0, 1, the two of order 8, and p − 1. With the
+/// point at infinity these are all the points `P` with `[8]·P = 0` (the curve's cofactor is 8,
+/// the twist's 4), the list libsodium's `has_small_order` checks; little-endian.
+const SMALL_ORDER: [[u8; PUBLIC_KEY_LEN]; 5] = [
+    [0; 32],
+    {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        one
+    },
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    {
+        let mut p_minus_1 = [0xff; 32];
+        p_minus_1[0] = 0xec;
+        p_minus_1[31] = 0x7f;
+        p_minus_1
+    },
+];
+
 /// Checks a peer's X25519 public key before it is used or pinned: the canonical encoding of a
 /// u-coordinate (bit 255 clear, u < 2^255 − 19) that is not of small order on the curve or its
-/// twist (`[8]·u ≠ 0`). Such keys make every key agreement with them produce a known (all-zero)
-/// secret, so a bundle carrying one can never be used. Errors with
+/// twist (`[8]·u ≠ 0`, decided by comparing with the five [`SMALL_ORDER`] coordinates rather
+/// than by a scalar multiplication). Such keys make every key agreement with them produce a
+/// known (all-zero) secret, so a bundle carrying one can never be used. Errors with
 /// [`CryptoError::InvalidKey`] naming the reason.
 pub fn validate_public(u: &[u8; PUBLIC_KEY_LEN]) -> Result<()> {
     check_canonical(u)?;
-    let point = curve25519_dalek::montgomery::MontgomeryPoint(*u);
-    let cleared = point * curve25519_dalek::scalar::Scalar::from(8u8);
-    if cleared.to_bytes() == [0u8; 32] {
+    // Public keys: no secret to hide, but the comparison need not branch on their bytes.
+    let small = SMALL_ORDER
+        .iter()
+        .fold(subtle::Choice::from(0), |acc, s| acc | s.ct_eq(u));
+    if bool::from(small) {
         return Err(CryptoError::InvalidKey("X25519 (small-order point)"));
     }
     Ok(())
