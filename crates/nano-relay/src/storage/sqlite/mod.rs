@@ -302,15 +302,13 @@ impl Storage for SqliteStorage {
     }
 
     fn user(&self, username: &str) -> Result<Option<UserRecord>> {
-        let row = self
-            .reader()
-            .query_row(
+        let conn = self.reader();
+        let row = conn
+            .prepare_cached(
                 "SELECT id, username, bundle, fingerprint, min_mode, key_version FROM users
                  WHERE username = ?1",
-                params![username],
-                user_row,
             )
-            .optional()
+            .and_then(|mut stmt| stmt.query_row(params![username], user_row).optional())
             .map_err(backend)?;
         row.map(|(id, username, bundle, fp, m, v)| {
             Ok(UserRecord {

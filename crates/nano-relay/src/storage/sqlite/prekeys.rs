@@ -40,15 +40,16 @@ impl PrekeyStore for SqliteStorage {
     }
 
     fn signed_prekeys(&self, user_id: i64, mode: CryptoMode) -> Result<Option<Vec<u8>>> {
-        self.reader()
-            .query_row(
-                "SELECT record FROM signed_prekeys WHERE user_id = ?1 AND crypto_mode = ?2
-                 ORDER BY uploaded_at DESC, prekey_id DESC LIMIT 1",
-                params![user_id, mode.to_byte()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(backend)
+        let conn = self.reader();
+        conn.prepare_cached(
+            "SELECT record FROM signed_prekeys WHERE user_id = ?1 AND crypto_mode = ?2
+             ORDER BY uploaded_at DESC, prekey_id DESC LIMIT 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![user_id, mode.to_byte()], |row| row.get(0))
+                .optional()
+        })
+        .map_err(backend)
     }
 
     fn add_one_time_prekeys(
@@ -105,25 +106,27 @@ impl PrekeyStore for SqliteStorage {
         let tx = conn.transaction().map_err(backend)?;
         let m = mode.to_byte();
         let taken: Option<(Vec<u8>, i64)> = tx
-            .query_row(
+            .prepare_cached(
                 "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND crypto_mode = ?2
                    AND prekey_id = (SELECT prekey_id FROM one_time_prekeys
                                      WHERE user_id = ?1 AND crypto_mode = ?2
                                      ORDER BY uploaded_at, prekey_id LIMIT 1)
                  RETURNING record, batch_id",
-                params![user_id, m],
-                |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .optional()
+            .and_then(|mut stmt| {
+                stmt.query_row(params![user_id, m], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
             .map_err(backend)?;
         let Some((one_time, batch_id)) = taken else {
             return Ok(None);
         };
         let record: Option<Vec<u8>> = tx
-            .query_row(BATCH_RECORD, params![user_id, m, batch_id], |row| {
-                row.get(0)
+            .prepare_cached(BATCH_RECORD)
+            .and_then(|mut stmt| {
+                stmt.query_row(params![user_id, m, batch_id], |row| row.get(0))
+                    .optional()
             })
-            .optional()
             .map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(Some(Claimed {
