@@ -205,6 +205,10 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     // Each phase's name and start (seconds since the epoch), for the CPU per phase.
     let marks = std::sync::Mutex::new(Vec::<report::PhaseMark>::new());
     let set_phase = |p: &str| {
+        // Without a terminal's progress line, each phase is a line of the log.
+        if !std::io::stderr().is_terminal() {
+            eprintln!("phase {p} at {:.3} s", epoch.elapsed().as_secs_f64());
+        }
         if let Ok(mut g) = phase.lock() {
             *g = p.to_owned();
         }
