@@ -139,6 +139,50 @@ fn a_message_on_a_session_this_side_lost_is_session_unknown() {
     }
 }
 
+/// A handshake that does not open (a flipped bit, a stranger's signature) changes nothing: the
+/// one-time prekey it named is still there for the real one, in memory and on disk.
+#[test]
+fn a_handshake_that_fails_leaves_the_prekey_secrets_as_they_were() {
+    let mode = CryptoMode::Hybrid;
+    let (alice, bob) = ids(mode);
+    let dir = tempfile::tempdir().unwrap();
+    let stores: [Arc<dyn Store>; 2] = [
+        Arc::new(MemoryStore::new()),
+        Arc::new(FileStore::new(dir.path(), &bob).unwrap()),
+    ];
+    for b_store in stores {
+        let a = Sessions::new(Arc::new(MemoryStore::new()));
+        let b = Sessions::new(b_store.clone());
+        let bundle = publish(&bob, b_store.as_ref(), mode);
+        let hs = start(&a, &alice, &bob, &bundle, AeadId::Aes256Gcm, b"hi");
+        let held = || {
+            b_store
+                .load_prekeys(mode)
+                .unwrap()
+                .unwrap()
+                .one_time()
+                .len()
+        };
+        assert_eq!(held(), 3);
+        let mut flipped = hs.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(
+            b.open(&bob, "alice", alice.public_bundle(), &flipped)
+                .is_err()
+        );
+        let mallory = Identity::generate(mode, &mut OsRng).unwrap();
+        assert!(b.open(&bob, "alice", mallory.public_bundle(), &hs).is_err());
+        assert_eq!(held(), 3);
+        let opened = b.open(&bob, "alice", alice.public_bundle(), &hs).unwrap();
+        assert_eq!(
+            (opened.plaintext.as_slice(), opened.handshake),
+            (&b"hi"[..], true)
+        );
+        assert_eq!(held(), 2);
+    }
+}
+
 /// Every returned payload was saved first: a restart (a new store over the same files) after
 /// any message continues the chain without reusing a key, and the peer opens everything.
 #[test]
