@@ -171,7 +171,22 @@ fn prekeys_are_claimed_once_and_signed_records_keep_their_grace(s: &dyn Storage)
         Err(RelayError::Proto(_))
     ));
     assert_eq!(s.one_time_prekey_count(a, mode).unwrap(), 40);
+    // A batch under a record that is not kept (trimmed by a newer upload, or never uploaded)
+    // is refused, and nothing of it is stored.
+    let late = Box::leak(rows(300, 2).into_boxed_slice());
+    for gone in [1, 9] {
+        assert!(matches!(
+            add(mode, Some(&batch(gone, b"batch-300", late)), false),
+            Err(RelayError::Proto(_))
+        ));
+    }
+    assert_eq!(s.one_time_prekey_count(a, mode).unwrap(), 40);
     // Replacing: the held ones are gone, the new ones are held (other modes untouched).
+    s.put_signed_prekeys(&SignedRecord {
+        mode: CryptoMode::Quantum,
+        ..record(1, 10, 1, b"q-spk-1")
+    })
+    .unwrap();
     let other = Box::leak(rows(7, 1).into_boxed_slice());
     assert_eq!(
         add(CryptoMode::Quantum, Some(&batch(1, b"q", other)), false).unwrap(),

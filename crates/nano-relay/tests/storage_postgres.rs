@@ -161,6 +161,16 @@ fn two_relays_claim_each_one_time_prekey_once() {
     let alice = one
         .create_user("alice", b"bundle", &[1; 32], CryptoMode::Quantum, 1)
         .unwrap();
+    // The batch's record, kept.
+    one.put_signed_prekeys(&nano_relay::storage::SignedRecord {
+        user_id: alice.id,
+        mode: CryptoMode::Quantum,
+        prekey_id: 1,
+        record: b"record",
+        now_ms: 1,
+        keep_previous: 3,
+    })
+    .unwrap();
     let batch: Vec<(u32, Vec<u8>)> = (0..200u32).map(|i| (i, i.to_be_bytes().to_vec())).collect();
     let rows = nano_relay::storage::OneTimeRows {
         batch_id: 0,

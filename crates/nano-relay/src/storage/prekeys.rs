@@ -141,6 +141,13 @@ pub(crate) const DROP_EMPTY_BATCHES: &str =
 pub(crate) const COUNT_BATCHES: &str =
     "SELECT COUNT(*) FROM one_time_batches WHERE user_id = $1 AND crypto_mode = $2";
 
+/// Whether the signed-prekeys record `$3` of user `$1` in mode `$2` is still kept (a batch is
+/// only stored under a kept record: one trimmed meanwhile would leave the batch uncertified).
+/// PostgreSQL appends `FOR SHARE`, so a concurrent trim waits for the upload and then drops
+/// the batch with the record.
+pub(crate) const SIGNED_KEPT: &str = "SELECT 1 FROM signed_prekeys
+     WHERE user_id = $1 AND crypto_mode = $2 AND prekey_id = $3";
+
 /// Stores a batch's record unless the batch id is held; `$1` user, `$2` mode, `$3` batch id,
 /// `$4` signed id, `$5` record, `$6` time.
 pub(crate) const INSERT_BATCH: &str = "INSERT INTO one_time_batches
@@ -185,6 +192,18 @@ pub(crate) fn check_batch(batch: &OneTimeRows<'_>, held_record: &[u8], batches: 
         )));
     }
     Ok(())
+}
+
+/// Refuses a batch whose signed-prekeys record is not kept (`kept` false): a newer upload
+/// trimmed it between this upload's two steps.
+pub(crate) fn check_kept(batch: &OneTimeRows<'_>, kept: bool) -> Result<()> {
+    if kept {
+        return Ok(());
+    }
+    Err(batch_refused(format!(
+        "signed prekeys {} are no longer kept; upload the batch under the current ones",
+        batch.signed_id
+    )))
 }
 
 /// A claimed prekey whose batch row is missing: the store is damaged (the relay never deletes a

@@ -9,7 +9,8 @@ use crate::storage::Result;
 use crate::storage::prekeys::{
     BATCH_RECORD, COUNT_BATCHES, COUNT_ONE_TIME, Claimed, DROP_ALL_ONE_TIME, DROP_EMPTY_BATCHES,
     DROP_UNCERTIFIED, INSERT_BATCH, INSERT_ONE_TIME, MAX_SIGNED_RECORDS, OneTimeRows,
-    PREKEY_COUNTS, PrekeyStore, SignedRecord, check_batch, missing_batch, put_count,
+    PREKEY_COUNTS, PrekeyStore, SIGNED_KEPT, SignedRecord, check_batch, check_kept, missing_batch,
+    put_count,
 };
 
 /// A crypto mode as its SMALLINT column value.
@@ -83,6 +84,13 @@ impl PrekeyStore for PostgresStorage {
             }
             if let Some(b) = batch {
                 let batch_id = i64::from(b.batch_id);
+                let kept = tx
+                    .query_opt(
+                        &format!("{SIGNED_KEPT} FOR SHARE"),
+                        &[&user_id, &m, &i64::from(b.signed_id)],
+                    )
+                    .map_err(backend)?;
+                check_kept(b, kept.is_some())?;
                 tx.execute(DROP_EMPTY_BATCHES, &[&user_id, &m])
                     .map_err(backend)?;
                 tx.execute(

@@ -9,7 +9,7 @@ use crate::storage::prekeys::missing_batch;
 use crate::storage::prekeys::{
     BATCH_RECORD, COUNT_BATCHES, COUNT_ONE_TIME, Claimed, DROP_ALL_ONE_TIME, DROP_EMPTY_BATCHES,
     DROP_UNCERTIFIED, INSERT_BATCH, INSERT_ONE_TIME, MAX_SIGNED_RECORDS, OneTimeRows,
-    PREKEY_COUNTS, PrekeyStore, SignedRecord, check_batch, put_count,
+    PREKEY_COUNTS, PrekeyStore, SIGNED_KEPT, SignedRecord, check_batch, check_kept, put_count,
 };
 
 impl PrekeyStore for SqliteStorage {
@@ -69,6 +69,11 @@ impl PrekeyStore for SqliteStorage {
             }
         }
         if let Some(b) = batch {
+            let kept = tx
+                .query_row(SIGNED_KEPT, params![user_id, m, b.signed_id], |_| Ok(()))
+                .optional()
+                .map_err(backend)?;
+            check_kept(b, kept.is_some())?;
             tx.execute(DROP_EMPTY_BATCHES, params![user_id, m])
                 .map_err(backend)?;
             tx.execute(
