@@ -283,9 +283,12 @@ async fn serve(
         }
     }
     for m in resend {
-        if ws.send(m).await.is_err() {
+        if ws.feed(m).await.is_err() {
             return End::Lost;
         }
+    }
+    if ws.flush().await.is_err() {
+        return End::Lost;
     }
     let mut page: Vec<Pushed> = Vec::new();
     let mut in_page = true;
@@ -308,46 +311,20 @@ async fn serve(
             _ = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)), if next_retry.is_some() => {
                 for f in st.outbox.due_retries() {
                     let Ok(m) = encode(&f) else { continue };
-                    if ws.send(m).await.is_err() {
+                    if ws.feed(m).await.is_err() {
                         return End::Lost;
                     }
+                }
+                if ws.flush().await.is_err() {
+                    return End::Lost;
                 }
             }
             c = cmds.recv() => {
                 let Some(c) = c else { return End::Closed };
-                let frame = match c {
-                    Command::Close => {
-                        let _ = ws.close(None).await;
-                        st.outbox.fail_all(|| ClientError::Closed);
-                        return End::Closed;
-                    }
-                    Command::Flush(tx) => {
-                        let _ = ws.flush().await;
-                        let _ = tx.send(());
-                        continue;
-                    }
-                    Command::Send { id, frame, reply } => {
-                        st.outbox.push(id, frame.clone(), reply);
-                        frame
-                    }
-                    Command::Ack(ids) => {
-                        for id in &ids {
-                            st.inbox.acked.insert(id);
-                        }
-                        ClientFrame::Ack { ids }
-                    }
-                    Command::Read(ids) => ClientFrame::Read { ids },
-                    Command::Request { frame, reply } => {
-                        st.requests.push_back(reply);
-                        frame
-                    }
-                };
-                let Ok(m) = encode(&frame) else { continue };
-                if ws.send(m).await.is_err() {
-                    if matches!(frame, ClientFrame::Ack { .. } | ClientFrame::Read { .. }) {
-                        st.queue_mark(frame);
-                    }
-                    return End::Lost;
+                match write_commands(st, c, cmds, &mut ws).await {
+                    Written::Open => {}
+                    Written::Closed => return End::Closed,
+                    Written::Lost => return End::Lost,
                 }
             }
             _ = keepalive.tick() => {
@@ -449,6 +426,80 @@ async fn serve(
             }
         }
     }
+}
+
+/// Commands written in one flush at most: those already queued behind the first go out in one
+/// socket write rather than one write each.
+const MAX_COMMANDS_PER_WRITE: usize = 64;
+
+/// How writing a run of commands ended.
+enum Written {
+    Open,
+    Closed,
+    Lost,
+}
+
+/// Writes `first` and the commands already queued behind it (up to [`MAX_COMMANDS_PER_WRITE`]),
+/// then flushes once. `ack`/`read` frames of a run that fails are queued to be written again
+/// after the reconnect; sends stay in the outbox, requests are failed by the caller.
+async fn write_commands(
+    st: &mut State,
+    first: Command,
+    cmds: &mut mpsc::Receiver<Command>,
+    ws: &mut Ws,
+) -> Written {
+    let mut marks: Vec<ClientFrame> = Vec::new();
+    let mut next = Some(first);
+    let mut taken = 0;
+    let mut ok = true;
+    while let Some(c) = next.take() {
+        taken += 1;
+        let frame = match c {
+            Command::Close => {
+                let _ = ws.close(None).await;
+                st.outbox.fail_all(|| ClientError::Closed);
+                return Written::Closed;
+            }
+            Command::Flush(tx) => {
+                ok = ok && ws.flush().await.is_ok();
+                let _ = tx.send(());
+                None
+            }
+            Command::Send { id, frame, reply } => {
+                st.outbox.push(id, frame.clone(), reply);
+                Some(frame)
+            }
+            Command::Ack(ids) => {
+                for id in &ids {
+                    st.inbox.acked.insert(id);
+                }
+                Some(ClientFrame::Ack { ids })
+            }
+            Command::Read(ids) => Some(ClientFrame::Read { ids }),
+            Command::Request { frame, reply } => {
+                st.requests.push_back(reply);
+                Some(frame)
+            }
+        };
+        if let Some(frame) = frame {
+            if ok && let Ok(m) = encode(&frame) {
+                ok = ws.feed(m).await.is_ok();
+            }
+            if matches!(frame, ClientFrame::Ack { .. } | ClientFrame::Read { .. }) {
+                marks.push(frame);
+            }
+        }
+        if ok && taken < MAX_COMMANDS_PER_WRITE {
+            next = cmds.try_recv().ok();
+        }
+    }
+    if ok && ws.flush().await.is_ok() {
+        return Written::Open;
+    }
+    for f in marks {
+        st.queue_mark(f);
+    }
+    Written::Lost
 }
 
 /// Codes a relay answers when it cannot take a send now but may soon (a database restarting,
