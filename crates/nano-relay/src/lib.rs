@@ -13,7 +13,7 @@
 //!   key_exchange      offers of the relay's signed ephemeral KEM keys (crypto::kex), completion
 //!   replies           the pending-reply queue: `sent` answers in send order, at most 256
 //! delivery::writer    the batch writer: bounded queue → one transaction per batch → `sent` →
-//!                     delivery::hub; beside it the mark writer group-commits acks and reads
+//!                     delivery::hub; acks and reads ride in the same commits
 //! delivery::hub       the recipient's sessions on this relay, each with a bounded mailbox
 //! delivery::fanout    Redis pub/sub: wakes the recipient's sessions on the other relays
 //! storage             one Storage trait; SQLite (WAL) and PostgreSQL (pooled, reconnecting);

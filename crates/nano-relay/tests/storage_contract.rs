@@ -80,6 +80,7 @@ contract!(
     batches_dedup_enforce_quota_and_page_in_order,
     ack_read_and_cleanup,
     a_mark_batch_applies_every_mark_in_order,
+    messages_and_marks_commit_together,
     prekeys_are_claimed_once_and_signed_records_keep_their_grace,
     payloads_are_stored_as_bytes
 );
@@ -500,4 +501,67 @@ fn a_mark_batch_applies_every_mark_in_order(s: &dyn Storage) {
             .collect::<Vec<_>>(),
         vec![(1, Some(500)), (4, Some(500))]
     );
+}
+
+/// Messages and marks in one call: the marks apply after the messages (an ack of a message of
+/// the same call counts), each part answers as its own call would; a message the database
+/// refuses fails its part, and a mark part that shares its transaction fails with it and
+/// changes nothing.
+fn messages_and_marks_commit_together(s: &dyn Storage) {
+    let (alice, bob) = setup(s);
+    s.store_batch(
+        &[msg(1, bob, Some(alice), 100), msg(2, bob, Some(alice), 200)],
+        100,
+    )
+    .unwrap();
+    let (stored, marked) = s.store_and_mark(
+        &[msg(3, bob, Some(alice), 300), msg(2, bob, Some(alice), 200)],
+        100,
+        &[
+            Mark::new(bob, MarkKind::Ack, &[[1; 16]]),
+            Mark::new(bob, MarkKind::Ack, &[[3; 16]]),
+            Mark::new(alice, MarkKind::Ack, &[[2; 16]]),
+        ],
+        400,
+    );
+    let stored = stored.unwrap();
+    assert!(matches!(stored[0], StoreOutcome::Stored(_)), "{stored:?}");
+    assert!(
+        matches!(stored[1], StoreOutcome::Duplicate(_)),
+        "{stored:?}"
+    );
+    assert_eq!(marked.unwrap(), vec![1, 1, 0]);
+    let ids = |s: &dyn Storage| -> Vec<u8> {
+        s.pending(bob, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.message_id[0])
+            .collect()
+    };
+    assert_eq!(ids(s), vec![2]);
+
+    // No user has this id: the foreign key refuses the row.
+    let (stored, marked) = s.store_and_mark(
+        &[
+            msg(4, bob, Some(alice), 500),
+            msg(5, bob + alice + 1000, None, 500),
+        ],
+        100,
+        &[Mark::new(bob, MarkKind::Ack, &[[2; 16]])],
+        600,
+    );
+    assert!(stored.is_err());
+    match marked {
+        // Separate transactions: the ack applied.
+        Ok(n) => {
+            assert_eq!(n, vec![1]);
+            assert!(!ids(s).contains(&2));
+        }
+        // One transaction: nothing of it is committed.
+        Err(e) => {
+            assert_eq!(Some(&e), stored.as_ref().err());
+            assert_eq!(ids(s), vec![2]);
+        }
+    }
+    assert!(!ids(s).contains(&4), "the refused batch stored nothing");
 }

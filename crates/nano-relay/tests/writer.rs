@@ -216,7 +216,7 @@ async fn a_mailbox_over_its_byte_budget_marks_a_slow_reader() {
     task.await.unwrap();
 }
 
-/// Acks and reads queued together are applied by the mark writer, each answered with its own
+/// Acks and reads queued together are applied in one commit, each answered with its own
 /// count, and the writer still drains and stops when the last handle goes.
 #[tokio::test(flavor = "current_thread")]
 async fn marks_queued_together_are_applied_and_answered_each() {
@@ -237,6 +237,38 @@ async fn marks_queued_together_are_applied_and_answered_each() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].message_id[0], 3);
     assert!(left[0].read_at.is_some());
+    drop(handle);
+    task.await.unwrap();
+}
+
+/// Messages and marks queued together share a commit; when a row the database refuses fails
+/// it, the other messages and the marks are committed on their own and answered as usual, and
+/// only the refused message fails.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_row_fails_neither_its_batch_nor_the_marks_committed_with_it() {
+    let (storage, hub, metrics, (alice, bob)) = setup();
+    let (handle, task) = writer::spawn(Arc::clone(&storage), cfg(10, 100), hub, None, metrics);
+    let (req, rx) = request(1, bob);
+    handle.submit(req).await.unwrap();
+    rx.await.unwrap().unwrap();
+    // Queued before the writer looks: one transaction for all of them.
+    let (good, good_rx) = request(2, bob);
+    let (bad, bad_rx) = request(3, bob + alice + 1000);
+    handle.submit(good).await.unwrap();
+    handle.submit(bad).await.unwrap();
+    let (ack, good, bad) = tokio::join!(
+        handle.mark(Mark::new(bob, MarkKind::Ack, &[[1; 16]])),
+        good_rx,
+        bad_rx,
+    );
+    assert_eq!(ack.unwrap(), 1);
+    assert!(matches!(good.unwrap().unwrap(), StoreOutcome::Stored(_)));
+    assert!(bad.unwrap().is_err());
+    let left = storage.pending(bob, 0, 10).unwrap();
+    assert_eq!(
+        left.iter().map(|m| m.message_id[0]).collect::<Vec<_>>(),
+        vec![2]
+    );
     drop(handle);
     task.await.unwrap();
 }

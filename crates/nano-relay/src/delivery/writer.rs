@@ -2,8 +2,10 @@
 //! channel; one task commits them in batches, one transaction each, then answers every sender and
 //! hands each stored message to the hub for push delivery.
 //!
-//! Acks and read receipts have a queue and a task of their own beside it, group-committed the
-//! same way: one transaction per batch instead of one per frame, without holding up stores.
+//! Acks and read receipts have a queue of their own and ride in the same transactions: each
+//! commit takes the messages queued and the marks queued, or the marks alone when no message
+//! waits. An insert and an earlier message's ack dirty the same index pages, which one commit
+//! writes once.
 //!
 //! Batching (`message_batch_size`, `message_batch_timeout_ms`): a batch takes everything queued,
 //! up to `message_batch_size`. Under light load a message is committed at once, never held back
@@ -96,7 +98,8 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer; it runs until every [`WriterHandle`] is dropped and the queue is empty.
+/// Starts the writer; it runs until every [`WriterHandle`] is dropped and both queues are
+/// empty.
 pub fn spawn(
     storage: Arc<dyn Storage>,
     cfg: WriterConfig,
@@ -111,55 +114,105 @@ pub fn spawn(
         marks,
         metrics: metrics.clone(),
     };
-    let marker = tokio::spawn(run_marks(
-        marks_rx,
-        Arc::clone(&storage),
-        cfg,
-        metrics.clone(),
-    ));
-    let task = tokio::spawn(async move {
-        run(rx, storage, cfg, hub, fanout, metrics).await;
-        if marker.await.is_err() {
-            tracing::error!("the mark writer failed");
-        }
-    });
+    let queues = Queues {
+        stores: rx,
+        marks: marks_rx,
+        stores_open: true,
+        marks_open: true,
+    };
+    let task = tokio::spawn(run(queues, storage, cfg, hub, fanout, metrics));
     (handle, task)
 }
 
-async fn next_batch<T>(
-    rx: &mut mpsc::Receiver<T>,
-    cfg: &WriterConfig,
-    linger: bool,
-) -> Option<Vec<T>> {
-    let first = rx.recv().await?;
-    let deadline = tokio::time::Instant::now() + cfg.batch_timeout;
-    let mut batch = Vec::with_capacity(cfg.batch_size);
-    batch.push(first);
-    loop {
-        while batch.len() < cfg.batch_size {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+/// The writer's two queues; a closed one is left alone until both are.
+struct Queues {
+    stores: mpsc::Receiver<WriteRequest>,
+    marks: mpsc::Receiver<MarkRequest>,
+    stores_open: bool,
+    marks_open: bool,
+}
+
+impl Queues {
+    /// The next transaction's work: the messages queued, up to `message_batch_size` (after a
+    /// full batch lingering up to `message_batch_timeout_ms` for the next to fill), and the marks
+    /// queued by then, up to as many. `None` once both queues are closed and empty.
+    async fn next(
+        &mut self,
+        cfg: &WriterConfig,
+        linger: bool,
+    ) -> Option<(Vec<WriteRequest>, Vec<MarkRequest>)> {
+        let mut stores = Vec::new();
+        let mut marks = Vec::new();
+        while stores.is_empty() && marks.is_empty() {
+            if !self.stores_open && !self.marks_open {
+                return None;
+            }
+            tokio::select! {
+                r = self.stores.recv(), if self.stores_open => match r {
+                    Some(r) => stores.push(r),
+                    None => self.stores_open = false,
+                },
+                r = self.marks.recv(), if self.marks_open => match r {
+                    Some(r) => marks.push(r),
+                    None => self.marks_open = false,
+                },
             }
         }
-        if batch.len() >= cfg.batch_size || !linger {
-            return Some(batch);
+        let deadline = tokio::time::Instant::now() + cfg.batch_timeout;
+        let linger = linger && !stores.is_empty();
+        loop {
+            take_queued(&mut self.stores, &mut stores, cfg.batch_size);
+            if stores.len() >= cfg.batch_size || !linger {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, self.stores.recv()).await {
+                Ok(Some(r)) => stores.push(r),
+                _ => break,
+            }
         }
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(r)) => batch.push(r),
-            _ => return Some(batch),
+        take_queued(&mut self.marks, &mut marks, cfg.batch_size);
+        Some((stores, marks))
+    }
+}
+
+/// Moves what `rx` holds now into `into`, until it holds `limit`.
+fn take_queued<T>(rx: &mut mpsc::Receiver<T>, into: &mut Vec<T>, limit: usize) {
+    while into.len() < limit {
+        match rx.try_recv() {
+            Ok(r) => into.push(r),
+            Err(_) => break,
         }
     }
 }
 
-/// Commits `msgs` in one transaction; if that fails, each message alone, so one row the
-/// database refuses cannot fail the others of its batch. One result per message, in order.
+/// Each message's outcome, or why none of the batch could be stored.
+type StoredOutcomes = Result<Vec<Result<StoreOutcome, RelayError>>, RelayError>;
+
+/// Commits `msgs` and `marks` in one transaction where the backend can
+/// ([`Storage::store_and_mark`]). If that fails, each part alone, then each message or mark
+/// alone, so one row the database refuses cannot fail the others; not while the database is
+/// unreachable. One result per message and per mark, in order.
 fn commit(
     storage: &dyn Storage,
     msgs: &[NewMessage],
     quota: u64,
-) -> Result<Vec<Result<StoreOutcome, RelayError>>, RelayError> {
-    match storage.store_batch(msgs, quota) {
+    marks: Vec<Mark>,
+    now: i64,
+) -> (StoredOutcomes, Vec<Result<u64, RelayError>>) {
+    let (stored, marked) = match (msgs.is_empty(), marks.is_empty()) {
+        (false, false) => match storage.store_and_mark(msgs, quota, &marks, now) {
+            // A shared transaction failed: either part may be the cause, so each on its own.
+            (Err(e), Err(_)) if !matches!(e, RelayError::Unreachable(_)) => (
+                storage.store_batch(msgs, quota),
+                storage.mark_batch(&marks, now),
+            ),
+            parts => parts,
+        },
+        (false, true) => (storage.store_batch(msgs, quota), Ok(Vec::new())),
+        (true, false) => (Ok(Vec::new()), storage.mark_batch(&marks, now)),
+        (true, true) => (Ok(Vec::new()), Ok(Vec::new())),
+    };
+    let stored = match stored {
         Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
         // Nothing to learn from retrying one by one while the database is away.
         Err(e) if msgs.len() == 1 || matches!(e, RelayError::Unreachable(_)) => Err(e),
@@ -181,11 +234,22 @@ fn commit(
                 })
                 .collect())
         }
-    }
+    };
+    let marked = match marked {
+        Ok(n) => n.into_iter().map(Ok).collect(),
+        Err(e) if marks.len() == 1 || matches!(e, RelayError::Unreachable(_)) => {
+            marks.iter().map(|_| Err(e.clone())).collect()
+        }
+        Err(_) => marks
+            .into_iter()
+            .map(|m| storage.mark_one(m, now))
+            .collect(),
+    };
+    (stored, marked)
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<WriteRequest>,
+    mut queues: Queues,
     storage: Arc<dyn Storage>,
     cfg: WriterConfig,
     hub: Arc<Hub>,
@@ -194,11 +258,11 @@ async fn run(
 ) {
     let mut linger = false;
     let mut pushed = Pushed::default();
-    while let Some(batch) = next_batch(&mut rx, &cfg, linger).await {
+    while let Some((batch, marks)) = queues.next(&cfg, linger).await {
         linger = batch.len() >= cfg.batch_size;
         metrics
             .write_queue_depth
-            .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(queues.stores.len()).unwrap_or(i64::MAX));
         let env = StoreEnv {
             storage: &storage,
             cfg: &cfg,
@@ -206,42 +270,18 @@ async fn run(
             fanout: fanout.as_deref(),
             metrics: &metrics,
         };
-        store(&env, &mut pushed, batch).await;
+        write(&env, &mut pushed, batch, marks).await;
     }
     tracing::debug!("batch writer drained");
 }
 
-/// The marks' own loop: everything queued, up to `message_batch_size`, per transaction.
-async fn run_marks(
-    mut rx: mpsc::Receiver<MarkRequest>,
-    storage: Arc<dyn Storage>,
-    cfg: WriterConfig,
-    metrics: Metrics,
+/// Answers each mark with how many rows it changed (or why it failed).
+fn answer_marks(
+    replies: Vec<oneshot::Sender<Result<u64, RelayError>>>,
+    kinds: Vec<MarkKind>,
+    result: Vec<Result<u64, RelayError>>,
+    metrics: &Metrics,
 ) {
-    while let Some(batch) = next_batch(&mut rx, &cfg, false).await {
-        apply_marks(&storage, batch, &metrics).await;
-    }
-}
-
-/// Applies a batch of marks in one transaction (each alone if that fails) and answers each.
-async fn apply_marks(storage: &Arc<dyn Storage>, reqs: Vec<MarkRequest>, metrics: &Metrics) {
-    let (marks, replies): (Vec<Mark>, Vec<_>) = reqs.into_iter().map(|r| (r.mark, r.reply)).unzip();
-    let kinds: Vec<MarkKind> = marks.iter().map(|m| m.kind).collect();
-    let st = Arc::clone(storage);
-    let now = now_ms();
-    let result = tokio::task::spawn_blocking(move || match st.mark_batch(&marks, now) {
-        Ok(n) => n.into_iter().map(Ok).collect(),
-        Err(e) if marks.len() == 1 => vec![Err(e)],
-        Err(_) => marks
-            .into_iter()
-            .map(|m| st.mark_one(m, now))
-            .collect::<Vec<_>>(),
-    })
-    .await
-    .unwrap_or_else(|e| {
-        tracing::error!(error = %e, "mark task failed");
-        Vec::new()
-    });
     let mut result = result.into_iter();
     for (reply, kind) in replies.into_iter().zip(kinds) {
         let r = result
@@ -310,8 +350,14 @@ async fn redeliver(storage: &Arc<dyn Storage>, hub: &Hub, duplicates: Vec<(i64, 
     }
 }
 
-/// Commits a batch of messages, answers their senders and hands the stored ones to the hub.
-async fn store(env: &StoreEnv<'_>, pushed: &mut Pushed, batch: Vec<WriteRequest>) {
+/// Commits a batch of messages and marks, answers the marks and the messages' senders, and
+/// hands the stored messages to the hub.
+async fn write(
+    env: &StoreEnv<'_>,
+    pushed: &mut Pushed,
+    batch: Vec<WriteRequest>,
+    marks: Vec<MarkRequest>,
+) {
     let StoreEnv {
         storage,
         cfg,
@@ -323,24 +369,33 @@ async fn store(env: &StoreEnv<'_>, pushed: &mut Pushed, batch: Vec<WriteRequest>
         .into_iter()
         .map(|r| (r.msg, (r.sender, r.received, r.reply)))
         .unzip();
+    let (marks, mark_replies): (Vec<Mark>, Vec<_>) =
+        marks.into_iter().map(|r| (r.mark, r.reply)).unzip();
+    let kinds: Vec<MarkKind> = marks.iter().map(|m| m.kind).collect();
     let started = Instant::now();
     let st = Arc::clone(storage);
     let quota = cfg.inbox_quota;
+    let now = now_ms();
     let result = tokio::task::spawn_blocking(move || {
-        let outcome = commit(&*st, &msgs, quota);
-        (msgs, outcome)
+        let (outcome, marked) = commit(&*st, &msgs, quota, marks, now);
+        (msgs, outcome, marked)
     })
     .await;
-    let (msgs, outcome) = match result {
+    let (msgs, outcome, marked) = match result {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "batch commit task failed");
             for (_, _, reply) in rest {
                 let _ = reply.send(Err(RelayError::Internal("commit task failed".into())));
             }
+            answer_marks(mark_replies, kinds, Vec::new(), metrics);
             return;
         }
     };
+    answer_marks(mark_replies, kinds, marked, metrics);
+    if msgs.is_empty() {
+        return;
+    }
     metrics
         .batch_commit_duration
         .observe(started.elapsed().as_secs_f64());

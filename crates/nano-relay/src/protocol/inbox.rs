@@ -1,5 +1,5 @@
 //! The inbox: its first page at login, `fetch` for the next, pushes from the hub while live,
-//! and `ack` / `read` marks (through the mark writer).
+//! and `ack` / `read` marks (committed by the batch writer).
 
 use nano_proto::{MessageId, RelayFrame, Username};
 

@@ -294,6 +294,22 @@ pub trait Storage: PrekeyStore + Send + Sync + std::fmt::Debug + 'static {
     fn pending_count(&self, recipient_id: i64) -> Result<u64>;
     /// Applies `marks` in one transaction; how many rows each changed, in order.
     fn mark_batch(&self, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>>;
+    /// [`Storage::store_batch`] and [`Storage::mark_batch`] together, in one transaction where
+    /// the backend can (SQLite: a message's insert and an earlier message's ack dirty the same
+    /// index pages, which one commit then writes once). Each part's result; when they share a
+    /// transaction, a failure fails both and commits neither. Default: one after the other.
+    fn store_and_mark(
+        &self,
+        batch: &[NewMessage],
+        inbox_quota: u64,
+        marks: &[Mark],
+        now_ms: i64,
+    ) -> (Result<Vec<StoreOutcome>>, Result<Vec<u64>>) {
+        (
+            self.store_batch(batch, inbox_quota),
+            self.mark_batch(marks, now_ms),
+        )
+    }
     /// Acknowledges (removes from the inbox) the given ids; returns how many changed.
     fn ack(&self, recipient_id: i64, ids: &[[u8; 16]], now_ms: i64) -> Result<u64> {
         self.mark_one(Mark::new(recipient_id, MarkKind::Ack, ids), now_ms)

@@ -377,30 +377,31 @@ impl Storage for SqliteStorage {
     fn store_batch(&self, batch: &[NewMessage], inbox_quota: u64) -> Result<Vec<StoreOutcome>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
-        let out = {
-            let mut q = SqliteBatch {
-                tx: &tx,
-                existing: tx
-                    .prepare_cached(
-                        "SELECT seq FROM messages WHERE recipient_id = ?1 AND message_id = ?2",
-                    )
-                    .map_err(backend)?,
-                count: tx
-                    .prepare_cached(
-                        "SELECT COUNT(*) FROM messages WHERE recipient_id = ?1 AND deleted_at IS NULL",
-                    )
-                    .map_err(backend)?,
-                insert: tx
-                    .prepare_cached(
-                        "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )
-                    .map_err(backend)?,
-            };
-            super::store_with(&mut q, batch, inbox_quota)?
-        };
+        let out = store_in(&tx, batch, inbox_quota)?;
         tx.commit().map_err(backend)?;
         Ok(out)
+    }
+
+    fn store_and_mark(
+        &self,
+        batch: &[NewMessage],
+        inbox_quota: u64,
+        marks: &[Mark],
+        now_ms: i64,
+    ) -> (Result<Vec<StoreOutcome>>, Result<Vec<u64>>) {
+        let both = || -> Result<(Vec<StoreOutcome>, Vec<u64>)> {
+            let mut conn = self.conn();
+            let tx = conn.transaction().map_err(backend)?;
+            let stored = store_in(&tx, batch, inbox_quota)?;
+            let marked = mark_in(&tx, marks, now_ms)?;
+            tx.commit().map_err(backend)?;
+            Ok((stored, marked))
+        };
+        match both() {
+            Ok((stored, marked)) => (Ok(stored), Ok(marked)),
+            // Nothing of either was committed.
+            Err(e) => (Err(e.clone()), Err(e)),
+        }
     }
 
     fn pending(&self, recipient_id: i64, after: i64, limit: u32) -> Result<Vec<StoredMessage>> {
@@ -456,29 +457,7 @@ impl Storage for SqliteStorage {
     fn mark_batch(&self, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
-        let mut out = Vec::with_capacity(marks.len());
-        {
-            let placeholders = ["?1", "?2", "?3"];
-            let mut ack = tx
-                .prepare_cached(&MarkKind::Ack.sql(placeholders))
-                .map_err(backend)?;
-            let mut read = tx
-                .prepare_cached(&MarkKind::Read.sql(placeholders))
-                .map_err(backend)?;
-            for m in marks {
-                let stmt = match m.kind {
-                    MarkKind::Ack => &mut ack,
-                    MarkKind::Read => &mut read,
-                };
-                let mut n = 0u64;
-                for id in &m.ids {
-                    n += stmt
-                        .execute(params![now_ms, m.recipient_id, &id[..]])
-                        .map_err(backend)? as u64;
-                }
-                out.push(n);
-            }
-        }
+        let out = mark_in(&tx, marks, now_ms)?;
         tx.commit().map_err(backend)?;
         Ok(out)
     }
@@ -514,6 +493,58 @@ impl Storage for SqliteStorage {
             .map_err(backend)?;
         Ok(n as u64)
     }
+}
+
+/// Stores `batch` inside `tx` ([`Storage::store_batch`]).
+fn store_in(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[NewMessage],
+    inbox_quota: u64,
+) -> Result<Vec<StoreOutcome>> {
+    let mut q = SqliteBatch {
+        tx,
+        existing: tx
+            .prepare_cached("SELECT seq FROM messages WHERE recipient_id = ?1 AND message_id = ?2")
+            .map_err(backend)?,
+        count: tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM messages WHERE recipient_id = ?1 AND deleted_at IS NULL",
+            )
+            .map_err(backend)?,
+        insert: tx
+            .prepare_cached(
+                "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(backend)?,
+    };
+    super::store_with(&mut q, batch, inbox_quota)
+}
+
+/// Applies `marks` inside `tx` ([`Storage::mark_batch`]).
+fn mark_in(tx: &rusqlite::Transaction<'_>, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>> {
+    let placeholders = ["?1", "?2", "?3"];
+    let mut ack = tx
+        .prepare_cached(&MarkKind::Ack.sql(placeholders))
+        .map_err(backend)?;
+    let mut read = tx
+        .prepare_cached(&MarkKind::Read.sql(placeholders))
+        .map_err(backend)?;
+    let mut out = Vec::with_capacity(marks.len());
+    for m in marks {
+        let stmt = match m.kind {
+            MarkKind::Ack => &mut ack,
+            MarkKind::Read => &mut read,
+        };
+        let mut n = 0u64;
+        for id in &m.ids {
+            n += stmt
+                .execute(params![now_ms, m.recipient_id, &id[..]])
+                .map_err(backend)? as u64;
+        }
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// The batch queries inside one SQLite transaction.
