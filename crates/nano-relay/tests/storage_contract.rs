@@ -405,6 +405,14 @@ fn batches_dedup_enforce_quota_and_page_in_order(s: &dyn Storage) {
     assert!(matches!(out[1], StoreOutcome::Stored(_)));
     assert_eq!(out[2], StoreOutcome::InboxFull);
     assert_eq!(s.pending_count(bob).unwrap(), 3);
+    // A full inbox still recognises a resend of what it holds.
+    let out = s
+        .store_batch(&[msg(5, bob, None, 16), msg(1, bob, Some(alice), 17)], 3)
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![StoreOutcome::InboxFull, StoreOutcome::Duplicate(first)]
+    );
     let page = s.pending(bob, 0, 2).unwrap();
     assert_eq!(
         page.iter().map(|m| m.message_id[0]).collect::<Vec<_>>(),

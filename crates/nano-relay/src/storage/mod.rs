@@ -41,8 +41,9 @@ pub(crate) trait BatchQueries {
     fn existing_seq(&mut self, m: &NewMessage) -> Result<Option<i64>>;
     /// Unacked messages in `recipient_id`'s inbox.
     fn pending_count(&mut self, recipient_id: i64) -> Result<u64>;
-    /// Inserts `m`, returning its sequence number.
-    fn insert(&mut self, m: &NewMessage) -> Result<i64>;
+    /// Inserts `m`, returning its sequence number; `None` (nothing inserted) when its
+    /// (recipient, id) is already stored, so the common case costs one statement.
+    fn insert(&mut self, m: &NewMessage) -> Result<Option<i64>>;
 }
 
 /// Deduplication, inbox quota and insertion for a batch: the same rules on every backend.
@@ -54,22 +55,33 @@ pub(crate) fn store_with(
     let mut counts: HashMap<i64, u64> = HashMap::new();
     let mut out = Vec::with_capacity(batch.len());
     for m in batch {
-        if let Some(seq) = q.existing_seq(m)? {
-            out.push(StoreOutcome::Duplicate(seq));
-            continue;
-        }
         let pending = match counts.get(&m.recipient_id) {
             Some(n) => *n,
             None => q.pending_count(m.recipient_id)?,
         };
-        if pending >= inbox_quota {
-            counts.insert(m.recipient_id, pending);
-            out.push(StoreOutcome::InboxFull);
-            continue;
-        }
-        let seq = q.insert(m)?;
-        counts.insert(m.recipient_id, pending + 1);
-        out.push(StoreOutcome::Stored(seq));
+        counts.insert(m.recipient_id, pending);
+        // A full inbox still answers a resend of what it holds as a duplicate.
+        let inserted = if pending >= inbox_quota {
+            None
+        } else {
+            q.insert(m)?
+        };
+        let outcome = match (inserted, pending >= inbox_quota) {
+            (Some(seq), _) => {
+                counts.insert(m.recipient_id, pending + 1);
+                StoreOutcome::Stored(seq)
+            }
+            (None, full) => match q.existing_seq(m)? {
+                Some(seq) => StoreOutcome::Duplicate(seq),
+                None if full => StoreOutcome::InboxFull,
+                None => {
+                    return Err(RelayError::Internal(
+                        "a message neither inserted nor stored".into(),
+                    ));
+                }
+            },
+        };
+        out.push(outcome);
     }
     Ok(out)
 }

@@ -51,11 +51,11 @@ impl super::BatchQueries for PgBatch<'_, '_> {
         Ok(u64::try_from(col::<i64>(&row, 0)?).unwrap_or(u64::MAX))
     }
 
-    fn insert(&mut self, m: &NewMessage) -> Result<i64> {
+    fn insert(&mut self, m: &NewMessage) -> Result<Option<i64>> {
         let mode = i16::from(m.crypto_mode.to_byte());
         let row = self
             .tx
-            .query_one(
+            .query_opt(
                 &self.insert,
                 &[
                     &&m.message_id[..],
@@ -67,7 +67,7 @@ impl super::BatchQueries for PgBatch<'_, '_> {
                 ],
             )
             .map_err(backend)?;
-        col(&row, 0)
+        row.map(|r| col(&r, 0)).transpose()
     }
 }
 
@@ -284,7 +284,8 @@ impl Storage for PostgresStorage {
             let insert = tx
                 .prepare(
                     "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (recipient_id, message_id) DO NOTHING RETURNING seq",
                 )
                 .map_err(backend)?;
             let mut q = PgBatch {

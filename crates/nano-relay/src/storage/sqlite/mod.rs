@@ -502,7 +502,6 @@ fn store_in(
     inbox_quota: u64,
 ) -> Result<Vec<StoreOutcome>> {
     let mut q = SqliteBatch {
-        tx,
         existing: tx
             .prepare_cached("SELECT seq FROM messages WHERE recipient_id = ?1 AND message_id = ?2")
             .map_err(backend)?,
@@ -514,7 +513,8 @@ fn store_in(
         insert: tx
             .prepare_cached(
                 "INSERT INTO messages (message_id, recipient_id, sender_id, crypto_mode, timestamp, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (recipient_id, message_id) DO NOTHING RETURNING seq",
             )
             .map_err(backend)?,
     };
@@ -549,7 +549,6 @@ fn mark_in(tx: &rusqlite::Transaction<'_>, marks: &[Mark], now_ms: i64) -> Resul
 
 /// The batch queries inside one SQLite transaction.
 struct SqliteBatch<'t> {
-    tx: &'t rusqlite::Transaction<'t>,
     existing: rusqlite::CachedStatement<'t>,
     count: rusqlite::CachedStatement<'t>,
     insert: rusqlite::CachedStatement<'t>,
@@ -571,17 +570,20 @@ impl super::BatchQueries for SqliteBatch<'_> {
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
-    fn insert(&mut self, m: &NewMessage) -> Result<i64> {
+    fn insert(&mut self, m: &NewMessage) -> Result<Option<i64>> {
         self.insert
-            .execute(params![
-                &m.message_id[..],
-                m.recipient_id,
-                m.sender_id,
-                m.crypto_mode.to_byte(),
-                m.timestamp_ms,
-                m.payload.as_slice()
-            ])
-            .map_err(backend)?;
-        Ok(self.tx.last_insert_rowid())
+            .query_row(
+                params![
+                    &m.message_id[..],
+                    m.recipient_id,
+                    m.sender_id,
+                    m.crypto_mode.to_byte(),
+                    m.timestamp_ms,
+                    m.payload.as_slice()
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
     }
 }
