@@ -4,8 +4,7 @@
 //!
 //! Acks and read receipts have a queue of their own and ride in the same transactions: each
 //! commit takes the messages queued and the marks queued, or the marks alone when no message
-//! waits. An insert and an earlier message's ack dirty the same index pages, which one commit
-//! writes once.
+//! waits: half the commits, and the pages both touch are written to the log once.
 //!
 //! Batching (`message_batch_size`, `message_batch_timeout_ms`): a batch takes everything queued,
 //! up to `message_batch_size`. Under light load a message is committed at once, never held back

@@ -307,8 +307,8 @@ pub trait Storage: PrekeyStore + Send + Sync + std::fmt::Debug + 'static {
     /// Applies `marks` in one transaction; how many rows each changed, in order.
     fn mark_batch(&self, marks: &[Mark], now_ms: i64) -> Result<Vec<u64>>;
     /// [`Storage::store_batch`] and [`Storage::mark_batch`] together, in one transaction where
-    /// the backend can (SQLite: a message's insert and an earlier message's ack dirty the same
-    /// index pages, which one commit then writes once). Each part's result; when they share a
+    /// the backend can (SQLite: one commit instead of two, and the pages both touch are written
+    /// to the log once). Each part's result; when they share a
     /// transaction, a failure fails both and commits neither. Default: one after the other.
     fn store_and_mark(
         &self,
