@@ -368,6 +368,38 @@ async fn offline_backlog_is_delivered_once_in_order() {
     assert_eq!(text(&expect_message(&mut b_rx).await), "sentinel");
 }
 
+/// Sends issued at once queue behind each other in the connection task, which writes them in
+/// runs of up to 64 frames per flush: each is answered, stored and delivered exactly once.
+#[tokio::test]
+async fn sends_issued_at_once_are_each_delivered_once() {
+    const N: usize = 150;
+    let (relay, alice, bob) = start_with_alice_and_bob(CryptoMode::Classical).await;
+    let (a, _a_rx) = connect(&relay, "alice", &alice).await;
+    let (_b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut b_rx).await;
+    // The first message starts the session; the rest ride it, all in flight together.
+    send(&a, "bob", "first", ModeChoice::Auto).await;
+    assert_eq!(text(&expect_message(&mut b_rx).await), "first");
+    let texts: Vec<String> = (0..N).map(|i| format!("burst {i:03}")).collect();
+    let receipts =
+        futures_util::future::join_all(texts.iter().map(|t| send(&a, "bob", t, ModeChoice::Auto)))
+            .await;
+    let mut got = std::collections::HashMap::new();
+    while got.len() < N {
+        let m = expect_message(&mut b_rx).await;
+        assert!(
+            got.insert(text(&m), m.id).is_none(),
+            "delivered twice: {}",
+            text(&m)
+        );
+    }
+    for (t, r) in texts.iter().zip(&receipts) {
+        assert_eq!(got.get(t), Some(&r.id), "{t}");
+    }
+    send(&a, "bob", "sentinel", ModeChoice::Auto).await;
+    assert_eq!(text(&expect_message(&mut b_rx).await), "sentinel");
+}
+
 #[tokio::test]
 async fn a_backlog_of_several_pages_is_delivered_once_in_order() {
     const N: usize = 230;
