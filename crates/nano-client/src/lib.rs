@@ -3,6 +3,8 @@
 //! ```text
 //! client      Client::connect / register / send (ModeChoice) / ack / read; bundle cache;
 //!             Auto mode from measured RTT and CPU load; the TrustPolicy hook
+//! config      ClientConfig: the relay's URL, the user, the pinned relay identity, TLS roots,
+//!             the one-time prekey supply
 //! connection  the WebSocket task: login, keep-alive, reconnect with backoff, resend of
 //!             unanswered sends; pushed messages go to the inbox
 //! incoming    Incoming, Received, Unverifiable: what the message stream yields
@@ -33,6 +35,7 @@
 
 pub mod api;
 pub mod client;
+mod config;
 mod connection;
 pub mod contacts;
 pub mod error;
