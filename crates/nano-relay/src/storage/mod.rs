@@ -59,28 +59,22 @@ pub(crate) fn store_with(
             Some(n) => *n,
             None => q.pending_count(m.recipient_id)?,
         };
-        counts.insert(m.recipient_id, pending);
-        // A full inbox still answers a resend of what it holds as a duplicate.
-        let inserted = if pending >= inbox_quota {
-            None
-        } else {
-            q.insert(m)?
-        };
-        let outcome = match (inserted, pending >= inbox_quota) {
-            (Some(seq), _) => {
-                counts.insert(m.recipient_id, pending + 1);
-                StoreOutcome::Stored(seq)
-            }
-            (None, full) => match q.existing_seq(m)? {
-                Some(seq) => StoreOutcome::Duplicate(seq),
-                None if full => StoreOutcome::InboxFull,
-                None => {
+        let full = pending >= inbox_quota;
+        let inserted = if full { None } else { q.insert(m)? };
+        let outcome = match inserted {
+            Some(seq) => StoreOutcome::Stored(seq),
+            // A full inbox still answers a resend of what it holds as a duplicate.
+            None => match (q.existing_seq(m)?, full) {
+                (Some(seq), _) => StoreOutcome::Duplicate(seq),
+                (None, true) => StoreOutcome::InboxFull,
+                (None, false) => {
                     return Err(RelayError::Internal(
                         "a message neither inserted nor stored".into(),
                     ));
                 }
             },
         };
+        counts.insert(m.recipient_id, pending + u64::from(inserted.is_some()));
         out.push(outcome);
     }
     Ok(out)
