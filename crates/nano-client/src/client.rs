@@ -444,7 +444,21 @@ impl Client {
         let recipient = canonical.as_str();
         // One deadline for the whole send: the key lookup's retries and the wait for `sent`.
         let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
-        let them = self.shared.bundle_retrying(recipient, deadline).await?;
+        // A session message in a mode given up front: for a first contact the prekey bundle is
+        // claimed while the identity bundle is fetched, not after it.
+        let (them, first) = match choice {
+            ModeChoice::Explicit(m) if !sealed_only => {
+                let (them, first) = tokio::join!(
+                    self.shared.bundle_retrying(recipient, deadline),
+                    self.first_contact(recipient, m, deadline)
+                );
+                (them?, first)
+            }
+            _ => (
+                self.shared.bundle_retrying(recipient, deadline).await?,
+                Ok(None),
+            ),
+        };
         let me = self.shared.identity.public_bundle();
         let mode = match choice {
             ModeChoice::Auto => self.auto_mode_for(recipient, &them)?,
@@ -475,7 +489,8 @@ impl Client {
         let session = if sealed_only {
             None
         } else {
-            self.session_payload(recipient, &them, mode, plaintext, deadline)
+            // The mode and size checks above come first: their errors are the clearer ones.
+            self.session_payload(recipient, &them, mode, plaintext, deadline, first?)
                 .await?
         };
         let on_session = session.is_some();

@@ -23,7 +23,8 @@
 //! keystore    the home directory: Argon2id + ChaCha20-Poly1305 keystore, profile, 0600 files
 //! contacts    trust-on-first-use pins of contacts' fingerprints; ids already shown
 //! session_send  which session a message goes out on: the current one, or a new one from
-//!             the contact's prekey bundle (one first message per contact at a time)
+//!             the contact's prekey bundle (one first message per contact at a time;
+//!             in an explicit mode claimed while the identity bundle is fetched)
 //! sessions    the session core, free of I/O: encrypt, initiate from a prekey bundle, open
 //! notices     session notices: telling a sender its message could not be read, acting on one
 //! parked      session messages waiting for their session's handshake (delivered out of order)

@@ -2,7 +2,9 @@
 //! contact in the chosen mode, else a new one from the contact's prekey bundle, fetched over
 //! the connection and verified; `None` (a sealed envelope) when the contact has no prekeys of
 //! the mode or its claims are rate limited. One first message per contact at a time; a contact
-//! without prekeys is remembered for [`NO_PREKEYS_TTL`].
+//! without prekeys is remembered for [`NO_PREKEYS_TTL`]. When the mode is known before the
+//! contact's identity bundle ([`crate::ModeChoice::Explicit`]), a first contact claims the
+//! prekey bundle while the identity bundle is fetched ([`Client::first_contact`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +44,63 @@ impl Shared {
     }
 }
 
+/// A first contact's turn and prekey bundle, claimed while the contact's identity bundle is
+/// fetched: one round trip to the relay instead of two before the handshake.
+pub(crate) struct FirstContact {
+    /// The contact's initiation turn, held until the new session is saved.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+    /// The prekey bundle (PROTOCOL.md §14.2 bytes); `None` when the contact has no prekeys of
+    /// the mode or claims are rate limited (the message goes sealed).
+    bundle: Option<Vec<u8>>,
+}
+
 impl Client {
+    /// Whether a session with `peer` in `mode` is held (a hint: the send checks again under
+    /// the store's lock).
+    async fn has_session(&self, peer: &str, mode: CryptoMode) -> Result<bool> {
+        let peer = peer.to_owned();
+        self.shared
+            .sessions
+            .run(true, move |s| {
+                let mut held = false;
+                s.store().update_sessions(&peer, mode, &mut |records| {
+                    held = !records.is_empty();
+                    Ok(false)
+                })?;
+                Ok(held)
+            })
+            .await
+    }
+
+    /// For a message to `recipient` in `mode`: when no session is held, the initiation turn
+    /// and the contact's prekey bundle, claimed now (while the caller fetches the contact's
+    /// identity); `None` when a session is held, and the message rides it.
+    ///
+    /// # Errors
+    /// As [`Client::claim_prekeys`]; the store's.
+    pub(crate) async fn first_contact(
+        &self,
+        recipient: &str,
+        mode: CryptoMode,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<FirstContact>> {
+        if self.has_session(recipient, mode).await? {
+            return Ok(None);
+        }
+        let turn = self.shared.initiation(recipient).lock_owned().await;
+        // Another send may have started the session while this one waited.
+        if self.has_session(recipient, mode).await? {
+            return Ok(None);
+        }
+        let bundle = self.claim_prekeys(recipient, mode, deadline).await?;
+        Ok(Some(FirstContact {
+            _turn: turn,
+            bundle,
+        }))
+    }
+
     /// A session message for `recipient`, or `None` when it has published no prekeys of `mode`.
+    /// `first`, when given, is the turn and bundle [`Client::first_contact`] claimed.
     pub(crate) async fn session_payload(
         &self,
         recipient: &str,
@@ -51,6 +108,7 @@ impl Client {
         mode: CryptoMode,
         plaintext: &[u8],
         deadline: tokio::time::Instant,
+        first: Option<FirstContact>,
     ) -> Result<Option<Vec<u8>>> {
         let encrypt = || {
             let (name, pt) = (recipient.to_owned(), plaintext.to_vec());
@@ -58,6 +116,15 @@ impl Client {
                 .sessions
                 .run(true, move |s| s.encrypt(&name, mode, &pt))
         };
+        if let Some(first) = first {
+            return match first.bundle {
+                Some(bundle) => self
+                    .initiate(recipient, them, bundle, plaintext)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            };
+        }
         let current = encrypt().await?;
         if current.is_some() {
             return Ok(current);
@@ -69,6 +136,28 @@ impl Client {
         if current.is_some() {
             return Ok(current);
         }
+        match self.claim_prekeys(recipient, mode, deadline).await? {
+            Some(bundle) => self
+                .initiate(recipient, them, bundle, plaintext)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `recipient`'s prekey bundle of `mode` from the relay (one one-time prekey claimed, if
+    /// any is left); `None` when it has none of the mode or claims are rate limited (a sealed
+    /// envelope goes instead). Retries retryable failures until `deadline`.
+    ///
+    /// # Errors
+    /// The relay's refusal (`not_found`, `mode_not_allowed`, …), a lost connection, a frame
+    /// that is not the bundle asked for.
+    async fn claim_prekeys(
+        &self,
+        recipient: &str,
+        mode: CryptoMode,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Vec<u8>>> {
         let ask = ClientFrame::GetPrekeys {
             username: Username::new(recipient)?,
             crypto_mode: mode,
@@ -91,27 +180,36 @@ impl Client {
                 other => break other,
             }
         };
-        let bundle = match answer {
+        match answer {
             Ok(nano_proto::RelayFrame::PrekeyBundle {
                 username,
                 crypto_mode,
                 bundle,
-            }) if username.as_str() == recipient && crypto_mode == mode => bundle,
-            Ok(f) => {
-                return Err(ClientError::Protocol(format!(
-                    "expected {recipient}'s {mode} prekey bundle, got {}",
-                    f.type_name()
-                )));
-            }
+            }) if username.as_str() == recipient && crypto_mode == mode => Ok(Some(bundle.0)),
+            Ok(f) => Err(ClientError::Protocol(format!(
+                "expected {recipient}'s {mode} prekey bundle, got {}",
+                f.type_name()
+            ))),
             Err(ClientError::Relay {
                 code: nano_proto::ErrorCode::NoPrekeys,
                 ..
             }) => {
                 self.shared.note_no_prekeys(recipient, mode);
-                return Ok(None);
+                Ok(None)
             }
-            Err(e) => return Err(e),
-        };
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The handshake carrying `plaintext` on a new session from `bundle` (or, when a session
+    /// appeared meanwhile, a message on it), saved before it is returned.
+    async fn initiate(
+        &self,
+        recipient: &str,
+        them: &Arc<PublicBundle>,
+        bundle: Vec<u8>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
         let (identity, name, them, pt) = (
             Arc::clone(&self.shared.identity),
             recipient.to_owned(),
@@ -120,13 +218,11 @@ impl Client {
         );
         let aead = preferred_aead();
         // A handshake (KEM and signatures) is not light work.
-        let handshake = self
-            .shared
+        self.shared
             .sessions
             .run(false, move |s| {
                 s.initiate(&identity, &name, &them, bundle.as_slice(), aead, &pt)
             })
-            .await?;
-        Ok(Some(handshake))
+            .await
     }
 }

@@ -695,6 +695,69 @@ async fn a_contacts_changed_key_is_detected() {
     }
 }
 
+/// A first message in an explicit mode claims the contact's prekey bundle while the contact's
+/// identity is fetched; a send that the identity then refuses (a mode below the contact's
+/// minimum, a key the trust policy does not accept) fails with that reason, not the relay's,
+/// and starts no session.
+#[tokio::test]
+async fn an_explicit_first_message_the_identity_refuses_starts_no_session() {
+    let (relay, alice, bob) = start_with_alice_and_bob(CryptoMode::Hybrid).await;
+    let (b, mut b_rx) = connect(&relay, "bob", &bob).await;
+    expect_up_to_date(&mut b_rx).await;
+    timeout(WAIT, b.publish_prekeys()).await.unwrap().unwrap();
+    let pins = Arc::new(Tofu::default());
+    let (a, mut a_rx, _) = connect_with(&relay.api, "alice", &alice, None, pins.clone())
+        .await
+        .unwrap();
+    expect_up_to_date(&mut a_rx).await;
+
+    let e = timeout(
+        WAIT,
+        a.send(
+            "bob",
+            b"too weak",
+            ModeChoice::Explicit(CryptoMode::Classical),
+        ),
+    )
+    .await
+    .expect("send timed out")
+    .expect_err("classical is below bob's minimum");
+    assert!(
+        matches!(&e, ClientError::Invalid(m) if m.contains("cannot receive classical")),
+        "{e:?}"
+    );
+
+    let stranger = identity(CryptoMode::Hybrid).fingerprint();
+    pins.0.lock().unwrap().insert("bob".into(), stranger);
+    let e = timeout(
+        WAIT,
+        a.send(
+            "bob",
+            b"who are you?",
+            ModeChoice::Explicit(CryptoMode::Hybrid),
+        ),
+    )
+    .await
+    .expect("send timed out")
+    .expect_err("bob's key is not the pinned one");
+    assert!(matches!(e, ClientError::ContactKeyChanged { .. }), "{e:?}");
+    assert!(a.sessions_with("bob").unwrap().is_empty());
+
+    // Trusted again: the first message starts a session, and bob reads it.
+    pins.0
+        .lock()
+        .unwrap()
+        .insert("bob".into(), bob.fingerprint());
+    let r = send(&a, "bob", "hello", ModeChoice::Explicit(CryptoMode::Hybrid)).await;
+    assert!(r.session, "{r:?}");
+    let m = expect_message(&mut b_rx).await;
+    assert_eq!(
+        (text(&m), m.session, m.id),
+        ("hello".to_owned(), true, r.id)
+    );
+    assert_eq!(a.sessions_with("bob").unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_relay_identity_change_is_detected() {
     let relay1 = Relay::start();
