@@ -95,6 +95,20 @@ async fn send(c: &Client, to: &str, text: &str, choice: ModeChoice) -> SendRecei
         .unwrap_or_else(|e| panic!("sending {text:?} to {to}: {e}"))
 }
 
+/// A send that must fail (`why` says why), and its error.
+async fn send_refused(
+    c: &Client,
+    to: &str,
+    text: &[u8],
+    choice: ModeChoice,
+    why: &str,
+) -> ClientError {
+    timeout(WAIT, c.send(to, text, choice))
+        .await
+        .expect("send timed out")
+        .expect_err(why)
+}
+
 async fn next(rx: &mut Receiver<Incoming>) -> Incoming {
     timeout(WAIT, rx.recv())
         .await
@@ -180,17 +194,14 @@ async fn round_trip(mode: CryptoMode) {
     expect_up_to_date(&mut b_rx).await;
 
     if mode > CryptoMode::Classical {
-        let e = timeout(
-            WAIT,
-            a.send(
-                "bob",
-                b"too weak",
-                ModeChoice::Explicit(CryptoMode::Classical),
-            ),
+        let e = send_refused(
+            &a,
+            "bob",
+            b"too weak",
+            ModeChoice::Explicit(CryptoMode::Classical),
+            "a mode below bob's minimum must be refused",
         )
-        .await
-        .expect("send timed out")
-        .expect_err("a mode below bob's minimum must be refused");
+        .await;
         assert!(matches!(e, ClientError::Invalid(_)), "{e:?}");
     }
 
@@ -273,10 +284,14 @@ async fn sending_to_an_unknown_user_fails() {
     let alice = identity(CryptoMode::Classical);
     register(&relay.api, "alice", &alice).await;
     let (a, _a_rx) = connect(&relay, "alice", &alice).await;
-    let e = timeout(WAIT, a.send("nobody", b"hello", ModeChoice::Auto))
-        .await
-        .expect("send timed out")
-        .expect_err("nobody is not registered");
+    let e = send_refused(
+        &a,
+        "nobody",
+        b"hello",
+        ModeChoice::Auto,
+        "nobody is not registered",
+    )
+    .await;
     assert!(
         matches!(&e, ClientError::UnknownUser(n) if n == "nobody"),
         "{e:?}"
@@ -663,13 +678,14 @@ async fn a_contacts_changed_key_is_detected() {
         .await
         .unwrap();
     expect_up_to_date(&mut a2_rx).await;
-    let e = timeout(
-        WAIT,
-        a2.send("bob", b"are you still bob?", ModeChoice::Auto),
+    let e = send_refused(
+        &a2,
+        "bob",
+        b"are you still bob?",
+        ModeChoice::Auto,
+        "bob's key changed",
     )
-    .await
-    .expect("send timed out")
-    .expect_err("bob's key changed");
+    .await;
     match e {
         ClientError::ContactKeyChanged { name, pinned, now } => {
             assert_eq!(name, "bob");
@@ -711,17 +727,14 @@ async fn an_explicit_first_message_the_identity_refuses_starts_no_session() {
         .unwrap();
     expect_up_to_date(&mut a_rx).await;
 
-    let e = timeout(
-        WAIT,
-        a.send(
-            "bob",
-            b"too weak",
-            ModeChoice::Explicit(CryptoMode::Classical),
-        ),
+    let e = send_refused(
+        &a,
+        "bob",
+        b"too weak",
+        ModeChoice::Explicit(CryptoMode::Classical),
+        "classical is below bob's minimum",
     )
-    .await
-    .expect("send timed out")
-    .expect_err("classical is below bob's minimum");
+    .await;
     assert!(
         matches!(&e, ClientError::Invalid(m) if m.contains("cannot receive classical")),
         "{e:?}"
@@ -729,17 +742,14 @@ async fn an_explicit_first_message_the_identity_refuses_starts_no_session() {
 
     let stranger = identity(CryptoMode::Hybrid).fingerprint();
     pins.0.lock().unwrap().insert("bob".into(), stranger);
-    let e = timeout(
-        WAIT,
-        a.send(
-            "bob",
-            b"who are you?",
-            ModeChoice::Explicit(CryptoMode::Hybrid),
-        ),
+    let e = send_refused(
+        &a,
+        "bob",
+        b"who are you?",
+        ModeChoice::Explicit(CryptoMode::Hybrid),
+        "bob's key is not the pinned one",
     )
-    .await
-    .expect("send timed out")
-    .expect_err("bob's key is not the pinned one");
+    .await;
     assert!(matches!(e, ClientError::ContactKeyChanged { .. }), "{e:?}");
     assert!(a.sessions_with("bob").unwrap().is_empty());
 
