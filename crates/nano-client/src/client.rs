@@ -183,15 +183,17 @@ impl Shared {
         }
     }
 
+    /// `name`'s bundle from the cache while fresh (not yet checked against the trust policy).
+    pub(crate) fn cached_bundle(&self, name: &str) -> Option<Arc<PublicBundle>> {
+        let c = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(name)
+            .filter(|b| b.at.elapsed() < BUNDLE_TTL)
+            .map(|b| Arc::clone(&b.bundle))
+    }
+
     /// `name`'s bundle, from the cache while fresh, checked against the trust policy.
     pub(crate) async fn bundle(&self, name: &str) -> Result<Arc<PublicBundle>> {
-        let cached = {
-            let c = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
-            c.get(name)
-                .filter(|b| b.at.elapsed() < BUNDLE_TTL)
-                .map(|b| Arc::clone(&b.bundle))
-        };
-        let bundle = match cached {
+        let bundle = match self.cached_bundle(name) {
             Some(b) => b,
             None => {
                 let b = Arc::new(self.api.bundle(name).await?);
@@ -444,10 +446,14 @@ impl Client {
         let recipient = canonical.as_str();
         // One deadline for the whole send: the key lookup's retries and the wait for `sent`.
         let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
-        // A session message in a mode given up front: for a first contact the prekey bundle is
-        // claimed while the identity bundle is fetched, not after it.
+        // A session message in a mode given up front whose identity bundle is not cached (a
+        // first contact, or a bundle past its TTL): the prekey bundle, if no session is held,
+        // is claimed while the identity bundle is fetched, not after it. With the bundle cached
+        // there is no fetch to overlap, and no extra session lookup on the steady path.
         let (them, first) = match choice {
-            ModeChoice::Explicit(m) if !sealed_only => {
+            ModeChoice::Explicit(m)
+                if !sealed_only && self.shared.cached_bundle(recipient).is_none() =>
+            {
                 let (them, first) = tokio::join!(
                     self.shared.bundle_retrying(recipient, deadline),
                     self.first_contact(recipient, m, deadline)

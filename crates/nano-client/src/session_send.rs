@@ -48,7 +48,7 @@ impl Shared {
 /// fetched: one round trip to the relay instead of two before the handshake.
 pub(crate) struct FirstContact {
     /// The contact's initiation turn, held until the new session is saved.
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    turn: tokio::sync::OwnedMutexGuard<()>,
     /// The prekey bundle (PROTOCOL.md §14.2 bytes); `None` when the contact has no prekeys of
     /// the mode or claims are rate limited (the message goes sealed).
     bundle: Option<Vec<u8>>,
@@ -93,10 +93,7 @@ impl Client {
             return Ok(None);
         }
         let bundle = self.claim_prekeys(recipient, mode, deadline).await?;
-        Ok(Some(FirstContact {
-            _turn: turn,
-            bundle,
-        }))
+        Ok(Some(FirstContact { turn, bundle }))
     }
 
     /// A session message for `recipient`, or `None` when it has published no prekeys of `mode`.
@@ -116,27 +113,24 @@ impl Client {
                 .sessions
                 .run(true, move |s| s.encrypt(&name, mode, &pt))
         };
-        if let Some(first) = first {
-            return match first.bundle {
-                Some(bundle) => self
-                    .initiate(recipient, them, bundle, plaintext)
-                    .await
-                    .map(Some),
-                None => Ok(None),
-            };
-        }
-        let current = encrypt().await?;
-        if current.is_some() {
-            return Ok(current);
-        }
-        let turn = self.shared.initiation(recipient);
-        let _turn = turn.lock().await;
-        // Another send may have started the session while this one waited.
-        let current = encrypt().await?;
-        if current.is_some() {
-            return Ok(current);
-        }
-        match self.claim_prekeys(recipient, mode, deadline).await? {
+        // The contact's turn is held until the new session is saved.
+        let (_turn, bundle) = match first {
+            Some(FirstContact { turn, bundle }) => (turn, bundle),
+            None => {
+                let current = encrypt().await?;
+                if current.is_some() {
+                    return Ok(current);
+                }
+                let turn = self.shared.initiation(recipient).lock_owned().await;
+                // Another send may have started the session while this one waited.
+                let current = encrypt().await?;
+                if current.is_some() {
+                    return Ok(current);
+                }
+                (turn, self.claim_prekeys(recipient, mode, deadline).await?)
+            }
+        };
+        match bundle {
             Some(bundle) => self
                 .initiate(recipient, them, bundle, plaintext)
                 .await
