@@ -14,7 +14,7 @@ use crate::crypto::kex::KexService;
 use crate::crypto::pool::CryptoPool;
 use crate::delivery::hub::Hub;
 use crate::delivery::writer::WriterHandle;
-use crate::directory::Directory;
+use crate::directory::{Directory, UserEntry};
 use crate::error::RelayError;
 use crate::net::rate_limit::{AddressLimiter, KeyedLimiter};
 use crate::storage::Storage;
@@ -112,6 +112,34 @@ impl Shared {
     /// A fresh connection id.
     pub fn conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Looks `name` up: from L1 on the I/O worker when it is there, else through the lower
+    /// levels in a blocking task. The entry's bundle is not decoded ([`UserEntry::bundle`]).
+    pub async fn user(self: &Arc<Self>, name: &str) -> Result<Option<Arc<UserEntry>>, RelayError> {
+        if let Some(e) = self.directory.cached(name) {
+            return Ok(Some(e));
+        }
+        let name = name.to_owned();
+        self.blocking(move |s| s.directory.lookup(&name)).await
+    }
+
+    /// `entry` with its bundle decoded ([`UserEntry::bundle`]), on the crypto pool unless it
+    /// was decoded already.
+    ///
+    /// # Errors
+    /// [`RelayError::Corrupt`] for a stored bundle that does not verify;
+    /// [`RelayError::Unavailable`] when the crypto pool is full.
+    pub async fn decoded(&self, entry: Arc<UserEntry>) -> Result<Arc<UserEntry>, RelayError> {
+        if entry.is_decoded() {
+            return Ok(entry);
+        }
+        self.crypto
+            .run(move || {
+                entry.bundle()?;
+                Ok(entry)
+            })
+            .await?
     }
 
     /// Runs blocking storage or cache work off the I/O workers. Work whose caller stopped

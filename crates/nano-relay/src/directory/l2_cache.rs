@@ -88,8 +88,10 @@ impl RedisCache {
         Ok(res?)
     }
 
+    /// Named with the layout of the value (`v2`: the row's fingerprint and minimum mode ahead
+    /// of the bundle), so values of an older layout cached before an upgrade are never read.
     fn key(&self, name: &str) -> String {
-        format!("{}user:{name}", self.prefix)
+        format!("{}user:v2:{name}", self.prefix)
     }
 
     /// Named with the prekey bundle version, so records of an older format cached before an

@@ -284,11 +284,7 @@ async fn register(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, 
 
 async fn lookup(s: &Arc<Shared>, name: &str) -> Result<Arc<UserEntry>, RelayError> {
     let name = Username::new(name)?;
-    let entry = s
-        .blocking(move |s| s.directory.lookup(name.as_str()))
-        .await?
-        .ok_or(RelayError::NotFound)?;
-    Ok(entry)
+    s.user(name.as_str()).await?.ok_or(RelayError::NotFound)
 }
 
 async fn user(State(s): State<Arc<Shared>>, name: NameParam) -> Result<Response, RelayError> {
@@ -322,17 +318,13 @@ async fn rotate(
         .run(move || -> Result<_, RelayError> {
             let new = req.bundle()?;
             shared.check_floor(new.min_mode())?;
-            let content = rotation_content(
-                &username,
-                version,
-                &cur.bundle.fingerprint(),
-                &new.fingerprint(),
-            );
+            let content =
+                rotation_content(&username, version, &cur.fingerprint(), &new.fingerprint());
             // Signed by the *current* key of that mode, and by the *new* one: the new
             // keys consent to this name.
             let mode = req.crypto_mode;
             for (bundle, sig) in [
-                (&cur.bundle, req.signature()?),
+                (cur.bundle()?, req.signature()?),
                 (&new, req.new_signature()?),
             ] {
                 let key = bundle
@@ -348,7 +340,7 @@ async fn rotate(
             Ok(new)
         })
         .await??;
-    let fp = current.bundle.fingerprint();
+    let fp = current.fingerprint();
     let resp = user_response(&UserRecord {
         id: current.record.id,
         username: name.clone(),

@@ -129,13 +129,13 @@ pub(crate) async fn verify(
     signature: &Bytes,
 ) -> Result<Arc<UserEntry>, RelayError> {
     shared.check_floor(mode)?;
-    let name = username.as_str().to_owned();
     let user = shared
-        .blocking(move |s| s.directory.lookup(&name))
+        .user(username.as_str())
         .await?
         .ok_or(RelayError::AuthFailed)?;
+    let user = shared.decoded(user).await?;
     let key = user
-        .bundle
+        .bundle()?
         .verifying_key(mode)
         .ok_or(RelayError::AuthFailed)?;
     let sig =

@@ -137,16 +137,11 @@ impl Session {
         let user = self.require_user()?;
         let (uid, name) = (user.id, user.name.as_str().to_owned());
         self.check_mode(mode)?;
-        let lookup = name.clone();
-        let owner = self
-            .shared
-            .blocking(move |s| s.directory.lookup(&lookup))
-            .await?
-            .ok_or(RelayError::NotFound)?;
+        let owner = self.shared.user(&name).await?.ok_or(RelayError::NotFound)?;
         let verified = self
             .shared
             .crypto
-            .run(move || verify_upload(&owner.bundle, mode, signed, one_time))
+            .run(move || verify_upload(owner.bundle()?, mode, signed, one_time))
             .await??;
         let now_ms = i64::try_from(nano_proto::now_ms()).unwrap_or(i64::MAX);
         let held = self

@@ -72,16 +72,11 @@ impl Session {
         received: Instant,
     ) -> Result<Pending, RelayError> {
         self.check_mode(mode)?;
-        let entry = match self.shared.directory.cached(recipient.as_str()) {
-            Some(e) => e,
-            None => {
-                let name = recipient.as_str().to_owned();
-                self.shared
-                    .blocking(move |s| s.directory.lookup(&name))
-                    .await?
-                    .ok_or(RelayError::UnknownRecipient)?
-            }
-        };
+        let entry = self
+            .shared
+            .user(recipient.as_str())
+            .await?
+            .ok_or(RelayError::UnknownRecipient)?;
         mode.at_least(entry.record.min_mode)?;
         let writer = self.shared.writer().ok_or(RelayError::Unavailable)?;
         let (tx, rx) = oneshot::channel();
