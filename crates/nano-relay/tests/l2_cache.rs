@@ -81,3 +81,28 @@ fn unreachable_redis_is_an_error_not_a_hang() {
     assert!(e.to_string().contains("L2 cache unavailable"));
     assert!(RedisCache::connect("not a url", "x:", 60, Duration::from_millis(500)).is_err());
 }
+
+#[test]
+fn a_value_under_the_older_layout_key_is_never_read_and_goes_with_an_invalidation() {
+    let Some((c, url)) = cache("layout", 60) else {
+        return;
+    };
+    let prefix = format!("nano-test:layout:{}:", std::process::id());
+    let old = format!("{prefix}user:alice");
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("SET")
+        .arg(&old)
+        .arg(&b"\x00\x00\x00\x00\x00\x00\x00\x07old layout"[..])
+        .query::<()>(&mut raw)
+        .unwrap();
+    assert_eq!(c.get("alice").unwrap(), None);
+    c.put("alice", b"current").unwrap();
+    assert_eq!(c.get("alice").unwrap().as_deref(), Some(&b"current"[..]));
+    c.invalidate("alice").unwrap();
+    assert_eq!(c.get("alice").unwrap(), None);
+    let left: Option<Vec<u8>> = redis::cmd("GET").arg(&old).query(&mut raw).unwrap();
+    assert_eq!(left, None, "the older layout's key is deleted too");
+}

@@ -154,7 +154,9 @@ impl RedisCache {
     /// Removes `name`'s bundle and signed prekeys and tells every relay to drop them from L1;
     /// returns how many relays heard.
     pub fn invalidate(&self, name: &str) -> Result<u64, RelayError> {
-        let mut keys = vec![self.key(name)];
+        // The previous layout's key too: a relay of an older version sharing this Redis during
+        // an upgrade still reads it.
+        let mut keys = vec![self.key(name), format!("{}user:{name}", self.prefix)];
         keys.extend(
             nano_crypto::CryptoMode::ALL
                 .iter()
