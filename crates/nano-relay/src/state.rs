@@ -124,22 +124,24 @@ impl Shared {
         self.blocking(move |s| s.directory.lookup(&name)).await
     }
 
-    /// `entry` with its bundle decoded ([`UserEntry::bundle`]), on the crypto pool unless it
-    /// was decoded already.
+    /// `entry` with its bundle decoded ([`UserEntry::bundle`]), in a blocking task unless it
+    /// was decoded already (as a lookup that missed L1 decoded it before: a storm of logins
+    /// after a restart queues there rather than being refused by the bounded crypto pool).
     ///
     /// # Errors
-    /// [`RelayError::Corrupt`] for a stored bundle that does not verify;
-    /// [`RelayError::Unavailable`] when the crypto pool is full.
-    pub async fn decoded(&self, entry: Arc<UserEntry>) -> Result<Arc<UserEntry>, RelayError> {
+    /// [`RelayError::Corrupt`] for a stored bundle that does not verify.
+    pub async fn decoded(
+        self: &Arc<Self>,
+        entry: Arc<UserEntry>,
+    ) -> Result<Arc<UserEntry>, RelayError> {
         if entry.is_decoded() {
             return Ok(entry);
         }
-        self.crypto
-            .run(move || {
-                entry.bundle()?;
-                Ok(entry)
-            })
-            .await?
+        self.blocking(move |_| {
+            entry.bundle()?;
+            Ok(entry)
+        })
+        .await
     }
 
     /// Runs blocking storage or cache work off the I/O workers. Work whose caller stopped
