@@ -126,10 +126,13 @@ impl Shared {
 
     /// `entry` with its bundle decoded ([`UserEntry::bundle`]), in a blocking task unless it
     /// was decoded already (as a lookup that missed L1 decoded it before: a storm of logins
-    /// after a restart queues there rather than being refused by the bounded crypto pool).
+    /// after a restart queues there rather than being refused by the bounded crypto pool). A
+    /// bundle that does not decode is read once more from the database
+    /// ([`crate::directory::Directory::reload`]): the damage may be in a cached copy only.
     ///
     /// # Errors
-    /// [`RelayError::Corrupt`] for a stored bundle that does not verify.
+    /// [`RelayError::Corrupt`] for a stored bundle that does not verify;
+    /// [`RelayError::NotFound`] if the user is gone by then; storage errors as they are.
     pub async fn decoded(
         self: &Arc<Self>,
         entry: Arc<UserEntry>,
@@ -137,9 +140,16 @@ impl Shared {
         if entry.is_decoded() {
             return Ok(entry);
         }
-        self.blocking(move |_| {
-            entry.bundle()?;
-            Ok(entry)
+        self.blocking(move |s| {
+            if entry.bundle().is_ok() {
+                return Ok(entry);
+            }
+            let again = s
+                .directory
+                .reload(&entry.record.username)?
+                .ok_or(RelayError::NotFound)?;
+            again.bundle()?;
+            Ok(again)
         })
         .await
     }

@@ -83,26 +83,19 @@ fn unreachable_redis_is_an_error_not_a_hang() {
 }
 
 #[test]
-fn a_value_under_the_older_layout_key_is_never_read_and_goes_with_an_invalidation() {
-    let Some((c, url)) = cache("layout", 60) else {
+fn a_delete_drops_the_bundle_and_tells_no_other_relay() {
+    let Some((c, url)) = cache("delete", 60) else {
         return;
     };
-    let prefix = format!("nano-test:layout:{}:", std::process::id());
-    let old = format!("{prefix}user:alice");
-    let mut raw = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
+    c.put("alice", b"damaged").unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut sub_conn = client.get_connection().unwrap();
+    sub_conn
+        .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    redis::cmd("SET")
-        .arg(&old)
-        .arg(&b"\x00\x00\x00\x00\x00\x00\x00\x07old layout"[..])
-        .query::<()>(&mut raw)
-        .unwrap();
+    let mut sub = sub_conn.as_pubsub();
+    sub.subscribe(c.invalidation_channel()).unwrap();
+    c.delete("alice").unwrap();
     assert_eq!(c.get("alice").unwrap(), None);
-    c.put("alice", b"current").unwrap();
-    assert_eq!(c.get("alice").unwrap().as_deref(), Some(&b"current"[..]));
-    c.invalidate("alice").unwrap();
-    assert_eq!(c.get("alice").unwrap(), None);
-    let left: Option<Vec<u8>> = redis::cmd("GET").arg(&old).query(&mut raw).unwrap();
-    assert_eq!(left, None, "the older layout's key is deleted too");
+    assert!(sub.get_message().is_err(), "a delete publishes nothing");
 }

@@ -2,8 +2,8 @@
 //! (`[caching] enable_l2_cache`, `l2_cache_url`, `l2_cache_ttl_seconds`).
 //!
 //! Entries are `SET key value EX ttl` under a key prefix (one per deployment, or per test so
-//! tests never share keys): `user:{name}` and `prekeys:v2:{mode}:{name}` (the prekey bundle
-//! version). Invalidation deletes a
+//! tests never share keys): `user:{name}` (a value that names its layout in its first byte) and
+//! `prekeys:v2:{mode}:{name}` (the prekey bundle version). Invalidation deletes a
 //! user's keys and publishes the username on the prefix's invalidation channel, so every relay
 //! drops the user from its L1 too. The connection is
 //! synchronous, used from blocking tasks only, with a bounded timeout; after an I/O error it is
@@ -88,10 +88,10 @@ impl RedisCache {
         Ok(res?)
     }
 
-    /// Named with the layout of the value (`v2`: the row's fingerprint and minimum mode ahead
-    /// of the bundle), so values of an older layout cached before an upgrade are never read.
+    /// One key for every version of the relay, so an invalidation by any of them covers all;
+    /// the value names its own layout (`directory::encode_l2`).
     fn key(&self, name: &str) -> String {
-        format!("{}user:v2:{name}", self.prefix)
+        format!("{}user:{name}", self.prefix)
     }
 
     /// Named with the prekey bundle version, so records of an older format cached before an
@@ -151,12 +151,17 @@ impl RedisCache {
         })
     }
 
+    /// Removes `name`'s cached bundle only (a damaged value), telling no other relay.
+    pub fn delete(&self, name: &str) -> Result<(), RelayError> {
+        let key = self.key(name);
+        self.with_conn(|c| redis::cmd("DEL").arg(&key).query::<u64>(c))
+            .map(|_| ())
+    }
+
     /// Removes `name`'s bundle and signed prekeys and tells every relay to drop them from L1;
     /// returns how many relays heard.
     pub fn invalidate(&self, name: &str) -> Result<u64, RelayError> {
-        // The previous layout's key too: a relay of an older version sharing this Redis during
-        // an upgrade still reads it.
-        let mut keys = vec![self.key(name), format!("{}user:{name}", self.prefix)];
+        let mut keys = vec![self.key(name)];
         keys.extend(
             nano_crypto::CryptoMode::ALL
                 .iter()

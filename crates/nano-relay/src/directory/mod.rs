@@ -2,8 +2,10 @@
 //! and key rotation; and their signed prekeys through the same levels (`prekeys`; one-time
 //! prekeys are claimed from the database only, never cached).
 //!
-//! Every method here blocks (database, Redis, bundle decoding) and is called from blocking tasks;
-//! only [`Directory::cached`] is cheap enough for the I/O workers. A rotation invalidates L1 here,
+//! Every method here blocks (database, Redis) and is called from blocking tasks; only
+//! [`Directory::cached`] is cheap enough for the I/O workers. An entry decodes its bundle (and
+//! verifies the proofs of possession) when first asked, [`UserEntry::bundle`], also off the I/O
+//! workers. A rotation invalidates L1 here,
 //! deletes the L2 entry and publishes the name so every other relay drops its L1 copy.
 
 pub(crate) mod l1_cache;
@@ -104,14 +106,19 @@ impl std::fmt::Debug for Directory {
     }
 }
 
-/// Bytes before the bundle in an L2 value.
-const L2_HEADER: usize = 8 + 8 + 32 + 1;
+/// The first byte of an L2 value of this layout. The older layout began with the user id's high
+/// byte (0 for every id below 2^56), so a relay never mistakes one for the other; relays of
+/// either version read the other's values as a miss and go to the database.
+const L2_LAYOUT: u8 = 0x02;
 
-/// L2 value: user id (8 bytes, big-endian) ‖ key version (8 bytes, big-endian) ‖ fingerprint
-/// (32) ‖ minimum mode (1) ‖ encoded bundle. Stored under a versioned key
-/// ([`RedisCache::get`]), so a value of an older layout is never read.
+/// Bytes before the bundle in an L2 value.
+const L2_HEADER: usize = 1 + 8 + 8 + 32 + 1;
+
+/// L2 value: layout (1, [`L2_LAYOUT`]) ‖ user id (8 bytes, big-endian) ‖ key version (8 bytes,
+/// big-endian) ‖ fingerprint (32) ‖ minimum mode (1) ‖ encoded bundle.
 fn encode_l2(r: &UserRecord) -> Vec<u8> {
     let mut v = Vec::with_capacity(L2_HEADER + r.bundle.len());
+    v.push(L2_LAYOUT);
     v.extend_from_slice(&r.id.to_be_bytes());
     v.extend_from_slice(&r.key_version.to_be_bytes());
     v.extend_from_slice(&r.fingerprint);
@@ -121,12 +128,18 @@ fn encode_l2(r: &UserRecord) -> Vec<u8> {
 }
 
 /// An L2 value back as a row (the bundle is decoded when first needed, [`UserEntry::bundle`]);
-/// `None` if it is too short or names no mode.
+/// `None` if it is of another layout, too short, names no mode or holds no bundle.
 fn decode_l2(name: &str, v: &[u8]) -> Option<UserRecord> {
-    let (id, rest) = v.split_first_chunk::<8>()?;
+    let (&L2_LAYOUT, rest) = v.split_first()? else {
+        return None;
+    };
+    let (id, rest) = rest.split_first_chunk::<8>()?;
     let (version, rest) = rest.split_first_chunk::<8>()?;
     let (fingerprint, rest) = rest.split_first_chunk::<32>()?;
     let (mode, bundle) = rest.split_first()?;
+    if bundle.is_empty() {
+        return None;
+    }
     Some(UserRecord {
         id: i64::from_be_bytes(*id),
         username: name.to_owned(),
@@ -212,6 +225,21 @@ impl Directory {
             tracing::warn!(error = %e, "L2 fill failed");
         }
         Ok(Some(Arc::new(UserEntry::new(record))))
+    }
+
+    /// Looks `name` up in the database again, past L1 and L2, and caches what it finds: after a
+    /// cached copy turned out damaged ([`UserEntry::bundle`] failed), so one bad cache value
+    /// costs one more read, not every login until it expires.
+    pub fn reload(&self, name: &str) -> Result<Option<Arc<UserEntry>>, RelayError> {
+        if let Some(mut c) = self.l1() {
+            c.invalidate(&name.to_owned());
+        }
+        if let Some(l2) = &self.l2
+            && let Err(e) = l2.delete(name)
+        {
+            tracing::warn!(error = %e, "L2 delete failed");
+        }
+        self.lookup(name)
     }
 
     /// Registers `name` for a verified `bundle` (blocking).
@@ -321,11 +349,47 @@ mod tests {
             (r.id, r.key_version, r.fingerprint, r.min_mode)
         );
         assert_eq!((back.username.as_str(), &back.bundle), ("alice", &r.bundle));
-        // Shorter than the header (a value of the older layout can be), or no valid mode.
+        // Too short, no valid mode, no bundle.
         assert!(decode_l2("alice", &v[..L2_HEADER - 1]).is_none());
+        assert!(decode_l2("alice", &v[..L2_HEADER]).is_none());
         let mut bad = v.clone();
         bad[L2_HEADER - 1] = 0xee;
         assert!(decode_l2("alice", &bad).is_none());
+        // The older layout (id ‖ key version ‖ bundle) begins with the id's high byte, 0.
+        let mut older = r.id.to_be_bytes().to_vec();
+        older.extend_from_slice(&r.key_version.to_be_bytes());
+        older.extend_from_slice(&r.bundle);
+        assert!(decode_l2("alice", &older).is_none());
+    }
+
+    #[test]
+    fn a_damaged_cached_copy_is_replaced_by_the_database_row_on_reload() {
+        use crate::storage::sqlite::SqliteStorage;
+        let storage = SqliteStorage::in_memory().unwrap();
+        storage.migrate().unwrap();
+        let metrics = Metrics::new(false, false).unwrap();
+        let dir = Directory::new(
+            Arc::new(storage),
+            Some((10, Duration::from_secs(60))),
+            None,
+            metrics,
+        );
+        let id = Identity::generate(CryptoMode::Hybrid, &mut OsRng).unwrap();
+        dir.register("alice", &id.public_bundle(), 1).unwrap();
+        let good = dir.lookup("alice").unwrap().unwrap();
+        // A cached copy whose bundle is damaged: its keys are refused.
+        let mut damaged = good.record.clone();
+        let last = damaged.bundle.len() - 1;
+        damaged.bundle[last] ^= 1;
+        dir.l1()
+            .unwrap()
+            .insert("alice".into(), Arc::new(UserEntry::new(damaged)));
+        assert!(dir.cached("alice").unwrap().bundle().is_err());
+        // Reloaded from the database, the row decodes, and L1 holds it now.
+        let again = dir.reload("alice").unwrap().unwrap();
+        assert_eq!(again.bundle().unwrap().fingerprint(), good.fingerprint());
+        assert!(dir.cached("alice").unwrap().bundle().is_ok());
+        assert!(dir.reload("nobody").unwrap().is_none());
     }
 
     #[test]

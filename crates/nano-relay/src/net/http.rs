@@ -302,7 +302,7 @@ async fn rotate(
     let name = name.0?;
     let req: RotateKeysRequest = nano_proto::rest::from_body(&read_body(body).await?)?;
     s.check_floor(req.crypto_mode)?;
-    let current = lookup(&s, &name).await?;
+    let current = s.decoded(lookup(&s, &name).await?).await?;
     // The canonical (registered) form of the name in the path.
     let name = current.record.username.clone();
     let version = current.record.key_version;

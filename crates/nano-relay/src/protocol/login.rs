@@ -119,7 +119,8 @@ pub(crate) async fn challenge(
 /// # Errors
 /// [`RelayError::AuthFailed`] for an unknown user, a mode the user does not hold, or a signature
 /// that does not decode or verify; `mode_not_allowed` below the relay's floor;
-/// storage errors as they are.
+/// [`RelayError::Corrupt`] (`internal`) for a stored bundle that does not verify; storage errors
+/// as they are.
 pub(crate) async fn verify(
     shared: &Arc<Shared>,
     transport: &Transport,
@@ -133,7 +134,10 @@ pub(crate) async fn verify(
         .user(username.as_str())
         .await?
         .ok_or(RelayError::AuthFailed)?;
-    let user = shared.decoded(user).await?;
+    let user = shared.decoded(user).await.map_err(|e| match e {
+        RelayError::NotFound => RelayError::AuthFailed,
+        e => e,
+    })?;
     let key = user
         .bundle()?
         .verifying_key(mode)

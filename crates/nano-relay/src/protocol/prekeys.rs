@@ -138,6 +138,7 @@ impl Session {
         let (uid, name) = (user.id, user.name.as_str().to_owned());
         self.check_mode(mode)?;
         let owner = self.shared.user(&name).await?.ok_or(RelayError::NotFound)?;
+        let owner = self.shared.decoded(owner).await?;
         let verified = self
             .shared
             .crypto
