@@ -375,7 +375,7 @@ mod tests {
             metrics,
         );
         let id = Identity::generate(CryptoMode::Hybrid, &mut OsRng).unwrap();
-        dir.register("alice", &id.public_bundle(), 1).unwrap();
+        dir.register("alice", id.public_bundle(), 1).unwrap();
         let good = dir.lookup("alice").unwrap().unwrap();
         // A cached copy whose bundle is damaged: its keys are refused.
         let mut damaged = good.record.clone();
