@@ -18,6 +18,17 @@ fn cache(test: &str, ttl: u64) -> Option<(RedisCache, String)> {
     ))
 }
 
+/// Runs `f` while another relay, as it were, listens on `c`'s invalidation channel (a read
+/// waits at most `wait`).
+fn listening(c: &RedisCache, url: &str, wait: Duration, f: impl FnOnce(&mut redis::PubSub<'_>)) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    conn.set_read_timeout(Some(wait)).unwrap();
+    let mut sub = conn.as_pubsub();
+    sub.subscribe(c.invalidation_channel()).unwrap();
+    f(&mut sub);
+}
+
 #[test]
 fn put_get_ttl_and_invalidate_with_notice() {
     let Some((c, url)) = cache("basic", 3600) else {
@@ -32,18 +43,11 @@ fn put_get_ttl_and_invalidate_with_notice() {
     let ttl = c.ttl("alice").unwrap().unwrap();
     assert!((3590..=3600).contains(&ttl), "{ttl}");
 
-    // Another relay listens on the invalidation channel.
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut sub_conn = client.get_connection().unwrap();
-    sub_conn
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut sub = sub_conn.as_pubsub();
-    sub.subscribe(c.invalidation_channel()).unwrap();
-    assert_eq!(c.invalidate("alice").unwrap(), 1);
-    let msg = sub.get_message().unwrap();
-    assert_eq!(msg.get_payload::<String>().unwrap(), "alice");
-    drop(sub);
+    listening(&c, &url, Duration::from_secs(5), |sub| {
+        assert_eq!(c.invalidate("alice").unwrap(), 1);
+        let msg = sub.get_message().unwrap();
+        assert_eq!(msg.get_payload::<String>().unwrap(), "alice");
+    });
     assert_eq!(c.get("alice").unwrap(), None);
     assert_eq!(c.ttl("alice").unwrap(), None);
 }
@@ -88,14 +92,9 @@ fn a_delete_drops_the_bundle_and_tells_no_other_relay() {
         return;
     };
     c.put("alice", b"damaged").unwrap();
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut sub_conn = client.get_connection().unwrap();
-    sub_conn
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut sub = sub_conn.as_pubsub();
-    sub.subscribe(c.invalidation_channel()).unwrap();
-    c.delete("alice").unwrap();
-    assert_eq!(c.get("alice").unwrap(), None);
-    assert!(sub.get_message().is_err(), "a delete publishes nothing");
+    listening(&c, &url, Duration::from_millis(300), |sub| {
+        c.delete("alice").unwrap();
+        assert_eq!(c.get("alice").unwrap(), None);
+        assert!(sub.get_message().is_err(), "a delete publishes nothing");
+    });
 }

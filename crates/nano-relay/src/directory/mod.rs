@@ -5,8 +5,8 @@
 //! Every method here blocks (database, Redis) and is called from blocking tasks; only
 //! [`Directory::cached`] is cheap enough for the I/O workers. An entry decodes its bundle (and
 //! verifies the proofs of possession) when first asked, [`UserEntry::bundle`], also off the I/O
-//! workers. A rotation invalidates L1 here,
-//! deletes the L2 entry and publishes the name so every other relay drops its L1 copy.
+//! workers. A rotation invalidates L1 here, deletes the L2 entry and publishes the name so every
+//! other relay drops its L1 copy.
 
 pub(crate) mod l1_cache;
 pub mod l2_cache;
