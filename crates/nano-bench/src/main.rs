@@ -26,6 +26,13 @@ mod wrappers;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, as in the relay: a load run's clients allocate and free many bundle-sized buffers
+/// (identity and prekey bundles, handshakes), where the system allocator spent about 15 % of
+/// the load generator's CPU in a cold run (docs/BENCHMARKS.md §6).
+#[cfg(unix)]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "nano-bench", version, about = "Nano-Messenger benchmarks")]
 struct Cli {

@@ -84,9 +84,12 @@ impl SqliteStorage {
     fn setup(conn: Connection) -> Result<Self> {
         // 2 KiB pages: every message dirties one leaf per inbox-keyed index, each at its own
         // recipient's place, so a commit's WAL bytes grow with the page size (docs/OPERATIONS.md).
+        // A 4 MiB page cache: B-tree balancing renumbers pages through the lock-byte page's
+        // number, so while the file is under 1 GiB every commit that split a page walks the
+        // whole page cache (SQLite's `pcache1TruncateUnsafe`), at a cost that grows with it.
         conn.execute_batch(
             "PRAGMA page_size = 2048; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -4096;
              PRAGMA wal_autocheckpoint = 16000;
              CREATE TABLE IF NOT EXISTS schema_migrations (
                  version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
