@@ -173,7 +173,12 @@ impl Api {
 /// load generator, an app with several accounts) fetch the same bundles again and again.
 const DECODED_BUNDLES: usize = 1024;
 
-fn decode_bundle(bytes: &[u8]) -> Result<PublicBundle> {
+/// An identity bundle from its bytes, its proofs of possession verified (PROTOCOL.md §4), through
+/// the cache of decoded bundles.
+///
+/// # Errors
+/// A bundle that does not decode or whose proofs do not verify.
+pub(crate) fn decode_bundle(bytes: &[u8]) -> Result<PublicBundle> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, PublicBundle>>> = OnceLock::new();

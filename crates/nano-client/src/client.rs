@@ -193,29 +193,40 @@ impl Shared {
 
     /// `name`'s bundle, from the cache while fresh, checked against the trust policy.
     pub(crate) async fn bundle(&self, name: &str) -> Result<Arc<PublicBundle>> {
-        let bundle = match self.cached_bundle(name) {
-            Some(b) => b,
-            None => {
-                let b = Arc::new(self.api.bundle(name).await?);
-                let mut c = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
-                if c.len() >= BUNDLE_CACHE {
-                    c.retain(|_, v| v.at.elapsed() < BUNDLE_TTL);
-                    if c.len() >= BUNDLE_CACHE {
-                        c.clear();
-                    }
-                }
-                c.insert(
-                    name.to_owned(),
-                    CachedBundle {
-                        bundle: Arc::clone(&b),
-                        at: Instant::now(),
-                    },
-                );
-                b
+        match self.cached_bundle(name) {
+            Some(b) => {
+                self.trust.check(name, &b.fingerprint())?;
+                Ok(b)
             }
-        };
-        self.trust.check(name, &bundle.fingerprint())?;
-        Ok(bundle)
+            None => self.trusted(name, self.api.bundle(name).await?),
+        }
+    }
+
+    /// Caches `bundle` (decoded and its proofs verified) as `name`'s, then checks it against
+    /// the trust policy.
+    ///
+    /// # Errors
+    /// The trust policy's ([`ClientError::ContactKeyChanged`] for a key other than the pinned one).
+    pub(crate) fn trusted(&self, name: &str, bundle: PublicBundle) -> Result<Arc<PublicBundle>> {
+        let b = Arc::new(bundle);
+        {
+            let mut c = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() >= BUNDLE_CACHE {
+                c.retain(|_, v| v.at.elapsed() < BUNDLE_TTL);
+                if c.len() >= BUNDLE_CACHE {
+                    c.clear();
+                }
+            }
+            c.insert(
+                name.to_owned(),
+                CachedBundle {
+                    bundle: Arc::clone(&b),
+                    at: Instant::now(),
+                },
+            );
+        }
+        self.trust.check(name, &b.fingerprint())?;
+        Ok(b)
     }
 }
 
@@ -447,18 +458,14 @@ impl Client {
         // One deadline for the whole send: the key lookup's retries and the wait for `sent`.
         let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
         // A session message in a mode given up front whose identity bundle is not cached (a
-        // first contact, or a bundle past its TTL): the prekey bundle, if no session is held,
-        // is claimed while the identity bundle is fetched, not after it. With the bundle cached
-        // there is no fetch to overlap, and no extra session lookup on the steady path.
+        // first contact, or a bundle past its TTL): if no session is held, one `get_contact`
+        // brings the identity bundle with the prekey bundle. With the bundle cached there is
+        // no fetch, and no extra session lookup on the steady path.
         let (them, first) = match choice {
             ModeChoice::Explicit(m)
                 if !sealed_only && self.shared.cached_bundle(recipient).is_none() =>
             {
-                let (them, first) = tokio::join!(
-                    self.shared.bundle_retrying(recipient, deadline),
-                    self.first_contact(recipient, m, deadline)
-                );
-                (them?, first)
+                self.first_contact(recipient, m, deadline).await?
             }
             _ => (
                 self.shared.bundle_retrying(recipient, deadline).await?,

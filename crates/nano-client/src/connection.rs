@@ -372,7 +372,9 @@ async fn serve(
                     RelayFrame::Error { code, message, .. } => {
                         tracing::warn!(%code, %message, "the relay reported an error");
                     }
-                    f @ (RelayFrame::PrekeyBundle { .. } | RelayFrame::PrekeysUploaded { .. }) => {
+                    f @ (RelayFrame::PrekeyBundle { .. }
+                    | RelayFrame::Contact { .. }
+                    | RelayFrame::PrekeysUploaded { .. }) => {
                         match st.requests.pop_front() {
                             Some(r) => {
                                 let _ = r.send(Ok(f));

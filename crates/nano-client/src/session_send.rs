@@ -3,8 +3,8 @@
 //! the connection and verified; `None` (a sealed envelope) when the contact has no prekeys of
 //! the mode or its claims are rate limited. One first message per contact at a time; a contact
 //! without prekeys is remembered for [`NO_PREKEYS_TTL`]. When the mode is known before the
-//! contact's identity bundle ([`crate::ModeChoice::Explicit`]), a first contact claims the
-//! prekey bundle while the identity bundle is fetched ([`Client::first_contact`]).
+//! contact's identity bundle ([`crate::ModeChoice::Explicit`]), a first contact asks for both
+//! bundles in one `get_contact` ([`Client::first_contact`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,8 +44,8 @@ impl Shared {
     }
 }
 
-/// A first contact's turn and prekey bundle, claimed while the contact's identity bundle is
-/// fetched: one round trip to the relay instead of two before the handshake.
+/// A first contact's turn and prekey bundle, claimed with the contact's identity bundle: one
+/// round trip to the relay instead of two before the handshake.
 pub(crate) struct FirstContact {
     /// The contact's initiation turn, held until the new session is saved.
     turn: tokio::sync::OwnedMutexGuard<()>,
@@ -72,28 +72,100 @@ impl Client {
             .await
     }
 
-    /// For a message to `recipient` in `mode`: when no session is held, the initiation turn
-    /// and the contact's prekey bundle, claimed now (while the caller fetches the contact's
-    /// identity); `None` when a session is held, and the message rides it.
+    /// For a message to `recipient` in `mode` whose identity bundle is not cached: the
+    /// identity bundle (verified and checked against the trust policy) and, when no session is
+    /// held, the initiation turn and the prekey bundle, both from one `get_contact`. When the
+    /// relay refuses `get_contact` (an unknown name, a mode below a floor, a relay that predates
+    /// it) the identity bundle comes over HTTP as for any other send, and the refusal is given
+    /// back beside it, so the send's own checks can speak first.
     ///
     /// # Errors
-    /// As [`Client::claim_prekeys`]; the store's.
+    /// As [`Shared::bundle_retrying`]; the store's; a `contact` answer for another name or mode.
     pub(crate) async fn first_contact(
         &self,
         recipient: &str,
         mode: CryptoMode,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<FirstContact>> {
+    ) -> Result<(Arc<PublicBundle>, Result<Option<FirstContact>>)> {
+        let identity_over_http = || self.shared.bundle_retrying(recipient, deadline);
         if self.has_session(recipient, mode).await? {
-            return Ok(None);
+            return Ok((identity_over_http().await?, Ok(None)));
         }
         let turn = self.shared.initiation(recipient).lock_owned().await;
         // Another send may have started the session while this one waited.
         if self.has_session(recipient, mode).await? {
-            return Ok(None);
+            return Ok((identity_over_http().await?, Ok(None)));
         }
-        let bundle = self.claim_prekeys(recipient, mode, deadline).await?;
-        Ok(Some(FirstContact { turn, bundle }))
+        if self.shared.lacks_prekeys(recipient, mode) {
+            let first = FirstContact { turn, bundle: None };
+            return Ok((identity_over_http().await?, Ok(Some(first))));
+        }
+        let ask = ClientFrame::GetContact {
+            username: Username::new(recipient)?,
+            crypto_mode: mode,
+        };
+        match self.ask(ask, deadline).await {
+            Ok(nano_proto::RelayFrame::Contact {
+                username,
+                crypto_mode,
+                identity,
+                bundle,
+            }) if username.as_str() == recipient && crypto_mode == mode => {
+                let them = self
+                    .shared
+                    .trusted(recipient, crate::api::decode_bundle(identity.as_slice())?)?;
+                if bundle.is_none() {
+                    self.shared.note_no_prekeys(recipient, mode);
+                }
+                let bundle = bundle.map(|b| b.0);
+                Ok((them, Ok(Some(FirstContact { turn, bundle }))))
+            }
+            Ok(f) => Err(ClientError::Protocol(format!(
+                "expected {recipient}'s {mode} contact bundles, got {}",
+                f.type_name()
+            ))),
+            // Claims are rate limited: this message goes sealed rather than wait.
+            Err(ClientError::Relay {
+                code: nano_proto::ErrorCode::RateLimited,
+                ..
+            }) => {
+                let first = FirstContact { turn, bundle: None };
+                Ok((identity_over_http().await?, Ok(Some(first))))
+            }
+            Err(e) => Ok((identity_over_http().await?, Err(e))),
+        }
+    }
+
+    /// `frame` as a request on the connection, tried again while the answer is retryable (a
+    /// lost connection, a relay restarting) until `deadline`; a rate limit is not waited out.
+    ///
+    /// # Errors
+    /// The relay's refusal, or the last retryable failure.
+    async fn ask(
+        &self,
+        frame: ClientFrame,
+        deadline: tokio::time::Instant,
+    ) -> Result<nano_proto::RelayFrame> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match crate::prekeys::request(&self.shared, frame.clone()).await {
+                Err(e)
+                    if e.is_retryable()
+                        && !matches!(
+                            e,
+                            ClientError::Relay {
+                                code: nano_proto::ErrorCode::RateLimited,
+                                ..
+                            }
+                        )
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A session message for `recipient`, or `None` when it has published no prekeys of `mode`.
@@ -159,22 +231,7 @@ impl Client {
         if self.shared.lacks_prekeys(recipient, mode) {
             return Ok(None);
         }
-        let mut pause = Duration::from_millis(100);
-        let answer = loop {
-            match crate::prekeys::request(&self.shared, ask.clone()).await {
-                // Claims are rate limited: this message goes sealed rather than wait.
-                Err(ClientError::Relay {
-                    code: nano_proto::ErrorCode::RateLimited,
-                    ..
-                }) => return Ok(None),
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                other => break other,
-            }
-        };
-        match answer {
+        match self.ask(ask, deadline).await {
             Ok(nano_proto::RelayFrame::PrekeyBundle {
                 username,
                 crypto_mode,
@@ -191,6 +248,11 @@ impl Client {
                 self.shared.note_no_prekeys(recipient, mode);
                 Ok(None)
             }
+            // Claims are rate limited: this message goes sealed rather than wait.
+            Err(ClientError::Relay {
+                code: nano_proto::ErrorCode::RateLimited,
+                ..
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }

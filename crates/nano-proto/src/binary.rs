@@ -3,10 +3,10 @@
 //! ```text
 //! frame   = type (1) ‖ fields, in declaration order, nothing after the last
 //! client  = 0x07 hello | 0x01 auth | 0x02 send_message | 0x03 ack | 0x04 read | 0x05 fetch | 0x06 key_exchange
-//!           | 0x08 upload_prekeys | 0x09 get_prekeys
+//!           | 0x08 upload_prekeys | 0x09 get_prekeys | 0x0a get_contact
 //! relay   = 0x81 challenge | 0x82 auth_ok | 0x83 message | 0x84 sent | 0x85 key_exchange
 //!           | 0x86 key_exchange_ok | 0x87 error | 0x88 fetched | 0x89 prekeys_uploaded
-//!           | 0x8a prekey_bundle
+//!           | 0x8a prekey_bundle | 0x8b contact
 //! list    = count (2, BE) ‖ bytes × count       one-time prekeys
 //! counts  = u64 classical ‖ u64 hybrid ‖ u64 quantum
 //! name    = len (1) ‖ UTF-8              usernames, relay id, error code
@@ -301,6 +301,14 @@ impl ClientFrame {
                 w.name(username.as_str());
                 w.mode(*crypto_mode);
             }
+            Self::GetContact {
+                username,
+                crypto_mode,
+            } => {
+                w.u8(0x0a);
+                w.name(username.as_str());
+                w.mode(*crypto_mode);
+            }
         }
         *out = w.0;
         Ok(())
@@ -343,6 +351,10 @@ impl ClientFrame {
                 replace_one_time: r.bool()?,
             },
             0x09 => Self::GetPrekeys {
+                username: r.username()?,
+                crypto_mode: r.mode()?,
+            },
+            0x0a => Self::GetContact {
                 username: r.username()?,
                 crypto_mode: r.mode()?,
             },
@@ -462,6 +474,18 @@ impl RelayFrame {
                 w.mode(*crypto_mode);
                 w.bytes(bundle);
             }
+            Self::Contact {
+                username,
+                crypto_mode,
+                identity,
+                bundle,
+            } => {
+                w.u8(0x8b);
+                w.name(username.as_str());
+                w.mode(*crypto_mode);
+                w.bytes(identity);
+                w.opt(bundle.as_ref(), W::bytes);
+            }
             Self::Error { code, message, id } => {
                 w.u8(0x87);
                 w.name(code.as_str());
@@ -525,6 +549,12 @@ impl RelayFrame {
                 username: r.username()?,
                 crypto_mode: r.mode()?,
                 bundle: r.bytes()?,
+            },
+            0x8b => Self::Contact {
+                username: r.username()?,
+                crypto_mode: r.mode()?,
+                identity: r.bytes()?,
+                bundle: r.opt(R::bytes)?,
             },
             0x87 => Self::Error {
                 code: error_code(r.name()?)?,

@@ -1,9 +1,9 @@
 //! The WebSocket messages, in their JSON text form.
 //!
 //! Client → relay: `hello`, `auth`, `send_message`, `ack`, `read`, `fetch`, `key_exchange`,
-//! `upload_prekeys`, `get_prekeys`.
+//! `upload_prekeys`, `get_prekeys`, `get_contact`.
 //! Relay → client: `challenge`, `auth_ok`, `message`, `sent`, `key_exchange`,
-//! `fetched`, `key_exchange_ok`, `prekeys_uploaded`, `prekey_bundle`, `error`. The guide's frames parse exactly as written, e.g.
+//! `fetched`, `key_exchange_ok`, `prekeys_uploaded`, `prekey_bundle`, `contact`, `error`. The guide's frames parse exactly as written, e.g.
 //! `{"type":"send_message","recipient":"user_42","message":"…","crypto_mode":"hybrid"}` and
 //! `{"type":"key_exchange","crypto_mode":"hybrid"}`. Unknown fields are rejected, so a typo is
 //! an error rather than a silently ignored option.
@@ -106,6 +106,15 @@ pub enum ClientFrame {
     /// requester is within its claim rate, else the bundle without one.
     GetPrekeys {
         /// Whose bundle.
+        username: Username,
+        /// Which mode.
+        crypto_mode: CryptoMode,
+    },
+    /// `get_prekeys` for a first message to a contact whose identity bundle the client does
+    /// not hold: answered with `contact`, the identity bundle beside the prekey bundle, so the
+    /// first message costs one round trip on this connection (PROTOCOL.md §14.13).
+    GetContact {
+        /// Whose bundles.
         username: Username,
         /// Which mode.
         crypto_mode: CryptoMode,
@@ -213,6 +222,20 @@ pub enum RelayFrame {
         /// The encoded bundle.
         bundle: Bytes,
     },
+    /// Answer to `get_contact`: the user's identity bundle as registered (the bytes
+    /// `GET /v1/users/{name}` serves) and, as for `get_prekeys`, a prekey bundle of the mode;
+    /// no prekey bundle when the user has published none of the mode.
+    Contact {
+        /// Whose bundles (canonical name).
+        username: Username,
+        /// The prekey bundle's mode.
+        crypto_mode: CryptoMode,
+        /// The encoded identity bundle (PROTOCOL.md §4).
+        identity: Bytes,
+        /// The encoded prekey bundle, if the user has one of the mode.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bundle: Option<Bytes>,
+    },
     /// Something went wrong; the connection stays open where it can.
     Error {
         /// Stable code.
@@ -225,7 +248,7 @@ pub enum RelayFrame {
     },
 }
 
-const CLIENT_TYPES: [&str; 9] = [
+const CLIENT_TYPES: [&str; 10] = [
     "hello",
     "auth",
     "send_message",
@@ -235,8 +258,9 @@ const CLIENT_TYPES: [&str; 9] = [
     "key_exchange",
     "upload_prekeys",
     "get_prekeys",
+    "get_contact",
 ];
-const RELAY_TYPES: [&str; 10] = [
+const RELAY_TYPES: [&str; 11] = [
     "challenge",
     "auth_ok",
     "message",
@@ -246,6 +270,7 @@ const RELAY_TYPES: [&str; 10] = [
     "key_exchange_ok",
     "prekeys_uploaded",
     "prekey_bundle",
+    "contact",
     "error",
 ];
 
@@ -363,6 +388,7 @@ impl ClientFrame {
             Self::KeyExchange { .. } => "key_exchange",
             Self::UploadPrekeys { .. } => "upload_prekeys",
             Self::GetPrekeys { .. } => "get_prekeys",
+            Self::GetContact { .. } => "get_contact",
         }
     }
 
@@ -446,6 +472,7 @@ impl RelayFrame {
             Self::KeyExchangeOk { .. } => "key_exchange_ok",
             Self::PrekeysUploaded { .. } => "prekeys_uploaded",
             Self::PrekeyBundle { .. } => "prekey_bundle",
+            Self::Contact { .. } => "contact",
             Self::Error { .. } => "error",
         }
     }
@@ -506,6 +533,12 @@ impl RelayFrame {
                 check_bytes("confirmation", confirmation)
             }
             Self::PrekeyBundle { bundle, .. } => check_bytes("bundle", bundle),
+            Self::Contact {
+                identity, bundle, ..
+            } => {
+                check_bytes("identity", identity)?;
+                bundle.as_ref().map_or(Ok(()), |b| check_bytes("bundle", b))
+            }
             Self::Error { message, .. } if message.len() > MAX_ERROR_MESSAGE_BYTES => {
                 Err(ProtoError::field("message", "longer than 1024 bytes"))
             }

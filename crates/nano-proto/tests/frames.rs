@@ -97,6 +97,8 @@ fn hostile_json_gets_stable_codes() {
         (too_many_prekeys, ErrorCode::InvalidField),
         (r#"{"type":"get_prekeys","username":"bad name","crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"get_prekeys","username":"u"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"get_contact","username":"bad name","crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"get_contact","username":"u","crypto_mode":"hybrid","extra":1}"#.into(), ErrorCode::InvalidField),
     ];
     // Every code a frame decoder can give is exercised.
     for want in [
@@ -230,6 +232,56 @@ fn hostile_binary_gets_stable_codes() {
     );
 }
 
+#[test]
+fn get_contact_and_contact_have_the_documented_layout() {
+    let mode = CryptoMode::Hybrid.to_byte();
+    let ask = ClientFrame::GetContact {
+        username: user("bob"),
+        crypto_mode: CryptoMode::Hybrid,
+    };
+    assert_eq!(ask.to_binary().unwrap(), [0x0a, 3, b'b', b'o', b'b', mode]);
+    assert_eq!(
+        ask.to_json().unwrap(),
+        r#"{"type":"get_contact","username":"bob","crypto_mode":"hybrid"}"#
+    );
+    let with = RelayFrame::Contact {
+        username: user("bob"),
+        crypto_mode: CryptoMode::Hybrid,
+        identity: Bytes(vec![0xaa, 0xbb]),
+        bundle: Some(Bytes(vec![0xcc])),
+    };
+    let wire = [
+        0x8b, 3, b'b', b'o', b'b', mode, 0, 2, 0xaa, 0xbb, 1, 0, 1, 0xcc,
+    ];
+    assert_eq!(with.to_binary().unwrap(), wire);
+    assert_eq!(RelayFrame::from_binary(&wire).unwrap(), with);
+    let without = RelayFrame::Contact {
+        username: user("bob"),
+        crypto_mode: CryptoMode::Hybrid,
+        identity: Bytes(vec![0xaa, 0xbb]),
+        bundle: None,
+    };
+    assert_eq!(
+        without.to_binary().unwrap(),
+        [0x8b, 3, b'b', b'o', b'b', mode, 0, 2, 0xaa, 0xbb, 0]
+    );
+    // JSON leaves an absent prekey bundle out.
+    assert_eq!(
+        without.to_json().unwrap(),
+        r#"{"type":"contact","username":"bob","crypto_mode":"hybrid","identity":"qrs="}"#
+    );
+    // Cut short, or with a byte after the last field, it is malformed.
+    for n in 0..wire.len() {
+        assert!(RelayFrame::from_binary(&wire[..n]).is_err(), "prefix {n}");
+    }
+    let mut trailing = wire.to_vec();
+    trailing.push(0);
+    assert_eq!(
+        RelayFrame::from_binary(&trailing).unwrap_err().code(),
+        ErrorCode::MalformedFrame
+    );
+}
+
 fn any_payload() -> impl Strategy<Value = Payload> {
     prop::collection::vec(any::<u8>(), 0..300).prop_map(Payload)
 }
@@ -316,6 +368,10 @@ fn any_client() -> impl Strategy<Value = ClientFrame> {
                     }
                 }
             ),
+        (any_user(), any_mode()).prop_map(|(username, crypto_mode)| ClientFrame::GetContact {
+            username,
+            crypto_mode
+        }),
         (any_user(), any_mode()).prop_map(|(username, crypto_mode)| ClientFrame::GetPrekeys {
             username,
             crypto_mode
@@ -363,6 +419,20 @@ fn any_relay() -> impl Strategy<Value = RelayFrame> {
                 one_time_prekeys,
             }
         }),
+        (
+            any_user(),
+            any_mode(),
+            any_bytes(),
+            prop::option::of(any_bytes())
+        )
+            .prop_map(|(username, crypto_mode, identity, bundle)| {
+                RelayFrame::Contact {
+                    username,
+                    crypto_mode,
+                    identity,
+                    bundle,
+                }
+            }),
         (any_user(), any_mode(), any_bytes()).prop_map(|(username, crypto_mode, bundle)| {
             RelayFrame::PrekeyBundle {
                 username,

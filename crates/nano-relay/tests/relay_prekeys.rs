@@ -225,6 +225,65 @@ on_each_storage!(claims_hand_out_each_one_time_prekey_once:
     claims_hand_out_each_one_time_prekey_once_on_postgres);
 
 /// Every refusal has its code, and a refused upload stores nothing.
+/// `get_contact` answers with the identity bundle as registered beside what `get_prekeys`
+/// would have given: no prekey bundle before an upload, then the one-time prekey claimed (once),
+/// then the last-resort bundle; its refusals are `get_prekeys`'.
+#[tokio::test]
+async fn get_contact_brings_the_identity_bundle_beside_the_claim() {
+    let cfg = Config::new();
+    let relay = Relay::start(&cfg).await;
+    let mode = CryptoMode::Hybrid;
+    let alice = User::new("alice", mode);
+    let bob = User::new("bob", mode);
+    alice.register(&relay).await;
+    let registered = bob.register(&relay).await;
+    let (mut a, _) = alice.connect(&relay).await;
+    let contact = |name: &str, m: CryptoMode| ClientFrame::GetContact {
+        username: Username::new(name).unwrap(),
+        crypto_mode: m,
+    };
+    let ask = async |a: &mut Ws| {
+        // Any spelling of the name; the answer gives the canonical one.
+        a.send(&contact("BOB", mode)).await;
+        match a.recv().await {
+            RelayFrame::Contact {
+                username,
+                crypto_mode,
+                identity,
+                bundle,
+            } => {
+                assert_eq!((username, crypto_mode), (registered.username.clone(), mode));
+                assert_eq!(identity, registered.bundle);
+                bundle.map(|b| {
+                    let b = PrekeyBundle::from_bytes(b.as_slice()).unwrap();
+                    b.verify(bob.identity.public_bundle()).unwrap();
+                    b
+                })
+            }
+            f => panic!("expected contact, got {f:?}"),
+        }
+    };
+    // Before bob uploads: the identity alone.
+    assert!(ask(&mut a).await.is_none());
+
+    let (mut b, _) = bob.connect(&relay).await;
+    let (signed, one_time) = prekeys(&bob, mode, 3, 40, 1);
+    b.send(&upload(mode, &bob, Some(&signed), &one_time)).await;
+    assert_eq!(expect_uploaded(&mut b, mode).await, 1);
+    let claimed = ask(&mut a).await.expect("a prekey bundle");
+    assert_eq!(claimed.one_time().map(|p| p.id()), Some(40));
+    let last = ask(&mut a).await.expect("the last-resort bundle");
+    assert_eq!(last.signed().id(), 3);
+    assert!(last.one_time().is_none());
+    a.send(&contact("nobody", mode)).await;
+    a.expect_error("not_found").await;
+    a.send(&contact("bob", CryptoMode::Classical)).await;
+    a.expect_error("mode_not_allowed").await;
+    let mut anon = relay.connect().await;
+    anon.send(&contact("bob", mode)).await;
+    anon.expect_error("unauthorized").await;
+}
+
 #[tokio::test]
 async fn uploads_and_claims_are_checked() {
     let cfg = Config::new().set("security", "minimum_crypto_mode", "\"hybrid\"");

@@ -215,6 +215,10 @@ impl Session {
                 username,
                 crypto_mode,
             } => self.get_prekeys(username, crypto_mode).await.into(),
+            ClientFrame::GetContact {
+                username,
+                crypto_mode,
+            } => self.get_contact(username, crypto_mode).await.into(),
         }
     }
 }

@@ -202,31 +202,64 @@ impl Session {
         username: Username,
         mode: CryptoMode,
     ) -> Vec<RelayFrame> {
-        match self.get_prekeys_inner(username, mode).await {
+        let answer = self.claim(username, mode).await.and_then(|c| {
+            Ok(RelayFrame::PrekeyBundle {
+                username: Username::new(&c.name)?,
+                crypto_mode: mode,
+                bundle: Bytes(c.bundle.ok_or(RelayError::NoPrekeys)?),
+            })
+        });
+        match answer {
             Ok(f) => vec![f],
             Err(e) => vec![self.err(&e, None)],
         }
     }
 
-    async fn get_prekeys_inner(
+    pub(super) async fn get_contact(
         &mut self,
         username: Username,
         mode: CryptoMode,
-    ) -> Result<RelayFrame, RelayError> {
+    ) -> Vec<RelayFrame> {
+        let answer = self.claim(username, mode).await.and_then(|c| {
+            Ok(RelayFrame::Contact {
+                username: Username::new(&c.name)?,
+                crypto_mode: mode,
+                identity: Bytes(c.identity),
+                bundle: c.bundle.map(Bytes),
+            })
+        });
+        match answer {
+            Ok(f) => vec![f],
+            Err(e) => vec![self.err(&e, None)],
+        }
+    }
+
+    /// `username`'s prekey bundle of `mode` (a one-time prekey claimed for another user within
+    /// the claim rate; `None` when it has published none of the mode), with its canonical name
+    /// and identity bundle.
+    ///
+    /// # Errors
+    /// `NotFound`, `ModeNotAllowed` (below the relay's or the user's floor), storage errors.
+    async fn claim(&mut self, username: Username, mode: CryptoMode) -> Result<Claim, RelayError> {
         let requester = self.require_user()?.id;
         self.check_mode(mode)?;
         let shared = Arc::clone(&self.shared);
-        let (name, bundle) = shared
+        shared
             .blocking(move |s| {
                 let entry = s
                     .directory
                     .lookup(username.as_str())?
                     .ok_or(RelayError::NotFound)?;
                 mode.at_least(entry.record.min_mode)?;
-                let signed = s
-                    .directory
-                    .signed_prekeys(&entry.record, mode)?
-                    .ok_or(RelayError::NoPrekeys)?;
+                let identity = entry.record.bundle.clone();
+                let name = entry.record.username.clone();
+                let Some(signed) = s.directory.signed_prekeys(&entry.record, mode)? else {
+                    return Ok(Claim {
+                        name,
+                        identity,
+                        bundle: None,
+                    });
+                };
                 // Nobody needs a one-time prekey of their own; over the claim rate the
                 // last-resort prekey serves, so one requester cannot drain them.
                 let owner = entry.record.id;
@@ -236,16 +269,22 @@ impl Session {
                     None
                 };
                 s.metrics.prekey_claim(one_time.is_some());
-                Ok((
-                    entry.record.username.clone(),
-                    assemble(&signed, one_time.as_ref())?,
-                ))
+                Ok(Claim {
+                    name,
+                    identity,
+                    bundle: Some(assemble(&signed, one_time.as_ref())?),
+                })
             })
-            .await?;
-        Ok(RelayFrame::PrekeyBundle {
-            username: Username::new(&name)?,
-            crypto_mode: mode,
-            bundle: Bytes(bundle),
-        })
+            .await
     }
+}
+
+/// What [`Session::claim`] found.
+struct Claim {
+    /// The user's canonical name.
+    name: String,
+    /// Its encoded identity bundle.
+    identity: Vec<u8>,
+    /// Its prekey bundle of the mode asked for, if it has published one.
+    bundle: Option<Vec<u8>>,
 }
