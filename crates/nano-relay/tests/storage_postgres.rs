@@ -191,6 +191,66 @@ fn two_relays_claim_each_one_time_prekey_once() {
     assert_eq!((claimed.len(), unique.len()), (200, 200));
 }
 
+/// Two relays sharing one database: uploads racing for a user's last batch places never leave
+/// it holding more than `MAX_ONE_TIME_BATCHES` batches.
+#[test]
+fn two_relays_uploading_at_once_keep_the_batch_cap() {
+    use nano_relay::storage::PrekeyStore;
+    use nano_relay::storage::prekeys::MAX_ONE_TIME_BATCHES;
+    let Some(db) = PgDb::create("pg batch cap") else {
+        return;
+    };
+    let one = migrated(&db, 4);
+    let two = PostgresStorage::connect_pool(&db.url, None, 4).unwrap();
+    let mode = CryptoMode::Hybrid;
+    let alice = one
+        .create_user("alice", b"bundle", &[1; 32], mode, 1)
+        .unwrap();
+    one.put_signed_prekeys(&nano_relay::storage::SignedRecord {
+        user_id: alice.id,
+        mode,
+        prekey_id: 1,
+        record: b"record",
+        now_ms: 1,
+        keep_previous: 3,
+    })
+    .unwrap();
+    let upload = |s: &PostgresStorage, batch_id: u32| {
+        let prekeys: Vec<(u32, Vec<u8>)> = (0..25u32)
+            .map(|i| (batch_id * 100 + i, vec![1; 32]))
+            .collect();
+        let rows = nano_relay::storage::OneTimeRows {
+            batch_id,
+            signed_id: 1,
+            record: b"record",
+            prekeys: &prekeys,
+        };
+        s.add_one_time_prekeys(alice.id, mode, Some(&rows), false, 1)
+    };
+    // All places but one taken, then eight uploads at once through two relays.
+    for b in 0..MAX_ONE_TIME_BATCHES as u32 - 1 {
+        upload(&one, b).unwrap();
+    }
+    let stored = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8u32)
+            .map(|k| {
+                let s = if k % 2 == 0 { &one } else { &two };
+                scope.spawn(move || upload(s, 1_000 + k).is_ok())
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .filter(|stored| *stored)
+            .count()
+    });
+    assert_eq!(stored, 1, "exactly one upload takes the last place");
+    assert_eq!(
+        one.one_time_prekey_count(alice.id, mode).unwrap(),
+        MAX_ONE_TIME_BATCHES * 25
+    );
+}
+
 /// Version 5 turns the text payloads of a version-4 database into bytes, by the same rule as
 /// SQLite (`common::V4_PAYLOADS`).
 #[test]

@@ -77,6 +77,14 @@ impl PrekeyStore for PostgresStorage {
         let m = db_mode(mode);
         self.with(|c, _| {
             let mut tx = c.transaction().map_err(backend)?;
+            // One upload of a user at a time, through every relay: the batch count checked
+            // below is then never raced past the cap. `NO KEY UPDATE` neither waits for nor
+            // blocks the key-share locks that inserts of the user's messages take on the row.
+            tx.execute(
+                "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+                &[&user_id],
+            )
+            .map_err(backend)?;
             if replace {
                 for sql in DROP_ALL_ONE_TIME {
                     tx.execute(sql, &[&user_id, &m]).map_err(backend)?;
