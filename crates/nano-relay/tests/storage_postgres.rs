@@ -251,6 +251,51 @@ fn two_relays_uploading_at_once_keep_the_batch_cap() {
     );
 }
 
+/// Two relays sharing one database: batches for one recipient stored at the same moment never
+/// fill its inbox past the quota.
+#[test]
+fn two_relays_storing_at_once_keep_the_inbox_quota() {
+    use nano_relay::storage::{NewMessage, StoreOutcome};
+    let Some(db) = PgDb::create("pg inbox quota") else {
+        return;
+    };
+    let one = migrated(&db, 4);
+    let two = PostgresStorage::connect_pool(&db.url, None, 4).unwrap();
+    let mode = CryptoMode::Classical;
+    let alice = one.create_user("alice", b"a", &[1; 32], mode, 1).unwrap();
+    let bob = one.create_user("bob", b"b", &[2; 32], mode, 1).unwrap();
+    const QUOTA: u64 = 50;
+    let batch = |k: u8| -> Vec<NewMessage> {
+        (0..10u8)
+            .map(|i| NewMessage {
+                message_id: [k, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                recipient_id: bob.id,
+                sender_id: Some(alice.id),
+                crypto_mode: mode,
+                timestamp_ms: 1,
+                payload: nano_proto::Payload(vec![k, i]),
+            })
+            .collect()
+    };
+    // Eight batches of ten at once through two relays, for an inbox of fifty.
+    let stored: usize = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..8u8)
+            .map(|k| {
+                let s = if k % 2 == 0 { &one } else { &two };
+                let b = batch(k);
+                scope.spawn(move || s.store_batch(&b, QUOTA).unwrap())
+            })
+            .collect();
+        writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .filter(|o| matches!(o, StoreOutcome::Stored(_)))
+            .count()
+    });
+    assert_eq!(stored as u64, QUOTA);
+    assert_eq!(one.pending_count(bob.id).unwrap(), QUOTA);
+}
+
 /// Version 5 turns the text payloads of a version-4 database into bytes, by the same rule as
 /// SQLite (`common::V4_PAYLOADS`).
 #[test]

@@ -271,8 +271,20 @@ impl Storage for PostgresStorage {
     }
 
     fn store_batch(&self, batch: &[NewMessage], inbox_quota: u64) -> Result<Vec<StoreOutcome>> {
+        let mut recipients: Vec<i64> = batch.iter().map(|m| m.recipient_id).collect();
+        recipients.sort_unstable();
+        recipients.dedup();
         self.with(|client, _| {
             let mut tx = client.transaction().map_err(backend)?;
+            // Batches of several relays for one recipient are stored one after the other, so
+            // each counts the inbox with the other's messages in it and none passes the quota.
+            // The rows are locked in id order (no deadlock between batches); `NO KEY UPDATE`
+            // leaves the key-share locks of the inserts' foreign keys free.
+            tx.execute(
+                "SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+                &[&recipients],
+            )
+            .map_err(backend)?;
             let existing = tx
                 .prepare("SELECT seq FROM messages WHERE recipient_id = $1 AND message_id = $2")
                 .map_err(backend)?;
