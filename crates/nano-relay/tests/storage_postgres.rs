@@ -17,6 +17,34 @@ fn migrated(db: &PgDb, connections: usize) -> PostgresStorage {
     s
 }
 
+/// A new migrated database and the storages of two relays sharing it; `None` without a URL.
+fn two_relays(name: &str) -> Option<(PgDb, PostgresStorage, PostgresStorage)> {
+    let db = PgDb::create(name)?;
+    let one = migrated(&db, 4);
+    let two = PostgresStorage::connect_pool(&db.url, None, 4).unwrap();
+    Some((db, one, two))
+}
+
+/// `f(storage, k)` for k in 0..n, each on a thread of its own, all at once, the even ones
+/// through `one` and the odd ones through `two`; the results in order of k.
+fn at_once<T: Send>(
+    one: &PostgresStorage,
+    two: &PostgresStorage,
+    n: u8,
+    f: impl Fn(&PostgresStorage, u8) -> T + Sync,
+) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let threads: Vec<_> = (0..n)
+            .map(|k| {
+                let s = if k % 2 == 0 { one } else { two };
+                scope.spawn(move || f(s, k))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn the_pool_reconnects_after_the_server_closes_every_connection() {
     let Some(db) = PgDb::create("pg reconnect") else {
@@ -153,11 +181,9 @@ fn concurrent_migrations_apply_once_and_create_the_guides_indexes() {
 #[test]
 fn two_relays_claim_each_one_time_prekey_once() {
     use nano_relay::storage::PrekeyStore;
-    let Some(db) = PgDb::create("pg prekey claim") else {
+    let Some((_db, one, two)) = two_relays("pg prekey claim") else {
         return;
     };
-    let one = migrated(&db, 4);
-    let two = PostgresStorage::connect_pool(&db.url, None, 4).unwrap();
     let alice = one
         .create_user("alice", b"bundle", &[1; 32], CryptoMode::Quantum, 1)
         .unwrap();
@@ -197,11 +223,9 @@ fn two_relays_claim_each_one_time_prekey_once() {
 fn two_relays_uploading_at_once_keep_the_batch_cap() {
     use nano_relay::storage::PrekeyStore;
     use nano_relay::storage::prekeys::MAX_ONE_TIME_BATCHES;
-    let Some(db) = PgDb::create("pg batch cap") else {
+    let Some((_db, one, two)) = two_relays("pg batch cap") else {
         return;
     };
-    let one = migrated(&db, 4);
-    let two = PostgresStorage::connect_pool(&db.url, None, 4).unwrap();
     let mode = CryptoMode::Hybrid;
     let alice = one
         .create_user("alice", b"bundle", &[1; 32], mode, 1)
@@ -231,19 +255,12 @@ fn two_relays_uploading_at_once_keep_the_batch_cap() {
     for b in 0..MAX_ONE_TIME_BATCHES as u32 - 1 {
         upload(&one, b).unwrap();
     }
-    let stored = std::thread::scope(|scope| {
-        let racers: Vec<_> = (0..8u32)
-            .map(|k| {
-                let s = if k % 2 == 0 { &one } else { &two };
-                scope.spawn(move || upload(s, 1_000 + k).is_ok())
-            })
-            .collect();
-        racers
-            .into_iter()
-            .map(|r| r.join().unwrap())
-            .filter(|stored| *stored)
-            .count()
-    });
+    let stored = at_once(&one, &two, 8, |s, k| {
+        upload(s, 1_000 + u32::from(k)).is_ok()
+    })
+    .into_iter()
+    .filter(|stored| *stored)
+    .count();
     assert_eq!(stored, 1, "exactly one upload takes the last place");
     assert_eq!(
         one.one_time_prekey_count(alice.id, mode).unwrap(),
@@ -256,11 +273,9 @@ fn two_relays_uploading_at_once_keep_the_batch_cap() {
 #[test]
 fn two_relays_storing_at_once_keep_the_inbox_quota() {
     use nano_relay::storage::{NewMessage, StoreOutcome};
-    let Some(db) = PgDb::create("pg inbox quota") else {
+    let Some((_db, one, two)) = two_relays("pg inbox quota") else {
         return;
     };
-    let one = migrated(&db, 4);
-    let two = PostgresStorage::connect_pool(&db.url, None, 4).unwrap();
     let mode = CryptoMode::Classical;
     let alice = one.create_user("alice", b"a", &[1; 32], mode, 1).unwrap();
     let bob = one.create_user("bob", b"b", &[2; 32], mode, 1).unwrap();
@@ -278,20 +293,13 @@ fn two_relays_storing_at_once_keep_the_inbox_quota() {
             .collect()
     };
     // Eight batches of ten at once through two relays, for an inbox of fifty.
-    let stored: usize = std::thread::scope(|scope| {
-        let writers: Vec<_> = (0..8u8)
-            .map(|k| {
-                let s = if k % 2 == 0 { &one } else { &two };
-                let b = batch(k);
-                scope.spawn(move || s.store_batch(&b, QUOTA).unwrap())
-            })
-            .collect();
-        writers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .filter(|o| matches!(o, StoreOutcome::Stored(_)))
-            .count()
-    });
+    let stored = at_once(&one, &two, 8, |s, k| {
+        s.store_batch(&batch(k), QUOTA).unwrap()
+    })
+    .into_iter()
+    .flatten()
+    .filter(|o| matches!(o, StoreOutcome::Stored(_)))
+    .count();
     assert_eq!(stored as u64, QUOTA);
     assert_eq!(one.pending_count(bob.id).unwrap(), QUOTA);
 }
