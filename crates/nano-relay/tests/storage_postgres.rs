@@ -268,6 +268,40 @@ fn two_relays_uploading_at_once_keep_the_batch_cap() {
     );
 }
 
+/// Two relays sharing one database: signed-prekeys records stored for one user at the same
+/// moment still leave only the newest and the previous ones asked to be kept.
+#[test]
+fn two_relays_storing_signed_prekeys_at_once_keep_only_those_asked_for() {
+    use nano_relay::storage::{PrekeyStore, SignedRecord};
+    let Some((db, one, two)) = two_relays("pg signed trim") else {
+        return;
+    };
+    let mode = CryptoMode::Hybrid;
+    let alice = one
+        .create_user("alice", b"bundle", &[1; 32], mode, 1)
+        .unwrap();
+    at_once(&one, &two, 8, |s, k| {
+        s.put_signed_prekeys(&SignedRecord {
+            user_id: alice.id,
+            mode,
+            prekey_id: u32::from(k) + 1,
+            record: b"record",
+            now_ms: 10,
+            keep_previous: 1,
+        })
+        .unwrap()
+    });
+    let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let kept: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM signed_prekeys WHERE user_id = $1",
+            &[&alice.id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 2, "the newest record and one previous");
+}
+
 /// Two relays sharing one database: batches for one recipient stored at the same moment never
 /// fill its inbox past the quota.
 #[test]

@@ -13,6 +13,19 @@ use crate::storage::prekeys::{
     put_count,
 };
 
+/// Locks `user_id`'s row until `tx` ends: one prekey write of a user at a time, through every
+/// relay, so the counts a write checks or trims by (the batch cap, the signed records kept) are
+/// never raced past. `NO KEY UPDATE` neither waits for nor blocks the key-share locks that
+/// inserts of the user's messages take on the row.
+fn lock_user(tx: &mut postgres::Transaction<'_>, user_id: i64) -> Result<()> {
+    tx.execute(
+        "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        &[&user_id],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
 /// A crypto mode as its SMALLINT column value.
 fn db_mode(m: CryptoMode) -> i16 {
     i16::from(m.to_byte())
@@ -23,6 +36,7 @@ impl PrekeyStore for PostgresStorage {
         let keep = i64::from(r.keep_previous.min(MAX_SIGNED_RECORDS - 1) + 1);
         self.with(|c, _| {
             let mut tx = c.transaction().map_err(backend)?;
+            lock_user(&mut tx, r.user_id)?;
             let m = db_mode(r.mode);
             tx.execute(
                 "INSERT INTO signed_prekeys (user_id, crypto_mode, prekey_id, record, uploaded_at)
@@ -77,14 +91,7 @@ impl PrekeyStore for PostgresStorage {
         let m = db_mode(mode);
         self.with(|c, _| {
             let mut tx = c.transaction().map_err(backend)?;
-            // One upload of a user at a time, through every relay: the batch count checked
-            // below is then never raced past the cap. `NO KEY UPDATE` neither waits for nor
-            // blocks the key-share locks that inserts of the user's messages take on the row.
-            tx.execute(
-                "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
-                &[&user_id],
-            )
-            .map_err(backend)?;
+            lock_user(&mut tx, user_id)?;
             if replace {
                 for sql in DROP_ALL_ONE_TIME {
                     tx.execute(sql, &[&user_id, &m]).map_err(backend)?;
