@@ -214,11 +214,11 @@ impl Session {
             ClientFrame::GetPrekeys {
                 username,
                 crypto_mode,
-            } => self.get_prekeys(username, crypto_mode).await.into(),
+            } => self.get_prekeys(username, crypto_mode, false).await.into(),
             ClientFrame::GetContact {
                 username,
                 crypto_mode,
-            } => self.get_contact(username, crypto_mode).await.into(),
+            } => self.get_prekeys(username, crypto_mode, true).await.into(),
         }
     }
 }

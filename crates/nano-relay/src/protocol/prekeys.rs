@@ -197,35 +197,29 @@ impl Session {
         })
     }
 
+    /// Answers `get_prekeys` (`contact` false: the prekey bundle, `no_prekeys` when there is
+    /// none) or `get_contact` (`contact` true: the identity bundle beside the prekey bundle,
+    /// if there is one).
     pub(super) async fn get_prekeys(
         &mut self,
         username: Username,
         mode: CryptoMode,
+        contact: bool,
     ) -> Vec<RelayFrame> {
-        let answer = self.claim(username, mode).await.and_then(|c| {
-            Ok(RelayFrame::PrekeyBundle {
-                username: Username::new(&c.name)?,
-                crypto_mode: mode,
-                bundle: Bytes(c.bundle.ok_or(RelayError::NoPrekeys)?),
-            })
-        });
-        match answer {
-            Ok(f) => vec![f],
-            Err(e) => vec![self.err(&e, None)],
-        }
-    }
-
-    pub(super) async fn get_contact(
-        &mut self,
-        username: Username,
-        mode: CryptoMode,
-    ) -> Vec<RelayFrame> {
-        let answer = self.claim(username, mode).await.and_then(|c| {
-            Ok(RelayFrame::Contact {
-                username: Username::new(&c.name)?,
-                crypto_mode: mode,
-                identity: Bytes(c.identity),
-                bundle: c.bundle.map(Bytes),
+        let answer = self.claim(username, mode, contact).await.and_then(|c| {
+            let username = Username::new(&c.name)?;
+            Ok(match c.identity {
+                Some(identity) => RelayFrame::Contact {
+                    username,
+                    crypto_mode: mode,
+                    identity: Bytes(identity),
+                    bundle: c.bundle.map(Bytes),
+                },
+                None => RelayFrame::PrekeyBundle {
+                    username,
+                    crypto_mode: mode,
+                    bundle: Bytes(c.bundle.ok_or(RelayError::NoPrekeys)?),
+                },
             })
         });
         match answer {
@@ -236,11 +230,16 @@ impl Session {
 
     /// `username`'s prekey bundle of `mode` (a one-time prekey claimed for another user within
     /// the claim rate; `None` when it has published none of the mode), with its canonical name
-    /// and identity bundle.
+    /// and, with `identity`, its identity bundle.
     ///
     /// # Errors
     /// `NotFound`, `ModeNotAllowed` (below the relay's or the user's floor), storage errors.
-    async fn claim(&mut self, username: Username, mode: CryptoMode) -> Result<Claim, RelayError> {
+    async fn claim(
+        &mut self,
+        username: Username,
+        mode: CryptoMode,
+        identity: bool,
+    ) -> Result<Claim, RelayError> {
         let requester = self.require_user()?.id;
         self.check_mode(mode)?;
         let shared = Arc::clone(&self.shared);
@@ -251,7 +250,7 @@ impl Session {
                     .lookup(username.as_str())?
                     .ok_or(RelayError::NotFound)?;
                 mode.at_least(entry.record.min_mode)?;
-                let identity = entry.record.bundle.clone();
+                let identity = identity.then(|| entry.record.bundle.clone());
                 let name = entry.record.username.clone();
                 let Some(signed) = s.directory.signed_prekeys(&entry.record, mode)? else {
                     return Ok(Claim {
@@ -283,8 +282,8 @@ impl Session {
 struct Claim {
     /// The user's canonical name.
     name: String,
-    /// Its encoded identity bundle.
-    identity: Vec<u8>,
+    /// Its encoded identity bundle, when asked for.
+    identity: Option<Vec<u8>>,
     /// Its prekey bundle of the mode asked for, if it has published one.
     bundle: Option<Vec<u8>>,
 }
