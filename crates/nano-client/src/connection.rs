@@ -20,6 +20,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::{Incoming, Shared};
 use crate::error::{ClientError, Result};
+use crate::identities::Identities;
 use crate::inbox::{Inbox, Pushed};
 use crate::login::{LoginAttempt, channel_binding};
 use crate::outbox::Outbox;
@@ -59,16 +60,32 @@ struct State {
     /// `ack`/`read` frames not yet written.
     marks: VecDeque<ClientFrame>,
     /// Requests written and not yet answered, oldest first.
-    requests: VecDeque<oneshot::Sender<Result<RelayFrame>>>,
+    requests: VecDeque<Asker>,
     /// What was received: shown, acknowledged, parked, notices sent.
     inbox: Inbox,
+    /// Received messages waiting for their sender's identity bundle (`get_identity`).
+    identities: Identities<Pushed>,
+    /// The backlog is in, but messages of it still wait for an identity: `UpToDate` is owed
+    /// once they are delivered.
+    up_to_date_owed: bool,
+}
+
+/// Who takes the answer to a request.
+#[derive(Debug)]
+enum Asker {
+    /// A caller of [`Command::Request`].
+    Caller(oneshot::Sender<Result<RelayFrame>>),
+    /// The connection itself: `get_identity` for the messages waiting on this sender.
+    Identity(String),
 }
 
 impl State {
     /// Fails the unanswered requests: the connection they were written on is gone.
     fn drop_requests(&mut self) {
         for r in self.requests.drain(..) {
-            let _ = r.send(Err(not_connected()));
+            if let Asker::Caller(r) = r {
+                let _ = r.send(Err(not_connected()));
+            }
         }
     }
 
@@ -115,6 +132,8 @@ pub(crate) async fn run(
                 st.drop_requests();
                 // Unacknowledged, so the relay delivers them again on the next connection.
                 st.inbox.parked.clear();
+                st.identities.clear();
+                st.up_to_date_owed = false;
                 match end {
                     End::Closed => return,
                     End::Lost => tracing::debug!("connection lost; reconnecting"),
@@ -301,7 +320,18 @@ async fn serve(
             .parked
             .next_expiry()
             .map(tokio::time::Instant::from_std);
+        let waited_until = st
+            .identities
+            .next_expiry()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
+            _ = tokio::time::sleep_until(waited_until.unwrap_or_else(tokio::time::Instant::now)), if waited_until.is_some() => {
+                // No answer in time: the inbox fetches those senders' bundles itself.
+                let msgs = st.identities.expired(Instant::now());
+                if deliver(shared, st, msgs, incoming, &mut ws).await.is_err() {
+                    return End::Lost;
+                }
+            }
             _ = tokio::time::sleep_until(parked_until.unwrap_or_else(tokio::time::Instant::now)), if parked_until.is_some() => {
                 // Parked messages whose wait is over are given up on.
                 if deliver(shared, st, Vec::new(), incoming, &mut ws).await.is_err() {
@@ -365,8 +395,19 @@ async fn serve(
                         }
                     }
                     RelayFrame::Error { code, message, id: None } if !st.requests.is_empty() => {
-                        if let Some(r) = st.requests.pop_front() {
-                            let _ = r.send(Err(ClientError::Relay { code, message }));
+                        match st.requests.pop_front() {
+                            Some(Asker::Caller(r)) => {
+                                let _ = r.send(Err(ClientError::Relay { code, message }));
+                            }
+                            // Refused (unknown, or a relay without `get_identity`): the inbox
+                            // fetches the bundle itself and reports what that gives.
+                            Some(Asker::Identity(name)) => {
+                                let msgs = st.identities.answered(&name);
+                                if deliver(shared, st, msgs, incoming, &mut ws).await.is_err() {
+                                    return End::Lost;
+                                }
+                            }
+                            None => {}
                         }
                     }
                     RelayFrame::Error { code, message, .. } => {
@@ -374,10 +415,18 @@ async fn serve(
                     }
                     f @ (RelayFrame::PrekeyBundle { .. }
                     | RelayFrame::Contact { .. }
+                    | RelayFrame::IdentityBundle { .. }
                     | RelayFrame::PrekeysUploaded { .. }) => {
                         match st.requests.pop_front() {
-                            Some(r) => {
+                            Some(Asker::Caller(r)) => {
                                 let _ = r.send(Ok(f));
+                            }
+                            Some(Asker::Identity(name)) => {
+                                identity_answered(shared, &name, f);
+                                let msgs = st.identities.answered(&name);
+                                if deliver(shared, st, msgs, incoming, &mut ws).await.is_err() {
+                                    return End::Lost;
+                                }
                             }
                             None => tracing::warn!("an answer to no request; ignored"),
                         }
@@ -396,24 +445,23 @@ async fn serve(
                             // has them opened in pieces rather than held without bound.
                             if page.len() >= nano_proto::frames::MAX_FETCH_LIMIT as usize {
                                 let batch = std::mem::take(&mut page);
-                                if deliver(shared, st, batch, incoming, &mut ws).await.is_err() {
+                                if admit(shared, st, batch, incoming, &mut ws).await.is_err() {
                                     return End::Lost;
                                 }
                             }
-                        } else {
-                            if deliver(shared, st, vec![p], incoming, &mut ws).await.is_err() {
-                                return End::Lost;
-                            }
+                        } else if admit(shared, st, vec![p], incoming, &mut ws).await.is_err() {
+                            return End::Lost;
                         }
                     }
                     RelayFrame::Fetched { more, last_seq, .. } => {
                         let batch = std::mem::take(&mut page);
-                        if deliver(shared, st, batch, incoming, &mut ws).await.is_err() {
-                                    return End::Lost;
-                                }
+                        if admit(shared, st, batch, incoming, &mut ws).await.is_err() {
+                            return End::Lost;
+                        }
                         in_page = more;
                         if !more {
-                            let _ = incoming.send(Incoming::UpToDate).await;
+                            st.up_to_date_owed = true;
+                            owe_up_to_date(st, incoming).await;
                         }
                         if more {
                             let f = ClientFrame::Fetch { after: last_seq, limit: None };
@@ -479,7 +527,7 @@ async fn write_commands(
             }
             Command::Read(ids) => Some(ClientFrame::Read { ids }),
             Command::Request { frame, reply } => {
-                st.requests.push_back(reply);
+                st.requests.push_back(Asker::Caller(reply));
                 Some(frame)
             }
         };
@@ -511,7 +559,67 @@ fn retryable(code: nano_proto::ErrorCode) -> bool {
     matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited)
 }
 
-/// Hands `msgs` to the inbox and writes the acks it says were lost again.
+/// Received messages go to the inbox, except those whose sender's identity bundle is not
+/// cached: they wait ([`Identities`]) while one `get_identity` per new sender is written.
+///
+/// # Errors
+/// The connection failed while writing.
+async fn admit(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    msgs: Vec<Pushed>,
+    incoming: &mpsc::Sender<Incoming>,
+    ws: &mut Ws,
+) -> std::result::Result<(), ()> {
+    let items = msgs.into_iter().map(|p| (p.sender.clone(), p)).collect();
+    let known = |name: &str| shared.cached_bundle(name).is_some();
+    let admitted = st.identities.admit(items, known, Instant::now());
+    for name in admitted.ask {
+        let Ok(username) = nano_proto::Username::new(&name) else {
+            // Not a name the relay could have sent; the inbox refuses its messages.
+            let msgs = st.identities.answered(&name);
+            deliver(shared, st, msgs, incoming, ws).await?;
+            continue;
+        };
+        let Ok(m) = encode(&ClientFrame::GetIdentity { username }) else {
+            continue;
+        };
+        ws.feed(m).await.map_err(|_| ())?;
+        st.requests.push_back(Asker::Identity(name));
+    }
+    ws.flush().await.map_err(|_| ())?;
+    deliver(shared, st, admitted.ready, incoming, ws).await
+}
+
+/// Caches `sender`'s identity bundle from an `identity_bundle` answer once it decodes and its
+/// proofs of possession verify; the trust policy is applied when its messages are opened. Any
+/// other answer caches nothing, and the inbox fetches the bundle itself.
+fn identity_answered(shared: &Shared, sender: &str, answer: RelayFrame) {
+    let RelayFrame::IdentityBundle { username, bundle } = answer else {
+        tracing::warn!("expected an identity bundle; the inbox fetches it instead");
+        return;
+    };
+    if username.as_str() != sender {
+        tracing::warn!("an identity bundle for another name; the inbox fetches it instead");
+        return;
+    }
+    match crate::api::decode_bundle(bundle.as_slice()) {
+        // A key the trust policy refuses is reported when the message is opened.
+        Ok(b) => drop(shared.trusted(sender, b)),
+        Err(e) => tracing::warn!(error = %e, "an undecodable identity bundle; ignored"),
+    }
+}
+
+/// Tells the application the backlog is in once nothing of it waits for an identity.
+async fn owe_up_to_date(st: &mut State, incoming: &mpsc::Sender<Incoming>) {
+    if st.up_to_date_owed && st.identities.is_empty() {
+        st.up_to_date_owed = false;
+        let _ = incoming.send(Incoming::UpToDate).await;
+    }
+}
+
+/// Hands `msgs` to the inbox and writes the acks it says were lost again; then the
+/// `UpToDate` owed, if nothing waits any more.
 ///
 /// # Errors
 /// The connection failed while writing.
@@ -528,5 +636,6 @@ async fn deliver(
     {
         ws.send(m).await.map_err(|_| ())?;
     }
+    owe_up_to_date(st, incoming).await;
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! config      ClientConfig: the relay's URL, the user, the pinned relay identity, TLS roots,
 //!             the one-time prekey supply
 //! connection  the WebSocket task: login, keep-alive, reconnect with backoff, resend of
-//!             unanswered sends; pushed messages go to the inbox
+//!             unanswered sends; pushed messages go to the inbox (a new sender's after its
+//!             identity bundle)
 //! incoming    Incoming, Received, Unverifiable: what the message stream yields
 //! inbox       receive → triage → bundle fetch → batch verify / session open → dedup →
 //!             Incoming stream; parked messages, notices (returns what to write, owns no socket)
@@ -28,6 +29,8 @@
 //! sessions    the session core, free of I/O: encrypt, initiate from a prekey bundle, open
 //! notices     session notices: telling a sender its message could not be read, acting on one
 //! parked      session messages waiting for their session's handshake (delivered out of order)
+//! identities  received messages waiting for their sender's identity bundle, asked for on the
+//!             connection (`get_identity`) rather than over HTTP
 //! store       PrekeyStore / SessionStore / Store (with its lock): MemoryStore, and FileStore
 //!             (encrypted, atomic, locked across processes)
 //! error       ClientError: one line each, saying what to do
@@ -40,6 +43,7 @@ mod config;
 mod connection;
 pub mod contacts;
 pub mod error;
+mod identities;
 mod inbox;
 mod incoming;
 pub mod keystore;

@@ -3,10 +3,10 @@
 //! ```text
 //! frame   = type (1) ‖ fields, in declaration order, nothing after the last
 //! client  = 0x07 hello | 0x01 auth | 0x02 send_message | 0x03 ack | 0x04 read | 0x05 fetch | 0x06 key_exchange
-//!           | 0x08 upload_prekeys | 0x09 get_prekeys | 0x0a get_contact
+//!           | 0x08 upload_prekeys | 0x09 get_prekeys | 0x0a get_contact | 0x0b get_identity
 //! relay   = 0x81 challenge | 0x82 auth_ok | 0x83 message | 0x84 sent | 0x85 key_exchange
 //!           | 0x86 key_exchange_ok | 0x87 error | 0x88 fetched | 0x89 prekeys_uploaded
-//!           | 0x8a prekey_bundle | 0x8b contact
+//!           | 0x8a prekey_bundle | 0x8b contact | 0x8c identity_bundle
 //! list    = count (2, BE) ‖ bytes × count       one-time prekeys
 //! counts  = u64 classical ‖ u64 hybrid ‖ u64 quantum
 //! name    = len (1) ‖ UTF-8              usernames, relay id, error code
@@ -309,6 +309,10 @@ impl ClientFrame {
                 w.name(username.as_str());
                 w.mode(*crypto_mode);
             }
+            Self::GetIdentity { username } => {
+                w.u8(0x0b);
+                w.name(username.as_str());
+            }
         }
         *out = w.0;
         Ok(())
@@ -357,6 +361,9 @@ impl ClientFrame {
             0x0a => Self::GetContact {
                 username: r.username()?,
                 crypto_mode: r.mode()?,
+            },
+            0x0b => Self::GetIdentity {
+                username: r.username()?,
             },
             t => return Err(ProtoError::UnknownType(format!("{t:#04x}"))),
         };
@@ -486,6 +493,11 @@ impl RelayFrame {
                 w.bytes(identity);
                 w.opt(bundle.as_ref(), W::bytes);
             }
+            Self::IdentityBundle { username, bundle } => {
+                w.u8(0x8c);
+                w.name(username.as_str());
+                w.bytes(bundle);
+            }
             Self::Error { code, message, id } => {
                 w.u8(0x87);
                 w.name(code.as_str());
@@ -555,6 +567,10 @@ impl RelayFrame {
                 crypto_mode: r.mode()?,
                 identity: r.bytes()?,
                 bundle: r.opt(R::bytes)?,
+            },
+            0x8c => Self::IdentityBundle {
+                username: r.username()?,
+                bundle: r.bytes()?,
             },
             0x87 => Self::Error {
                 code: error_code(r.name()?)?,

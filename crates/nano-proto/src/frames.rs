@@ -1,7 +1,7 @@
 //! The WebSocket messages, in their JSON text form.
 //!
 //! Client → relay: `hello`, `auth`, `send_message`, `ack`, `read`, `fetch`, `key_exchange`,
-//! `upload_prekeys`, `get_prekeys`, `get_contact`.
+//! `upload_prekeys`, `get_prekeys`, `get_contact`, `get_identity`.
 //! Relay → client: `challenge`, `auth_ok`, `message`, `sent`, `key_exchange`,
 //! `fetched`, `key_exchange_ok`, `prekeys_uploaded`, `prekey_bundle`, `contact`, `error`. The guide's frames parse exactly as written, e.g.
 //! `{"type":"send_message","recipient":"user_42","message":"…","crypto_mode":"hybrid"}` and
@@ -118,6 +118,13 @@ pub enum ClientFrame {
         username: Username,
         /// Which mode.
         crypto_mode: CryptoMode,
+    },
+    /// Ask for `username`'s identity bundle as registered (the bytes `GET /v1/users/{name}`
+    /// serves), answered with `identity_bundle`: a receiver learns a new sender's keys on this
+    /// connection rather than over a new HTTP connection (PROTOCOL.md §14.13, "Receiving").
+    GetIdentity {
+        /// Whose identity bundle.
+        username: Username,
     },
 }
 
@@ -236,6 +243,13 @@ pub enum RelayFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bundle: Option<Bytes>,
     },
+    /// Answer to `get_identity`: the user's identity bundle as registered.
+    IdentityBundle {
+        /// Whose bundle (canonical name).
+        username: Username,
+        /// The encoded identity bundle (PROTOCOL.md §4).
+        bundle: Bytes,
+    },
     /// Something went wrong; the connection stays open where it can.
     Error {
         /// Stable code.
@@ -248,7 +262,7 @@ pub enum RelayFrame {
     },
 }
 
-const CLIENT_TYPES: [&str; 10] = [
+const CLIENT_TYPES: [&str; 11] = [
     "hello",
     "auth",
     "send_message",
@@ -259,8 +273,9 @@ const CLIENT_TYPES: [&str; 10] = [
     "upload_prekeys",
     "get_prekeys",
     "get_contact",
+    "get_identity",
 ];
-const RELAY_TYPES: [&str; 11] = [
+const RELAY_TYPES: [&str; 12] = [
     "challenge",
     "auth_ok",
     "message",
@@ -271,6 +286,7 @@ const RELAY_TYPES: [&str; 11] = [
     "prekeys_uploaded",
     "prekey_bundle",
     "contact",
+    "identity_bundle",
     "error",
 ];
 
@@ -389,6 +405,7 @@ impl ClientFrame {
             Self::UploadPrekeys { .. } => "upload_prekeys",
             Self::GetPrekeys { .. } => "get_prekeys",
             Self::GetContact { .. } => "get_contact",
+            Self::GetIdentity { .. } => "get_identity",
         }
     }
 
@@ -473,6 +490,7 @@ impl RelayFrame {
             Self::PrekeysUploaded { .. } => "prekeys_uploaded",
             Self::PrekeyBundle { .. } => "prekey_bundle",
             Self::Contact { .. } => "contact",
+            Self::IdentityBundle { .. } => "identity_bundle",
             Self::Error { .. } => "error",
         }
     }
@@ -539,6 +557,7 @@ impl RelayFrame {
                 check_bytes("identity", identity)?;
                 bundle.as_ref().map_or(Ok(()), |b| check_bytes("bundle", b))
             }
+            Self::IdentityBundle { bundle, .. } => check_bytes("bundle", bundle),
             Self::Error { message, .. } if message.len() > MAX_ERROR_MESSAGE_BYTES => {
                 Err(ProtoError::field("message", "longer than 1024 bytes"))
             }

@@ -99,6 +99,9 @@ fn hostile_json_gets_stable_codes() {
         (r#"{"type":"get_prekeys","username":"u"}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"get_contact","username":"bad name","crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
         (r#"{"type":"get_contact","username":"u","crypto_mode":"hybrid","extra":1}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"get_identity","username":"bad name"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"get_identity"}"#.into(), ErrorCode::InvalidField),
+        (r#"{"type":"get_identity","username":"u","crypto_mode":"hybrid"}"#.into(), ErrorCode::InvalidField),
     ];
     // Every code a frame decoder can give is exercised.
     for want in [
@@ -282,6 +285,45 @@ fn get_contact_and_contact_have_the_documented_layout() {
     );
 }
 
+#[test]
+fn get_identity_and_identity_bundle_have_the_documented_layout() {
+    let ask = ClientFrame::GetIdentity {
+        username: user("bob"),
+    };
+    assert_eq!(ask.to_binary().unwrap(), [0x0b, 3, b'b', b'o', b'b']);
+    assert_eq!(
+        ask.to_json().unwrap(),
+        r#"{"type":"get_identity","username":"bob"}"#
+    );
+    let answer = RelayFrame::IdentityBundle {
+        username: user("bob"),
+        bundle: Bytes(vec![0xaa, 0xbb]),
+    };
+    let wire = [0x8c, 3, b'b', b'o', b'b', 0, 2, 0xaa, 0xbb];
+    assert_eq!(answer.to_binary().unwrap(), wire);
+    assert_eq!(RelayFrame::from_binary(&wire).unwrap(), answer);
+    assert_eq!(
+        answer.to_json().unwrap(),
+        r#"{"type":"identity_bundle","username":"bob","bundle":"qrs="}"#
+    );
+    // Cut short, or with a byte after the last field, it is malformed.
+    for n in 0..wire.len() {
+        assert!(RelayFrame::from_binary(&wire[..n]).is_err(), "prefix {n}");
+    }
+    let mut trailing = wire.to_vec();
+    trailing.push(0);
+    assert_eq!(
+        RelayFrame::from_binary(&trailing).unwrap_err().code(),
+        ErrorCode::MalformedFrame
+    );
+    let mut trailing = ask.to_binary().unwrap();
+    trailing.push(CryptoMode::Hybrid.to_byte());
+    assert_eq!(
+        ClientFrame::from_binary(&trailing).unwrap_err().code(),
+        ErrorCode::MalformedFrame
+    );
+}
+
 fn any_payload() -> impl Strategy<Value = Payload> {
     prop::collection::vec(any::<u8>(), 0..300).prop_map(Payload)
 }
@@ -376,6 +418,7 @@ fn any_client() -> impl Strategy<Value = ClientFrame> {
             username,
             crypto_mode
         }),
+        any_user().prop_map(|username| ClientFrame::GetIdentity { username }),
     ]
 }
 
@@ -433,6 +476,8 @@ fn any_relay() -> impl Strategy<Value = RelayFrame> {
                     bundle,
                 }
             }),
+        (any_user(), any_bytes())
+            .prop_map(|(username, bundle)| RelayFrame::IdentityBundle { username, bundle }),
         (any_user(), any_mode(), any_bytes()).prop_map(|(username, crypto_mode, bundle)| {
             RelayFrame::PrekeyBundle {
                 username,

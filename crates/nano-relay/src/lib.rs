@@ -11,6 +11,8 @@
 //!   send              send_message: judged by its envelope (payload), queued to the writer
 //!   inbox             the inbox on login, fetch, ack, read; pushes from the hub
 //!   key_exchange      offers of the relay's signed ephemeral KEM keys (crypto::kex), completion
+//!   prekeys           upload_prekeys; get_prekeys and get_contact (one claim each)
+//!   identity          get_identity: a user's identity bundle on the connection
 //!   replies           the pending-reply queue: `sent` answers in send order, at most 256
 //! delivery::writer    the batch writer: bounded queue → one transaction per batch → `sent` →
 //!                     delivery::hub; acks and reads ride in the same commits

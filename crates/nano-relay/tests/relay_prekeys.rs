@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use nano_crypto::session::{
     OneTimePrekeys, PrekeyBundle, PrekeySecrets, Session, SignedPrekeySecrets,
 };
-use nano_crypto::{AeadId, CryptoMode, OsRng};
+use nano_crypto::{AeadId, CryptoMode, OsRng, PublicBundle, SigContext};
+use nano_proto::rest::{RotateKeysRequest, rotation_content};
 use nano_proto::{Bytes, ClientFrame, PrekeyCounts, RelayFrame, Username};
 use relay_common::{
     Config, PgDb, Relay, User, Ws, metric, redis_prefix, redis_url, wait_for_subscribers,
@@ -224,7 +225,6 @@ on_each_storage!(claims_hand_out_each_one_time_prekey_once:
     claims_hand_out_each_one_time_prekey_once_on_sqlite,
     claims_hand_out_each_one_time_prekey_once_on_postgres);
 
-/// Every refusal has its code, and a refused upload stores nothing.
 /// `get_contact` answers with the identity bundle as registered beside what `get_prekeys`
 /// would have given: no prekey bundle before an upload, then the one-time prekey claimed (once),
 /// then the last-resort bundle; its refusals are `get_prekeys`'.
@@ -284,6 +284,69 @@ async fn get_contact_brings_the_identity_bundle_beside_the_claim() {
     anon.expect_error("unauthorized").await;
 }
 
+/// `get_identity` answers with the identity bundle as registered (the bytes HTTP serves), under
+/// the canonical name, in either frame form; after a key rotation, the new bundle. Refusals:
+/// `not_found`, and `unauthorized` before `auth`.
+#[tokio::test]
+async fn get_identity_serves_the_registered_bundle() {
+    let relay = Relay::start(&Config::new()).await;
+    let mode = CryptoMode::Hybrid;
+    let alice = User::new("alice", mode);
+    let bob = User::new("bob", mode);
+    alice.register(&relay).await;
+    let registered = bob.register(&relay).await;
+    let ask = |name: &str| ClientFrame::GetIdentity {
+        username: Username::new(name).unwrap(),
+    };
+    let identity = async |a: &mut Ws, name: &str| {
+        a.send(&ask(name)).await;
+        match a.recv().await {
+            RelayFrame::IdentityBundle { username, bundle } => (username, bundle),
+            f => panic!("expected identity_bundle, got {f:?}"),
+        }
+    };
+    let (status, http) = relay.get_json("/v1/users/bob").await;
+    assert_eq!(status, 200, "{http}");
+    for binary in [false, true] {
+        let (mut a, _) = alice.connect(&relay).await;
+        a.binary = binary;
+        let (name, bundle) = identity(&mut a, "BOB").await;
+        assert_eq!(name, registered.username);
+        assert_eq!(bundle, registered.bundle);
+        assert_eq!(
+            PublicBundle::from_bytes(bundle.as_slice())
+                .unwrap()
+                .fingerprint()
+                .to_hex(),
+            http["fingerprint"]
+        );
+        a.send(&ask("nobody")).await;
+        a.expect_error("not_found").await;
+    }
+
+    // After bob rotates his keys, the new bundle.
+    let bob2 = User::new("bob", mode);
+    let new_fp = bob2.identity.fingerprint();
+    let content = rotation_content(&bob.name, 0, &bob.identity.fingerprint(), &new_fp);
+    let rotate = RotateKeysRequest {
+        bundle: Bytes(bob2.identity.public_bundle().to_bytes()),
+        crypto_mode: mode,
+        key_version: 0,
+        signature: Bytes(bob.sign(mode, SigContext::KeyRotation, &content)),
+        new_signature: Bytes(bob2.sign(mode, SigContext::KeyRotation, &content)),
+    };
+    let (status, body) = relay.put_json("/v1/users/bob/keys", &rotate).await;
+    assert_eq!(status, 200, "{body}");
+    let (mut a, _) = alice.connect(&relay).await;
+    let (_, bundle) = identity(&mut a, "bob").await;
+    assert_eq!(bundle.0, bob2.identity.public_bundle().to_bytes());
+
+    let mut anon = relay.connect().await;
+    anon.send(&ask("bob")).await;
+    anon.expect_error("unauthorized").await;
+}
+
+/// Every refusal has its code, and a refused upload stores nothing.
 #[tokio::test]
 async fn uploads_and_claims_are_checked() {
     let cfg = Config::new().set("security", "minimum_crypto_mode", "\"hybrid\"");

@@ -1,6 +1,7 @@
 //! The per-connection handler: [`Session`] turns a decoded [`ClientFrame`] into the frames to
 //! answer with, one file per command: `login` (hello, auth), `send` (send_message), `inbox`
-//! (fetch, ack, read, pushes), `key_exchange`, `prekeys` (upload_prekeys, get_prekeys);
+//! (fetch, ack, read, pushes), `key_exchange`, `prekeys` (upload_prekeys, get_prekeys,
+//! get_contact), `identity` (get_identity);
 //! `payload` judges a send by its envelope.
 //!
 //! It does no socket I/O (that is `net::connection`); it awaits storage, the crypto pool and
@@ -8,6 +9,7 @@
 //! answered later, when its batch commits, through the [`Pending`] future it returns, so one
 //! connection can have many sends in flight.
 
+mod identity;
 mod inbox;
 pub(crate) mod key_exchange;
 pub(crate) mod login;
@@ -219,6 +221,7 @@ impl Session {
                 username,
                 crypto_mode,
             } => self.get_prekeys(username, crypto_mode, true).await.into(),
+            ClientFrame::GetIdentity { username } => self.get_identity(username).await.into(),
         }
     }
 }
