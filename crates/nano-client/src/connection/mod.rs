@@ -2,7 +2,8 @@
 //! exponential backoff and jitter. Sends not yet answered `sent` are written again after a
 //! reconnect with the same id (the relay stores each id once). Received messages are decoded,
 //! their senders' keys checked, verified (a backlog page with one batch verification) and
-//! decrypted, and each id is handed to the application once.
+//! decrypted, and each id is handed to the application once (`receive`: what goes to the
+//! inbox when, a new sender's messages after its identity bundle).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ use crate::identities::Identities;
 use crate::inbox::{Inbox, Pushed};
 use crate::login::{LoginAttempt, channel_binding};
 use crate::outbox::Outbox;
+use receive::{admit, deliver, identity_answered, owe_up_to_date};
+
+mod receive;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -557,85 +561,4 @@ async fn write_commands(
 fn retryable(code: nano_proto::ErrorCode) -> bool {
     use nano_proto::ErrorCode;
     matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited)
-}
-
-/// Received messages go to the inbox, except those whose sender's identity bundle is not
-/// cached: they wait ([`Identities`]) while one `get_identity` per new sender is written.
-///
-/// # Errors
-/// The connection failed while writing.
-async fn admit(
-    shared: &Arc<Shared>,
-    st: &mut State,
-    msgs: Vec<Pushed>,
-    incoming: &mpsc::Sender<Incoming>,
-    ws: &mut Ws,
-) -> std::result::Result<(), ()> {
-    let items = msgs.into_iter().map(|p| (p.sender.clone(), p)).collect();
-    let known = |name: &str| shared.cached_bundle(name).is_some();
-    let admitted = st.identities.admit(items, known, Instant::now());
-    for name in admitted.ask {
-        let Ok(username) = nano_proto::Username::new(&name) else {
-            // Not a name the relay could have sent; the inbox refuses its messages.
-            let msgs = st.identities.answered(&name);
-            deliver(shared, st, msgs, incoming, ws).await?;
-            continue;
-        };
-        let Ok(m) = encode(&ClientFrame::GetIdentity { username }) else {
-            continue;
-        };
-        ws.feed(m).await.map_err(|_| ())?;
-        st.requests.push_back(Asker::Identity(name));
-    }
-    ws.flush().await.map_err(|_| ())?;
-    deliver(shared, st, admitted.ready, incoming, ws).await
-}
-
-/// Caches `sender`'s identity bundle from an `identity_bundle` answer once it decodes and its
-/// proofs of possession verify; the trust policy is applied when its messages are opened. Any
-/// other answer caches nothing, and the inbox fetches the bundle itself.
-fn identity_answered(shared: &Shared, sender: &str, answer: RelayFrame) {
-    let RelayFrame::IdentityBundle { username, bundle } = answer else {
-        tracing::warn!("expected an identity bundle; the inbox fetches it instead");
-        return;
-    };
-    if username.as_str() != sender {
-        tracing::warn!("an identity bundle for another name; the inbox fetches it instead");
-        return;
-    }
-    match crate::api::decode_bundle(bundle.as_slice()) {
-        // A key the trust policy refuses is reported when the message is opened.
-        Ok(b) => drop(shared.trusted(sender, b)),
-        Err(e) => tracing::warn!(error = %e, "an undecodable identity bundle; ignored"),
-    }
-}
-
-/// Tells the application the backlog is in once nothing of it waits for an identity.
-async fn owe_up_to_date(st: &mut State, incoming: &mpsc::Sender<Incoming>) {
-    if st.up_to_date_owed && st.identities.is_empty() {
-        st.up_to_date_owed = false;
-        let _ = incoming.send(Incoming::UpToDate).await;
-    }
-}
-
-/// Hands `msgs` to the inbox and writes the acks it says were lost again; then the
-/// `UpToDate` owed, if nothing waits any more.
-///
-/// # Errors
-/// The connection failed while writing.
-async fn deliver(
-    shared: &Arc<Shared>,
-    st: &mut State,
-    msgs: Vec<Pushed>,
-    incoming: &mpsc::Sender<Incoming>,
-    ws: &mut Ws,
-) -> std::result::Result<(), ()> {
-    let reack = crate::inbox::deliver(shared, &mut st.inbox, msgs, incoming).await;
-    if !reack.is_empty()
-        && let Ok(m) = encode(&ClientFrame::Ack { ids: reack })
-    {
-        ws.send(m).await.map_err(|_| ())?;
-    }
-    owe_up_to_date(st, incoming).await;
-    Ok(())
 }
