@@ -34,6 +34,8 @@
 //! store       PrekeyStore / SessionStore / Store (with its lock): MemoryStore, and FileStore
 //!             (encrypted, atomic, locked across processes)
 //! error       ClientError: one line each, saying what to do
+//!
+//! The `nano-client` binary: main.rs (arguments, commands) and cli/ (receive, text).
 //! ```
 #![forbid(unsafe_code)]
 

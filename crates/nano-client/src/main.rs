@@ -13,6 +13,10 @@ use nano_client::store::FileStore;
 use nano_client::{Client, ClientConfig, ClientError, Incoming, ModeChoice, Result, TrustPolicy};
 use nano_crypto::{CryptoMode, Fingerprint, Identity, OsRng};
 
+mod cli;
+use cli::receive::receive;
+use cli::text::utc;
+
 /// Send and receive end-to-end encrypted, quantum-resistant messages through a Nano-Messenger
 /// relay. Start with `nano-client init`, then `register`, then `send` and `receive`.
 #[derive(Debug, Parser)]
@@ -241,129 +245,6 @@ fn client_config(profile: &Profile) -> ClientConfig {
         publish_prekeys: true,
         one_time_prekeys: nano_client::prekeys::TOP_UP,
     }
-}
-
-/// `s` with control characters escaped, so a sender cannot drive the terminal.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the epoch.
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-async fn receive(home: &Home, follow: bool, json: bool) -> Result<bool> {
-    let (client, mut incoming) = connect(home).await?;
-    let mut seen = home.seen()?;
-    let mut clean = true;
-    while let Some(item) = incoming.recv().await {
-        match item {
-            Incoming::UpToDate if !follow => break,
-            Incoming::UpToDate | Incoming::Redelivered { .. } => {}
-            Incoming::Message(m) => {
-                let id = m.id.to_hex();
-                if seen.insert(&id) {
-                    let text = String::from_utf8_lossy(&m.plaintext);
-                    if json {
-                        let line = serde_json::json!({
-                            "id": id,
-                            "sender": m.sender,
-                            "timestamp": m.timestamp_ms,
-                            "sent_at": m.sent_at_ms,
-                            "crypto_mode": m.crypto_mode.as_str(),
-                            "fingerprint": m.sender_fingerprint.to_hex(),
-                            "session": m.session,
-                            "text": text,
-                        });
-                        println!("{line}");
-                    } else {
-                        println!(
-                            "[{}] {} ({}): {}",
-                            utc(m.timestamp_ms),
-                            m.sender,
-                            m.crypto_mode,
-                            printable(&text)
-                        );
-                    }
-                    home.save_seen(&seen)?;
-                }
-                client.ack(&[m.id]).await?;
-            }
-            Incoming::Unverifiable {
-                id,
-                sender,
-                what,
-                len,
-            } => {
-                // Test traffic: said for what it is, never shown as a message, then removed.
-                let from = sender.as_deref().unwrap_or("an anonymous sender");
-                eprintln!(
-                    "nano-client: message {} from {from} ({len} bytes) is {what}; not shown",
-                    id.to_hex()
-                );
-                client.ack(&[id]).await?;
-            }
-            // Shown before a crash, acknowledged too late: its key is used, its text was shown.
-            Incoming::Rejected { id, .. } if seen.contains(&id.to_hex()) => {
-                client.ack(&[id]).await?;
-            }
-            Incoming::Rejected { id, error, .. } => {
-                clean = false;
-                eprintln!("nano-client: {error}");
-                // A message that can never be opened is removed; one from a contact whose key
-                // changed stays until the key is trusted again.
-                if matches!(
-                    error,
-                    ClientError::Rejected { .. } | ClientError::SessionUnknown { .. }
-                ) {
-                    client.ack(&[id]).await?;
-                }
-            }
-            Incoming::SessionReset {
-                id,
-                peer,
-                mode,
-                lost,
-            } => {
-                clean = false;
-                eprintln!(
-                    "nano-client: {peer} could not read your {mode} message {} (their session \
-                     was lost); your next message to them starts a new session",
-                    lost.to_hex()
-                );
-                client.ack(&[id]).await?;
-            }
-        }
-    }
-    client.flush().await?;
-    client.close().await;
-    Ok(clean)
 }
 
 async fn run(cli: Cli) -> Result<bool> {

@@ -181,15 +181,7 @@ fn hostile_binary_gets_stable_codes() {
     }
     .to_binary()
     .unwrap();
-    for n in 0..good.len() {
-        assert!(ClientFrame::from_binary(&good[..n]).is_err(), "prefix {n}");
-    }
-    let mut trailing = good.clone();
-    trailing.push(0);
-    assert_eq!(
-        ClientFrame::from_binary(&trailing).unwrap_err().code(),
-        ErrorCode::MalformedFrame
-    );
+    refuses_cut_and_trailing(&good, ClientFrame::from_binary);
     assert_eq!(
         ClientFrame::from_binary(&[0x7f]).unwrap_err().code(),
         ErrorCode::UnknownType
@@ -273,14 +265,22 @@ fn get_contact_and_contact_have_the_documented_layout() {
         without.to_json().unwrap(),
         r#"{"type":"contact","username":"bob","crypto_mode":"hybrid","identity":"qrs="}"#
     );
-    // Cut short, or with a byte after the last field, it is malformed.
+    refuses_cut_and_trailing(&wire, RelayFrame::from_binary);
+}
+
+/// Every prefix of the binary frame `wire` is refused, and so is `wire` with a byte after its
+/// last field (`malformed_frame`).
+fn refuses_cut_and_trailing<F: std::fmt::Debug>(
+    wire: &[u8],
+    decode: impl Fn(&[u8]) -> Result<F, nano_proto::ProtoError>,
+) {
     for n in 0..wire.len() {
-        assert!(RelayFrame::from_binary(&wire[..n]).is_err(), "prefix {n}");
+        assert!(decode(&wire[..n]).is_err(), "prefix {n}");
     }
     let mut trailing = wire.to_vec();
     trailing.push(0);
     assert_eq!(
-        RelayFrame::from_binary(&trailing).unwrap_err().code(),
+        decode(&trailing).unwrap_err().code(),
         ErrorCode::MalformedFrame
     );
 }
@@ -307,21 +307,8 @@ fn get_identity_and_identity_bundle_have_the_documented_layout() {
         r#"{"type":"identity_bundle","username":"bob","bundle":"qrs="}"#
     );
     // Cut short, or with a byte after the last field, it is malformed.
-    for n in 0..wire.len() {
-        assert!(RelayFrame::from_binary(&wire[..n]).is_err(), "prefix {n}");
-    }
-    let mut trailing = wire.to_vec();
-    trailing.push(0);
-    assert_eq!(
-        RelayFrame::from_binary(&trailing).unwrap_err().code(),
-        ErrorCode::MalformedFrame
-    );
-    let mut trailing = ask.to_binary().unwrap();
-    trailing.push(CryptoMode::Hybrid.to_byte());
-    assert_eq!(
-        ClientFrame::from_binary(&trailing).unwrap_err().code(),
-        ErrorCode::MalformedFrame
-    );
+    refuses_cut_and_trailing(&wire, RelayFrame::from_binary);
+    refuses_cut_and_trailing(&ask.to_binary().unwrap(), ClientFrame::from_binary);
 }
 
 fn any_payload() -> impl Strategy<Value = Payload> {

@@ -229,12 +229,11 @@ async fn start(shared: &Shared) -> Result<(Ws, Option<nano_proto::PrekeyCounts>)
         .ok_or_else(|| ClientError::NoCommonMode("the relay".into()))?;
     let binding = channel_binding(&ws)?;
     let (attempt, hello) = LoginAttempt::start(mode, binding);
-    ws.send(encode(&hello)?)
-        .await
-        .map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+    let unreachable = |e: tokio_tungstenite::tungstenite::Error| ClientError::Unreachable {
+        url: url.clone(),
+        reason: e.to_string(),
+    };
+    ws.send(encode(&hello)?).await.map_err(unreachable)?;
     let challenge = next_frame(&mut ws).await?;
     let auth = attempt.answer(
         &shared.relay_bundle,
@@ -243,12 +242,7 @@ async fn start(shared: &Shared) -> Result<(Ws, Option<nano_proto::PrekeyCounts>)
         &shared.username,
     )?;
     let sent = Instant::now();
-    ws.send(encode(&auth)?)
-        .await
-        .map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+    ws.send(encode(&auth)?).await.map_err(unreachable)?;
     match next_frame(&mut ws).await? {
         RelayFrame::AuthOk {
             one_time_prekeys, ..
