@@ -14,7 +14,10 @@ use crate::client::{Incoming, Shared};
 use crate::inbox::Pushed;
 
 /// Received messages go to the inbox, except those whose sender's identity bundle is not
-/// cached: they wait ([`crate::identities::Identities`]) while one `get_identity` per new sender is written.
+/// cached: they wait ([`crate::identities::Identities`]) while one `get_identity` per new
+/// sender is written. A sender that cannot be asked for (more than
+/// [`crate::identities::MAX_WAITING`] requests unanswered) has its messages opened at once,
+/// after the ready ones (which, for any one sender, came first).
 ///
 /// # Errors
 /// The connection failed while writing.
@@ -28,21 +31,28 @@ pub(super) async fn admit(
     let items = msgs.into_iter().map(|p| (p.sender.clone(), p)).collect();
     let known = |name: &str| shared.cached_bundle(name).is_some();
     let admitted = st.identities.admit(items, known, Instant::now());
+    let mut unasked = Vec::new();
     for name in admitted.ask {
-        let Ok(username) = nano_proto::Username::new(&name) else {
-            // Not a name the relay could have sent; the inbox refuses its messages.
-            let msgs = st.identities.answered(&name);
-            deliver(shared, st, msgs, incoming, ws).await?;
-            continue;
-        };
-        let Ok(m) = encode(&ClientFrame::GetIdentity { username }) else {
-            continue;
-        };
-        ws.feed(m).await.map_err(|_| ())?;
-        st.requests.push_back(Asker::Identity(name));
+        // Requests are answered in order; a relay that stops answering gets no more asks.
+        let frame = nano_proto::Username::new(&name)
+            .ok()
+            .filter(|_| st.requests.len() < crate::identities::MAX_WAITING)
+            .and_then(|username| encode(&ClientFrame::GetIdentity { username }).ok());
+        match frame {
+            Some(m) => {
+                ws.feed(m).await.map_err(|_| ())?;
+                st.requests.push_back(Asker::Identity(name));
+            }
+            None => unasked.push(name),
+        }
     }
     ws.flush().await.map_err(|_| ())?;
-    deliver(shared, st, admitted.ready, incoming, ws).await
+    deliver(shared, st, admitted.ready, incoming, ws).await?;
+    for name in unasked {
+        let msgs = st.identities.answered(&name);
+        deliver(shared, st, msgs, incoming, ws).await?;
+    }
+    Ok(())
 }
 
 /// Caches `sender`'s identity bundle from an `identity_bundle` answer once it decodes and its
