@@ -1139,3 +1139,100 @@ async fn two_clients_on_one_store_start_one_session_and_lose_nothing() {
     }
     assert_eq!(a1.sessions_with("bob").unwrap().len(), 1);
 }
+
+/// `nano_messenger_prekey_bundles_total{prekey="…"}` on `relay`.
+async fn bundles_served(relay: &Relay, prekey: &str) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", relay.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = format!("nano_messenger_prekey_bundles_total{{prekey=\"{prekey}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// A new classical user `name` that sends `bob` one message in its own first session.
+async fn first_message_to_bob(relay: &Relay, name: &str) {
+    let id = identity(CryptoMode::Classical);
+    register(&relay.api, name, &id).await;
+    let (c, mut rx) = connect(relay, name, &id).await;
+    expect_up_to_date(&mut rx).await;
+    let r = send(&c, "bob", name, ModeChoice::Explicit(CryptoMode::Classical)).await;
+    assert!(r.session, "{r:?}");
+    c.close().await;
+}
+
+/// The second publish round: once contacts have claimed a user's one-time prekeys, its next
+/// login learns the count from `auth_ok`, uploads a new batch in the background, contacts are
+/// handed prekeys of that batch, and the user opens the handshakes made with them.
+#[tokio::test]
+async fn one_time_prekeys_are_published_again_after_they_run_out() {
+    let relay = Relay::start();
+    let bob = identity(CryptoMode::Classical);
+    register(&relay.api, "bob", &bob).await;
+    let bob_connects = || async {
+        let cfg = ClientConfig {
+            one_time_prekeys: 4,
+            ..ClientConfig::new(&relay.api, "bob")
+        };
+        timeout(
+            WAIT,
+            Client::connect_with_store(cfg, Arc::clone(&bob), Arc::new(TrustAll), store_of(&bob)),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let (b, mut b_rx, _) = bob_connects().await;
+    expect_up_to_date(&mut b_rx).await;
+    timeout(WAIT, b.publish_prekeys()).await.unwrap().unwrap();
+
+    // Four first contacts take the four one-time prekeys; the fifth gets the last-resort one.
+    for i in 0..5 {
+        first_message_to_bob(&relay, &format!("early{i}")).await;
+    }
+    assert_eq!(bundles_served(&relay, "one_time").await, 4);
+    assert_eq!(bundles_served(&relay, "last_resort").await, 1);
+    let mut opened = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let m = expect_message(&mut b_rx).await;
+        assert!(m.session);
+        b.ack(&[m.id]).await.unwrap();
+        opened.insert(text(&m));
+    }
+    b.flush().await.unwrap();
+    b.close().await;
+
+    // The next login tops up in the background; first contacts get the new batch.
+    let (b, mut b_rx, _) = bob_connects().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut late = 0;
+    while bundles_served(&relay, "one_time").await < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new one-time prekeys"
+        );
+        first_message_to_bob(&relay, &format!("late{late}")).await;
+        late += 1;
+    }
+    // Every message, the handshakes on the new batch's prekeys among them, opens.
+    let mut want: std::collections::HashSet<String> = (0..5).map(|i| format!("early{i}")).collect();
+    want.extend((0..late).map(|i| format!("late{i}")));
+    while opened != want {
+        match next(&mut b_rx).await {
+            Incoming::Message(m) => {
+                assert!(m.session);
+                b.ack(&[m.id]).await.unwrap();
+                assert!(want.contains(&text(&m)), "{}", text(&m));
+                opened.insert(text(&m));
+            }
+            Incoming::UpToDate | Incoming::Redelivered { .. } => {}
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
