@@ -936,16 +936,7 @@ async fn a_send_refused_as_unavailable_is_retried_until_it_is_stored() {
         expect_message(&mut brx).await.plaintext,
         b"during the outage"
     );
-    let metrics = reqwest::get(format!("{}/metrics", relay.api))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("nano_messenger_errors_total{code=\"unavailable\"} "))
-        .and_then(|v| v.parse::<f64>().ok());
+    let refused = metric(&relay, "nano_messenger_errors_total{code=\"unavailable\"}").await;
     assert!(refused.is_some_and(|n| n >= 1.0), "no unavailable counted");
 }
 
@@ -1140,20 +1131,26 @@ async fn two_clients_on_one_store_start_one_session_and_lose_nothing() {
     assert_eq!(a1.sessions_with("bob").unwrap().len(), 1);
 }
 
-/// `nano_messenger_prekey_bundles_total{prekey="…"}` on `relay`.
-async fn bundles_served(relay: &Relay, prekey: &str) -> u64 {
+/// The value of the metric series `series` (name and labels, as `/metrics` prints them) on
+/// `relay`, if it is there.
+async fn metric(relay: &Relay, series: &str) -> Option<f64> {
     let metrics = reqwest::get(format!("{}/metrics", relay.api))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let key = format!("nano_messenger_prekey_bundles_total{{prekey=\"{prekey}\"}} ");
+    let key = format!("{series} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(key.as_str()))
         .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+}
+
+/// `nano_messenger_prekey_bundles_total{prekey="…"}` on `relay` (0 before the first).
+async fn bundles_served(relay: &Relay, prekey: &str) -> u64 {
+    let series = format!("nano_messenger_prekey_bundles_total{{prekey=\"{prekey}\"}}");
+    metric(relay, &series).await.map_or(0, |v| v as u64)
 }
 
 /// A new classical user `name` that sends `bob` one message in its own first session.
