@@ -25,7 +25,7 @@ use crate::identities::Identities;
 use crate::inbox::{Inbox, Pushed};
 use crate::login::{LoginAttempt, channel_binding};
 use crate::outbox::Outbox;
-use receive::{admit, deliver, identity_answered, owe_up_to_date};
+use receive::{admit, deliver, identity_settled, owe_up_to_date};
 
 mod receive;
 
@@ -42,7 +42,8 @@ pub(crate) enum Command {
     Ack(Vec<MessageId>),
     Read(Vec<MessageId>),
     /// A frame the relay answers with one frame or an `error` without id (`get_prekeys`,
-    /// `upload_prekeys`). Answers come in order, so the oldest request takes the next one.
+    /// `get_contact`, `upload_prekeys`). Answers come in order, so the oldest request (these,
+    /// and the connection's own `get_identity`) takes the next one.
     Request {
         frame: ClientFrame,
         reply: oneshot::Sender<Result<RelayFrame>>,
@@ -397,11 +398,11 @@ async fn serve(
                             Some(Asker::Caller(r)) => {
                                 let _ = r.send(Err(ClientError::Relay { code, message }));
                             }
-                            // Refused (unknown, or a relay without `get_identity`): the inbox
-                            // fetches the bundle itself and reports what that gives.
+                            // Refused (unknown, or a relay without `get_identity`).
                             Some(Asker::Identity(name)) => {
-                                let msgs = st.identities.answered(&name);
-                                if deliver(shared, st, msgs, incoming, &mut ws).await.is_err() {
+                                let settled =
+                                    identity_settled(shared, st, &name, None, incoming, &mut ws);
+                                if settled.await.is_err() {
                                     return End::Lost;
                                 }
                             }
@@ -420,9 +421,9 @@ async fn serve(
                                 let _ = r.send(Ok(f));
                             }
                             Some(Asker::Identity(name)) => {
-                                identity_answered(shared, &name, f);
-                                let msgs = st.identities.answered(&name);
-                                if deliver(shared, st, msgs, incoming, &mut ws).await.is_err() {
+                                let settled =
+                                    identity_settled(shared, st, &name, Some(f), incoming, &mut ws);
+                                if settled.await.is_err() {
                                     return End::Lost;
                                 }
                             }
@@ -457,16 +458,15 @@ async fn serve(
                             return End::Lost;
                         }
                         in_page = more;
-                        if !more {
-                            st.up_to_date_owed = true;
-                            owe_up_to_date(st, incoming).await;
-                        }
                         if more {
                             let f = ClientFrame::Fetch { after: last_seq, limit: None };
                             let Ok(m) = encode(&f) else { continue };
                             if ws.send(m).await.is_err() {
                                 return End::Lost;
                             }
+                        } else {
+                            st.up_to_date_owed = true;
+                            owe_up_to_date(st, incoming).await;
                         }
                     }
                     _ => {}

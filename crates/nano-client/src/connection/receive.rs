@@ -1,6 +1,7 @@
 //! The receiving side of the connection task: pushed messages go to the inbox, those of a new
-//! sender after its identity bundle (`get_identity`, [`crate::identities::Identities`]); acks the inbox says were
-//! lost are written again; `UpToDate` is told once the backlog is delivered.
+//! sender after its identity bundle (`get_identity`, [`crate::identities::Identities`]); acks
+//! the inbox says were lost are written again; `UpToDate` is told once the backlog is
+//! delivered.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +32,8 @@ pub(super) async fn admit(
     let items = msgs.into_iter().map(|p| (p.sender.clone(), p)).collect();
     let known = |name: &str| shared.cached_bundle(name).is_some();
     let admitted = st.identities.admit(items, known, Instant::now());
-    let mut unasked = Vec::new();
+    let mut ready = admitted.ready;
+    let mut asked = false;
     for name in admitted.ask {
         // Requests are answered in order; a relay that stops answering gets no more asks.
         let frame = nano_proto::Username::new(&name)
@@ -42,23 +44,43 @@ pub(super) async fn admit(
             Some(m) => {
                 ws.feed(m).await.map_err(|_| ())?;
                 st.requests.push_back(Asker::Identity(name));
+                asked = true;
             }
-            None => unasked.push(name),
+            // Its messages are newer than any of its in `ready`: they go out behind them.
+            None => ready.extend(st.identities.answered(&name)),
         }
     }
-    ws.flush().await.map_err(|_| ())?;
-    deliver(shared, st, admitted.ready, incoming, ws).await?;
-    for name in unasked {
-        let msgs = st.identities.answered(&name);
-        deliver(shared, st, msgs, incoming, ws).await?;
+    if asked {
+        ws.flush().await.map_err(|_| ())?;
     }
-    Ok(())
+    deliver(shared, st, ready, incoming, ws).await
+}
+
+/// The relay answered the `get_identity` for `sender` (`answer`, or `None` for an `error`):
+/// the bundle is cached if the answer holds one, and the sender's waiting messages go to the
+/// inbox, which fetches the bundle itself if it is still missing (and reports what that gives).
+///
+/// # Errors
+/// The connection failed while writing.
+pub(super) async fn identity_settled(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    sender: &str,
+    answer: Option<RelayFrame>,
+    incoming: &mpsc::Sender<Incoming>,
+    ws: &mut Ws,
+) -> std::result::Result<(), ()> {
+    if let Some(answer) = answer {
+        identity_answered(shared, sender, answer);
+    }
+    let msgs = st.identities.answered(sender);
+    deliver(shared, st, msgs, incoming, ws).await
 }
 
 /// Caches `sender`'s identity bundle from an `identity_bundle` answer once it decodes and its
 /// proofs of possession verify; the trust policy is applied when its messages are opened. Any
 /// other answer caches nothing, and the inbox fetches the bundle itself.
-pub(super) fn identity_answered(shared: &Shared, sender: &str, answer: RelayFrame) {
+fn identity_answered(shared: &Shared, sender: &str, answer: RelayFrame) {
     let RelayFrame::IdentityBundle { username, bundle } = answer else {
         tracing::warn!("expected an identity bundle; the inbox fetches it instead");
         return;
