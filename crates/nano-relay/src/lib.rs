@@ -14,8 +14,9 @@
 //!   prekeys           upload_prekeys; get_prekeys and get_contact (one claim each)
 //!   identity          get_identity: a user's identity bundle on the connection
 //!   replies           the pending-reply queue: `sent` answers in send order, at most 256
-//! delivery::writer    the batch writer: bounded queue → one transaction per batch → `sent` →
-//!                     delivery::hub; acks and reads ride in the same commits
+//! delivery::writer    the batch writer, on a thread of its own: bounded queue → one
+//!                     transaction per batch → `sent` → delivery::hub; acks and reads ride in
+//!                     the same commits
 //! delivery::hub       the recipient's sessions on this relay, each with a bounded mailbox
 //! delivery::fanout    Redis pub/sub: wakes the recipient's sessions on the other relays
 //! storage             one Storage trait; SQLite (WAL) and PostgreSQL (pooled, reconnecting);

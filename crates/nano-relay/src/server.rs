@@ -49,7 +49,7 @@ pub struct RunningRelay {
     shared: Arc<Shared>,
     sessions: TaskTracker,
     background: TaskTracker,
-    writer: tokio::task::JoinHandle<()>,
+    writer: writer::Stopped,
     http: tokio::task::JoinHandle<()>,
     http_stop: CancellationToken,
     http_tasks: TaskTracker,
@@ -146,7 +146,8 @@ pub async fn start(config: ValidConfig) -> Result<RunningRelay, StartupError> {
         Arc::clone(&hub),
         fanout.clone(),
         metrics.clone(),
-    );
+    )
+    .map_err(|e| io("batch writer thread", e))?;
     let crypto = Arc::new(CryptoPool::new(config.server.worker_threads, CRYPTO_QUEUE)?);
     let auth = AuthVerifier::spawn(Arc::clone(&crypto));
     let kex_ttl = Duration::from_secs(p.key_cache_ttl_seconds);

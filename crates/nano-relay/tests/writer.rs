@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nano_relay::delivery::hub::{Hub, Mailbox, SessionEvent};
-use nano_relay::delivery::writer::{self, WriteRequest, WriterConfig};
+use nano_relay::delivery::writer::{self, WriteRequest, Writer, WriterConfig};
 use nano_relay::storage::sqlite::SqliteStorage;
 use nano_relay::storage::{Mark, MarkKind, Storage, StoreOutcome};
 use nano_relay::telemetry::metrics::Metrics;
@@ -59,20 +59,21 @@ fn request(
 #[tokio::test(flavor = "current_thread")]
 async fn queued_messages_commit_in_batches_of_at_most_batch_size() {
     let (storage, hub, metrics, (_, bob)) = setup();
-    let (handle, task) = writer::spawn(
+    let (handle, writer) = Writer::new(
         Arc::clone(&storage),
         cfg(3, 100),
         hub,
         None,
         metrics.clone(),
     );
-    // Nothing runs until the first await: all seven are queued before the writer looks.
+    // All seven are queued before the writer starts.
     let mut replies = Vec::new();
     for i in 1..=7u8 {
         let (req, rx) = request(i, bob);
         handle.submit(req).await.unwrap();
         replies.push(rx);
     }
+    let task = writer.start().unwrap();
     let mut seqs = Vec::new();
     for rx in replies {
         match rx.await.unwrap().unwrap() {
@@ -97,7 +98,7 @@ async fn a_lone_message_is_committed_without_waiting_for_company() {
     let (storage, hub, metrics, (_, bob)) = setup();
     let mut c = cfg(100, 100);
     c.batch_timeout = Duration::from_secs(3600);
-    let (handle, task) = writer::spawn(storage, c, hub, None, metrics);
+    let (handle, task) = writer::spawn(storage, c, hub, None, metrics).unwrap();
     let (req, rx) = request(1, bob);
     handle.submit(req).await.unwrap();
     // Long before the hour-long batch timeout (the bound only keeps a broken writer from
@@ -117,7 +118,8 @@ async fn duplicates_quota_and_push_delivery() {
     let (storage, hub, metrics, (alice, bob)) = setup();
     let (mailbox, mut events) = Mailbox::new(8, 1 << 20);
     hub.register(bob, 1, mailbox);
-    let (handle, task) = writer::spawn(storage, cfg(10, 2), Arc::clone(&hub), None, metrics);
+    let (handle, task) =
+        writer::spawn(storage, cfg(10, 2), Arc::clone(&hub), None, metrics).unwrap();
     let mut replies = Vec::new();
     for (id, to) in [(1u8, bob), (1, bob), (2, bob), (3, bob), (4, alice)] {
         let (req, rx) = request(id, to);
@@ -164,7 +166,8 @@ async fn a_full_session_queue_marks_a_slow_reader() {
     let (mailbox, _events) = Mailbox::new(1, 1 << 20);
     let kill = mailbox.kill.clone();
     hub.register(bob, 1, mailbox);
-    let (handle, task) = writer::spawn(storage, cfg(10, 100), Arc::clone(&hub), None, metrics);
+    let (handle, task) =
+        writer::spawn(storage, cfg(10, 100), Arc::clone(&hub), None, metrics).unwrap();
     for i in 1..=3u8 {
         let (req, rx) = request(i, bob);
         handle.submit(req).await.unwrap();
@@ -189,7 +192,8 @@ async fn a_mailbox_over_its_byte_budget_marks_a_slow_reader() {
     let kill = mailbox.kill.clone();
     let account = mailbox.clone();
     hub.register(bob, 1, mailbox);
-    let (handle, task) = writer::spawn(storage, cfg(10, 100), Arc::clone(&hub), None, metrics);
+    let (handle, task) =
+        writer::spawn(storage, cfg(10, 100), Arc::clone(&hub), None, metrics).unwrap();
     for i in 1..=2u8 {
         let (req, rx) = request(i, bob);
         handle.submit(req).await.unwrap();
@@ -221,7 +225,8 @@ async fn a_mailbox_over_its_byte_budget_marks_a_slow_reader() {
 #[tokio::test(flavor = "current_thread")]
 async fn marks_queued_together_are_applied_and_answered_each() {
     let (storage, hub, metrics, (alice, bob)) = setup();
-    let (handle, task) = writer::spawn(Arc::clone(&storage), cfg(10, 100), hub, None, metrics);
+    let (handle, task) =
+        writer::spawn(Arc::clone(&storage), cfg(10, 100), hub, None, metrics).unwrap();
     for i in 1..=3u8 {
         let (req, rx) = request(i, bob);
         handle.submit(req).await.unwrap();
@@ -247,20 +252,23 @@ async fn marks_queued_together_are_applied_and_answered_each() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_refused_row_fails_neither_its_batch_nor_the_marks_committed_with_it() {
     let (storage, hub, metrics, (alice, bob)) = setup();
-    let (handle, task) = writer::spawn(Arc::clone(&storage), cfg(10, 100), hub, None, metrics);
-    let (req, rx) = request(1, bob);
-    handle.submit(req).await.unwrap();
-    rx.await.unwrap().unwrap();
-    // Queued before the writer looks: one transaction for all of them.
+    // Stored behind the writer's back, so that everything below is queued before it starts.
+    storage
+        .store_batch(&[common::msg(1, bob, None, 1)], 100)
+        .unwrap();
+    let (handle, writer) = Writer::new(Arc::clone(&storage), cfg(10, 100), hub, None, metrics);
+    // Queued before the writer starts: one transaction for all of them.
     let (good, good_rx) = request(2, bob);
     let (bad, bad_rx) = request(3, bob + alice + 1000);
     handle.submit(good).await.unwrap();
     handle.submit(bad).await.unwrap();
-    let (ack, good, bad) = tokio::join!(
-        handle.mark(Mark::new(bob, MarkKind::Ack, &[[1; 16]])),
-        good_rx,
-        bad_rx,
-    );
+    let marker = handle.clone();
+    let ack =
+        tokio::spawn(async move { marker.mark(Mark::new(bob, MarkKind::Ack, &[[1; 16]])).await });
+    // The spawned task runs (queues its ack and waits for the answer) before this one resumes.
+    tokio::task::yield_now().await;
+    let task = writer.start().unwrap();
+    let (ack, good, bad) = (ack.await.unwrap(), good_rx.await, bad_rx.await);
     assert_eq!(ack.unwrap(), 1);
     assert!(matches!(good.unwrap().unwrap(), StoreOutcome::Stored(_)));
     assert!(bad.unwrap().is_err());
@@ -295,7 +303,8 @@ async fn a_resend_of_a_message_stored_but_never_pushed_delivers_it() {
         Arc::clone(&hub),
         None,
         metrics,
-    );
+    )
+    .unwrap();
     let (req, rx) = request(7, bob);
     handle.submit(req).await.unwrap();
     assert_eq!(rx.await.unwrap().unwrap(), StoreOutcome::Duplicate(seq));

@@ -1,6 +1,6 @@
 //! The batch writer: the third stage of the pipeline. Sessions queue messages on a bounded
-//! channel; one task commits them in batches, one transaction each, then answers every sender and
-//! hands each stored message to the hub for push delivery.
+//! channel; one thread of its own commits them in batches, one transaction each, then answers
+//! every sender and hands each stored message to the hub for push delivery.
 //!
 //! Acks and read receipts have a queue of their own and ride in the same transactions: each
 //! commit takes the messages queued and the marks queued, or the marks alone when no message
@@ -97,33 +97,93 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer; it runs until every [`WriterHandle`] is dropped and both queues are
-/// empty.
+/// Resolves when the writer has stopped; `Err` when its thread ended without finishing (a
+/// panic).
+pub type Stopped = oneshot::Receiver<()>;
+
+/// Starts the writer on a thread of its own: [`Writer::new`], then [`Writer::start`].
+///
+/// # Errors
+/// As [`Writer::start`].
 pub fn spawn(
     storage: Arc<dyn Storage>,
     cfg: WriterConfig,
     hub: Arc<Hub>,
     fanout: Option<Arc<Fanout>>,
     metrics: Metrics,
-) -> (WriterHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
-    let (marks, marks_rx) = mpsc::channel(cfg.queue_capacity.max(1));
-    let handle = WriterHandle {
-        tx,
-        marks,
-        metrics: metrics.clone(),
-    };
-    let queues = Queues {
-        stores: rx,
-        marks: marks_rx,
-        stores_open: true,
-        marks_open: true,
-    };
-    let task = tokio::spawn(run(queues, storage, cfg, hub, fanout, metrics));
-    (handle, task)
+) -> std::io::Result<(WriterHandle, Stopped)> {
+    let (handle, writer) = Writer::new(storage, cfg, hub, fanout, metrics);
+    Ok((handle, writer.start()?))
+}
+
+/// A writer not started yet: its queues exist, so requests can be queued before it looks.
+#[derive(Debug)]
+pub struct Writer {
+    queues: Queues,
+    storage: Arc<dyn Storage>,
+    cfg: WriterConfig,
+    hub: Arc<Hub>,
+    fanout: Option<Arc<Fanout>>,
+    metrics: Metrics,
+}
+
+impl Writer {
+    /// The writer's queues (each of `queue_capacity` requests) and the handle that feeds them.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        cfg: WriterConfig,
+        hub: Arc<Hub>,
+        fanout: Option<Arc<Fanout>>,
+        metrics: Metrics,
+    ) -> (WriterHandle, Self) {
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let (marks, marks_rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let handle = WriterHandle {
+            tx,
+            marks,
+            metrics: metrics.clone(),
+        };
+        let queues = Queues {
+            stores: rx,
+            marks: marks_rx,
+            stores_open: true,
+            marks_open: true,
+        };
+        let writer = Self {
+            queues,
+            storage,
+            cfg,
+            hub,
+            fanout,
+            metrics,
+        };
+        (handle, writer)
+    }
+
+    /// Runs the writer on a thread of its own (`nano-writer`): the batching loop waits on a
+    /// single-threaded runtime, each commit runs on that thread, so a commit costs no hand-off to a
+    /// blocking pool and back and the SQLite connection stays warm in one core's cache. It runs
+    /// until every [`WriterHandle`] is dropped and both queues are empty.
+    ///
+    /// # Errors
+    /// The OS refused the thread or the runtime's timer.
+    pub fn start(self) -> std::io::Result<Stopped> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        let (done, stopped) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("nano-writer".into())
+            .spawn(move || {
+                run(self, &rt);
+                let _ = done.send(());
+            })?;
+        Ok(stopped)
+    }
 }
 
 /// The writer's two queues; a closed one is left alone until both are.
+#[derive(Debug)]
 struct Queues {
     stores: mpsc::Receiver<WriteRequest>,
     marks: mpsc::Receiver<MarkRequest>,
@@ -247,17 +307,21 @@ fn commit(
     (stored, marked)
 }
 
-async fn run(
-    mut queues: Queues,
-    storage: Arc<dyn Storage>,
-    cfg: WriterConfig,
-    hub: Arc<Hub>,
-    fanout: Option<Arc<Fanout>>,
-    metrics: Metrics,
-) {
+/// The writer's loop: waits for work on `rt` (the queues and the linger timer), then commits
+/// and answers outside it, as blocking code must (the PostgreSQL client runs a runtime of its
+/// own, which cannot start inside another).
+fn run(writer: Writer, rt: &tokio::runtime::Runtime) {
+    let Writer {
+        mut queues,
+        storage,
+        cfg,
+        hub,
+        fanout,
+        metrics,
+    } = writer;
     let mut linger = false;
     let mut pushed = Pushed::default();
-    while let Some((batch, marks)) = queues.next(&cfg, linger).await {
+    while let Some((batch, marks)) = rt.block_on(queues.next(&cfg, linger)) {
         linger = batch.len() >= cfg.batch_size;
         metrics
             .write_queue_depth
@@ -269,7 +333,7 @@ async fn run(
             fanout: fanout.as_deref(),
             metrics: &metrics,
         };
-        write(&env, &mut pushed, batch, marks).await;
+        write(&env, &mut pushed, batch, marks);
     }
     tracing::debug!("batch writer drained");
 }
@@ -331,27 +395,21 @@ struct StoreEnv<'a> {
 /// without the writer handing it to the hub, and the recipient's live session would never
 /// read below its cursor. Resends are rare; each costs one inbox read. Failures are left to
 /// the recipient's next login, which reads the whole inbox.
-async fn redeliver(storage: &Arc<dyn Storage>, hub: &Hub, duplicates: Vec<(i64, i64)>) {
-    let st = Arc::clone(storage);
-    let found = tokio::task::spawn_blocking(move || {
-        duplicates
-            .into_iter()
-            .filter_map(|(recipient, seq)| {
-                let first = st.pending(recipient, seq - 1, 1).ok()?.into_iter().next()?;
-                (first.seq == seq).then_some((recipient, first))
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    for (recipient, m) in found {
-        hub.redeliver(recipient, &Arc::new(m));
+fn redeliver(storage: &dyn Storage, hub: &Hub, duplicates: &[(i64, i64)]) {
+    for &(recipient, seq) in duplicates {
+        let first = storage
+            .pending(recipient, seq - 1, 1)
+            .ok()
+            .and_then(|page| page.into_iter().next());
+        if let Some(m) = first.filter(|m| m.seq == seq) {
+            hub.redeliver(recipient, &Arc::new(m));
+        }
     }
 }
 
 /// Commits a batch of messages and marks, answers the marks and the messages' senders, and
 /// hands the stored messages to the hub.
-async fn write(
+fn write(
     env: &StoreEnv<'_>,
     pushed: &mut Pushed,
     batch: Vec<WriteRequest>,
@@ -372,25 +430,8 @@ async fn write(
         marks.into_iter().map(|r| (r.mark, r.reply)).unzip();
     let kinds: Vec<MarkKind> = marks.iter().map(|m| m.kind).collect();
     let started = Instant::now();
-    let st = Arc::clone(storage);
-    let quota = cfg.inbox_quota;
-    let now = now_ms();
-    let result = tokio::task::spawn_blocking(move || {
-        let (outcome, marked) = commit(&*st, &msgs, quota, marks, now);
-        (msgs, outcome, marked)
-    })
-    .await;
-    let (msgs, outcome, marked) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "batch commit task failed");
-            for (_, _, reply) in rest {
-                let _ = reply.send(Err(RelayError::Internal("commit task failed".into())));
-            }
-            answer_marks(mark_replies, kinds, Vec::new(), metrics);
-            return;
-        }
-    };
+    // On the writer's own thread: blocking here holds up nothing but the next batch.
+    let (outcome, marked) = commit(&**storage, &msgs, cfg.inbox_quota, marks, now_ms());
     answer_marks(mark_replies, kinds, marked, metrics);
     if msgs.is_empty() {
         return;
@@ -442,7 +483,7 @@ async fn write(
             }
             if !duplicates.is_empty() {
                 let found: Vec<(i64, i64)> = duplicates.iter().map(|(r, s, _)| (*r, *s)).collect();
-                redeliver(storage, hub, found).await;
+                redeliver(&**storage, hub, &found);
                 for (_, seq, reply) in duplicates {
                     pushed.insert(seq);
                     let _ = reply.send(Ok(StoreOutcome::Duplicate(seq)));
